@@ -1,0 +1,160 @@
+//! The whole bridge on one local port (127.0.0.1:3000, `PORT` to change): the three functions'
+//! handlers, the embedded store (or DynamoDB at `DYNAMODB_ENDPOINT`) and in-process timers.
+//! With no configuration at all it still runs: it makes development secrets, prints them, and
+//! sends what would go to Kommo and to the chat service to a built-in sink that logs each call.
+
+mod sink;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use shared::app::Bridge;
+use shared::config::{self, Config, LocalDefaults};
+use shared::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, json_response};
+use shared::routes::{self, EntryPoint, RouteId};
+use shared::store::Store;
+use shared::store::dynamo::{DynamoStore, client_from_env, ensure_table};
+use shared::store::memory::MemoryStore;
+use shared::time::SystemClock;
+use tokio::net::TcpListener;
+
+struct DevServer {
+    bridge: Bridge,
+    sink: sink::Sink,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let env = |name: &str| std::env::var(name).ok();
+    let port = config::port(&env).unwrap_or_else(|e| refuse(&e));
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap_or_else(|e| {
+        eprintln!("dev-server: cannot listen on 127.0.0.1:{port}: {e}");
+        std::process::exit(1);
+    });
+    let address = listener.local_addr().expect("a bound listener has an address");
+    let base = format!("http://{address}");
+    let (config, defaults) = Config::from_env_local(&env, &base).unwrap_or_else(|e| refuse(&e));
+    announce_local_defaults(&config, &defaults);
+
+    let store: Arc<dyn Store> = match &config.dynamodb_endpoint {
+        Some(endpoint) => {
+            let client = client_from_env(Some(endpoint));
+            if let Err(e) = ensure_table(&client, &config.table_name).await {
+                eprintln!("dev-server: DynamoDB at {endpoint} is not usable: {e}");
+                std::process::exit(1);
+            }
+            println!("dev-server: store: DynamoDB at {endpoint}, table {}", config.table_name);
+            Arc::new(DynamoStore::new(client, config.table_name.clone()))
+        }
+        None => {
+            println!("dev-server: store: in memory (set DYNAMODB_ENDPOINT to use DynamoDB)");
+            Arc::new(MemoryStore::new())
+        }
+    };
+    let sink = sink::Sink::new(&config);
+    let server = Arc::new(DevServer { bridge: Bridge::with_http_clients(config, Arc::new(SystemClock), store), sink });
+    // Tests and scripts read this line to learn the port (PORT=0 picks a free one).
+    println!("dev-server: listening on {base}");
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(server.handle(request).await.map(Full::new)) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+    println!("dev-server: stopped");
+}
+
+impl DevServer {
+    async fn handle(&self, request: hyper::Request<Incoming>) -> HttpResponse {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return ApiError::payload_too_large().into_response();
+            }
+            Err(_) => {
+                return ApiError::bad_request("unreadable_body", "the request body could not be read").into_response();
+            }
+        };
+        let request = HttpRequest::from_parts(parts, body);
+        let matched = match routes::find(request.method(), request.uri().path()) {
+            Ok(matched) => matched,
+            Err(error) => return error.into_response(),
+        };
+        match (matched.served_by, matched.id) {
+            (EntryPoint::DevServer, RouteId::Healthz) => {
+                json_response(http::StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            }
+            (EntryPoint::DevServer, RouteId::SinkAmojo) => {
+                let path = matched.params[0].to_owned();
+                self.sink.amojo(&request, &path)
+            }
+            (EntryPoint::DevServer, _) => self.sink.chat(&request),
+            (entry, _) => self.bridge.handle(entry, request).await,
+        }
+    }
+}
+
+/// Prints what the dev server made up, secrets included: they are development-only values,
+/// and a newcomer needs them to sign requests by hand.
+fn announce_local_defaults(config: &Config, defaults: &LocalDefaults) {
+    if defaults.generated.is_empty() {
+        return;
+    }
+    println!("dev-server: local mode: not set in the environment, so made up for this run:");
+    for name in &defaults.generated {
+        let value = match *name {
+            "KOMMO_CHANNEL_ID" => config.channel_id.clone(),
+            "KOMMO_CHANNEL_SECRET" => config.channel_secret.expose().to_owned(),
+            "KOMMO_AMOJO_URL" => format!("{} (the built-in sink)", config.amojo_url),
+            "KOMMO_INTEGRATION_SECRET" => config.integration_secret.expose().to_owned(),
+            "CHAT_SERVICE_URL" => format!("{} (the built-in sink)", config.chat_service_url),
+            "CHAT_SERVICE_SECRET" => config.chat_service_secret.expose(),
+            _ => continue,
+        };
+        println!("  {name}={value}");
+    }
+}
+
+fn refuse(error: &config::ConfigError) -> ! {
+    eprintln!("dev-server: {error}");
+    std::process::exit(2);
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,118 @@
+//! The bridge as one value: configuration, clock, store and the two outbound clients, and the
+//! entry point that routes a request to its handler. Lambda and the dev server both call
+//! [`Bridge::handle`], so what runs locally is what is deployed.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use crate::chat_client::{ChatService, HttpChatService};
+use crate::config::Config;
+use crate::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, header_str, json_response, parse_json};
+use crate::kommo_client::{AMOJO_REQUEST_TIMEOUT, AmojoClient, KommoApi};
+use crate::models::chat::ChatEvent;
+use crate::models::kommo::{KommoWebhook, WebhookKind};
+use crate::outbound::http_client;
+use crate::routes::{self, EntryPoint, RouteId};
+use crate::signing::{kommo_webhook, standard_webhooks::SignatureHeaders};
+use crate::store::Store;
+use crate::time::Clock;
+
+pub struct Bridge {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub store: Arc<dyn Store>,
+    pub kommo: Arc<dyn KommoApi>,
+    pub chat: Arc<dyn ChatService>,
+}
+
+impl Bridge {
+    /// The bridge with real HTTP clients for amojo and the chat service (one client, built once).
+    pub fn with_http_clients(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn Store>) -> Self {
+        let http = http_client(AMOJO_REQUEST_TIMEOUT);
+        let kommo = AmojoClient::new(
+            http.clone(),
+            &config.amojo_url,
+            &config.channel_id,
+            config.channel_secret.clone(),
+            clock.clone(),
+            config.retry,
+        );
+        let chat =
+            HttpChatService::new(http, &config.chat_service_url, config.chat_service_secret.clone(), clock.clone());
+        Self { config, clock, store, kommo: Arc::new(kommo), chat: Arc::new(chat) }
+    }
+
+    /// Answers one HTTP request for the routes `entry` serves; every failure is a JSON error.
+    pub async fn handle(&self, entry: EntryPoint, request: HttpRequest) -> HttpResponse {
+        match self.route(entry, &request).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status.is_server_error() {
+                    tracing::error!(code = error.code, "request failed");
+                }
+                error.into_response()
+            }
+        }
+    }
+
+    async fn route(&self, entry: EntryPoint, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        let path = request.uri().path();
+        let matched = routes::find(request.method(), path)?;
+        if matched.served_by != entry {
+            return Err(ApiError::not_found("no_route", format!("no route for {path}")));
+        }
+        if request.body().len() > MAX_BODY_BYTES {
+            return Err(ApiError::payload_too_large());
+        }
+        match matched.id {
+            RouteId::KommoWebhook => self.kommo_webhook(matched.params[0], request).await,
+            RouteId::ChatEvents => self.chat_event(request).await,
+            RouteId::Healthz | RouteId::SinkAmojo | RouteId::SinkChat => {
+                Err(ApiError::not_found("no_route", format!("no route for {path}")))
+            }
+        }
+    }
+
+    /// `POST /kommo/webhook/{scope_id}`: verified over the raw body, then parsed. Kommo sends
+    /// each webhook once and wants exactly 200 within 5 s.
+    async fn kommo_webhook(&self, scope_id: &str, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        let account_id = self
+            .config
+            .account_of_scope(scope_id)
+            .ok_or_else(|| ApiError::not_found("unknown_scope", "the scope_id does not belong to this channel"))?;
+        kommo_webhook::verify(self.config.channel_secret.expose(), request.body(), header_str(request, "x-signature"))
+            .map_err(|e| ApiError::bad_signature(e.to_string()))?;
+        let webhook: KommoWebhook = parse_json(request.body())?;
+        if webhook.account_id != account_id {
+            return Err(ApiError::bad_request("scope_mismatch", "account_id does not match the scope_id in the path"));
+        }
+        let kind = match webhook.kind() {
+            WebhookKind::ManagerMessage(_) => "manager_message",
+            WebhookKind::ManagerTyping(_) => "manager_typing",
+            WebhookKind::Reaction(_) => "reaction",
+            WebhookKind::Other => "other",
+        };
+        tracing::info!(scope_id, kind, "kommo webhook accepted");
+        Ok(json_response(StatusCode::OK, &serde_json::json!({})))
+    }
+
+    /// `POST /chat/events`: Standard Webhooks verified over the raw body, then parsed.
+    async fn chat_event(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        let headers = SignatureHeaders {
+            id: header_str(request, "webhook-id"),
+            timestamp: header_str(request, "webhook-timestamp"),
+            signature: header_str(request, "webhook-signature"),
+        };
+        self.config
+            .chat_service_secret
+            .verify(&headers, request.body(), self.clock.now_s())
+            .map_err(|e| ApiError::bad_signature(e.to_string()))?;
+        let event: ChatEvent = parse_json(request.body())?;
+        if self.config.account_of_scope(event.scope_id()).is_none() {
+            return Err(ApiError::not_found("unknown_scope", "the scope_id does not belong to this channel"));
+        }
+        tracing::info!(scope_id = event.scope_id(), kind = event.type_name(), "chat event accepted");
+        Ok(json_response(StatusCode::OK, &serde_json::json!({"accepted": true})))
+    }
+}

@@ -1,0 +1,127 @@
+//! The client of the chat service: posts [`BridgeEvent`]s to `CHAT_SERVICE_URL`, signed per
+//! Standard Webhooks. The `webhook-id` stays the same across the retries of one event, so
+//! the chat service can drop duplicates; the timestamp and signature are made per attempt.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::RetryPolicy;
+use crate::models::chat::BridgeEvent;
+use crate::outbound::{Attempt, is_retryable_status, retry_after, transport_retry, with_retries};
+use crate::signing::standard_webhooks::WebhookSecret;
+use crate::time::Clock;
+
+/// The chat service's 2xx answer: for `message.created`, optionally its own message id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ChatAnswer {
+    #[serde(default)]
+    pub msgid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    /// The chat service refused the event (4xx other than 429), with its error if it gave one.
+    #[error("the chat service refused the event with {status}: {code}")]
+    Rejected { status: u16, code: String, message: String },
+    /// Unreachable, timing out or failing (429, 5xx) until the retries ran out.
+    #[error("the chat service is unavailable after {attempts} attempts: {reason}")]
+    Unavailable { attempts: u32, status: Option<u16>, reason: String },
+}
+
+/// What the bridge asks of the chat service (a port).
+#[async_trait]
+pub trait ChatService: Send + Sync {
+    /// Delivers one event; `webhook_id` identifies it across retries.
+    async fn deliver(
+        &self,
+        event: &BridgeEvent,
+        webhook_id: &str,
+        policy: RetryPolicy,
+    ) -> Result<ChatAnswer, ChatError>;
+}
+
+pub struct HttpChatService {
+    http: reqwest::Client,
+    url: String,
+    secret: WebhookSecret,
+    clock: Arc<dyn Clock>,
+}
+
+impl HttpChatService {
+    pub fn new(http: reqwest::Client, url: &str, secret: WebhookSecret, clock: Arc<dyn Clock>) -> Self {
+        Self { http, url: url.to_owned(), secret, clock }
+    }
+}
+
+#[async_trait]
+impl ChatService for HttpChatService {
+    async fn deliver(
+        &self,
+        event: &BridgeEvent,
+        webhook_id: &str,
+        policy: RetryPolicy,
+    ) -> Result<ChatAnswer, ChatError> {
+        let body = bytes::Bytes::from(serde_json::to_vec(event).expect("models serialise"));
+        let outcome = with_retries(policy, "chat service", || {
+            let timestamp = self.clock.now_s();
+            let request = self
+                .http
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("webhook-id", webhook_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", self.secret.sign(webhook_id, timestamp, &body))
+                .body(body.clone());
+            async move {
+                let response = match request.send().await {
+                    Ok(response) => response,
+                    Err(error) => return transport_retry(&error),
+                };
+                let status = response.status().as_u16();
+                if response.status().is_success() {
+                    // Any 2xx accepts the event; a body without a msgid is still an acceptance.
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    return Attempt::Final(Ok(serde_json::from_slice(&bytes).unwrap_or_default()));
+                }
+                let hint = retry_after(response.headers());
+                if is_retryable_status(status) {
+                    return Attempt::Retry {
+                        status: Some(status),
+                        retry_after: hint,
+                        reason: format!("HTTP {status}"),
+                    };
+                }
+                let (code, message) = error_of(&response.bytes().await.unwrap_or_default());
+                Attempt::Final(Err(ChatError::Rejected { status, code, message }))
+            }
+        })
+        .await;
+        outcome.unwrap_or_else(|e| {
+            Err(ChatError::Unavailable { attempts: e.attempts, status: e.status, reason: e.reason })
+        })
+    }
+}
+
+/// The contract's error body `{"error": {"code", "message"}}`; anything else gives empty strings.
+fn error_of(body: &[u8]) -> (String, String) {
+    #[derive(serde::Deserialize, Default)]
+    struct Envelope {
+        #[serde(default)]
+        error: Inner,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Inner {
+        #[serde(default)]
+        code: serde_json::Value,
+        #[serde(default)]
+        message: String,
+    }
+    let envelope: Envelope = serde_json::from_slice(body).unwrap_or_default();
+    let code = match envelope.error.code {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    (code, envelope.error.message)
+}

@@ -1,0 +1,299 @@
+//! Configuration from the environment, the same names for the Lambda functions and the dev
+//! server. The Lambda functions refuse to start without it; the dev server fills what is
+//! missing with a local default (generated secrets, the built-in sink) so it runs with none.
+
+use std::time::Duration;
+
+use crate::signing::standard_webhooks::WebhookSecret;
+
+pub const DEFAULT_AMOJO_URL: &str = "https://amojo.kommo.com";
+pub const DEFAULT_TABLE_NAME: &str = "kommo-bridge";
+pub const DEFAULT_PORT: u16 = 3000;
+
+/// A secret value that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How outbound calls are retried: exponential backoff with jitter, bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// Gives up within about two minutes: 1+2+4+…+32 s with jitter, capped at 30 s a wait.
+    pub const DEFAULT: Self =
+        Self { max_attempts: 7, base_delay: Duration::from_millis(1000), max_delay: Duration::from_secs(30) };
+
+    /// Typing is ephemeral: one quick retry at most, so it never backs up other work.
+    pub const EPHEMERAL: Self =
+        Self { max_attempts: 2, base_delay: Duration::from_millis(150), max_delay: Duration::from_millis(300) };
+
+    /// The wait before attempt `attempt + 1` (1-based `attempt`), with "equal jitter":
+    /// half fixed, half random, so retries of many callers spread out.
+    pub fn delay_after(&self, attempt: u32, random: u64) -> Duration {
+        let exponential = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let capped = exponential.min(self.max_delay);
+        let half = capped / 2;
+        let spread = half.as_millis() as u64;
+        half + Duration::from_millis(if spread == 0 { 0 } else { random % (spread + 1) })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub channel_id: String,
+    pub channel_secret: Secret,
+    pub amojo_url: String,
+    pub integration_secret: Secret,
+    pub chat_service_url: String,
+    pub chat_service_secret: WebhookSecret,
+    pub table_name: String,
+    /// When set, DynamoDB at this endpoint (a local server) instead of AWS's.
+    pub dynamodb_endpoint: Option<String>,
+    pub retry: RetryPolicy,
+}
+
+/// A variable that is missing or malformed, named so the operator can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {variable} {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self { variable, problem: problem.into() }
+    }
+}
+
+/// What the dev server made up because the environment did not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalDefaults {
+    pub generated: Vec<&'static str>,
+}
+
+impl Config {
+    /// For the Lambda functions: every variable that names a secret or a peer is required.
+    pub fn from_env_strict(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required =
+            |name: &'static str| non_empty(env, name).ok_or_else(|| ConfigError::new(name, "is required and not set"));
+        Ok(Self {
+            channel_id: required("KOMMO_CHANNEL_ID")?,
+            channel_secret: Secret::new(required("KOMMO_CHANNEL_SECRET")?),
+            amojo_url: url(env, "KOMMO_AMOJO_URL")?.unwrap_or_else(|| DEFAULT_AMOJO_URL.into()),
+            integration_secret: Secret::new(required("KOMMO_INTEGRATION_SECRET")?),
+            chat_service_url: url(env, "CHAT_SERVICE_URL")?
+                .ok_or_else(|| ConfigError::new("CHAT_SERVICE_URL", "is required and not set"))?,
+            chat_service_secret: webhook_secret(&required("CHAT_SERVICE_SECRET")?)?,
+            table_name: required("TABLE_NAME")?,
+            dynamodb_endpoint: url(env, "DYNAMODB_ENDPOINT")?,
+            retry: retry_policy(env)?,
+        })
+    }
+
+    /// For the dev server: what is missing gets a local default. `sink_base` is the dev
+    /// server's own address, where the built-in sink stands in for amojo and the chat service.
+    pub fn from_env_local(
+        env: &dyn Fn(&str) -> Option<String>,
+        sink_base: &str,
+    ) -> Result<(Self, LocalDefaults), ConfigError> {
+        let mut defaults = LocalDefaults::default();
+        let mut or_generated = |name: &'static str, value: Option<String>, make: &dyn Fn() -> String| {
+            value.unwrap_or_else(|| {
+                defaults.generated.push(name);
+                make()
+            })
+        };
+        let channel_id =
+            or_generated("KOMMO_CHANNEL_ID", non_empty(env, "KOMMO_CHANNEL_ID"), &|| "local-channel".into());
+        let channel_secret = or_generated("KOMMO_CHANNEL_SECRET", non_empty(env, "KOMMO_CHANNEL_SECRET"), &|| {
+            hex::encode(random_bytes::<20>())
+        });
+        let amojo_url =
+            or_generated("KOMMO_AMOJO_URL", url(env, "KOMMO_AMOJO_URL")?, &|| format!("{sink_base}/_sink/amojo"));
+        let integration_secret =
+            or_generated("KOMMO_INTEGRATION_SECRET", non_empty(env, "KOMMO_INTEGRATION_SECRET"), &|| {
+                hex::encode(random_bytes::<32>())
+            });
+        let chat_service_url =
+            or_generated("CHAT_SERVICE_URL", url(env, "CHAT_SERVICE_URL")?, &|| format!("{sink_base}/_sink/chat"));
+        let chat_service_secret = match non_empty(env, "CHAT_SERVICE_SECRET") {
+            Some(text) => webhook_secret(&text)?,
+            None => {
+                defaults.generated.push("CHAT_SERVICE_SECRET");
+                WebhookSecret::from_key(random_bytes::<32>().to_vec())
+            }
+        };
+        let config = Self {
+            channel_id,
+            channel_secret: Secret::new(channel_secret),
+            amojo_url,
+            integration_secret: Secret::new(integration_secret),
+            chat_service_url,
+            chat_service_secret,
+            table_name: non_empty(env, "TABLE_NAME").unwrap_or_else(|| DEFAULT_TABLE_NAME.into()),
+            dynamodb_endpoint: url(env, "DYNAMODB_ENDPOINT")?,
+            retry: retry_policy(env)?,
+        };
+        Ok((config, defaults))
+    }
+
+    /// The scope ids of this channel are `{channel_id}_{account_id}`.
+    pub fn account_of_scope<'a>(&self, scope_id: &'a str) -> Option<&'a str> {
+        scope_id
+            .strip_prefix(self.channel_id.as_str())
+            .and_then(|rest| rest.strip_prefix('_'))
+            .filter(|account| !account.is_empty())
+    }
+}
+
+/// The port the dev server listens on (`PORT`, default 3000).
+pub fn port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
+    match non_empty(env, "PORT") {
+        None => Ok(DEFAULT_PORT),
+        Some(text) => text
+            .parse::<u16>()
+            .map_err(|_| ConfigError::new("PORT", format!("must be a port number from 0 to 65535, not {text:?}"))),
+    }
+}
+
+fn non_empty(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn url(env: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<String>, ConfigError> {
+    match non_empty(env, name) {
+        None => Ok(None),
+        Some(text) if text.starts_with("http://") || text.starts_with("https://") => {
+            Ok(Some(text.trim_end_matches('/').to_owned()))
+        }
+        Some(_) => Err(ConfigError::new(name, "must be an http:// or https:// URL")),
+    }
+}
+
+fn webhook_secret(text: &str) -> Result<WebhookSecret, ConfigError> {
+    WebhookSecret::parse(text).map_err(|e| ConfigError::new("CHAT_SERVICE_SECRET", e.to_string()))
+}
+
+fn retry_policy(env: &dyn Fn(&str) -> Option<String>) -> Result<RetryPolicy, ConfigError> {
+    let mut policy = RetryPolicy::DEFAULT;
+    if let Some(text) = non_empty(env, "RETRY_MAX_ATTEMPTS") {
+        policy.max_attempts = text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=50).contains(n))
+            .ok_or_else(|| ConfigError::new("RETRY_MAX_ATTEMPTS", "must be a whole number from 1 to 50"))?;
+    }
+    if let Some(text) = non_empty(env, "RETRY_BASE_DELAY_MS") {
+        let ms = text
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=60_000).contains(n))
+            .ok_or_else(|| ConfigError::new("RETRY_BASE_DELAY_MS", "must be milliseconds from 1 to 60000"))?;
+        policy.base_delay = Duration::from_millis(ms);
+    }
+    Ok(policy)
+}
+
+/// Random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const FULL: &[(&str, &str)] = &[
+        ("KOMMO_CHANNEL_ID", "chan"),
+        ("KOMMO_CHANNEL_SECRET", "s1"),
+        ("KOMMO_INTEGRATION_SECRET", "s2"),
+        ("CHAT_SERVICE_URL", "https://chat.example/hooks/"),
+        ("CHAT_SERVICE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ("TABLE_NAME", "bridge"),
+    ];
+
+    #[test]
+    fn the_lambda_configuration_needs_every_secret_and_peer() {
+        let config = Config::from_env_strict(&env_of(FULL)).unwrap();
+        assert_eq!(config.amojo_url, DEFAULT_AMOJO_URL);
+        assert_eq!(config.chat_service_url, "https://chat.example/hooks");
+        for missing in ["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_URL", "TABLE_NAME"] {
+            let partial: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let error = Config::from_env_strict(&env_of(&partial)).unwrap_err();
+            assert_eq!(error.variable, missing);
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_refused_by_name() {
+        let mut bad: Vec<_> = FULL.to_vec();
+        bad.push(("CHAT_SERVICE_SECRET", "plain-text"));
+        let env = env_of(&bad);
+        assert_eq!(Config::from_env_strict(&env).unwrap_err().variable, "CHAT_SERVICE_SECRET");
+        assert_eq!(port(&env_of(&[("PORT", "http")])).unwrap_err().variable, "PORT");
+        assert_eq!(port(&env_of(&[])).unwrap(), 3000);
+        let env = env_of(&[("RETRY_MAX_ATTEMPTS", "0")]);
+        assert_eq!(Config::from_env_local(&env, "http://x").unwrap_err().variable, "RETRY_MAX_ATTEMPTS");
+    }
+
+    #[test]
+    fn the_dev_server_runs_with_no_configuration_on_generated_secrets_and_the_sink() {
+        let (config, defaults) = Config::from_env_local(&env_of(&[]), "http://127.0.0.1:3000").unwrap();
+        assert_eq!(config.amojo_url, "http://127.0.0.1:3000/_sink/amojo");
+        assert_eq!(config.chat_service_url, "http://127.0.0.1:3000/_sink/chat");
+        assert_eq!(config.channel_secret.expose().len(), 40);
+        assert!(defaults.generated.contains(&"CHAT_SERVICE_SECRET"));
+        assert!(config.dynamodb_endpoint.is_none());
+        assert!(!format!("{config:?}").contains(config.channel_secret.expose()));
+    }
+
+    #[test]
+    fn a_scope_belongs_to_this_channel_only_with_an_account_after_it() {
+        let config = Config::from_env_strict(&env_of(FULL)).unwrap();
+        assert_eq!(config.account_of_scope("chan_acc-1"), Some("acc-1"));
+        assert_eq!(config.account_of_scope("chan_"), None);
+        assert_eq!(config.account_of_scope("other_acc-1"), None);
+        assert_eq!(config.account_of_scope("channel_acc"), None);
+    }
+
+    #[test]
+    fn retry_delays_grow_exponentially_with_bounded_jitter() {
+        let policy = RetryPolicy::DEFAULT;
+        let first = policy.delay_after(1, 0);
+        assert_eq!(first, Duration::from_millis(500));
+        assert!(policy.delay_after(1, u64::MAX - 1) <= Duration::from_millis(1000));
+        assert_eq!(policy.delay_after(3, 0), Duration::from_millis(2000));
+        assert_eq!(policy.delay_after(20, 0), Duration::from_secs(15));
+        let total_max: Duration = (1..policy.max_attempts).map(|a| policy.delay_after(a, u64::MAX)).sum();
+        assert!(total_max <= Duration::from_secs(130), "{total_max:?}");
+    }
+}

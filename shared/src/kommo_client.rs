@@ -1,0 +1,190 @@
+//! The client of Kommo's Chat API (amojo): connect, create chat, import message, typing,
+//! delivery status. Every attempt is signed when it is sent, so a retry carries a fresh `Date`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{RetryPolicy, Secret};
+use crate::models::kommo::{
+    ConnectRequest, ConnectResponse, CreateChatRequest, CreateChatResponse, DeliveryStatusRequest, DisconnectRequest,
+    ImportMessageRequest, ImportMessageResponse, TypingRequest,
+};
+use crate::outbound::{Attempt, is_retryable_status, retry_after, transport_retry, with_retries};
+use crate::signing::amojo;
+use crate::time::{Clock, rfc2822};
+
+const API_PREFIX: &str = "/v2/origin/custom";
+
+/// Why an amojo call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KommoError {
+    /// amojo refused the request (a 4xx other than 429): retrying would not help.
+    #[error("amojo refused the call with {status}: {error_type} {description}")]
+    Rejected { status: u16, error_type: String, description: String },
+    /// amojo could not be reached or kept failing (429, 5xx, timeouts) until the retries ran out.
+    #[error("amojo unavailable after {attempts} attempts: {reason}")]
+    Unavailable { attempts: u32, status: Option<u16>, reason: String },
+    /// amojo answered 2xx with a body the bridge cannot read.
+    #[error("amojo answered with an unreadable body: {0}")]
+    InvalidResponse(String),
+}
+
+/// What the bridge asks of Kommo (a port: the HTTP client below, or a fake in tests).
+#[async_trait]
+pub trait KommoApi: Send + Sync {
+    async fn connect(&self, request: &ConnectRequest) -> Result<ConnectResponse, KommoError>;
+    async fn disconnect(&self, request: &DisconnectRequest) -> Result<(), KommoError>;
+    async fn create_chat(&self, scope_id: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError>;
+    async fn import_message(
+        &self,
+        scope_id: &str,
+        request: &ImportMessageRequest,
+    ) -> Result<ImportMessageResponse, KommoError>;
+    /// Shows the client typing for 5 s. One quick retry at most: typing is ephemeral.
+    async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError>;
+    async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError>;
+}
+
+/// amojo over HTTPS.
+pub struct AmojoClient {
+    http: reqwest::Client,
+    base_url: String,
+    channel_id: String,
+    channel_secret: Secret,
+    clock: Arc<dyn Clock>,
+    retry: RetryPolicy,
+}
+
+impl AmojoClient {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        channel_id: &str,
+        channel_secret: Secret,
+        clock: Arc<dyn Clock>,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            channel_id: channel_id.to_owned(),
+            channel_secret,
+            clock,
+            retry,
+        }
+    }
+
+    /// Sends `body` to `path` (under `/v2/origin/custom/`), retrying per `policy`, and returns
+    /// the 2xx answer's body.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl Serialize,
+        policy: RetryPolicy,
+    ) -> Result<bytes::Bytes, KommoError> {
+        // Serialised once: the signature's Content-MD5 covers exactly these bytes.
+        let body = bytes::Bytes::from(serde_json::to_vec(body).expect("models serialise"));
+        let signed_path = format!("{API_PREFIX}/{path}");
+        let url = format!("{}{signed_path}", self.base_url);
+        let outcome = with_retries(policy, "amojo", || {
+            // Signed per attempt: amojo accepts a Date for 15 minutes only.
+            let date = rfc2822(self.clock.now_s());
+            let headers = amojo::sign(self.channel_secret.expose(), method.as_str(), &signed_path, &body, &date);
+            let mut request = self.http.request(method.clone(), &url).body(body.clone());
+            for (name, value) in headers.as_pairs() {
+                request = request.header(name, value);
+            }
+            async move {
+                let response = match request.send().await {
+                    Ok(response) => response,
+                    Err(error) => return transport_retry(&error),
+                };
+                let status = response.status().as_u16();
+                if response.status().is_success() {
+                    return Attempt::Final(
+                        response.bytes().await.map_err(|e| KommoError::InvalidResponse(e.to_string())),
+                    );
+                }
+                let hint = retry_after(response.headers());
+                if is_retryable_status(status) {
+                    return Attempt::Retry {
+                        status: Some(status),
+                        retry_after: hint,
+                        reason: format!("HTTP {status}"),
+                    };
+                }
+                Attempt::Final(Err(rejected(status, &response.bytes().await.unwrap_or_default())))
+            }
+        })
+        .await;
+        outcome.unwrap_or_else(|e| {
+            Err(KommoError::Unavailable { attempts: e.attempts, status: e.status, reason: e.reason })
+        })
+    }
+
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, KommoError> {
+        let bytes = self.call(method, path, body, self.retry).await?;
+        serde_json::from_slice(&bytes).map_err(|e| KommoError::InvalidResponse(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl KommoApi for AmojoClient {
+    async fn connect(&self, request: &ConnectRequest) -> Result<ConnectResponse, KommoError> {
+        let path = format!("{}/connect", self.channel_id);
+        self.call_json(reqwest::Method::POST, &path, request).await
+    }
+
+    async fn disconnect(&self, request: &DisconnectRequest) -> Result<(), KommoError> {
+        let path = format!("{}/disconnect", self.channel_id);
+        self.call(reqwest::Method::DELETE, &path, request, self.retry).await.map(drop)
+    }
+
+    async fn create_chat(&self, scope_id: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError> {
+        self.call_json(reqwest::Method::POST, &format!("{scope_id}/chats"), request).await
+    }
+
+    async fn import_message(
+        &self,
+        scope_id: &str,
+        request: &ImportMessageRequest,
+    ) -> Result<ImportMessageResponse, KommoError> {
+        self.call_json(reqwest::Method::POST, scope_id, request).await
+    }
+
+    async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError> {
+        let path = format!("{scope_id}/typing");
+        self.call(reqwest::Method::POST, &path, request, RetryPolicy::EPHEMERAL).await.map(drop)
+    }
+
+    async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError> {
+        let path = format!("{scope_id}/{}/delivery_status", request.msgid);
+        self.call(reqwest::Method::POST, &path, request, self.retry).await.map(drop)
+    }
+}
+
+/// amojo's error body: `{"error_code": 403, "error_type": "...", "error_description": "..."}`.
+fn rejected(status: u16, body: &[u8]) -> KommoError {
+    #[derive(serde::Deserialize, Default)]
+    struct AmojoErrorBody {
+        #[serde(default)]
+        error_type: String,
+        #[serde(default)]
+        error_description: String,
+    }
+    let parsed: AmojoErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    KommoError::Rejected { status, error_type: parsed.error_type, description: parsed.error_description }
+}
+
+/// Default per-attempt bound for amojo calls.
+pub const AMOJO_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,17 @@
+//! The shared core of the Kommo feel-connected bridge: wire models, signatures, domain rules,
+//! ports and their adapters. Every function (and the dev server) is a thin shell around it.
+
+pub mod app;
+pub mod chat_client;
+pub mod config;
+pub mod http;
+pub mod kommo_client;
+#[cfg(feature = "lambda")]
+pub mod lambda;
+pub mod models;
+pub mod outbound;
+pub mod routes;
+pub mod signing;
+pub mod status;
+pub mod store;
+pub mod time;

@@ -1,0 +1,178 @@
+//! The chat-service contract, v1: one JSON envelope both ways,
+//! `{"type": "...", "scope_id": "...", "conversation_id": "...", ...}`.
+//!
+//! Ids here are the integration's: the conversation id, the client's user id, the chat
+//! service's message id. The bridge keeps the mapping to Kommo's ids. `docs/openapi.yaml`
+//! is the normative form.
+
+use serde::{Deserialize, Serialize};
+
+use super::kommo::MessageContent;
+
+/// Events the chat service posts to `POST /chat/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ChatEvent {
+    #[serde(rename = "message.created")]
+    MessageCreated(Box<ClientMessage>),
+    #[serde(rename = "message.status")]
+    MessageStatus(StatusReport),
+    #[serde(rename = "typing.started")]
+    TypingStarted(ClientTyping),
+    #[serde(rename = "typing.stopped")]
+    TypingStopped(ClientTyping),
+    #[serde(rename = "presence.online")]
+    PresenceOnline(ClientPresence),
+    #[serde(rename = "presence.heartbeat")]
+    PresenceHeartbeat(ClientPresence),
+    #[serde(rename = "presence.offline")]
+    PresenceOffline(ClientPresence),
+}
+
+impl ChatEvent {
+    pub fn scope_id(&self) -> &str {
+        match self {
+            Self::MessageCreated(e) => &e.scope_id,
+            Self::MessageStatus(e) => &e.scope_id,
+            Self::TypingStarted(e) | Self::TypingStopped(e) => &e.scope_id,
+            Self::PresenceOnline(e) | Self::PresenceHeartbeat(e) | Self::PresenceOffline(e) => &e.scope_id,
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::MessageCreated(_) => "message.created",
+            Self::MessageStatus(_) => "message.status",
+            Self::TypingStarted(_) => "typing.started",
+            Self::TypingStopped(_) => "typing.stopped",
+            Self::PresenceOnline(_) => "presence.online",
+            Self::PresenceHeartbeat(_) => "presence.heartbeat",
+            Self::PresenceOffline(_) => "presence.offline",
+        }
+    }
+}
+
+/// The client as the chat service knows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatUser {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_link: Option<String>,
+}
+
+/// `message.created` from the chat service: a client wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientMessage {
+    pub scope_id: String,
+    pub conversation_id: String,
+    /// The chat service's message id.
+    pub msgid: String,
+    pub user: ChatUser,
+    pub message: MessageContent,
+    /// Unix milliseconds when the client sent it.
+    pub timestamp_ms: i64,
+}
+
+/// How a status names its message: the chat service's id, or Kommo's (`reference`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub scope_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub status: ReportedStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// With `read`: every earlier manager message of the conversation is read too.
+    #[serde(default)]
+    pub up_to: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportedStatus {
+    Delivered,
+    Read,
+    Failed,
+}
+
+/// `typing.started` / `typing.stopped` from the chat service: the client types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTyping {
+    pub scope_id: String,
+    pub conversation_id: String,
+    pub user_id: String,
+    /// How long the chat service vouches for the typing (default 6000, at most 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u32>,
+}
+
+/// `presence.*` from the chat service: the client's liveness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientPresence {
+    pub scope_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+}
+
+/// Events the bridge posts to `CHAT_SERVICE_URL`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum BridgeEvent {
+    /// A manager wrote; `reference` is Kommo's message id.
+    #[serde(rename = "message.created")]
+    MessageCreated {
+        scope_id: String,
+        conversation_id: String,
+        reference: String,
+        client_id: String,
+        sender: ManagerRef,
+        message: Box<MessageContent>,
+        timestamp_ms: i64,
+    },
+    /// A manager opened the conversation: the client's messages up to `msgid` are read.
+    #[serde(rename = "message.read")]
+    MessageRead { scope_id: String, conversation_id: String, msgid: String, read_at: i64 },
+    #[serde(rename = "typing.started")]
+    TypingStarted { scope_id: String, conversation_id: String, manager: ManagerRef, expires_at: i64 },
+    #[serde(rename = "typing.stopped")]
+    TypingStopped { scope_id: String, conversation_id: String, manager: ManagerRef },
+    #[serde(rename = "presence.changed")]
+    PresenceChanged { scope_id: String, conversation_id: String, manager: ManagerRef, online: bool },
+}
+
+/// A Kommo user (manager), by Kommo's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerRef {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl BridgeEvent {
+    pub fn scope_id(&self) -> &str {
+        match self {
+            Self::MessageCreated { scope_id, .. }
+            | Self::MessageRead { scope_id, .. }
+            | Self::TypingStarted { scope_id, .. }
+            | Self::TypingStopped { scope_id, .. }
+            | Self::PresenceChanged { scope_id, .. } => scope_id,
+        }
+    }
+}

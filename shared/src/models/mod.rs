@@ -1,0 +1,9 @@
+//! Typed wire models: what Kommo sends and accepts ([`kommo`]) and the chat-service
+//! contract ([`chat`]).
+
+pub mod chat;
+pub mod kommo;
+
+/// Fields a model does not name, kept so that nothing Kommo or the chat service adds is lost
+/// when the bridge relays a payload.
+pub type ExtraFields = serde_json::Map<String, serde_json::Value>;

@@ -1,0 +1,34 @@
+//! Every signature the bridge makes or checks, each byte-exact to its protocol.
+//!
+//! - [`amojo`]: requests to Kommo's Chat API (Content-MD5 + HMAC-SHA1 over method, MD5, type, date, path).
+//! - [`kommo_webhook`]: `X-Signature` on webhooks from Kommo (HMAC-SHA1 of the raw body).
+//! - [`one_time_token`]: the Kommo UI widget's `X-Auth-Token` (JWT HS256).
+//! - [`standard_webhooks`]: both directions with the chat service (www.standardwebhooks.com).
+
+pub mod amojo;
+pub mod kommo_webhook;
+pub mod one_time_token;
+pub mod standard_webhooks;
+
+use hmac::{Hmac, KeyInit, Mac};
+
+pub(crate) fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Compares two byte strings in time that depends only on their lengths, so a forger
+/// learns nothing from how long a rejection takes.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,256 @@
+//! The one suite every store adapter passes: the in-memory store in unit tests, the DynamoDB
+//! adapter against a real DynamoDB-compatible server in `tests/`. Each case takes a fresh
+//! scope, so the cases can share one table and run in parallel.
+
+use super::*;
+use crate::status::{DeliveryError, DeliveryStatus};
+use crate::time::{Clock, SystemClock};
+
+/// Generates one `#[tokio::test]` per conformance case for the store that `$make` (an async
+/// expression) builds.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@cases $make;
+            a_lease_starts_extends_and_ignores_a_duplicate,
+            an_expired_lease_still_stored_is_not_live_and_starts_anew,
+            ending_a_lease_happens_once,
+            a_timer_ends_only_the_lapsed_lease_it_saw,
+            forwarding_is_claimed_at_most_once_per_gap,
+            presence_comes_online_coalesces_and_goes_offline,
+            presence_is_exact_at_the_window_edges,
+            the_most_present_device_wins,
+            a_message_is_recorded_once,
+            the_status_register_only_moves_forward,
+            a_status_for_an_unseen_message_creates_its_record,
+            a_dedupe_key_is_claimed_once_until_it_lapses,
+            scopes_never_see_each_other);
+    };
+    (@cases $make:expr; $($case:ident),+) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let store = $make;
+                $crate::store::conformance::$case(&*store).await;
+            }
+        )+
+    };
+}
+
+fn fresh_scope() -> String {
+    format!("chan_{}", hex::encode(crate::config::random_bytes::<6>()))
+}
+
+/// A base time near now, so TTL values are realistic for servers that look at them.
+fn base_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+pub async fn a_lease_starts_extends_and_ignores_a_duplicate(store: &dyn Store) {
+    let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
+    let now = base_ms();
+    assert_eq!(store.extend(&key, now + 5000, now).await.unwrap(), LeaseChange::Started);
+    assert_eq!(
+        store.extend(&key, now + 10_000, now + 4000).await.unwrap(),
+        LeaseChange::Extended { previous_expires_at_ms: now + 5000 }
+    );
+    assert_eq!(
+        store.extend(&key, now + 10_000, now + 4100).await.unwrap(),
+        LeaseChange::Unchanged { expires_at_ms: now + 10_000 }
+    );
+    assert_eq!(
+        store.extend(&key, now + 8000, now + 4200).await.unwrap(),
+        LeaseChange::Unchanged { expires_at_ms: now + 10_000 }
+    );
+    let lease = store.get_lease(&key, now + 9999).await.unwrap().unwrap();
+    assert_eq!(lease.expires_at_ms, now + 10_000);
+}
+
+pub async fn an_expired_lease_still_stored_is_not_live_and_starts_anew(store: &dyn Store) {
+    let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
+    let now = base_ms();
+    store.extend(&key, now + 5000, now).await.unwrap();
+    assert_eq!(store.get_lease(&key, now + 5000).await.unwrap(), None, "a lease is over at its expiry");
+    assert_eq!(store.extend(&key, now + 12_000, now + 7000).await.unwrap(), LeaseChange::Started);
+}
+
+pub async fn ending_a_lease_happens_once(store: &dyn Store) {
+    let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
+    let now = base_ms();
+    store.extend(&key, now + 5000, now).await.unwrap();
+    let ended = store.end(&key, now + 1000).await.unwrap();
+    assert_eq!(ended.map(|l| l.expires_at_ms), Some(now + 5000));
+    assert_eq!(store.end(&key, now + 1001).await.unwrap(), None);
+    assert_eq!(store.get_lease(&key, now + 1002).await.unwrap(), None);
+    // A lapsed lease cannot be "ended" again by a late message.
+    store.extend(&key, now + 8000, now + 3000).await.unwrap();
+    assert_eq!(store.end(&key, now + 9000).await.unwrap(), None);
+}
+
+pub async fn a_timer_ends_only_the_lapsed_lease_it_saw(store: &dyn Store) {
+    let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
+    let now = base_ms();
+    store.extend(&key, now + 5000, now).await.unwrap();
+    assert!(!store.end_if_lapsed(&key, now + 5000, now + 4999).await.unwrap(), "not before expiry");
+    store.extend(&key, now + 10_000, now + 4000).await.unwrap();
+    assert!(!store.end_if_lapsed(&key, now + 5000, now + 5001).await.unwrap(), "the lease was extended");
+    assert!(store.end_if_lapsed(&key, now + 10_000, now + 10_001).await.unwrap());
+    assert!(!store.end_if_lapsed(&key, now + 10_000, now + 10_002).await.unwrap(), "exactly once");
+}
+
+pub async fn forwarding_is_claimed_at_most_once_per_gap(store: &dyn Store) {
+    let key = LeaseKey::client(&fresh_scope(), "conv-1", "client-1");
+    let now = base_ms();
+    assert_eq!(
+        store.claim_forward(&key, now, 3000, now + 6000).await.unwrap(),
+        ForwardClaim::Claimed { new_lease: true }
+    );
+    for later in [1, 500, 2999] {
+        assert_eq!(
+            store.claim_forward(&key, now + later, 3000, now + later + 6000).await.unwrap(),
+            ForwardClaim::Throttled
+        );
+    }
+    assert_eq!(
+        store.claim_forward(&key, now + 3000, 3000, now + 9000).await.unwrap(),
+        ForwardClaim::Claimed { new_lease: false }
+    );
+    assert_eq!(store.get_lease(&key, now + 8999).await.unwrap().unwrap().last_forwarded_at_ms, Some(now + 3000));
+    // Once the lease lapsed, the next claim starts a new one whatever the gap.
+    assert_eq!(
+        store.claim_forward(&key, now + 9000, 60_000, now + 15_000).await.unwrap(),
+        ForwardClaim::Claimed { new_lease: true }
+    );
+}
+
+fn client_presence(scope: &str, device: &str) -> PresenceKey {
+    PresenceKey { scope_id: scope.into(), subject: "client:user-1".into(), device: device.into() }
+}
+
+pub async fn presence_comes_online_coalesces_and_goes_offline(store: &dyn Store) {
+    let scope = fresh_scope();
+    let key = client_presence(&scope, "phone");
+    let now = base_ms();
+    assert_eq!(store.heartbeat(&key, now, 60_000, 30_000).await.unwrap(), HeartbeatOutcome::CameOnline);
+    let writes_before = store.op_counts().writes;
+    for i in 1..=20 {
+        assert_eq!(store.heartbeat(&key, now + i * 1000, 60_000, 30_000).await.unwrap(), HeartbeatOutcome::Coalesced);
+    }
+    assert_eq!(store.op_counts().writes, writes_before, "coalesced heartbeats write nothing");
+    assert_eq!(store.heartbeat(&key, now + 30_000, 60_000, 30_000).await.unwrap(), HeartbeatOutcome::Refreshed);
+    assert!(store.go_offline(&key, now + 31_000).await.unwrap());
+    assert!(!store.go_offline(&key, now + 31_001).await.unwrap());
+    let view = store.presence(&scope, "client:user-1", now + 31_002).await.unwrap();
+    assert_eq!(view, PresenceView { online: false, last_seen_at_ms: Some(now + 31_000), online_until_ms: None });
+    assert_eq!(store.heartbeat(&key, now + 32_000, 60_000, 30_000).await.unwrap(), HeartbeatOutcome::CameOnline);
+}
+
+pub async fn presence_is_exact_at_the_window_edges(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    store.heartbeat(&client_presence(&scope, "web"), now, 60_000, 30_000).await.unwrap();
+    let before = store.presence(&scope, "client:user-1", now + 59_000).await.unwrap();
+    assert!(before.online);
+    let after = store.presence(&scope, "client:user-1", now + 61_000).await.unwrap();
+    assert!(!after.online, "offline once the window passed, though the item is still stored");
+    assert_eq!(after.last_seen_at_ms, Some(now));
+    let nobody = store.presence(&scope, "client:someone-else", now).await.unwrap();
+    assert_eq!(nobody, PresenceView::default());
+}
+
+pub async fn the_most_present_device_wins(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    store.heartbeat(&client_presence(&scope, "phone"), now, 60_000, 30_000).await.unwrap();
+    store.heartbeat(&client_presence(&scope, "laptop"), now + 40_000, 60_000, 30_000).await.unwrap();
+    store.go_offline(&client_presence(&scope, "phone"), now + 41_000).await.unwrap();
+    let view = store.presence(&scope, "client:user-1", now + 50_000).await.unwrap();
+    assert!(view.online, "the laptop is still online");
+    assert_eq!(view.last_seen_at_ms, Some(now + 41_000));
+    assert_eq!(view.online_until_ms, Some(now + 100_000));
+}
+
+fn outgoing(scope: &str, msgid: &str, now: i64) -> MessageRecord {
+    MessageRecord {
+        scope_id: scope.into(),
+        kommo_msgid: msgid.into(),
+        conversation_id: "conv-1".into(),
+        direction: Direction::Outgoing,
+        chat_msgid: Some("chat-7".into()),
+        created_at_ms: now,
+        status_rank: None,
+    }
+}
+
+pub async fn a_message_is_recorded_once(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    let record = outgoing(&scope, "kommo-1", now);
+    assert!(store.insert_message(&record).await.unwrap());
+    assert!(!store.insert_message(&MessageRecord { created_at_ms: now + 5, ..record.clone() }).await.unwrap());
+    assert_eq!(store.get_message(&scope, "kommo-1").await.unwrap(), Some(record));
+    assert_eq!(store.get_message(&scope, "kommo-2").await.unwrap(), None);
+}
+
+pub async fn the_status_register_only_moves_forward(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    store.insert_message(&outgoing(&scope, "kommo-1", now)).await.unwrap();
+    let failed = DeliveryStatus::Failed(DeliveryError::Internal);
+    let steps = [
+        (DeliveryStatus::Read, StatusChange::Advanced { previous_rank: None }),
+        (DeliveryStatus::Delivered, StatusChange::Unchanged { current_rank: Some(2) }),
+        (DeliveryStatus::Read, StatusChange::Unchanged { current_rank: Some(2) }),
+        (failed.clone(), StatusChange::Unchanged { current_rank: Some(2) }),
+    ];
+    for (status, expected) in steps {
+        assert_eq!(store.advance_status(&scope, "kommo-1", &status, now).await.unwrap(), expected, "{status:?}");
+    }
+    store.insert_message(&outgoing(&scope, "kommo-2", now)).await.unwrap();
+    assert_eq!(
+        store.advance_status(&scope, "kommo-2", &failed, now).await.unwrap(),
+        StatusChange::Advanced { previous_rank: None }
+    );
+    assert_eq!(
+        store.advance_status(&scope, "kommo-2", &failed, now).await.unwrap(),
+        StatusChange::Unchanged { current_rank: Some(-1) }
+    );
+    assert_eq!(
+        store.advance_status(&scope, "kommo-2", &DeliveryStatus::Delivered, now).await.unwrap(),
+        StatusChange::Advanced { previous_rank: Some(-1) }
+    );
+    assert_eq!(store.get_message(&scope, "kommo-2").await.unwrap().unwrap().status_rank, Some(1));
+}
+
+pub async fn a_status_for_an_unseen_message_creates_its_record(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    assert_eq!(
+        store.advance_status(&scope, "kommo-9", &DeliveryStatus::Delivered, now).await.unwrap(),
+        StatusChange::Advanced { previous_rank: None }
+    );
+    let record = store.get_message(&scope, "kommo-9").await.unwrap().unwrap();
+    assert_eq!((record.status_rank, record.direction, record.created_at_ms), (Some(1), Direction::Outgoing, now));
+}
+
+pub async fn a_dedupe_key_is_claimed_once_until_it_lapses(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    assert!(store.claim(&scope, "webhook:abc", now, 60_000).await.unwrap());
+    assert!(!store.claim(&scope, "webhook:abc", now + 59_999, 60_000).await.unwrap());
+    assert!(store.claim(&scope, "webhook:abd", now + 1, 60_000).await.unwrap());
+    assert!(store.claim(&scope, "webhook:abc", now + 60_000, 60_000).await.unwrap());
+}
+
+pub async fn scopes_never_see_each_other(store: &dyn Store) {
+    let (a, b) = (fresh_scope(), fresh_scope());
+    let now = base_ms();
+    store.extend(&LeaseKey::manager(&a, "conv-1", "m"), now + 5000, now).await.unwrap();
+    assert_eq!(store.get_lease(&LeaseKey::manager(&b, "conv-1", "m"), now).await.unwrap(), None);
+    store.insert_message(&outgoing(&a, "kommo-1", now)).await.unwrap();
+    assert_eq!(store.get_message(&b, "kommo-1").await.unwrap(), None);
+    assert!(store.claim(&a, "k", now, 1000).await.unwrap());
+    assert!(store.claim(&b, "k", now, 1000).await.unwrap());
+    store.heartbeat(&client_presence(&a, "d"), now, 60_000, 30_000).await.unwrap();
+    assert!(!store.presence(&b, "client:user-1", now).await.unwrap().online);
+}

@@ -1,0 +1,521 @@
+//! The DynamoDB adapter: one table, keys `pk`/`sk` (strings), TTL attribute `expires_at`.
+//!
+//! | item          | pk                                   | sk        |
+//! |---------------|--------------------------------------|-----------|
+//! | typing lease  | `{scope}#typing#{conversation}`      | holder    |
+//! | presence      | `{scope}#presence#{subject}`         | device    |
+//! | message       | `{scope}#msg#{kommo msgid}`          | `msg`     |
+//! | dedupe key    | `{scope}#dedupe#{key}`               | `dedupe`  |
+//!
+//! Every change is one conditional write whose condition carries the rule (lease still live,
+//! status only forward, first claim only), so concurrent invocations cannot break it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, timeout::TimeoutConfig};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+
+use super::*;
+
+pub use aws_sdk_dynamodb::types::AttributeValue;
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// A DynamoDB client configured from the environment without `aws-config`: region from
+/// `AWS_REGION`, credentials from the `AWS_*` variables Lambda sets (or dummy ones for a local
+/// endpoint). Nothing here touches the network, so it cannot slow or hang a cold start.
+pub fn client_from_env(endpoint: Option<&str>) -> Client {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+    let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(key), Some(secret)) => Credentials::new(key, secret, env("AWS_SESSION_TOKEN"), None, "environment"),
+        _ => Credentials::new("local", "local", None, None, "local-endpoint"),
+    };
+    let mut builder = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(credentials)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(2))
+                .operation_timeout(Duration::from_secs(4))
+                .build(),
+        );
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// Creates the table (on demand, TTL on `expires_at`) unless it exists: for tests and local runs;
+/// in AWS the SAM template owns it.
+pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+    let attribute =
+        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash).map_err(corrupt)?)
+        .key_schema(key("sk", KeyType::Range).map_err(corrupt)?)
+        .attribute_definitions(attribute("pk").map_err(corrupt)?)
+        .attribute_definitions(attribute("sk").map_err(corrupt)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => return Ok(()),
+        Err(e) => return Err(unavailable(e)),
+    }
+    let ttl =
+        TimeToLiveSpecification::builder().enabled(true).attribute_name(TTL_ATTRIBUTE).build().map_err(corrupt)?;
+    client.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await.map_err(unavailable)?;
+    Ok(())
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    ops: OpCounter,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into(), ops: OpCounter::default() }
+    }
+
+    async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        self.ops.read();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item)
+    }
+}
+
+impl Store for DynamoStore {
+    fn op_counts(&self) -> OpCounts {
+        self.ops.counts()
+    }
+}
+
+fn lease_pk(key: &LeaseKey) -> String {
+    format!("{}#typing#{}", key.scope_id, key.conversation_id)
+}
+
+fn presence_pk(scope_id: &str, subject: &str) -> String {
+    format!("{scope_id}#presence#{subject}")
+}
+
+fn message_pk(scope_id: &str, kommo_msgid: &str) -> String {
+    format!("{scope_id}#msg#{kommo_msgid}")
+}
+
+const MESSAGE_SK: &str = "msg";
+
+#[async_trait]
+impl TypingLeases for DynamoStore {
+    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64, now_ms: i64) -> Result<LeaseChange, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(lease_pk(key)))
+            .key("sk", s(&key.holder))
+            .update_expression("SET expires_at_ms = :exp, expires_at = :ttl")
+            .condition_expression(
+                "attribute_not_exists(expires_at_ms) OR expires_at_ms <= :now OR expires_at_ms < :exp",
+            )
+            .expression_attribute_values(":exp", n(expires_at_ms))
+            .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms, LEASE_GRACE_S)))
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let previous =
+                    output.attributes.as_ref().and_then(|old| num(old, "expires_at_ms")).filter(|exp| *exp > now_ms);
+                Ok(match previous {
+                    Some(previous_expires_at_ms) => LeaseChange::Extended { previous_expires_at_ms },
+                    None => LeaseChange::Started,
+                })
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let current = match item_on_condition_failure(e.err()) {
+                    Some(item) => num(item, "expires_at_ms"),
+                    None => self.get_lease(key, now_ms).await?.map(|lease| lease.expires_at_ms),
+                };
+                Ok(LeaseChange::Unchanged { expires_at_ms: current.unwrap_or(expires_at_ms) })
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_lease(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError> {
+        let item = self.get_item(lease_pk(key), &key.holder).await?;
+        Ok(item.as_ref().and_then(lease_of).filter(|lease| lease.expires_at_ms > now_ms))
+    }
+
+    async fn end(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(lease_pk(key)))
+            .key("sk", s(&key.holder))
+            .condition_expression("expires_at_ms > :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.attributes.as_ref().and_then(lease_of)),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn end_if_lapsed(
+        &self,
+        key: &LeaseKey,
+        expected_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        if expected_expires_at_ms > now_ms {
+            return Ok(false);
+        }
+        self.ops.write();
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(lease_pk(key)))
+            .key("sk", s(&key.holder))
+            .condition_expression("expires_at_ms = :expected")
+            .expression_attribute_values(":expected", n(expected_expires_at_ms))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn claim_forward(
+        &self,
+        key: &LeaseKey,
+        now_ms: i64,
+        min_gap_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<ForwardClaim, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(lease_pk(key)))
+            .key("sk", s(&key.holder))
+            .update_expression("SET expires_at_ms = :exp, expires_at = :ttl, last_forwarded_at_ms = :now")
+            .condition_expression(
+                "attribute_not_exists(expires_at_ms) OR expires_at_ms <= :now \
+                 OR attribute_not_exists(last_forwarded_at_ms) OR last_forwarded_at_ms <= :gap_start",
+            )
+            .expression_attribute_values(":exp", n(expires_at_ms))
+            .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms, LEASE_GRACE_S)))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":gap_start", n(now_ms - min_gap_ms))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let was_live = output
+                    .attributes
+                    .as_ref()
+                    .and_then(|old| num(old, "expires_at_ms"))
+                    .is_some_and(|exp| exp > now_ms);
+                Ok(ForwardClaim::Claimed { new_lease: !was_live })
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(ForwardClaim::Throttled)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn lease_of(item: &Item) -> Option<Lease> {
+    Some(Lease { expires_at_ms: num(item, "expires_at_ms")?, last_forwarded_at_ms: num(item, "last_forwarded_at_ms") })
+}
+
+#[async_trait]
+impl PresenceWindows for DynamoStore {
+    async fn heartbeat(
+        &self,
+        key: &PresenceKey,
+        now_ms: i64,
+        window_ms: i64,
+        coalesce_ms: i64,
+    ) -> Result<HeartbeatOutcome, StoreError> {
+        // A read first: reads cost half a write and, while nothing changes, spare the write.
+        let pk = presence_pk(&key.scope_id, &key.subject);
+        let current = self.get_item(pk.clone(), &key.device).await?;
+        let window =
+            current.as_ref().and_then(|item| Some((num(item, "last_seen_at_ms")?, num(item, "online_until_ms")?)));
+        let online = window.is_some_and(|(_, until)| until > now_ms);
+        if online && window.is_some_and(|(last_seen, _)| last_seen > now_ms - coalesce_ms) {
+            return Ok(HeartbeatOutcome::Coalesced);
+        }
+        self.ops.write();
+        let until = now_ms + window_ms;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(&key.device))
+            .update_expression("SET last_seen_at_ms = :now, online_until_ms = :until, expires_at = :ttl")
+            // Never let a slower concurrent heartbeat move last_seen backwards.
+            .condition_expression("attribute_not_exists(last_seen_at_ms) OR last_seen_at_ms < :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":ttl", n(ttl_seconds(until, PRESENCE_RETENTION_S)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let was_online =
+                    output.attributes.as_ref().and_then(|old| num(old, "online_until_ms")).is_some_and(|u| u > now_ms);
+                Ok(if was_online { HeartbeatOutcome::Refreshed } else { HeartbeatOutcome::CameOnline })
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(HeartbeatOutcome::Coalesced)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn go_offline(&self, key: &PresenceKey, now_ms: i64) -> Result<bool, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(presence_pk(&key.scope_id, &key.subject)))
+            .key("sk", s(&key.device))
+            .update_expression("SET last_seen_at_ms = :now, online_until_ms = :now, expires_at = :ttl")
+            .condition_expression("online_until_ms > :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":ttl", n(ttl_seconds(now_ms, PRESENCE_RETENTION_S)))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn presence(&self, scope_id: &str, subject: &str, now_ms: i64) -> Result<PresenceView, StoreError> {
+        self.ops.read();
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(presence_pk(scope_id, subject)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let now_s = now_ms.div_euclid(1000);
+        let windows = output
+            .items()
+            .iter()
+            // Expired but not yet collected by TTL: gone, whatever DynamoDB still returns.
+            .filter(|item| num(item, TTL_ATTRIBUTE).is_some_and(|ttl| ttl > now_s))
+            .filter_map(|item| Some((num(item, "last_seen_at_ms")?, num(item, "online_until_ms")?)));
+        Ok(super::memory::view_of(windows, now_ms))
+    }
+}
+
+#[async_trait]
+impl MessageRecords for DynamoStore {
+    async fn insert_message(&self, record: &MessageRecord) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(message_pk(&record.scope_id, &record.kommo_msgid)))
+            .item("sk", s(MESSAGE_SK))
+            .item("conversation_id", s(&record.conversation_id))
+            .item("dir", s(direction_name(record.direction)))
+            .item("created_at_ms", n(record.created_at_ms))
+            .item(TTL_ATTRIBUTE, n(ttl_seconds(record.created_at_ms, MESSAGE_RETENTION_S)))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(chat_msgid) = &record.chat_msgid {
+            request = request.item("chat_msgid", s(chat_msgid));
+        }
+        if let Some(rank) = record.status_rank {
+            request = request.item("status_rank", n(i64::from(rank)));
+        }
+        conditional(request.send().await)
+    }
+
+    async fn get_message(&self, scope_id: &str, kommo_msgid: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let item = self.get_item(message_pk(scope_id, kommo_msgid), MESSAGE_SK).await?;
+        item.map(|item| {
+            Ok(MessageRecord {
+                scope_id: scope_id.to_owned(),
+                kommo_msgid: kommo_msgid.to_owned(),
+                conversation_id: text(&item, "conversation_id").unwrap_or_default(),
+                direction: match text(&item, "dir").as_deref() {
+                    Some("in") => Direction::Incoming,
+                    _ => Direction::Outgoing,
+                },
+                chat_msgid: text(&item, "chat_msgid"),
+                created_at_ms: num(&item, "created_at_ms")
+                    .ok_or_else(|| StoreError::Corrupt("message without created_at_ms".into()))?,
+                status_rank: num(&item, "status_rank").map(|rank| rank as i8),
+            })
+        })
+        .transpose()
+    }
+
+    async fn advance_status(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        status: &DeliveryStatus,
+        now_ms: i64,
+    ) -> Result<StatusChange, StoreError> {
+        self.ops.write();
+        // The register's rule, as a condition: forward only; a failure only while nothing else.
+        let condition = match status {
+            DeliveryStatus::Failed(_) => "attribute_not_exists(status_rank)",
+            _ => "attribute_not_exists(status_rank) OR status_rank < :rank",
+        };
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(message_pk(scope_id, kommo_msgid)))
+            .key("sk", s(MESSAGE_SK))
+            .update_expression(
+                "SET status_rank = :rank, status_at_ms = :now, expires_at = :ttl, \
+                 created_at_ms = if_not_exists(created_at_ms, :now), dir = if_not_exists(dir, :out)",
+            )
+            .condition_expression(condition)
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":ttl", n(ttl_seconds(now_ms, MESSAGE_RETENTION_S)))
+            .expression_attribute_values(":out", s(direction_name(Direction::Outgoing)))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        request = request.expression_attribute_values(":rank", n(i64::from(status.rank())));
+        match request.send().await {
+            Ok(output) => Ok(StatusChange::Advanced {
+                previous_rank: output.attributes.as_ref().and_then(|old| num(old, "status_rank")).map(|r| r as i8),
+            }),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let current = match item_on_condition_failure(e.err()) {
+                    Some(item) => num(item, "status_rank"),
+                    None => self.get_message(scope_id, kommo_msgid).await?.and_then(|r| r.status_rank).map(i64::from),
+                };
+                Ok(StatusChange::Unchanged { current_rank: current.map(|r| r as i8) })
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl DedupeKeys for DynamoStore {
+    async fn claim(&self, scope_id: &str, key: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+        self.ops.write();
+        let until = now_ms + ttl_ms;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("{scope_id}#dedupe#{key}")))
+            .item("sk", s("dedupe"))
+            .item("until_ms", n(until))
+            .item(TTL_ATTRIBUTE, n(ttl_seconds(until, 0)))
+            .condition_expression("attribute_not_exists(pk) OR until_ms <= :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        conditional(result)
+    }
+}
+
+/// Ok(true) when a conditional write went through, Ok(false) when its condition did not hold.
+fn conditional<O, E>(
+    result: Result<O, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(SdkError::ServiceError(e)) if e.err().code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// The item DynamoDB returns with a failed condition (`ReturnValuesOnConditionCheckFailure`).
+fn item_on_condition_failure(error: &UpdateItemError) -> Option<&Item> {
+    match error {
+        UpdateItemError::ConditionalCheckFailedException(failed) => failed.item(),
+        _ => None,
+    }
+}
+
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Outgoing => "out",
+        Direction::Incoming => "in",
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn num(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn text(item: &Item, name: &str) -> Option<String> {
+    item.get(name)?.as_s().ok().cloned()
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> StoreError {
+    StoreError::Unavailable(DisplayErrorContext(error).to_string())
+}
+
+fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(error.to_string())
+}

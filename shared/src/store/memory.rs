@@ -1,0 +1,250 @@
+//! The embedded store: everything in process memory, behind one lock. It is the dev server's
+//! default and passes the same conformance suite as the DynamoDB adapter, so its behaviour
+//! (conditions, deadlines, counts) is the real one, not a mock's.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::*;
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    ops: OpCounter,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    leases: HashMap<LeaseKey, Lease>,
+    presence: HashMap<(String, String), HashMap<String, DeviceWindow>>,
+    messages: HashMap<(String, String), MessageRecord>,
+    dedupe: HashMap<(String, String), i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DeviceWindow {
+    last_seen_at_ms: i64,
+    online_until_ms: i64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves plain data behind: keep serving it.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn op_counts(&self) -> OpCounts {
+        self.ops.counts()
+    }
+}
+
+#[async_trait]
+impl TypingLeases for MemoryStore {
+    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64, now_ms: i64) -> Result<LeaseChange, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let live = state.leases.get(key).copied().filter(|lease| lease.expires_at_ms > now_ms);
+        match live {
+            Some(lease) if lease.expires_at_ms >= expires_at_ms => {
+                Ok(LeaseChange::Unchanged { expires_at_ms: lease.expires_at_ms })
+            }
+            Some(lease) => {
+                state.leases.insert(key.clone(), Lease { expires_at_ms, ..lease });
+                Ok(LeaseChange::Extended { previous_expires_at_ms: lease.expires_at_ms })
+            }
+            None => {
+                let lease = Lease { expires_at_ms, last_forwarded_at_ms: None };
+                state.leases.insert(key.clone(), lease);
+                Ok(LeaseChange::Started)
+            }
+        }
+    }
+
+    async fn get_lease(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError> {
+        self.ops.read();
+        Ok(self.state().leases.get(key).copied().filter(|lease| lease.expires_at_ms > now_ms))
+    }
+
+    async fn end(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        match state.leases.get(key).copied() {
+            Some(lease) if lease.expires_at_ms > now_ms => {
+                state.leases.remove(key);
+                Ok(Some(lease))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn end_if_lapsed(
+        &self,
+        key: &LeaseKey,
+        expected_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let matches = state
+            .leases
+            .get(key)
+            .is_some_and(|lease| lease.expires_at_ms == expected_expires_at_ms && expected_expires_at_ms <= now_ms);
+        if matches {
+            state.leases.remove(key);
+        }
+        Ok(matches)
+    }
+
+    async fn claim_forward(
+        &self,
+        key: &LeaseKey,
+        now_ms: i64,
+        min_gap_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<ForwardClaim, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let live = state.leases.get(key).copied().filter(|lease| lease.expires_at_ms > now_ms);
+        if live.is_some_and(|lease| lease.last_forwarded_at_ms.is_some_and(|at| at > now_ms - min_gap_ms)) {
+            return Ok(ForwardClaim::Throttled);
+        }
+        let lease = Lease { expires_at_ms, last_forwarded_at_ms: Some(now_ms) };
+        state.leases.insert(key.clone(), lease);
+        Ok(ForwardClaim::Claimed { new_lease: live.is_none() })
+    }
+}
+
+#[async_trait]
+impl PresenceWindows for MemoryStore {
+    async fn heartbeat(
+        &self,
+        key: &PresenceKey,
+        now_ms: i64,
+        window_ms: i64,
+        coalesce_ms: i64,
+    ) -> Result<HeartbeatOutcome, StoreError> {
+        self.ops.read();
+        let mut state = self.state();
+        let devices = state.presence.entry((key.scope_id.clone(), key.subject.clone())).or_default();
+        let current = devices.get(&key.device).copied();
+        let online = current.is_some_and(|w| w.online_until_ms > now_ms);
+        if online && current.is_some_and(|w| w.last_seen_at_ms > now_ms - coalesce_ms) {
+            return Ok(HeartbeatOutcome::Coalesced);
+        }
+        self.ops.write();
+        devices
+            .insert(key.device.clone(), DeviceWindow { last_seen_at_ms: now_ms, online_until_ms: now_ms + window_ms });
+        Ok(if online { HeartbeatOutcome::Refreshed } else { HeartbeatOutcome::CameOnline })
+    }
+
+    async fn go_offline(&self, key: &PresenceKey, now_ms: i64) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let window = state
+            .presence
+            .get_mut(&(key.scope_id.clone(), key.subject.clone()))
+            .and_then(|devices| devices.get_mut(&key.device))
+            .filter(|w| w.online_until_ms > now_ms);
+        match window {
+            Some(window) => {
+                *window = DeviceWindow { last_seen_at_ms: now_ms, online_until_ms: now_ms };
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn presence(&self, scope_id: &str, subject: &str, now_ms: i64) -> Result<PresenceView, StoreError> {
+        self.ops.read();
+        let state = self.state();
+        let windows = state.presence.get(&(scope_id.to_owned(), subject.to_owned()));
+        Ok(windows.map_or_else(PresenceView::default, |devices| {
+            view_of(devices.values().map(|w| (w.last_seen_at_ms, w.online_until_ms)), now_ms)
+        }))
+    }
+}
+
+/// Folds device windows into one view: online if any device is, last seen the latest.
+pub(crate) fn view_of(windows: impl Iterator<Item = (i64, i64)>, now_ms: i64) -> PresenceView {
+    windows.fold(PresenceView::default(), |view, (last_seen, until)| {
+        let live = until > now_ms;
+        PresenceView {
+            online: view.online || live,
+            last_seen_at_ms: view.last_seen_at_ms.max(Some(last_seen)),
+            online_until_ms: if live { view.online_until_ms.max(Some(until)) } else { view.online_until_ms },
+        }
+    })
+}
+
+#[async_trait]
+impl MessageRecords for MemoryStore {
+    async fn insert_message(&self, record: &MessageRecord) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let key = (record.scope_id.clone(), record.kommo_msgid.clone());
+        if state.messages.contains_key(&key) {
+            return Ok(false);
+        }
+        state.messages.insert(key, record.clone());
+        Ok(true)
+    }
+
+    async fn get_message(&self, scope_id: &str, kommo_msgid: &str) -> Result<Option<MessageRecord>, StoreError> {
+        self.ops.read();
+        Ok(self.state().messages.get(&(scope_id.to_owned(), kommo_msgid.to_owned())).cloned())
+    }
+
+    async fn advance_status(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        status: &DeliveryStatus,
+        now_ms: i64,
+    ) -> Result<StatusChange, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let key = (scope_id.to_owned(), kommo_msgid.to_owned());
+        let current = state.messages.get(&key).and_then(|record| record.status_rank);
+        if !status.may_replace(current) {
+            return Ok(StatusChange::Unchanged { current_rank: current });
+        }
+        let record = state.messages.entry(key).or_insert_with(|| MessageRecord {
+            scope_id: scope_id.to_owned(),
+            kommo_msgid: kommo_msgid.to_owned(),
+            conversation_id: String::new(),
+            direction: Direction::Outgoing,
+            chat_msgid: None,
+            created_at_ms: now_ms,
+            status_rank: None,
+        });
+        record.status_rank = Some(status.rank());
+        Ok(StatusChange::Advanced { previous_rank: current })
+    }
+}
+
+#[async_trait]
+impl DedupeKeys for MemoryStore {
+    async fn claim(&self, scope_id: &str, key: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let slot = (scope_id.to_owned(), key.to_owned());
+        if state.dedupe.get(&slot).is_some_and(|until| *until > now_ms) {
+            return Ok(false);
+        }
+        state.dedupe.insert(slot, now_ms + ttl_ms);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store_conformance_tests!(std::sync::Arc::new(super::MemoryStore::new()));
+}

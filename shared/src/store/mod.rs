@@ -1,0 +1,244 @@
+//! Storage ports: one small trait per capability, each with two adapters, [`memory`] (the
+//! embedded default) and [`dynamo`] (one DynamoDB table). [`conformance`] is the one suite
+//! both must pass.
+//!
+//! Storage is truth and TTL is only garbage collection: every item carries `expires_at` (epoch
+//! seconds, the table's TTL attribute) and a precise `*_ms` deadline, and every read filters on
+//! the deadline, so an expired item that DynamoDB has not deleted yet is never taken as live.
+//! Every key starts with the scope id, so one account never reaches another's items.
+
+pub mod conformance;
+pub mod dynamo;
+pub mod memory;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::status::DeliveryStatus;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a stored item is not in the expected shape: {0}")]
+    Corrupt(String),
+}
+
+/// Who holds a typing lease in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseKey {
+    pub scope_id: String,
+    pub conversation_id: String,
+    /// `manager:{kommo user id}` or `client:{integration user id}`.
+    pub holder: String,
+}
+
+impl LeaseKey {
+    pub fn manager(scope_id: &str, conversation_id: &str, manager_id: &str) -> Self {
+        Self {
+            scope_id: scope_id.into(),
+            conversation_id: conversation_id.into(),
+            holder: format!("manager:{manager_id}"),
+        }
+    }
+    pub fn client(scope_id: &str, conversation_id: &str, user_id: &str) -> Self {
+        Self { scope_id: scope_id.into(), conversation_id: conversation_id.into(), holder: format!("client:{user_id}") }
+    }
+}
+
+/// A live typing lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub expires_at_ms: i64,
+    pub last_forwarded_at_ms: Option<i64>,
+}
+
+/// What one [`TypingLeases::extend`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// No live lease was there: this write started one.
+    Started,
+    /// A live lease was pushed further out.
+    Extended { previous_expires_at_ms: i64 },
+    /// The live lease already reaches as far (a duplicate or a late webhook): nothing written.
+    Unchanged { expires_at_ms: i64 },
+}
+
+/// The outcome of [`TypingLeases::claim_forward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardClaim {
+    /// This caller may forward; `new_lease` when no live lease was there before.
+    Claimed { new_lease: bool },
+    /// Forwarded too recently: nothing written.
+    Throttled,
+}
+
+/// Typing leases: typing is a lease that lapses by itself, never a toggle.
+#[async_trait]
+pub trait TypingLeases: Send + Sync {
+    /// Opens or extends the lease to `expires_at_ms` in one conditional write.
+    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64, now_ms: i64) -> Result<LeaseChange, StoreError>;
+    /// The live lease, if any.
+    async fn get_lease(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError>;
+    /// Ends a live lease now; returns it if this call is the one that ended it.
+    async fn end(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError>;
+    /// Compare-and-set for timers: ends the lease only if it still expires at
+    /// `expected_expires_at_ms` and that moment has passed. True when this call ended it.
+    async fn end_if_lapsed(&self, key: &LeaseKey, expected_expires_at_ms: i64, now_ms: i64)
+    -> Result<bool, StoreError>;
+    /// One conditional write that claims the right to forward a typing signal (none in the
+    /// last `min_gap_ms`) and opens or extends the lease to `expires_at_ms`.
+    async fn claim_forward(
+        &self,
+        key: &LeaseKey,
+        now_ms: i64,
+        min_gap_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<ForwardClaim, StoreError>;
+}
+
+/// Whose presence, on which device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PresenceKey {
+    pub scope_id: String,
+    /// `client:{user id}` or `manager:{conversation id}:{user id}`.
+    pub subject: String,
+    pub device: String,
+}
+
+/// What one heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// The device was not online: it is now.
+    CameOnline,
+    /// The window was pushed out.
+    Refreshed,
+    /// Written too recently to be worth a write: nothing written.
+    Coalesced,
+}
+
+/// A subject's presence over all its devices: the most present one wins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresenceView {
+    pub online: bool,
+    pub last_seen_at_ms: Option<i64>,
+    pub online_until_ms: Option<i64>,
+}
+
+/// Presence windows: online means a heartbeat within the window.
+#[async_trait]
+pub trait PresenceWindows: Send + Sync {
+    /// Records a heartbeat in at most one conditional write, none if the device's last write
+    /// is younger than `coalesce_ms` and it is still online.
+    async fn heartbeat(
+        &self,
+        key: &PresenceKey,
+        now_ms: i64,
+        window_ms: i64,
+        coalesce_ms: i64,
+    ) -> Result<HeartbeatOutcome, StoreError>;
+    /// Closes the device's window now; true when it was online.
+    async fn go_offline(&self, key: &PresenceKey, now_ms: i64) -> Result<bool, StoreError>;
+    /// The subject's presence over all devices at `now_ms`.
+    async fn presence(&self, scope_id: &str, subject: &str, now_ms: i64) -> Result<PresenceView, StoreError>;
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A manager's message, Kommo → chat service.
+    Outgoing,
+    /// A client's message, chat service → Kommo.
+    Incoming,
+}
+
+/// What the bridge knows of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub scope_id: String,
+    pub kommo_msgid: String,
+    pub conversation_id: String,
+    pub direction: Direction,
+    pub chat_msgid: Option<String>,
+    pub created_at_ms: i64,
+    /// The status register (see [`crate::status`]); `None` while only sent.
+    pub status_rank: Option<i8>,
+}
+
+/// What [`MessageRecords::advance_status`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    /// The register moved; the one status call to Kommo is due.
+    Advanced { previous_rank: Option<i8> },
+    /// A duplicate, a regression or a late failure: nothing written, nothing to send.
+    Unchanged { current_rank: Option<i8> },
+}
+
+/// Message records and their monotonic status register.
+#[async_trait]
+pub trait MessageRecords: Send + Sync {
+    /// Records a message once: false if its Kommo msgid is already recorded.
+    async fn insert_message(&self, record: &MessageRecord) -> Result<bool, StoreError>;
+    async fn get_message(&self, scope_id: &str, kommo_msgid: &str) -> Result<Option<MessageRecord>, StoreError>;
+    /// Applies a status with one conditional update, creating the record if the bridge never
+    /// saw the message (deployments start mid-conversation).
+    async fn advance_status(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        status: &DeliveryStatus,
+        now_ms: i64,
+    ) -> Result<StatusChange, StoreError>;
+}
+
+/// Keys remembered for a while, so a repeated delivery is done once.
+#[async_trait]
+pub trait DedupeKeys: Send + Sync {
+    /// True for the first claim of `key` within `ttl_ms`.
+    async fn claim(&self, scope_id: &str, key: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError>;
+}
+
+/// Everything the handlers store, in one adapter.
+pub trait Store: TypingLeases + PresenceWindows + MessageRecords + DedupeKeys {
+    /// Reads and writes made so far, for tests and the amplification figures.
+    fn op_counts(&self) -> OpCounts;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// Counters the adapters bump on every read and write they make (including failed conditional writes, which
+/// DynamoDB bills as writes).
+#[derive(Debug, Default)]
+pub struct OpCounter {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl OpCounter {
+    pub fn read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn counts(&self) -> OpCounts {
+        OpCounts { reads: self.reads.load(Ordering::Relaxed), writes: self.writes.load(Ordering::Relaxed) }
+    }
+}
+
+/// TTL (epoch seconds) for an item whose precise deadline is `deadline_ms`, kept `grace_s` longer.
+pub fn ttl_seconds(deadline_ms: i64, grace_s: i64) -> i64 {
+    deadline_ms.div_euclid(1000) + 1 + grace_s
+}
+
+/// How long a presence item outlives its window, so `last_seen_at` survives reconnects.
+pub const PRESENCE_RETENTION_S: i64 = 30 * 24 * 3600;
+/// How long a message record is kept after its last change.
+pub const MESSAGE_RETENTION_S: i64 = 90 * 24 * 3600;
+/// Leases outlive their deadline by this much before TTL may collect them.
+pub const LEASE_GRACE_S: i64 = 3600;

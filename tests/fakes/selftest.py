@@ -1,0 +1,364 @@
+"""Self-test of the fakes: starts each one as a subprocess and exercises it.
+
+    .venv/bin/python tests/fakes/selftest.py
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import unittest
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from fake_amojo import INVALID_SIGNATURE_BODY, content_md5, kommo_signature  # noqa: E402
+from standardwebhooks import Webhook  # noqa: E402
+
+AMOJO_SECRET = "5a44c5dff55f3c15a4cce8d7c4cc27e207c7e189"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"selftest-webhook-key-0123456789ab").decode()
+
+
+class Fake:
+    """A fake running as a subprocess, plus a small HTTP client for it."""
+
+    def __init__(self, script: str, secret: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, script), "--port", "0", "--secret", secret],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("READY "):
+            self.proc.kill()
+            raise RuntimeError(f"{script} did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        conn: http.client.HTTPConnection | None = None,
+    ) -> tuple[int, http.client.HTTPResponse, bytes]:
+        own = conn is None
+        conn = conn or self.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp, resp.read()
+        finally:
+            if own:
+                conn.close()
+
+    def admin(self, method: str, path: str, obj: Any = None) -> tuple[int, Any]:
+        body = b"" if obj is None else json.dumps(obj).encode()
+        status, _, data = self.request(method, "/__admin/" + path, body, {"Content-Type": "application/json"})
+        return status, json.loads(data)
+
+    def calls(self, scope: str) -> list[dict]:
+        return self.admin("GET", f"calls?scope={scope}")[1]["calls"]
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.stdout.close()
+        return self.proc.wait(10)
+
+
+def amojo_headers(method: str, path: str, body: bytes, date: str | None = None) -> dict[str, str]:
+    date = date or format_datetime(datetime.now(timezone.utc))
+    md5 = content_md5(body)
+    return {
+        "Content-Type": "application/json",
+        "Content-MD5": md5,
+        "Date": date,
+        "X-Signature": kommo_signature(AMOJO_SECRET, method, md5, "application/json", date, path),
+    }
+
+
+class AmojoTest(unittest.TestCase):
+    fake: Fake
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.fake = Fake("fake_amojo.py", AMOJO_SECRET)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        assert cls.fake.stop() == 0, "SIGTERM should exit cleanly"
+
+    def send(self, method: str, path: str, obj: Any, conn=None, **overrides: str):
+        body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        headers = amojo_headers(method, path, body)
+        headers.update(overrides)
+        status, _, data = self.fake.request(method, path, body, headers, conn)
+        return status, (json.loads(data) if data else None)
+
+    def test_published_vector(self) -> None:
+        body = (
+            b'{"account_id":"af9945ff-1490-4cad-807d-945c15d88bec","title":"ChatIntegration",'
+            b'"hook_api_version":"v2"}'
+        )
+        md5 = content_md5(body)
+        self.assertEqual(md5, "7e961b6b58c7f8d85f273526d3757f92")
+        self.assertEqual(content_md5(b""), "d41d8cd98f00b204e9800998ecf8427e")
+        signature = kommo_signature(
+            AMOJO_SECRET,
+            "POST",
+            md5,
+            "application/json",
+            "Mon, 03 Oct 2020 15:11:21 +0000",
+            "/v2/origin/custom/f90ba33d-c9d9-44da-b76c-c349b0ecbe41/connect",
+        )
+        self.assertEqual(signature, "86c25b87f43a5939e130e9adb9c8d1705f3c7ef2")
+
+    def test_health(self) -> None:
+        self.assertEqual(self.fake.admin("GET", "health"), (200, {"ok": True}))
+
+    def test_signed_connect_passes(self) -> None:
+        path = "/v2/origin/custom/chan-1/connect"
+        status, body = self.send("POST", path, {"account_id": "acc", "title": "T", "hook_api_version": "v2"})
+        self.assertEqual(status, 200)
+        self.assertEqual(
+            body, {"account_id": "acc", "scope_id": "chan-1_acc", "title": "T", "hook_api_version": "v2"}
+        )
+        [call] = self.fake.calls("chan-1")
+        self.assertTrue(call["signature_ok"])
+        self.assertIsNone(call["error"])
+        self.assertEqual(call["path"], path)
+        self.assertEqual(call["body"]["account_id"], "acc")
+        self.assertEqual(call["headers"]["content-type"], "application/json")
+
+    def test_tampered_request_is_rejected(self) -> None:
+        path = "/v2/origin/custom/tamper_acc/chats"
+        signed = json.dumps({"conversation_id": "c1", "user": {"id": "u", "name": "n"}}).encode()
+        headers = amojo_headers("POST", path, signed)
+        tampered = signed.replace(b'"n"', b'"x"')
+        # Recompute the MD5 so only the signature check can catch the change.
+        headers["Content-MD5"] = content_md5(tampered)
+        status, resp, data = self.fake.request("POST", path, tampered, headers)
+        self.assertEqual(status, 403)
+        self.assertEqual(data, INVALID_SIGNATURE_BODY)
+        self.assertEqual(
+            json.loads(data),
+            {"status": 0, "error_code": 403, "error_type": "ORIGIN_INVALID_SIGNATURE",
+             "error_description": "invalid signature"},
+        )
+        self.assertEqual(resp.getheader("Content-Type"), "application/json")
+        [call] = self.fake.calls("tamper_acc")
+        self.assertFalse(call["signature_ok"])
+        self.assertIn("X-Signature", call["error"])
+
+    def test_other_verification_failures(self) -> None:
+        path = "/v2/origin/custom/fail_acc/typing"
+        body = {"conversation_id": "c", "sender": {"id": "s"}}
+        stale = format_datetime(datetime.fromtimestamp(time.time() - 16 * 60, timezone.utc))
+        raw = json.dumps(body).encode()
+        cases = {
+            "Content-Type": {"Content-Type": "application/json; charset=utf-8"},
+            "Content-MD5": {"Content-MD5": content_md5(raw).upper()},
+            "away from now": amojo_headers("POST", path, raw, date=stale),
+            "+0000": amojo_headers("POST", path, raw, date=format_datetime(datetime.now(timezone.utc), usegmt=True)),
+        }
+        for reason, overrides in cases.items():
+            with self.subTest(reason):
+                self.assertEqual(self.send("POST", path, raw, **overrides)[0], 403)
+                self.assertIn(reason, self.fake.calls("fail_acc")[-1]["error"])
+
+    def test_scripted_responses_in_order(self) -> None:
+        scope = "script_acc"
+        chats = f"/v2/origin/custom/{scope}/chats"
+        typing = f"/v2/origin/custom/{scope}/typing"
+        chat_body = {"conversation_id": "c", "user": {"id": "u", "name": "n"}}
+        typing_body = {"conversation_id": "c", "sender": {"id": "u"}}
+        responses = [
+            {"status": 500, "body": {"n": 1}},
+            {"status": 429, "match": "/typing", "headers": {"Retry-After": "1"}},
+            {"status": 200, "body": {"n": 2}, "delay_ms": 50},
+        ]
+        self.assertEqual(self.fake.admin("POST", "script", {"scope": scope, "responses": responses})[0], 200)
+
+        # A badly signed request does not consume a scripted response.
+        self.assertEqual(self.send("POST", chats, chat_body, **{"X-Signature": "0" * 40})[0], 403)
+        self.assertEqual(self.send("POST", chats, chat_body), (500, {"n": 1}))
+        self.assertEqual(self.send("POST", typing, typing_body), (429, None))
+        started = time.monotonic()
+        self.assertEqual(self.send("POST", chats, chat_body), (200, {"n": 2}))
+        self.assertGreaterEqual(time.monotonic() - started, 0.05)
+        status, body = self.send("POST", chats, chat_body)
+        self.assertEqual(status, 200)
+        self.assertEqual(body["user"]["client_id"], "u")
+
+        self.fake.admin("POST", "script", {"scope": scope, "responses": [{"status": 503}]})
+        self.assertEqual(self.fake.admin("DELETE", f"script?scope={scope}")[0], 200)
+        self.assertEqual(self.send("POST", typing, typing_body), (204, None))
+
+    def test_close_drops_connection(self) -> None:
+        scope = "close_acc"
+        self.fake.admin("POST", "script", {"scope": scope, "responses": [{"close": True}]})
+        with self.assertRaises(http.client.RemoteDisconnected):
+            self.send("POST", f"/v2/origin/custom/{scope}/react", {})
+        self.assertEqual(self.send("POST", f"/v2/origin/custom/{scope}/react", {}), (200, {}))
+
+    def test_calls_are_scoped_and_clearable(self) -> None:
+        self.send("POST", "/v2/origin/custom/scope_a/react", {})
+        self.send("POST", "/v2/origin/custom/scope_b/react", {})
+        self.assertEqual([c["scope"] for c in self.fake.calls("scope_a")], ["scope_a"])
+        self.assertEqual(self.fake.admin("DELETE", "calls?scope=scope_a")[0], 200)
+        self.assertEqual(self.fake.calls("scope_a"), [])
+        self.assertEqual(len(self.fake.calls("scope_b")), 1)
+
+    def test_routes_over_one_keep_alive_connection(self) -> None:
+        conn = self.fake.connection()
+        self.addCleanup(conn.close)
+        base = "/v2/origin/custom/route_acc"
+
+        chat = {"conversation_id": "conv", "user": {"id": "u1", "name": "Ann", "profile": {"phone": "+1"}}}
+        status, first = self.send("POST", f"{base}/chats", chat, conn)
+        self.assertEqual(status, 200)
+        self.assertEqual(first["user"]["phone"], "+1")
+        sock = conn.sock  # http.client reconnects silently; the socket must stay the same
+        self.assertEqual(self.send("POST", f"{base}/chats", chat, conn)[1], first)
+
+        message = {
+            "event_type": "new_message",
+            "payload": {
+                "timestamp": 1700000000, "msec_timestamp": 1700000000000, "msgid": "m1",
+                "conversation_id": "conv", "sender": {"id": "u1"},
+                "message": {"type": "text", "text": "hi"},
+            },
+        }
+        status, imported = self.send("POST", base, message, conn)
+        self.assertEqual(status, 200)
+        new = imported["new_message"]
+        self.assertEqual(new["conversation_id"], first["id"])
+        self.assertEqual(new["sender_id"], first["user"]["id"])
+        self.assertEqual((new["receiver_id"], new["ref_id"]), ("", "m1"))
+        self.assertEqual(self.send("POST", base, message, conn)[1], imported)
+
+        msgid = new["msgid"]
+        status_path = f"{base}/{msgid}/delivery_status"
+        for ok in (
+            {"msgid": msgid, "delivery_status": 1},
+            {"msgid": msgid, "delivery_status": -1, "error_code": 901},
+            {"msgid": msgid, "delivery_status": -1, "error_code": 905, "error": "boom"},
+        ):
+            self.assertEqual(self.send("POST", status_path, ok, conn), (200, {}))
+        for bad in (
+            {"msgid": "other", "delivery_status": 1},
+            {"msgid": msgid, "delivery_status": 3},
+            {"msgid": msgid, "delivery_status": True},
+            {"msgid": msgid, "delivery_status": 2, "error_code": 901},
+            {"msgid": msgid, "delivery_status": -1, "error_code": 906},
+            {"msgid": msgid, "delivery_status": -1, "error_code": 905},
+        ):
+            status, body = self.send("POST", status_path, bad, conn)
+            self.assertEqual((status, body["error_type"]), (400, "BAD_REQUEST"), bad)
+
+        self.assertEqual(self.send("POST", f"{base}/chats", b"{not json", conn)[0], 400)
+        self.assertEqual(self.send("POST", f"{base}/chats", {"conversation_id": "c"}, conn)[0], 400)
+        self.assertEqual(self.send("DELETE", "/v2/origin/custom/chan/disconnect", {"account_id": "a"}, conn), (200, {}))
+        self.assertEqual(self.send("POST", f"{base}/nope", {}, conn)[0], 404)
+        self.assertIs(conn.sock, sock)
+
+
+class ChatServiceTest(unittest.TestCase):
+    fake: Fake
+    webhook = Webhook(WEBHOOK_SECRET)
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.fake = Fake("fake_chat_service.py", WEBHOOK_SECRET)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        assert cls.fake.stop() == 0, "SIGTERM should exit cleanly"
+
+    @staticmethod
+    def payload(scope: str) -> str:
+        return json.dumps({"scope_id": scope, "text": "private text"})
+
+    def signed_headers(self, msg_id: str, payload: str, ts: float | None = None) -> dict[str, str]:
+        ts = time.time() if ts is None else ts
+        return {
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(ts)),
+            "webhook-signature": self.webhook.sign(msg_id, datetime.fromtimestamp(ts, timezone.utc), payload),
+        }
+
+    def deliver(self, scope: str, msg_id: str, signature: str | None = None, ts: float | None = None):
+        """POSTs a signed webhook; returns (status, JSON body or raw bytes)."""
+        payload = self.payload(scope)
+        headers = self.signed_headers(msg_id, payload, ts)
+        if signature is not None:
+            headers["webhook-signature"] = signature
+        status, resp, data = self.fake.request("POST", "/hooks/kommo", payload.encode(), headers)
+        return status, json.loads(data) if resp.getheader("Content-Type") == "application/json" else data
+
+    def test_signed_delivery_passes_and_duplicates_are_flagged(self) -> None:
+        self.assertEqual(self.deliver("cs_ok", "msg_1"), (200, {}))
+        self.assertEqual(self.deliver("cs_ok", "msg_1"), (200, {}))
+        calls = self.fake.calls("cs_ok")
+        self.assertEqual([(c["signature_ok"], c["duplicate_id"]) for c in calls], [(True, False), (True, True)])
+        self.assertEqual(calls[0]["body"]["scope_id"], "cs_ok")
+
+    def test_unsigned_and_stale_deliveries_are_rejected(self) -> None:
+        status, _, data = self.fake.request(
+            "POST", "/hooks/kommo", b'{"scope_id":"cs_bad"}', {"Content-Type": "application/json"}
+        )
+        self.assertEqual(status, 401)
+        self.assertEqual(json.loads(data)["error"]["code"], "bad_signature")
+        status, body = self.deliver("cs_bad", "msg_old", ts=time.time() - 6 * 60)
+        self.assertEqual((status, body["error"]["code"]), (401, "bad_signature"))
+        self.assertEqual(self.deliver("cs_bad", "msg_2", signature="v1,!!notbase64")[0], 401)
+        self.assertEqual([c["signature_ok"] for c in self.fake.calls("cs_bad")], [False, False, False])
+
+    def test_one_of_several_signatures_suffices(self) -> None:
+        good = self.signed_headers("msg_m", self.payload("cs_multi"))["webhook-signature"]
+        wrong = "v1," + base64.b64encode(b"\0" * 32).decode()
+        self.assertEqual(self.deliver("cs_multi", "msg_m", signature=f"{wrong} {good}")[0], 200)
+
+    def test_scripted_responses_and_retries(self) -> None:
+        scope = "cs_script"
+        responses = [{"status": 500, "body": "oops"}, {"status": 202, "body": {"queued": True}}]
+        self.assertEqual(self.fake.admin("POST", "script", {"scope": scope, "responses": responses})[0], 200)
+        # A badly signed request does not consume a scripted response.
+        self.assertEqual(self.deliver(scope, "msg_r", signature="v1,AAAA")[0], 401)
+        self.assertEqual(self.deliver(scope, "msg_r"), (500, b"oops"))
+        self.assertEqual(self.deliver(scope, "msg_r2"), (202, {"queued": True}))
+        self.assertEqual(self.deliver(scope, "msg_r3"), (200, {}))
+        # msg_r was answered 500, so its retry is not a duplicate.
+        self.assertEqual(self.deliver(scope, "msg_r"), (200, {}))
+        calls = self.fake.calls(scope)
+        self.assertEqual([c["duplicate_id"] for c in calls], [False] * 5)
+
+    def test_admin_sign_verifies_with_library(self) -> None:
+        payload = json.dumps({"scope_id": "cs_sign", "n": 1})
+        now = int(time.time())
+        status, signed = self.fake.admin("POST", "sign", {"msg_id": "msg_s", "timestamp": now, "payload": payload})
+        self.assertEqual(status, 200)
+        self.assertEqual((signed["webhook-id"], signed["webhook-timestamp"]), ("msg_s", str(now)))
+        self.assertEqual(self.webhook.verify(payload, signed), json.loads(payload))
+        status, _, _ = self.fake.request("POST", "/hooks/kommo", payload.encode(), signed)
+        self.assertEqual(status, 200)
+        self.assertEqual(self.fake.admin("POST", "sign", {"msg_id": "m", "timestamp": "now", "payload": ""})[0], 400)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
