@@ -10,13 +10,14 @@ use crate::chat_client::{ChatService, HttpChatService};
 use crate::config::Config;
 use crate::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, header_str, json_response, parse_json};
 use crate::kommo_client::{AMOJO_REQUEST_TIMEOUT, AmojoClient, KommoApi};
-use crate::models::chat::ChatEvent;
+use crate::models::chat::{ChatEvent, ManagerRef};
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::outbound::http_client;
 use crate::routes::{self, EntryPoint, RouteId};
 use crate::signing::{kommo_webhook, standard_webhooks::SignatureHeaders};
 use crate::store::Store;
 use crate::time::Clock;
+use crate::timers::{DueWork, Timers};
 
 pub struct Bridge {
     pub config: Config,
@@ -24,11 +25,17 @@ pub struct Bridge {
     pub store: Arc<dyn Store>,
     pub kommo: Arc<dyn KommoApi>,
     pub chat: Arc<dyn ChatService>,
+    pub timers: Arc<dyn Timers>,
 }
 
 impl Bridge {
     /// The bridge with real HTTP clients for amojo and the chat service (one client, built once).
-    pub fn with_http_clients(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn Store>) -> Self {
+    pub fn with_http_clients(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+        timers: Arc<dyn Timers>,
+    ) -> Self {
         let http = http_client(AMOJO_REQUEST_TIMEOUT);
         let kommo = AmojoClient::new(
             http.clone(),
@@ -40,7 +47,7 @@ impl Bridge {
         );
         let chat =
             HttpChatService::new(http, &config.chat_service_url, config.chat_service_secret.clone(), clock.clone());
-        Self { config, clock, store, kommo: Arc::new(kommo), chat: Arc::new(chat) }
+        Self { config, clock, store, kommo: Arc::new(kommo), chat: Arc::new(chat), timers }
     }
 
     /// Answers one HTTP request for the routes `entry` serves; every failure is a JSON error.
@@ -87,13 +94,21 @@ impl Bridge {
         if webhook.account_id != account_id {
             return Err(ApiError::bad_request("scope_mismatch", "account_id does not match the scope_id in the path"));
         }
-        let kind = match webhook.kind() {
-            WebhookKind::ManagerMessage(_) => "manager_message",
-            WebhookKind::ManagerTyping(_) => "manager_typing",
-            WebhookKind::Reaction(_) => "reaction",
-            WebhookKind::Other => "other",
-        };
-        tracing::info!(scope_id, kind, "kommo webhook accepted");
+        match webhook.kind() {
+            WebhookKind::ManagerTyping(typing) => self.on_manager_typing(scope_id, typing).await?,
+            WebhookKind::ManagerMessage(message) => {
+                let manager = ManagerRef { id: message.sender.id.clone(), name: message.sender.name.clone() };
+                let conversation_id = message.conversation.integration_id();
+                if let Some(stopped) = self.end_manager_typing(scope_id, conversation_id, &manager).await? {
+                    self.timers.schedule(DueWork::deliver(stopped), self.clock.now_ms()).await.map_err(|error| {
+                        tracing::error!(scope_id, %error, "typing.stopped not queued");
+                        ApiError::internal()
+                    })?;
+                }
+            }
+            WebhookKind::Reaction(_) | WebhookKind::Other => {}
+        }
+        tracing::info!(scope_id, "kommo webhook accepted");
         Ok(json_response(StatusCode::OK, &serde_json::json!({})))
     }
 
@@ -111,6 +126,13 @@ impl Bridge {
         let event: ChatEvent = parse_json(request.body())?;
         if self.config.account_of_scope(event.scope_id()).is_none() {
             return Err(ApiError::not_found("unknown_scope", "the scope_id does not belong to this channel"));
+        }
+        match &event {
+            ChatEvent::TypingStarted(typing) => self.on_client_typing_started(typing).await?,
+            ChatEvent::TypingStopped(typing) => {
+                self.end_client_typing(&typing.scope_id, &typing.conversation_id, &typing.user_id).await?
+            }
+            _ => {}
         }
         tracing::info!(scope_id = event.scope_id(), kind = event.type_name(), "chat event accepted");
         Ok(json_response(StatusCode::OK, &serde_json::json!({"accepted": true})))

@@ -69,6 +69,11 @@ pub struct Config {
     pub table_name: String,
     /// When set, DynamoDB at this endpoint (a local server) instead of AWS's.
     pub dynamodb_endpoint: Option<String>,
+    /// The SQS queue of timers and retries (`TIMER_QUEUE_URL`); the dev server runs timers in
+    /// process when it is not set.
+    pub timer_queue_url: Option<String>,
+    /// When set, SQS at this endpoint (a local server) instead of AWS's.
+    pub sqs_endpoint: Option<String>,
     pub retry: RetryPolicy,
 }
 
@@ -107,6 +112,11 @@ impl Config {
             chat_service_secret: webhook_secret(&required("CHAT_SERVICE_SECRET")?)?,
             table_name: required("TABLE_NAME")?,
             dynamodb_endpoint: url(env, "DYNAMODB_ENDPOINT")?,
+            timer_queue_url: Some(
+                url(env, "TIMER_QUEUE_URL")?
+                    .ok_or_else(|| ConfigError::new("TIMER_QUEUE_URL", "is required and not set"))?,
+            ),
+            sqs_endpoint: url(env, "SQS_ENDPOINT")?,
             retry: retry_policy(env)?,
         })
     }
@@ -153,6 +163,8 @@ impl Config {
             chat_service_secret,
             table_name: non_empty(env, "TABLE_NAME").unwrap_or_else(|| DEFAULT_TABLE_NAME.into()),
             dynamodb_endpoint: url(env, "DYNAMODB_ENDPOINT")?,
+            timer_queue_url: url(env, "TIMER_QUEUE_URL")?,
+            sqs_endpoint: url(env, "SQS_ENDPOINT")?,
             retry: retry_policy(env)?,
         };
         Ok((config, defaults))
@@ -239,6 +251,7 @@ mod tests {
         ("CHAT_SERVICE_URL", "https://chat.example/hooks/"),
         ("CHAT_SERVICE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         ("TABLE_NAME", "bridge"),
+        ("TIMER_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123456789012/bridge-timers"),
     ];
 
     #[test]
@@ -246,7 +259,7 @@ mod tests {
         let config = Config::from_env_strict(&env_of(FULL)).unwrap();
         assert_eq!(config.amojo_url, DEFAULT_AMOJO_URL);
         assert_eq!(config.chat_service_url, "https://chat.example/hooks");
-        for missing in ["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_URL", "TABLE_NAME"] {
+        for missing in ["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_URL", "TABLE_NAME", "TIMER_QUEUE_URL"] {
             let partial: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != missing).collect();
             let error = Config::from_env_strict(&env_of(&partial)).unwrap_err();
             assert_eq!(error.variable, missing);

@@ -35,23 +35,3 @@ fn into_lambda(response: crate::http::HttpResponse) -> Response<Body> {
         Err(binary) => Body::Binary(binary.into_bytes()),
     })
 }
-
-/// Reads the strict configuration or ends the process with exit code 2 and a message naming
-/// the variable: a Lambda function never starts half-configured.
-pub fn config_or_exit() -> crate::config::Config {
-    match crate::config::Config::from_env_strict(&|name| std::env::var(name).ok()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("{error}");
-            std::process::exit(2);
-        }
-    }
-}
-
-/// The deployed bridge: DynamoDB (the table named by `TABLE_NAME`), the system clock, and HTTPS
-/// clients for amojo and the chat service, all built once per cold start without network calls.
-pub fn production_bridge(config: crate::config::Config) -> Bridge {
-    let client = crate::store::dynamo::client_from_env(config.dynamodb_endpoint.as_deref());
-    let store = crate::store::dynamo::DynamoStore::new(client, config.table_name.clone());
-    Bridge::with_http_clients(config, Arc::new(crate::time::SystemClock), Arc::new(store))
-}

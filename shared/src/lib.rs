@@ -2,8 +2,11 @@
 //! ports and their adapters. Every function (and the dev server) is a thin shell around it.
 
 pub mod app;
+pub mod aws;
 pub mod chat_client;
 pub mod config;
+pub mod deploy;
+pub mod due;
 pub mod http;
 pub mod kommo_client;
 #[cfg(feature = "lambda")]
@@ -14,4 +17,7 @@ pub mod routes;
 pub mod signing;
 pub mod status;
 pub mod store;
+pub mod testing;
 pub mod time;
+pub mod timers;
+pub mod typing;

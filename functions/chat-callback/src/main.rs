@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use shared::lambda;
 use shared::routes::EntryPoint;
+use shared::{deploy, lambda};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let bridge = lambda::production_bridge(lambda::config_or_exit());
+    let bridge = deploy::production_bridge(deploy::config_or_exit());
     lambda::serve(Arc::new(bridge), EntryPoint::ChatCallback).await
 }

@@ -22,10 +22,11 @@ use shared::store::Store;
 use shared::store::dynamo::{DynamoStore, client_from_env, ensure_table};
 use shared::store::memory::MemoryStore;
 use shared::time::SystemClock;
+use shared::timers::InProcessTimers;
 use tokio::net::TcpListener;
 
 struct DevServer {
-    bridge: Bridge,
+    bridge: Arc<Bridge>,
     sink: sink::Sink,
 }
 
@@ -61,7 +62,11 @@ async fn main() {
         }
     };
     let sink = sink::Sink::new(&config);
-    let server = Arc::new(DevServer { bridge: Bridge::with_http_clients(config, Arc::new(SystemClock), store), sink });
+    // Timers run in process here; in AWS they are SQS message timers read by typing-expiry.
+    let (timers, timer_loop) = InProcessTimers::new();
+    let bridge = Arc::new(Bridge::with_http_clients(config, Arc::new(SystemClock), store, Arc::new(timers)));
+    tokio::spawn(timer_loop.run(bridge.clone()));
+    let server = Arc::new(DevServer { bridge, sink });
     // Tests and scripts read this line to learn the port (PORT=0 picks a free one).
     println!("dev-server: listening on {base}");
 

@@ -15,8 +15,8 @@ macro_rules! store_conformance_tests {
             a_lease_starts_extends_and_ignores_a_duplicate,
             an_expired_lease_still_stored_is_not_live_and_starts_anew,
             ending_a_lease_happens_once,
-            a_timer_ends_only_the_lapsed_lease_it_saw,
-            forwarding_is_claimed_at_most_once_per_gap,
+            a_timer_ends_only_a_lapsed_lease_and_only_once,
+            client_typing_extends_in_one_write_and_claims_calls_at_most_once_per_gap,
             presence_comes_online_coalesces_and_goes_offline,
             presence_is_exact_at_the_window_edges,
             the_most_present_device_wins,
@@ -87,40 +87,49 @@ pub async fn ending_a_lease_happens_once(store: &dyn Store) {
     assert_eq!(store.end(&key, now + 9000).await.unwrap(), None);
 }
 
-pub async fn a_timer_ends_only_the_lapsed_lease_it_saw(store: &dyn Store) {
+pub async fn a_timer_ends_only_a_lapsed_lease_and_only_once(store: &dyn Store) {
     let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
     let now = base_ms();
     store.extend(&key, now + 5000, now).await.unwrap();
-    assert!(!store.end_if_lapsed(&key, now + 5000, now + 4999).await.unwrap(), "not before expiry");
+    assert_eq!(store.end_if_lapsed(&key, now + 4999).await.unwrap(), None, "not before expiry");
     store.extend(&key, now + 10_000, now + 4000).await.unwrap();
-    assert!(!store.end_if_lapsed(&key, now + 5000, now + 5001).await.unwrap(), "the lease was extended");
-    assert!(store.end_if_lapsed(&key, now + 10_000, now + 10_001).await.unwrap());
-    assert!(!store.end_if_lapsed(&key, now + 10_000, now + 10_002).await.unwrap(), "exactly once");
+    assert_eq!(store.end_if_lapsed(&key, now + 5001).await.unwrap(), None, "the lease was extended");
+    assert_eq!(
+        store.end_if_lapsed(&key, now + 12_000).await.unwrap(),
+        Some(now + 10_000),
+        "a late timer still ends it"
+    );
+    assert_eq!(store.end_if_lapsed(&key, now + 12_001).await.unwrap(), None, "exactly once");
 }
 
-pub async fn forwarding_is_claimed_at_most_once_per_gap(store: &dyn Store) {
+pub async fn client_typing_extends_in_one_write_and_claims_calls_at_most_once_per_gap(store: &dyn Store) {
     let key = LeaseKey::client(&fresh_scope(), "conv-1", "client-1");
     let now = base_ms();
-    assert_eq!(
-        store.claim_forward(&key, now, 3000, now + 6000).await.unwrap(),
-        ForwardClaim::Claimed { new_lease: true }
-    );
-    for later in [1, 500, 2999] {
-        assert_eq!(
-            store.claim_forward(&key, now + later, 3000, now + later + 6000).await.unwrap(),
-            ForwardClaim::Throttled
-        );
+    let started = store.client_typing_signal(&key, now, now + 6000, 4000).await.unwrap();
+    assert_eq!(started, ClientSignal::Started { forward_now: true, next_forward_at_ms: now + 4000 });
+    let writes = store.op_counts().writes;
+    for later in [50, 1000, 3000] {
+        let signal = store.client_typing_signal(&key, now + later, now + later + 6000, 4000).await.unwrap();
+        assert_eq!(signal, ClientSignal::Extended);
     }
-    assert_eq!(
-        store.claim_forward(&key, now + 3000, 3000, now + 9000).await.unwrap(),
-        ForwardClaim::Claimed { new_lease: false }
-    );
-    assert_eq!(store.get_lease(&key, now + 8999).await.unwrap().unwrap().last_forwarded_at_ms, Some(now + 3000));
-    // Once the lease lapsed, the next claim starts a new one whatever the gap.
-    assert_eq!(
-        store.claim_forward(&key, now + 9000, 60_000, now + 15_000).await.unwrap(),
-        ForwardClaim::Claimed { new_lease: true }
-    );
+    assert_eq!(store.op_counts().writes - writes, 3, "one write per signal while the lease lives");
+    assert_eq!(store.get_lease(&key, now + 8999).await.unwrap().unwrap().expires_at_ms, now + 9000);
+    assert_eq!(store.client_typing_signal(&key, now + 3100, now + 5000, 4000).await.unwrap(), ClientSignal::Extended);
+    assert_eq!(store.get_lease(&key, now + 3200).await.unwrap().unwrap().expires_at_ms, now + 9000, "never shortened");
+
+    assert!(!store.claim_refresh(&key, now + 3999, 4000).await.unwrap(), "within the gap");
+    assert!(store.claim_refresh(&key, now + 4000, 4000).await.unwrap());
+    assert!(!store.claim_refresh(&key, now + 4000, 4000).await.unwrap(), "a duplicate refresh is denied");
+    assert!(store.claim_refresh(&key, now + 8000, 4000).await.unwrap());
+    assert!(!store.claim_refresh(&key, now + 9000, 0).await.unwrap(), "not after the lease lapsed");
+
+    // Started again soon after the last call: the lease restarts, the call waits for the gap.
+    let restarted = store.client_typing_signal(&key, now + 9100, now + 15_100, 4000).await.unwrap();
+    assert_eq!(restarted, ClientSignal::Started { forward_now: false, next_forward_at_ms: now + 12_000 });
+    assert!(!store.claim_refresh(&key, now + 9100, 4000).await.unwrap());
+    assert!(store.claim_refresh(&key, now + 12_000, 4000).await.unwrap(), "the chain forwards once the gap passed");
+    store.end(&key, now + 9200).await.unwrap();
+    assert!(!store.claim_refresh(&key, now + 20_000, 0).await.unwrap(), "never after the lease ended");
 }
 
 fn client_presence(scope: &str, device: &str) -> PresenceKey {

@@ -10,18 +10,15 @@
 //! Every change is one conditional write whose condition carries the rule (lease still live,
 //! status only forward, first claim only), so concurrent invocations cannot break it.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, timeout::TimeoutConfig};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ReturnValue, ReturnValuesOnConditionCheckFailure,
     ScalarAttributeType, TimeToLiveSpecification,
 };
+use std::collections::HashMap;
 
 use super::*;
 
@@ -31,27 +28,10 @@ type Item = HashMap<String, AttributeValue>;
 
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
-/// A DynamoDB client configured from the environment without `aws-config`: region from
-/// `AWS_REGION`, credentials from the `AWS_*` variables Lambda sets (or dummy ones for a local
-/// endpoint). Nothing here touches the network, so it cannot slow or hang a cold start.
+/// A DynamoDB client configured from the environment (see [`crate::aws::sdk_config`]),
+/// at `endpoint` when given (a local server).
 pub fn client_from_env(endpoint: Option<&str>) -> Client {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
-    let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        (Some(key), Some(secret)) => Credentials::new(key, secret, env("AWS_SESSION_TOKEN"), None, "environment"),
-        _ => Credentials::new("local", "local", None, None, "local-endpoint"),
-    };
-    let mut builder = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region))
-        .credentials_provider(credentials)
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(4))
-                .build(),
-        );
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(&crate::aws::sdk_config());
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint);
     }
@@ -198,15 +178,7 @@ impl TypingLeases for DynamoStore {
         }
     }
 
-    async fn end_if_lapsed(
-        &self,
-        key: &LeaseKey,
-        expected_expires_at_ms: i64,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        if expected_expires_at_ms > now_ms {
-            return Ok(false);
-        }
+    async fn end_if_lapsed(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<i64>, StoreError> {
         self.ops.write();
         let result = self
             .client
@@ -214,20 +186,76 @@ impl TypingLeases for DynamoStore {
             .table_name(&self.table)
             .key("pk", s(lease_pk(key)))
             .key("sk", s(&key.holder))
-            .condition_expression("expires_at_ms = :expected")
-            .expression_attribute_values(":expected", n(expected_expires_at_ms))
+            .condition_expression("expires_at_ms <= :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
-        conditional(result)
+        match result {
+            Ok(output) => Ok(output.attributes.as_ref().and_then(|old| num(old, "expires_at_ms"))),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
-    async fn claim_forward(
+    async fn client_typing_signal(
         &self,
         key: &LeaseKey,
         now_ms: i64,
-        min_gap_ms: i64,
         expires_at_ms: i64,
-    ) -> Result<ForwardClaim, StoreError> {
+        min_gap_ms: i64,
+    ) -> Result<ClientSignal, StoreError> {
+        let lease_update = || {
+            self.ops.write();
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(lease_pk(key)))
+                .key("sk", s(&key.holder))
+                .expression_attribute_values(":exp", n(expires_at_ms))
+                .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms, LEASE_GRACE_S)))
+                .expression_attribute_values(":now", n(now_ms))
+        };
+        // The common case, one write: a live lease reaching less far is extended.
+        let extended = lease_update()
+            .update_expression("SET expires_at_ms = :exp, expires_at = :ttl")
+            .condition_expression("expires_at_ms > :now AND expires_at_ms < :exp")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match extended {
+            Ok(_) => return Ok(ClientSignal::Extended),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                item_on_condition_failure(e.err()).cloned()
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        if old.as_ref().and_then(|item| num(item, "expires_at_ms")).is_some_and(|exp| exp > now_ms) {
+            return Ok(ClientSignal::Extended); // live and already reaching as far
+        }
+        // No live lease: start one, claiming the next call unless one went out within the gap.
+        let last_forwarded = old.as_ref().and_then(|item| num(item, "last_forwarded_at_ms"));
+        let forward_now = last_forwarded.is_none_or(|at| at <= now_ms - min_gap_ms);
+        let start = lease_update().condition_expression("attribute_not_exists(expires_at_ms) OR expires_at_ms <= :now");
+        let start = if forward_now {
+            start.update_expression("SET expires_at_ms = :exp, expires_at = :ttl, last_forwarded_at_ms = :now")
+        } else {
+            start.update_expression("SET expires_at_ms = :exp, expires_at = :ttl")
+        };
+        match start.send().await {
+            Ok(_) => {
+                let base = if forward_now { now_ms } else { last_forwarded.unwrap_or(now_ms) };
+                Ok(ClientSignal::Started { forward_now, next_forward_at_ms: base + min_gap_ms })
+            }
+            // A concurrent signal started it first: this one only confirms it.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(ClientSignal::Extended)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn claim_refresh(&self, key: &LeaseKey, now_ms: i64, min_gap_ms: i64) -> Result<bool, StoreError> {
         self.ops.write();
         let result = self
             .client
@@ -235,32 +263,15 @@ impl TypingLeases for DynamoStore {
             .table_name(&self.table)
             .key("pk", s(lease_pk(key)))
             .key("sk", s(&key.holder))
-            .update_expression("SET expires_at_ms = :exp, expires_at = :ttl, last_forwarded_at_ms = :now")
+            .update_expression("SET last_forwarded_at_ms = :now")
             .condition_expression(
-                "attribute_not_exists(expires_at_ms) OR expires_at_ms <= :now \
-                 OR attribute_not_exists(last_forwarded_at_ms) OR last_forwarded_at_ms <= :gap_start",
+                "expires_at_ms > :now AND (attribute_not_exists(last_forwarded_at_ms) OR last_forwarded_at_ms <= :gap_start)",
             )
-            .expression_attribute_values(":exp", n(expires_at_ms))
-            .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms, LEASE_GRACE_S)))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":gap_start", n(now_ms - min_gap_ms))
-            .return_values(ReturnValue::AllOld)
             .send()
             .await;
-        match result {
-            Ok(output) => {
-                let was_live = output
-                    .attributes
-                    .as_ref()
-                    .and_then(|old| num(old, "expires_at_ms"))
-                    .is_some_and(|exp| exp > now_ms);
-                Ok(ForwardClaim::Claimed { new_lease: !was_live })
-            }
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(ForwardClaim::Throttled)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        conditional(result)
     }
 }
 

@@ -65,13 +65,15 @@ pub enum LeaseChange {
     Unchanged { expires_at_ms: i64 },
 }
 
-/// The outcome of [`TypingLeases::claim_forward`].
+/// What one client typing signal did to the client's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardClaim {
-    /// This caller may forward; `new_lease` when no live lease was there before.
-    Claimed { new_lease: bool },
-    /// Forwarded too recently: nothing written.
-    Throttled,
+pub enum ClientSignal {
+    /// A live lease reaches at least as far now (the common case: one write).
+    Extended,
+    /// No live lease was there: this signal started one. `forward_now` when it also claimed the
+    /// next typing call (none in the last `min_gap_ms`); `next_forward_at_ms` is when the
+    /// refresh chain should forward next.
+    Started { forward_now: bool, next_forward_at_ms: i64 },
 }
 
 /// Typing leases: typing is a lease that lapses by itself, never a toggle.
@@ -83,19 +85,22 @@ pub trait TypingLeases: Send + Sync {
     async fn get_lease(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError>;
     /// Ends a live lease now; returns it if this call is the one that ended it.
     async fn end(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError>;
-    /// Compare-and-set for timers: ends the lease only if it still expires at
-    /// `expected_expires_at_ms` and that moment has passed. True when this call ended it.
-    async fn end_if_lapsed(&self, key: &LeaseKey, expected_expires_at_ms: i64, now_ms: i64)
-    -> Result<bool, StoreError>;
-    /// One conditional write that claims the right to forward a typing signal (none in the
-    /// last `min_gap_ms`) and opens or extends the lease to `expires_at_ms`.
-    async fn claim_forward(
+    /// Compare-and-set for timers: ends the lease only if it has lapsed (and is still stored);
+    /// returns the expiry it had when this call is the one that ended it.
+    async fn end_if_lapsed(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<i64>, StoreError>;
+    /// A client's typing signal: extends the live lease to `expires_at_ms` in one conditional
+    /// write, or (when there is none) starts one, claiming the next typing call if none was made
+    /// in the last `min_gap_ms`.
+    async fn client_typing_signal(
         &self,
         key: &LeaseKey,
         now_ms: i64,
-        min_gap_ms: i64,
         expires_at_ms: i64,
-    ) -> Result<ForwardClaim, StoreError>;
+        min_gap_ms: i64,
+    ) -> Result<ClientSignal, StoreError>;
+    /// The refresh chain's claim on the next typing call: only for a live lease whose last
+    /// call is at least `min_gap_ms` old. One conditional write; false leaves everything as it was.
+    async fn claim_refresh(&self, key: &LeaseKey, now_ms: i64, min_gap_ms: i64) -> Result<bool, StoreError>;
 }
 
 /// Whose presence, on which device.

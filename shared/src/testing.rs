@@ -1,0 +1,150 @@
+//! In-memory stand-ins for the two outbound ports, for handler tests, simulations and
+//! benchmarks: real implementations that record what they were asked and can be told to fail,
+//! not mocks with canned answers. (The HTTP clients themselves are tested against independent
+//! fakes over real HTTP in `tests/`.)
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::chat_client::{ChatAnswer, ChatError, ChatService};
+use crate::config::RetryPolicy;
+use crate::kommo_client::{KommoApi, KommoError};
+use crate::models::chat::BridgeEvent;
+use crate::models::kommo::*;
+use crate::time::Clock;
+
+/// One call the bridge made, with the clock's time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded<T> {
+    pub at_ms: i64,
+    pub scope_id: String,
+    pub call: T,
+}
+
+/// What the bridge asked of amojo.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KommoCall {
+    Connect(ConnectRequest),
+    Disconnect(DisconnectRequest),
+    CreateChat(Box<CreateChatRequest>),
+    Import(Box<ImportMessageRequest>),
+    Typing(TypingRequest),
+    DeliveryStatus(DeliveryStatusRequest),
+}
+
+/// Kommo in memory: records each call and answers as amojo would, or with a queued failure.
+pub struct RecordingKommo {
+    clock: std::sync::Arc<dyn Clock>,
+    calls: Mutex<Vec<Recorded<KommoCall>>>,
+    failures: Mutex<VecDeque<KommoError>>,
+}
+
+impl RecordingKommo {
+    pub fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
+        Self { clock, calls: Mutex::default(), failures: Mutex::default() }
+    }
+
+    pub fn calls(&self) -> Vec<Recorded<KommoCall>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The next calls fail with these errors, in order.
+    pub fn fail_next(&self, errors: impl IntoIterator<Item = KommoError>) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).extend(errors);
+    }
+
+    fn record(&self, scope_id: &str, call: KommoCall) -> Result<(), KommoError> {
+        let at_ms = self.clock.now_ms();
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(Recorded { at_ms, scope_id: scope_id.into(), call });
+        match self.failures.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl KommoApi for RecordingKommo {
+    async fn connect(&self, request: &ConnectRequest) -> Result<ConnectResponse, KommoError> {
+        self.record("", KommoCall::Connect(request.clone()))?;
+        Ok(ConnectResponse { scope_id: format!("channel_{}", request.account_id), extra: Default::default() })
+    }
+
+    async fn disconnect(&self, request: &DisconnectRequest) -> Result<(), KommoError> {
+        self.record("", KommoCall::Disconnect(request.clone()))
+    }
+
+    async fn create_chat(&self, scope_id: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError> {
+        self.record(scope_id, KommoCall::CreateChat(Box::new(request.clone())))?;
+        Ok(CreateChatResponse {
+            id: format!("chat-{}", request.conversation_id),
+            user: Participant::with_id(format!("user-{}", request.user.id)),
+            extra: Default::default(),
+        })
+    }
+
+    async fn import_message(
+        &self,
+        scope_id: &str,
+        request: &ImportMessageRequest,
+    ) -> Result<ImportMessageResponse, KommoError> {
+        self.record(scope_id, KommoCall::Import(Box::new(request.clone())))?;
+        Ok(ImportMessageResponse {
+            new_message: ImportedMessage {
+                conversation_id: format!("chat-{}", request.payload.conversation_id),
+                sender_id: None,
+                receiver_id: None,
+                msgid: format!("kommo-{}", request.payload.msgid),
+                ref_id: Some(request.payload.msgid.clone()),
+            },
+        })
+    }
+
+    async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError> {
+        self.record(scope_id, KommoCall::Typing(request.clone()))
+    }
+
+    async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError> {
+        self.record(scope_id, KommoCall::DeliveryStatus(request.clone()))
+    }
+}
+
+/// The chat service in memory: records each delivered event, or fails as told.
+pub struct RecordingChat {
+    clock: std::sync::Arc<dyn Clock>,
+    events: Mutex<Vec<Recorded<BridgeEvent>>>,
+    failures: Mutex<VecDeque<ChatError>>,
+}
+
+impl RecordingChat {
+    pub fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
+        Self { clock, events: Mutex::default(), failures: Mutex::default() }
+    }
+
+    pub fn events(&self) -> Vec<Recorded<BridgeEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn fail_next(&self, errors: impl IntoIterator<Item = ChatError>) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).extend(errors);
+    }
+}
+
+#[async_trait]
+impl ChatService for RecordingChat {
+    async fn deliver(
+        &self,
+        event: &BridgeEvent,
+        _webhook_id: &str,
+        _policy: RetryPolicy,
+    ) -> Result<ChatAnswer, ChatError> {
+        if let Some(error) = self.failures.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+            return Err(error);
+        }
+        let recorded = Recorded { at_ms: self.clock.now_ms(), scope_id: event.scope_id().into(), call: event.clone() };
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(recorded);
+        Ok(ChatAnswer::default())
+    }
+}

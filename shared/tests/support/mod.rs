@@ -1,0 +1,108 @@
+//! A simulated bridge: manual clock, in-memory store, manual timers, recording Kommo and chat
+//! service. Time moves only when the test moves it, and due timers run in order as it passes.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shared::app::Bridge;
+use shared::config::Config;
+use shared::http::{HttpRequest, HttpResponse};
+use shared::routes::EntryPoint;
+use shared::signing::kommo_webhook;
+use shared::store::memory::MemoryStore;
+use shared::testing::{RecordingChat, RecordingKommo};
+use shared::time::{Clock, ManualClock};
+use shared::timers::ManualTimers;
+
+pub const SCOPE: &str = "local-channel_acc-1";
+pub const T0: i64 = 1_700_000_000_000;
+
+pub struct Sim {
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<MemoryStore>,
+    pub timers: Arc<ManualTimers>,
+    pub kommo: Arc<RecordingKommo>,
+    pub chat: Arc<RecordingChat>,
+    pub bridge: Bridge,
+}
+
+impl Sim {
+    pub fn new() -> Self {
+        let clock = Arc::new(ManualClock::at_ms(T0));
+        let store = Arc::new(MemoryStore::new());
+        let timers = Arc::new(ManualTimers::default());
+        let kommo = Arc::new(RecordingKommo::new(clock.clone()));
+        let chat = Arc::new(RecordingChat::new(clock.clone()));
+        let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").expect("local defaults");
+        let bridge = Bridge {
+            config,
+            clock: clock.clone(),
+            store: store.clone(),
+            kommo: kommo.clone(),
+            chat: chat.clone(),
+            timers: timers.clone(),
+        };
+        Self { clock, store, timers, kommo, chat, bridge }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Moves time to `t_ms`, running every timer that falls due on the way, at its moment.
+    pub async fn advance_to(&self, t_ms: i64) {
+        loop {
+            let next = self.timers.pending().iter().map(|(due, _)| *due).min();
+            match next {
+                Some(due) if due <= t_ms => {
+                    self.clock.set_ms(due.max(self.now()));
+                    for work in self.timers.take_due(due) {
+                        self.bridge.run_due(work).await.expect("due work runs");
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.clock.set_ms(t_ms);
+    }
+
+    pub async fn kommo_webhook(&self, body: &str) -> HttpResponse {
+        let signature = kommo_webhook::sign(self.bridge.config.channel_secret.expose(), body.as_bytes());
+        let request = http::Request::post(format!("/kommo/webhook/{SCOPE}"))
+            .header("x-signature", signature)
+            .body(Bytes::from(body.to_owned()))
+            .unwrap();
+        self.bridge.handle(EntryPoint::KommoWebhook, request).await
+    }
+
+    pub async fn chat_event(&self, body: &str) -> HttpResponse {
+        let now_s = self.clock.now_s();
+        let signature = self.bridge.config.chat_service_secret.sign("msg_sim", now_s, body.as_bytes());
+        let request: HttpRequest = http::Request::post("/chat/events")
+            .header("webhook-id", "msg_sim")
+            .header("webhook-timestamp", now_s.to_string())
+            .header("webhook-signature", signature)
+            .body(Bytes::from(body.to_owned()))
+            .unwrap();
+        self.bridge.handle(EntryPoint::ChatCallback, request).await
+    }
+}
+
+pub fn manager_typing(conversation: &str, manager: &str, expired_at_s: i64) -> String {
+    format!(
+        r#"{{"account_id":"acc-1","time":{},"action":{{"typing":{{"user":{{"id":"{manager}"}},"conversation":{{"id":"kommo-{conversation}","client_id":"{conversation}"}},"expired_at":{expired_at_s}}}}}}}"#,
+        expired_at_s - 5
+    )
+}
+
+pub fn manager_message(conversation: &str, manager: &str, msgid: &str) -> String {
+    format!(
+        r#"{{"account_id":"acc-1","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"{manager}"}},"conversation":{{"id":"kommo-{conversation}","client_id":"{conversation}"}},"timestamp":1,"message":{{"id":"{msgid}","type":"text","text":"hello"}}}}}}"#
+    )
+}
+
+pub fn client_typing(kind: &str, conversation: &str, ttl_ms: Option<u32>) -> String {
+    let ttl = ttl_ms.map(|t| format!(r#","ttl_ms":{t}"#)).unwrap_or_default();
+    format!(r#"{{"type":"{kind}","scope_id":"{SCOPE}","conversation_id":"{conversation}","user_id":"client-1"{ttl}}}"#)
+}

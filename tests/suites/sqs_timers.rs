@@ -1,0 +1,113 @@
+//! The SQS timer adapter and the `typing-expiry` handler against a real SQS-compatible server
+//! (moto's, started by tests/run-all and named by TEST_SQS_ENDPOINT).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shared::app::Bridge;
+use shared::config::Config;
+use shared::due::{SqsEvent, SqsRecord};
+use shared::models::chat::BridgeEvent;
+use shared::store::memory::MemoryStore;
+use shared::store::{LeaseKey, TypingLeases};
+use shared::testing::{RecordingChat, RecordingKommo};
+use shared::time::{Clock, SystemClock};
+use shared::timers::{DueWork, SqsTimers, Timers, sqs_client_from_env};
+
+async fn fresh_queue(client: &aws_sdk_sqs::Client) -> String {
+    let name = support::unique("bridge-timers-");
+    client.create_queue().queue_name(name).send().await.expect("moto creates the queue").queue_url.unwrap()
+}
+
+async fn receive(client: &aws_sdk_sqs::Client, queue: &str, wait_s: i32) -> Vec<aws_sdk_sqs::types::Message> {
+    let output = client
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_s)
+        .send()
+        .await
+        .expect("moto answers");
+    output.messages.unwrap_or_default()
+}
+
+fn check(scope: &str) -> DueWork {
+    DueWork::ManagerTypingCheck { scope_id: scope.into(), conversation_id: "conv-1".into(), manager_id: "m-1".into() }
+}
+
+#[tokio::test]
+async fn a_timer_message_stays_invisible_until_it_falls_due() {
+    let client = sqs_client_from_env(Some(&support::required_env("TEST_SQS_ENDPOINT")));
+    let queue = fresh_queue(&client).await;
+    let timers = SqsTimers::new(client.clone(), &queue, Arc::new(SystemClock));
+    let scheduled_at = Instant::now();
+    timers.schedule(check("chan_a"), SystemClock.now_ms() + 2000).await.unwrap();
+    assert!(receive(&client, &queue, 0).await.is_empty(), "not visible before it is due");
+    let mut received = Vec::new();
+    while received.is_empty() && scheduled_at.elapsed() < Duration::from_secs(10) {
+        received = receive(&client, &queue, 1).await;
+    }
+    let waited = scheduled_at.elapsed();
+    assert!(waited >= Duration::from_millis(1900), "visible after {waited:?}, before the 2 s delay");
+    assert!(waited < Duration::from_secs(5), "visible only after {waited:?}");
+    let body: DueWork = serde_json::from_str(received[0].body().unwrap()).unwrap();
+    assert_eq!(body, check("chan_a"));
+}
+
+#[tokio::test]
+async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadable_record() {
+    let client = sqs_client_from_env(Some(&support::required_env("TEST_SQS_ENDPOINT")));
+    let queue = fresh_queue(&client).await;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = Arc::new(MemoryStore::new());
+    let chat = Arc::new(RecordingChat::new(clock.clone()));
+    let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").unwrap();
+    let bridge = Bridge {
+        config,
+        clock: clock.clone(),
+        store: store.clone(),
+        kommo: Arc::new(RecordingKommo::new(clock.clone())),
+        chat: chat.clone(),
+        timers: Arc::new(SqsTimers::new(client.clone(), &queue, clock.clone())),
+    };
+    // One lease that lapsed, one still live.
+    let now = clock.now_ms();
+    store.extend(&LeaseKey::manager("chan_lapsed", "conv-1", "m-1"), now - 1, now - 5000).await.unwrap();
+    store.extend(&LeaseKey::manager("chan_live", "conv-1", "m-1"), now + 3000, now).await.unwrap();
+    bridge.timers.schedule(check("chan_lapsed"), now).await.unwrap();
+    bridge.timers.schedule(check("chan_live"), now).await.unwrap();
+    client.send_message().queue_url(&queue).message_body("{not due work").send().await.unwrap();
+
+    let mut messages = Vec::new();
+    let started = Instant::now();
+    while messages.len() < 3 && started.elapsed() < Duration::from_secs(10) {
+        messages.extend(receive(&client, &queue, 1).await);
+    }
+    assert_eq!(messages.len(), 3);
+    let garbage_id =
+        messages.iter().find(|m| m.body() == Some("{not due work")).unwrap().message_id().unwrap().to_owned();
+    let event = SqsEvent {
+        records: messages
+            .iter()
+            .map(|m| SqsRecord { message_id: m.message_id().unwrap().into(), body: m.body().unwrap().into() })
+            .collect(),
+    };
+    let response = bridge.handle_sqs_batch(event).await;
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    assert_eq!(failed, vec![garbage_id]);
+
+    let stopped: Vec<_> = chat.events().into_iter().map(|e| e.call).collect();
+    assert!(
+        matches!(&stopped[..], [BridgeEvent::TypingStopped { scope_id, .. }] if scope_id == "chan_lapsed"),
+        "{stopped:?}"
+    );
+    // The live lease's check was put back on the queue, due at its expiry.
+    assert!(receive(&client, &queue, 0).await.is_empty(), "not due yet");
+    let mut again = Vec::new();
+    while again.is_empty() && started.elapsed() < Duration::from_secs(15) {
+        again = receive(&client, &queue, 1).await;
+    }
+    assert_eq!(serde_json::from_str::<DueWork>(again[0].body().unwrap()).unwrap(), check("chan_live"));
+}
