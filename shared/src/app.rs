@@ -10,14 +10,14 @@ use crate::chat_client::{ChatService, HttpChatService};
 use crate::config::Config;
 use crate::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, header_str, json_response, parse_json};
 use crate::kommo_client::{AMOJO_REQUEST_TIMEOUT, AmojoClient, KommoApi};
-use crate::models::chat::{ChatEvent, ManagerRef};
+use crate::models::chat::ChatEvent;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::outbound::http_client;
 use crate::routes::{self, EntryPoint, RouteId};
 use crate::signing::{kommo_webhook, standard_webhooks::SignatureHeaders};
 use crate::store::Store;
 use crate::time::Clock;
-use crate::timers::{DueWork, Timers};
+use crate::timers::Timers;
 
 pub struct Bridge {
     pub config: Config,
@@ -96,16 +96,7 @@ impl Bridge {
         }
         match webhook.kind() {
             WebhookKind::ManagerTyping(typing) => self.on_manager_typing(scope_id, typing).await?,
-            WebhookKind::ManagerMessage(message) => {
-                let manager = ManagerRef { id: message.sender.id.clone(), name: message.sender.name.clone() };
-                let conversation_id = message.conversation.integration_id();
-                if let Some(stopped) = self.end_manager_typing(scope_id, conversation_id, &manager).await? {
-                    self.timers.schedule(DueWork::deliver(stopped), self.clock.now_ms()).await.map_err(|error| {
-                        tracing::error!(scope_id, %error, "typing.stopped not queued");
-                        ApiError::internal()
-                    })?;
-                }
-            }
+            WebhookKind::ManagerMessage(message) => self.on_manager_message(scope_id, message).await?,
             WebhookKind::Reaction(_) | WebhookKind::Other => {}
         }
         tracing::info!(scope_id, "kommo webhook accepted");
@@ -132,7 +123,9 @@ impl Bridge {
             ChatEvent::TypingStopped(typing) => {
                 self.end_client_typing(&typing.scope_id, &typing.conversation_id, &typing.user_id).await?
             }
-            _ => {}
+            ChatEvent::MessageCreated(message) => self.on_client_message(message).await?,
+            ChatEvent::MessageStatus(report) => self.on_message_status(report).await?,
+            ChatEvent::PresenceOnline(_) | ChatEvent::PresenceHeartbeat(_) | ChatEvent::PresenceOffline(_) => {}
         }
         tracing::info!(scope_id = event.scope_id(), kind = event.type_name(), "chat event accepted");
         Ok(json_response(StatusCode::OK, &serde_json::json!({"accepted": true})))

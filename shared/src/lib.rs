@@ -11,6 +11,7 @@ pub mod http;
 pub mod kommo_client;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod messages;
 pub mod models;
 pub mod outbound;
 pub mod routes;

@@ -145,6 +145,11 @@ impl ChatService for RecordingChat {
         }
         let recorded = Recorded { at_ms: self.clock.now_ms(), scope_id: event.scope_id().into(), call: event.clone() };
         self.events.lock().unwrap_or_else(|p| p.into_inner()).push(recorded);
-        Ok(ChatAnswer::default())
+        // Like a chat service that keeps its own ids: `chat-<Kommo msgid>` for a message.
+        let msgid = match event {
+            BridgeEvent::MessageCreated { reference, .. } => Some(format!("chat-{reference}")),
+            _ => None,
+        };
+        Ok(ChatAnswer { msgid })
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::models::chat::BridgeEvent;
+use crate::models::chat::{BridgeEvent, ClientMessage};
+use crate::models::kommo::DeliveryStatusRequest;
 
 /// One piece of deferred work, as it travels in an SQS message body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +23,19 @@ pub enum DueWork {
     ClientTypingRefresh { scope_id: String, conversation_id: String, user_id: String },
     /// Deliver an event to the chat service; `attempt` counts earlier tries.
     DeliverChatEvent { event: BridgeEvent, webhook_id: String, attempt: u32 },
+    /// Relay a manager's message (`event` is its message.created), typing.stopped first if given.
+    RelayManagerMessage {
+        scope_id: String,
+        kommo_msgid: String,
+        event: BridgeEvent,
+        typing_stopped: Option<BridgeEvent>,
+        webhook_id: String,
+        attempt: u32,
+    },
+    /// Tell Kommo a status change that stuck.
+    ReportDeliveryStatus { scope_id: String, request: DeliveryStatusRequest },
+    /// Import a client's message into Kommo.
+    ImportClientMessage { message: Box<ClientMessage>, attempt: u32 },
 }
 
 impl DueWork {
@@ -30,6 +44,9 @@ impl DueWork {
             Self::ManagerTypingCheck { .. } => "manager_typing_check",
             Self::ClientTypingRefresh { .. } => "client_typing_refresh",
             Self::DeliverChatEvent { .. } => "deliver_chat_event",
+            Self::RelayManagerMessage { .. } => "relay_manager_message",
+            Self::ReportDeliveryStatus { .. } => "report_delivery_status",
+            Self::ImportClientMessage { .. } => "import_client_message",
         }
     }
 }

@@ -20,6 +20,7 @@ fn chat_events(sim: &Sim) -> Vec<(i64, &'static str)> {
             let kind = match e.call {
                 BridgeEvent::TypingStarted { .. } => "started",
                 BridgeEvent::TypingStopped { .. } => "stopped",
+                BridgeEvent::MessageCreated { .. } => "message",
                 _ => "other",
             };
             (e.at_ms, kind)
@@ -144,13 +145,13 @@ async fn an_expired_manager_typing_webhook_starts_nothing() {
 }
 
 #[tokio::test]
-async fn the_managers_message_stops_typing_at_once_and_the_timer_adds_nothing() {
+async fn the_managers_message_stops_typing_at_once_before_the_message_and_the_timer_adds_nothing() {
     let sim = Sim::new();
     sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await;
     sim.advance_to(T0 + 2000).await;
     sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-msg-1")).await;
     sim.advance_to(T0 + 60_000).await;
-    assert_eq!(chat_events(&sim), vec![(T0, "started"), (T0 + 2000, "stopped")]);
+    assert_eq!(chat_events(&sim), vec![(T0, "started"), (T0 + 2000, "stopped"), (T0 + 2000, "message")]);
 }
 
 #[tokio::test]

@@ -23,6 +23,11 @@ macro_rules! store_conformance_tests {
             a_message_is_recorded_once,
             the_status_register_only_moves_forward,
             a_status_for_an_unseen_message_creates_its_record,
+            a_relay_is_claimed_by_one_worker_and_finished_once,
+            a_status_names_a_message_by_the_chat_services_id_once_relayed,
+            read_up_to_lists_a_conversations_messages_newest_first,
+            a_client_message_is_recorded_once_and_linked,
+            conversations_map_both_ways,
             a_dedupe_key_is_claimed_once_until_it_lapses,
             scopes_never_see_each_other);
     };
@@ -188,6 +193,7 @@ fn outgoing(scope: &str, msgid: &str, now: i64) -> MessageRecord {
         chat_msgid: Some("chat-7".into()),
         created_at_ms: now,
         status_rank: None,
+        relay: RelayState::Pending,
     }
 }
 
@@ -240,6 +246,66 @@ pub async fn a_status_for_an_unseen_message_creates_its_record(store: &dyn Store
     );
     let record = store.get_message(&scope, "kommo-9").await.unwrap().unwrap();
     assert_eq!((record.status_rank, record.direction, record.created_at_ms), (Some(1), Direction::Outgoing, now));
+    assert_eq!(record.relay, RelayState::Sent, "it reached the chat service, whoever sent it");
+}
+
+pub async fn a_relay_is_claimed_by_one_worker_and_finished_once(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    store.insert_message(&outgoing(&scope, "kommo-1", now)).await.unwrap();
+    assert!(store.claim_relay(&scope, "kommo-1", now, 30_000).await.unwrap());
+    assert!(!store.claim_relay(&scope, "kommo-1", now + 1, 30_000).await.unwrap(), "held by the first worker");
+    store.finish_relay(&scope, "kommo-1", &RelayOutcome::RetryAt(now + 5000)).await.unwrap();
+    assert!(!store.claim_relay(&scope, "kommo-1", now + 4999, 30_000).await.unwrap(), "not before the retry");
+    assert!(store.claim_relay(&scope, "kommo-1", now + 5000, 30_000).await.unwrap());
+    store.finish_relay(&scope, "kommo-1", &RelayOutcome::Failed).await.unwrap();
+    assert!(!store.claim_relay(&scope, "kommo-1", now + 60_000, 30_000).await.unwrap(), "a failed relay stays failed");
+    assert_eq!(store.get_message(&scope, "kommo-1").await.unwrap().unwrap().relay, RelayState::Failed);
+    assert!(!store.claim_relay(&scope, "kommo-unknown", now, 30_000).await.unwrap());
+}
+
+pub async fn a_status_names_a_message_by_the_chat_services_id_once_relayed(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    store.insert_message(&MessageRecord { chat_msgid: None, ..outgoing(&scope, "kommo-1", now) }).await.unwrap();
+    assert_eq!(store.kommo_msgid_for(&scope, "chat-1").await.unwrap(), None);
+    assert!(store.claim_relay(&scope, "kommo-1", now, 30_000).await.unwrap());
+    store.finish_relay(&scope, "kommo-1", &RelayOutcome::Sent { chat_msgid: Some("chat-1".into()) }).await.unwrap();
+    assert_eq!(store.kommo_msgid_for(&scope, "chat-1").await.unwrap().as_deref(), Some("kommo-1"));
+    let record = store.get_message(&scope, "kommo-1").await.unwrap().unwrap();
+    assert_eq!((record.relay, record.chat_msgid.as_deref()), (RelayState::Sent, Some("chat-1")));
+}
+
+pub async fn read_up_to_lists_a_conversations_messages_newest_first(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    for (i, msgid) in ["kommo-a", "kommo-b", "kommo-c", "kommo-d"].iter().enumerate() {
+        store.insert_message(&outgoing(&scope, msgid, now + i as i64 * 10)).await.unwrap();
+    }
+    let other = MessageRecord { conversation_id: "conv-2".into(), ..outgoing(&scope, "kommo-x", now + 5) };
+    store.insert_message(&other).await.unwrap();
+    assert_eq!(store.outgoing_up_to(&scope, "conv-1", now + 20, 50).await.unwrap(), vec!["kommo-c", "kommo-b", "kommo-a"]);
+    assert_eq!(store.outgoing_up_to(&scope, "conv-1", now + 30, 2).await.unwrap(), vec!["kommo-d", "kommo-c"]);
+    assert!(store.outgoing_up_to(&scope, "conv-1", now - 1, 50).await.unwrap().is_empty());
+}
+
+pub async fn a_client_message_is_recorded_once_and_linked(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    assert!(store.insert_incoming(&scope, "chat-7", "conv-1", now).await.unwrap());
+    assert!(!store.insert_incoming(&scope, "chat-7", "conv-1", now + 1).await.unwrap());
+    assert_eq!(store.incoming_kommo_msgid(&scope, "chat-7").await.unwrap(), None);
+    store.link_incoming(&scope, "chat-7", "kommo-7").await.unwrap();
+    assert_eq!(store.incoming_kommo_msgid(&scope, "chat-7").await.unwrap().as_deref(), Some("kommo-7"));
+}
+
+pub async fn conversations_map_both_ways(store: &dyn Store) {
+    let scope = fresh_scope();
+    assert_eq!(store.kommo_chat_id(&scope, "conv-1").await.unwrap(), None);
+    store.remember_chat(&scope, "conv-1", "kommo-chat-1").await.unwrap();
+    assert_eq!(store.kommo_chat_id(&scope, "conv-1").await.unwrap().as_deref(), Some("kommo-chat-1"));
+    assert_eq!(store.conversation_for_chat(&scope, "kommo-chat-1").await.unwrap().as_deref(), Some("conv-1"));
+    assert_eq!(store.conversation_for_chat(&fresh_scope(), "kommo-chat-1").await.unwrap(), None);
 }
 
 pub async fn a_dedupe_key_is_claimed_once_until_it_lapses(store: &dyn Store) {

@@ -5,6 +5,11 @@
 //! | typing lease  | `{scope}#typing#{conversation}`      | holder    |
 //! | presence      | `{scope}#presence#{subject}`         | device    |
 //! | message       | `{scope}#msg#{kommo msgid}`          | `msg`     |
+//! | its index     | `{scope}#out#{conversation}`         | `{created_at_ms:015}#{kommo msgid}` |
+//! | its chat name | `{scope}#chatmsg#{chat msgid}`       | `alias`   |
+//! | client message| `{scope}#in#{chat msgid}`            | `in`      |
+//! | conversation  | `{scope}#conv#{conversation}`        | `conv`    |
+//! | Kommo chat    | `{scope}#chat#{kommo chat id}`       | `chat`    |
 //! | dedupe key    | `{scope}#dedupe#{key}`               | `dedupe`  |
 //!
 //! Every change is one conditional write whose condition carries the rule (lease still live,
@@ -13,9 +18,10 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    AttributeDefinition, Put, TransactWriteItem, BillingMode, KeySchemaElement, KeyType, ReturnValue, ReturnValuesOnConditionCheckFailure,
     ScalarAttributeType, TimeToLiveSpecification,
 };
 use std::collections::HashMap;
@@ -371,24 +377,42 @@ impl PresenceWindows for DynamoStore {
 impl MessageRecords for DynamoStore {
     async fn insert_message(&self, record: &MessageRecord) -> Result<bool, StoreError> {
         self.ops.write();
-        let mut request = self
-            .client
-            .put_item()
+        let ttl = n(ttl_seconds(record.created_at_ms, MESSAGE_RETENTION_S));
+        let mut message = Put::builder()
             .table_name(&self.table)
             .item("pk", s(message_pk(&record.scope_id, &record.kommo_msgid)))
             .item("sk", s(MESSAGE_SK))
             .item("conversation_id", s(&record.conversation_id))
             .item("dir", s(direction_name(record.direction)))
             .item("created_at_ms", n(record.created_at_ms))
-            .item(TTL_ATTRIBUTE, n(ttl_seconds(record.created_at_ms, MESSAGE_RETENTION_S)))
+            .item("relay_state", s(relay_name(record.relay)))
+            .item("relay_hold_until_ms", n(0))
+            .item(TTL_ATTRIBUTE, ttl.clone())
             .condition_expression("attribute_not_exists(pk)");
         if let Some(chat_msgid) = &record.chat_msgid {
-            request = request.item("chat_msgid", s(chat_msgid));
+            message = message.item("chat_msgid", s(chat_msgid));
         }
         if let Some(rank) = record.status_rank {
-            request = request.item("status_rank", n(i64::from(rank)));
+            message = message.item("status_rank", n(i64::from(rank)));
         }
-        conditional(request.send().await)
+        let index = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("{}#out#{}", record.scope_id, record.conversation_id)))
+            .item("sk", s(format!("{:015}#{}", record.created_at_ms, record.kommo_msgid)))
+            .item("kommo_msgid", s(&record.kommo_msgid))
+            .item(TTL_ATTRIBUTE, ttl);
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(message.build().map_err(corrupt)?).build())
+            .transact_items(TransactWriteItem::builder().put(index.build().map_err(corrupt)?).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if condition_cancelled(e.err()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn get_message(&self, scope_id: &str, kommo_msgid: &str) -> Result<Option<MessageRecord>, StoreError> {
@@ -406,6 +430,11 @@ impl MessageRecords for DynamoStore {
                 created_at_ms: num(&item, "created_at_ms")
                     .ok_or_else(|| StoreError::Corrupt("message without created_at_ms".into()))?,
                 status_rank: num(&item, "status_rank").map(|rank| rank as i8),
+                relay: match text(&item, "relay_state").as_deref() {
+                    Some("pending") => RelayState::Pending,
+                    Some("failed") => RelayState::Failed,
+                    _ => RelayState::Sent,
+                },
             })
         })
         .transpose()
@@ -432,12 +461,14 @@ impl MessageRecords for DynamoStore {
             .key("sk", s(MESSAGE_SK))
             .update_expression(
                 "SET status_rank = :rank, status_at_ms = :now, expires_at = :ttl, \
-                 created_at_ms = if_not_exists(created_at_ms, :now), dir = if_not_exists(dir, :out)",
+                 created_at_ms = if_not_exists(created_at_ms, :now), dir = if_not_exists(dir, :out), \
+                 relay_state = if_not_exists(relay_state, :sent)",
             )
             .condition_expression(condition)
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":ttl", n(ttl_seconds(now_ms, MESSAGE_RETENTION_S)))
             .expression_attribute_values(":out", s(direction_name(Direction::Outgoing)))
+            .expression_attribute_values(":sent", s(relay_name(RelayState::Sent)))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         request = request.expression_attribute_values(":rank", n(i64::from(status.rank())));
@@ -454,6 +485,179 @@ impl MessageRecords for DynamoStore {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn claim_relay(&self, scope_id: &str, kommo_msgid: &str, now_ms: i64, hold_ms: i64) -> Result<bool, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(message_pk(scope_id, kommo_msgid)))
+            .key("sk", s(MESSAGE_SK))
+            .update_expression("SET relay_hold_until_ms = :hold")
+            .condition_expression("relay_state = :pending AND relay_hold_until_ms <= :now")
+            .expression_attribute_values(":hold", n(now_ms + hold_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":pending", s(relay_name(RelayState::Pending)))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn finish_relay(&self, scope_id: &str, kommo_msgid: &str, outcome: &RelayOutcome) -> Result<(), StoreError> {
+        self.ops.write();
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(message_pk(scope_id, kommo_msgid)))
+            .key("sk", s(MESSAGE_SK))
+            .condition_expression("attribute_exists(pk)");
+        let request = match outcome {
+            RelayOutcome::Sent { chat_msgid: Some(chat_msgid) } => request
+                .update_expression("SET relay_state = :state, chat_msgid = :chat")
+                .expression_attribute_values(":state", s(relay_name(RelayState::Sent)))
+                .expression_attribute_values(":chat", s(chat_msgid)),
+            RelayOutcome::Sent { chat_msgid: None } => request
+                .update_expression("SET relay_state = :state")
+                .expression_attribute_values(":state", s(relay_name(RelayState::Sent))),
+            RelayOutcome::RetryAt(at_ms) => {
+                request.update_expression("SET relay_hold_until_ms = :at").expression_attribute_values(":at", n(*at_ms))
+            }
+            RelayOutcome::Failed => request
+                .update_expression("SET relay_state = :state")
+                .expression_attribute_values(":state", s(relay_name(RelayState::Failed))),
+        };
+        if !conditional(request.send().await)? {
+            return Err(StoreError::Corrupt(format!("no message {kommo_msgid} to finish relaying")));
+        }
+        if let RelayOutcome::Sent { chat_msgid: Some(chat_msgid) } = outcome {
+            self.ops.write();
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("{scope_id}#chatmsg#{chat_msgid}")))
+                .item("sk", s("alias"))
+                .item("kommo_msgid", s(kommo_msgid))
+                .item(TTL_ATTRIBUTE, n(ttl_seconds(crate::time::Clock::now_ms(&crate::time::SystemClock), MESSAGE_RETENTION_S)))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn kommo_msgid_for(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError> {
+        let item = self.get_item(format!("{scope_id}#chatmsg#{chat_msgid}"), "alias").await?;
+        Ok(item.and_then(|item| text(&item, "kommo_msgid")))
+    }
+
+    async fn outgoing_up_to(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        created_at_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.ops.read();
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk < :upper")
+            .expression_attribute_values(":pk", s(format!("{scope_id}#out#{conversation_id}")))
+            // Every sort key of a message created at or before `created_at_ms` sorts below this.
+            .expression_attribute_values(":upper", s(format!("{:015}$", created_at_ms)))
+            .scan_index_forward(false)
+            .limit(limit.min(1000) as i32)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.items().iter().filter_map(|item| text(item, "kommo_msgid")).collect())
+    }
+
+    async fn insert_incoming(
+        &self,
+        scope_id: &str,
+        chat_msgid: &str,
+        conversation_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("{scope_id}#in#{chat_msgid}")))
+            .item("sk", s("in"))
+            .item("conversation_id", s(conversation_id))
+            .item("created_at_ms", n(now_ms))
+            .item(TTL_ATTRIBUTE, n(ttl_seconds(now_ms, MESSAGE_RETENTION_S)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError> {
+        self.ops.write();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{scope_id}#in#{chat_msgid}")))
+            .key("sk", s("in"))
+            .update_expression("SET kommo_msgid = :kommo")
+            .expression_attribute_values(":kommo", s(kommo_msgid))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn incoming_kommo_msgid(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError> {
+        let item = self.get_item(format!("{scope_id}#in#{chat_msgid}"), "in").await?;
+        Ok(item.and_then(|item| text(&item, "kommo_msgid")))
+    }
+}
+
+#[async_trait]
+impl Conversations for DynamoStore {
+    async fn kommo_chat_id(&self, scope_id: &str, conversation_id: &str) -> Result<Option<String>, StoreError> {
+        let item = self.get_item(format!("{scope_id}#conv#{conversation_id}"), "conv").await?;
+        Ok(item.and_then(|item| text(&item, "kommo_chat_id")))
+    }
+
+    async fn conversation_for_chat(&self, scope_id: &str, kommo_chat_id: &str) -> Result<Option<String>, StoreError> {
+        let item = self.get_item(format!("{scope_id}#chat#{kommo_chat_id}"), "chat").await?;
+        Ok(item.and_then(|item| text(&item, "conversation_id")))
+    }
+
+    async fn remember_chat(&self, scope_id: &str, conversation_id: &str, kommo_chat_id: &str) -> Result<(), StoreError> {
+        self.ops.write();
+        let forward = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("{scope_id}#conv#{conversation_id}")))
+            .item("sk", s("conv"))
+            .item("kommo_chat_id", s(kommo_chat_id))
+            .build()
+            .map_err(corrupt)?;
+        let backward = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("{scope_id}#chat#{kommo_chat_id}")))
+            .item("sk", s("chat"))
+            .item("conversation_id", s(conversation_id))
+            .build()
+            .map_err(corrupt)?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(forward).build())
+            .transact_items(TransactWriteItem::builder().put(backward).build())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 
@@ -497,6 +701,24 @@ fn item_on_condition_failure(error: &UpdateItemError) -> Option<&Item> {
     match error {
         UpdateItemError::ConditionalCheckFailedException(failed) => failed.item(),
         _ => None,
+    }
+}
+
+/// Whether a transaction was cancelled because one of its conditions did not hold.
+fn condition_cancelled(error: &TransactWriteItemsError) -> bool {
+    match error {
+        TransactWriteItemsError::TransactionCanceledException(canceled) => {
+            canceled.cancellation_reasons().iter().any(|reason| reason.code() == Some("ConditionalCheckFailed"))
+        }
+        _ => false,
+    }
+}
+
+fn relay_name(relay: RelayState) -> &'static str {
+    match relay {
+        RelayState::Pending => "pending",
+        RelayState::Sent => "sent",
+        RelayState::Failed => "failed",
     }
 }
 

@@ -19,8 +19,20 @@ pub struct MemoryStore {
 struct State {
     leases: HashMap<LeaseKey, Lease>,
     presence: HashMap<(String, String), HashMap<String, DeviceWindow>>,
-    messages: HashMap<(String, String), MessageRecord>,
+    messages: HashMap<(String, String), StoredMessage>,
+    /// (scope, conversation) → (created_at_ms, kommo msgid) of its manager messages.
+    outgoing: HashMap<(String, String), std::collections::BTreeSet<(i64, String)>>,
+    chat_msgids: HashMap<(String, String), String>,
+    incoming: HashMap<(String, String), Option<String>>,
+    chats: HashMap<(String, String), String>,
+    chats_by_kommo_id: HashMap<(String, String), String>,
     dedupe: HashMap<(String, String), i64>,
+}
+
+#[derive(Debug, Clone)]
+struct StoredMessage {
+    record: MessageRecord,
+    relay_hold_until_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -203,22 +215,31 @@ pub(crate) fn view_of(windows: impl Iterator<Item = (i64, i64)>, now_ms: i64) ->
     })
 }
 
+fn slot(scope_id: &str, id: &str) -> (String, String) {
+    (scope_id.to_owned(), id.to_owned())
+}
+
 #[async_trait]
 impl MessageRecords for MemoryStore {
     async fn insert_message(&self, record: &MessageRecord) -> Result<bool, StoreError> {
         self.ops.write();
         let mut state = self.state();
-        let key = (record.scope_id.clone(), record.kommo_msgid.clone());
+        let key = slot(&record.scope_id, &record.kommo_msgid);
         if state.messages.contains_key(&key) {
             return Ok(false);
         }
-        state.messages.insert(key, record.clone());
+        state.messages.insert(key, StoredMessage { record: record.clone(), relay_hold_until_ms: 0 });
+        state
+            .outgoing
+            .entry(slot(&record.scope_id, &record.conversation_id))
+            .or_default()
+            .insert((record.created_at_ms, record.kommo_msgid.clone()));
         Ok(true)
     }
 
     async fn get_message(&self, scope_id: &str, kommo_msgid: &str) -> Result<Option<MessageRecord>, StoreError> {
         self.ops.read();
-        Ok(self.state().messages.get(&(scope_id.to_owned(), kommo_msgid.to_owned())).cloned())
+        Ok(self.state().messages.get(&slot(scope_id, kommo_msgid)).map(|stored| stored.record.clone()))
     }
 
     async fn advance_status(
@@ -230,22 +251,135 @@ impl MessageRecords for MemoryStore {
     ) -> Result<StatusChange, StoreError> {
         self.ops.write();
         let mut state = self.state();
-        let key = (scope_id.to_owned(), kommo_msgid.to_owned());
-        let current = state.messages.get(&key).and_then(|record| record.status_rank);
+        let key = slot(scope_id, kommo_msgid);
+        let current = state.messages.get(&key).and_then(|stored| stored.record.status_rank);
         if !status.may_replace(current) {
             return Ok(StatusChange::Unchanged { current_rank: current });
         }
-        let record = state.messages.entry(key).or_insert_with(|| MessageRecord {
-            scope_id: scope_id.to_owned(),
-            kommo_msgid: kommo_msgid.to_owned(),
-            conversation_id: String::new(),
-            direction: Direction::Outgoing,
-            chat_msgid: None,
-            created_at_ms: now_ms,
-            status_rank: None,
+        let stored = state.messages.entry(key).or_insert_with(|| StoredMessage {
+            record: MessageRecord {
+                scope_id: scope_id.to_owned(),
+                kommo_msgid: kommo_msgid.to_owned(),
+                conversation_id: String::new(),
+                direction: Direction::Outgoing,
+                chat_msgid: None,
+                created_at_ms: now_ms,
+                status_rank: None,
+                // Heard of only through a status: whoever sent it, it reached the chat service.
+                relay: RelayState::Sent,
+            },
+            relay_hold_until_ms: 0,
         });
-        record.status_rank = Some(status.rank());
+        stored.record.status_rank = Some(status.rank());
         Ok(StatusChange::Advanced { previous_rank: current })
+    }
+
+    async fn claim_relay(&self, scope_id: &str, kommo_msgid: &str, now_ms: i64, hold_ms: i64) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        match state.messages.get_mut(&slot(scope_id, kommo_msgid)) {
+            Some(stored) if stored.record.relay == RelayState::Pending && stored.relay_hold_until_ms <= now_ms => {
+                stored.relay_hold_until_ms = now_ms + hold_ms;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn finish_relay(&self, scope_id: &str, kommo_msgid: &str, outcome: &RelayOutcome) -> Result<(), StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let Some(stored) = state.messages.get_mut(&slot(scope_id, kommo_msgid)) else {
+            return Err(StoreError::Corrupt(format!("no message {kommo_msgid} to finish relaying")));
+        };
+        let mut alias = None;
+        match outcome {
+            RelayOutcome::Sent { chat_msgid } => {
+                stored.record.relay = RelayState::Sent;
+                stored.record.chat_msgid = chat_msgid.clone();
+                alias = chat_msgid.clone();
+            }
+            RelayOutcome::RetryAt(at_ms) => stored.relay_hold_until_ms = *at_ms,
+            RelayOutcome::Failed => stored.record.relay = RelayState::Failed,
+        }
+        if let Some(chat_msgid) = alias {
+            state.chat_msgids.insert(slot(scope_id, &chat_msgid), kommo_msgid.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn kommo_msgid_for(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError> {
+        self.ops.read();
+        Ok(self.state().chat_msgids.get(&slot(scope_id, chat_msgid)).cloned())
+    }
+
+    async fn outgoing_up_to(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        created_at_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.ops.read();
+        let state = self.state();
+        let Some(index) = state.outgoing.get(&slot(scope_id, conversation_id)) else {
+            return Ok(Vec::new());
+        };
+        Ok(index
+            .range(..=(created_at_ms, String::from("\u{10FFFF}")))
+            .rev()
+            .take(limit)
+            .map(|(_, msgid)| msgid.clone())
+            .collect())
+    }
+
+    async fn insert_incoming(
+        &self,
+        scope_id: &str,
+        chat_msgid: &str,
+        _conversation_id: &str,
+        _now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let key = slot(scope_id, chat_msgid);
+        if state.incoming.contains_key(&key) {
+            return Ok(false);
+        }
+        state.incoming.insert(key, None);
+        Ok(true)
+    }
+
+    async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError> {
+        self.ops.write();
+        self.state().incoming.insert(slot(scope_id, chat_msgid), Some(kommo_msgid.to_owned()));
+        Ok(())
+    }
+
+    async fn incoming_kommo_msgid(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError> {
+        self.ops.read();
+        Ok(self.state().incoming.get(&slot(scope_id, chat_msgid)).cloned().flatten())
+    }
+}
+
+#[async_trait]
+impl Conversations for MemoryStore {
+    async fn kommo_chat_id(&self, scope_id: &str, conversation_id: &str) -> Result<Option<String>, StoreError> {
+        self.ops.read();
+        Ok(self.state().chats.get(&slot(scope_id, conversation_id)).cloned())
+    }
+
+    async fn conversation_for_chat(&self, scope_id: &str, kommo_chat_id: &str) -> Result<Option<String>, StoreError> {
+        self.ops.read();
+        Ok(self.state().chats_by_kommo_id.get(&slot(scope_id, kommo_chat_id)).cloned())
+    }
+
+    async fn remember_chat(&self, scope_id: &str, conversation_id: &str, kommo_chat_id: &str) -> Result<(), StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        state.chats.insert(slot(scope_id, conversation_id), kommo_chat_id.to_owned());
+        state.chats_by_kommo_id.insert(slot(scope_id, kommo_chat_id), conversation_id.to_owned());
+        Ok(())
     }
 }
 

@@ -158,7 +158,18 @@ pub enum Direction {
     Incoming,
 }
 
-/// What the bridge knows of one message.
+/// Where relaying a manager's message to the chat service stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayState {
+    /// Accepted, not delivered yet (maybe being delivered, maybe waiting to retry).
+    Pending,
+    /// The chat service accepted it.
+    Sent,
+    /// Refused, or the retries ran out: the dead-letter state, reported to Kommo as an error.
+    Failed,
+}
+
+/// What the bridge knows of one manager message (or of one it only heard a status for).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRecord {
     pub scope_id: String,
@@ -169,6 +180,16 @@ pub struct MessageRecord {
     pub created_at_ms: i64,
     /// The status register (see [`crate::status`]); `None` while only sent.
     pub status_rank: Option<i8>,
+    pub relay: RelayState,
+}
+
+/// How a relay attempt ended, for [`MessageRecords::finish_relay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayOutcome {
+    Sent { chat_msgid: Option<String> },
+    /// Try again, not before this moment.
+    RetryAt(i64),
+    Failed,
 }
 
 /// What [`MessageRecords::advance_status`] did.
@@ -180,10 +201,11 @@ pub enum StatusChange {
     Unchanged { current_rank: Option<i8> },
 }
 
-/// Message records and their monotonic status register.
+/// Message records, their relay state and their monotonic status register.
 #[async_trait]
 pub trait MessageRecords: Send + Sync {
-    /// Records a message once: false if its Kommo msgid is already recorded.
+    /// Records a manager message once (and indexes it under its conversation): false if its
+    /// Kommo msgid is already recorded.
     async fn insert_message(&self, record: &MessageRecord) -> Result<bool, StoreError>;
     async fn get_message(&self, scope_id: &str, kommo_msgid: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// Applies a status with one conditional update, creating the record if the bridge never
@@ -195,6 +217,43 @@ pub trait MessageRecords: Send + Sync {
         status: &DeliveryStatus,
         now_ms: i64,
     ) -> Result<StatusChange, StoreError>;
+    /// Claims the relay of a pending message for `hold_ms`, so two deliveries of the same
+    /// queued work never both post it. False: sent, failed, or held by another worker.
+    async fn claim_relay(&self, scope_id: &str, kommo_msgid: &str, now_ms: i64, hold_ms: i64) -> Result<bool, StoreError>;
+    /// Records how a claimed relay ended; a chat-service msgid becomes a name for the message.
+    async fn finish_relay(&self, scope_id: &str, kommo_msgid: &str, outcome: &RelayOutcome) -> Result<(), StoreError>;
+    /// The Kommo msgid of the message the chat service calls `chat_msgid`.
+    async fn kommo_msgid_for(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError>;
+    /// The manager messages of a conversation created at or before `created_at_ms`, newest
+    /// first, at most `limit`.
+    async fn outgoing_up_to(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        created_at_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Records a client message once, by the chat service's msgid: false for a duplicate.
+    async fn insert_incoming(
+        &self,
+        scope_id: &str,
+        chat_msgid: &str,
+        conversation_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Remembers Kommo's msgid for an imported client message.
+    async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError>;
+    /// Kommo's msgid for an imported client message, once imported.
+    async fn incoming_kommo_msgid(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// The mapping between the integration's conversation ids and Kommo's chat ids.
+#[async_trait]
+pub trait Conversations: Send + Sync {
+    async fn kommo_chat_id(&self, scope_id: &str, conversation_id: &str) -> Result<Option<String>, StoreError>;
+    /// The integration's conversation id for Kommo's chat id (what the Kommo UI sees).
+    async fn conversation_for_chat(&self, scope_id: &str, kommo_chat_id: &str) -> Result<Option<String>, StoreError>;
+    async fn remember_chat(&self, scope_id: &str, conversation_id: &str, kommo_chat_id: &str) -> Result<(), StoreError>;
 }
 
 /// Keys remembered for a while, so a repeated delivery is done once.
@@ -205,7 +264,7 @@ pub trait DedupeKeys: Send + Sync {
 }
 
 /// Everything the handlers store, in one adapter.
-pub trait Store: TypingLeases + PresenceWindows + MessageRecords + DedupeKeys {
+pub trait Store: TypingLeases + PresenceWindows + MessageRecords + Conversations + DedupeKeys {
     /// Reads and writes made so far, for tests and the amplification figures.
     fn op_counts(&self) -> OpCounts;
 }

@@ -106,3 +106,31 @@ pub fn client_typing(kind: &str, conversation: &str, ttl_ms: Option<u32>) -> Str
     let ttl = ttl_ms.map(|t| format!(r#","ttl_ms":{t}"#)).unwrap_or_default();
     format!(r#"{{"type":"{kind}","scope_id":"{SCOPE}","conversation_id":"{conversation}","user_id":"client-1"{ttl}}}"#)
 }
+
+pub fn status_event(reference: &str, status: &str, extra: &str) -> String {
+    format!(r#"{{"type":"message.status","scope_id":"{SCOPE}","reference":"{reference}","status":"{status}"{extra}}}"#)
+}
+
+pub fn client_message(conversation: &str, msgid: &str) -> String {
+    format!(
+        r#"{{"type":"message.created","scope_id":"{SCOPE}","conversation_id":"{conversation}","msgid":"{msgid}","user":{{"id":"client-1","name":"Adam","phone":"+100"}},"message":{{"type":"text","text":"hi"}},"timestamp_ms":1700000000000}}"#
+    )
+}
+
+/// The delivery-status calls Kommo received: (Kommo msgid, wire status, error code).
+pub fn kommo_statuses(sim: &Sim) -> Vec<(String, i8, Option<u16>)> {
+    sim.kommo
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c.call {
+            shared::testing::KommoCall::DeliveryStatus(request) => {
+                let code = match &request.status {
+                    shared::status::DeliveryStatus::Failed(error) => Some(error.code()),
+                    _ => None,
+                };
+                Some((request.msgid, request.status.wire_code(), code))
+            }
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,345 @@
+//! Messages both ways and their delivery status.
+//!
+//! - A manager's message (Kommo webhook) is recorded once per Kommo msgid and acknowledged at
+//!   once; relaying it to the chat service is queued work that retries with backoff, and a
+//!   refusal or the retries running out is reported to Kommo as an error (901–905).
+//! - A client's message (chat service) is recorded once per chat-service msgid and imported
+//!   into Kommo behind the acknowledgement, creating the chat first when the bridge has not
+//!   seen the conversation.
+//! - Statuses go through the monotonic register: only a change that sticks is reported to
+//!   Kommo, once.
+
+use crate::app::Bridge;
+use crate::chat_client::ChatError;
+use crate::config::RetryPolicy;
+use crate::http::ApiError;
+use crate::kommo_client::KommoError;
+use crate::models::chat::{BridgeEvent, ChatUser, ClientMessage, ManagerRef, ReportedStatus, StatusReport};
+use crate::models::kommo::{
+    CreateChatRequest, DeliveryStatusRequest, ImportMessageRequest, ImportPayload, ManagerMessage, Participant,
+    Profile,
+};
+use crate::status::{DeliveryError, DeliveryStatus, ErrorText};
+use crate::store::{Direction, MessageRecord, RelayOutcome, RelayState, StatusChange};
+use crate::timers::DueWork;
+use crate::typing::{DueError, new_webhook_id, store_fault};
+
+/// A relay worker holds a message this long; a crashed worker's claim lapses after it.
+const RELAY_HOLD_MS: i64 = 60_000;
+/// `read` with `up_to` marks at most this many earlier messages.
+pub const READ_UP_TO_LIMIT: usize = 50;
+/// One attempt per run: the retries of queued work are new queue messages with backoff.
+const ONE_ATTEMPT: RetryPolicy = RetryPolicy { max_attempts: 1, ..RetryPolicy::EPHEMERAL };
+
+/// What the chat service's refusal of a message means to Kommo: its code if it names 901,
+/// 902 or 904; 902 for 403 and 410 (the channel is disabled there); 905 with its text otherwise.
+pub fn refusal_to_error(status: u16, code: &str, message: &str) -> DeliveryError {
+    match code.trim() {
+        "901" => return DeliveryError::Deleted,
+        "902" => return DeliveryError::IntegrationDisabled,
+        "904" => return DeliveryError::ConversationNotCreated,
+        _ => {}
+    }
+    if status == 403 || status == 410 {
+        return DeliveryError::IntegrationDisabled;
+    }
+    let text = ErrorText::new(message)
+        .or_else(|_| ErrorText::new(&format!("The chat service refused the message (HTTP {status} {code})")))
+        .expect("the fallback text is not blank");
+    DeliveryError::Other(text)
+}
+
+impl Bridge {
+    /// Kommo's outgoing-message webhook: recorded (deduplicated on the Kommo msgid), the
+    /// manager's typing ended, and the relay queued, all before the 200.
+    pub(crate) async fn on_manager_message(&self, scope_id: &str, message: &ManagerMessage) -> Result<(), ApiError> {
+        let kommo_msgid = message
+            .message
+            .id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| ApiError::bad_request("invalid_body", "message.message.id is required"))?;
+        let now = self.clock.now_ms();
+        let conversation_id = message.conversation.integration_id();
+        let created_at_ms = message.msec_timestamp.unwrap_or(message.timestamp.saturating_mul(1000));
+        let record = MessageRecord {
+            scope_id: scope_id.to_owned(),
+            kommo_msgid: kommo_msgid.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            direction: Direction::Outgoing,
+            chat_msgid: None,
+            created_at_ms,
+            status_rank: None,
+            relay: RelayState::Pending,
+        };
+        if !self.store.insert_message(&record).await.map_err(store_fault)? {
+            tracing::info!(scope_id, kommo_msgid, "manager message already recorded; duplicate ignored");
+            return Ok(());
+        }
+        if message.conversation.client_id.as_deref().is_some_and(|id| !id.is_empty()) {
+            self.store.remember_chat(scope_id, conversation_id, &message.conversation.id).await.map_err(store_fault)?;
+        }
+        let manager = ManagerRef { id: message.sender.id.clone(), name: message.sender.name.clone() };
+        let typing_stopped = self.end_manager_typing(scope_id, conversation_id, &manager).await?;
+        let event = BridgeEvent::MessageCreated {
+            scope_id: scope_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            reference: kommo_msgid.to_owned(),
+            client_id: message.receiver.integration_id().to_owned(),
+            sender: manager,
+            message: Box::new(message.message.clone()),
+            timestamp_ms: created_at_ms,
+        };
+        let relay = DueWork::RelayManagerMessage {
+            scope_id: scope_id.to_owned(),
+            kommo_msgid: kommo_msgid.to_owned(),
+            event,
+            typing_stopped,
+            webhook_id: new_webhook_id(),
+            attempt: 0,
+        };
+        if let Err(error) = self.timers.schedule(relay, now).await {
+            // Kommo never re-sends a webhook: mark the message failed so the manager sees it.
+            tracing::error!(scope_id, kommo_msgid, %error, "relay not queued; reporting 903");
+            let _ = self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await;
+            let request =
+                DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: DeliveryStatus::Failed(DeliveryError::Internal) };
+            let _ = self.kommo.delivery_status(scope_id, &request).await;
+            return Err(ApiError::internal());
+        }
+        tracing::info!(scope_id, kommo_msgid, "manager message accepted");
+        Ok(())
+    }
+
+    /// Queued relay of a manager's message: typing.stopped first (if the message ended the
+    /// manager's typing), then message.created; a refusal or the retries running out become an
+    /// error status in Kommo.
+    pub(crate) async fn relay_manager_message(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        event: BridgeEvent,
+        typing_stopped: Option<BridgeEvent>,
+        webhook_id: String,
+        attempt: u32,
+    ) -> Result<(), DueError> {
+        let now = self.clock.now_ms();
+        if !self.store.claim_relay(scope_id, kommo_msgid, now, RELAY_HOLD_MS).await? {
+            return Ok(()); // sent, failed, or another delivery of this work holds it
+        }
+        if let Some(stopped) = &typing_stopped
+            && let Err(error) = self.chat.deliver(stopped, &new_webhook_id(), RetryPolicy::EPHEMERAL).await
+        {
+            tracing::warn!(scope_id, %error, "typing.stopped before the message not delivered");
+        }
+        match self.chat.deliver(&event, &webhook_id, ONE_ATTEMPT).await {
+            Ok(answer) => {
+                self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Sent { chat_msgid: answer.msgid }).await?;
+                tracing::info!(scope_id, kommo_msgid, attempt, "manager message delivered");
+                Ok(())
+            }
+            Err(ChatError::Rejected { status, code, message }) => {
+                tracing::warn!(scope_id, kommo_msgid, status, code, "the chat service refused the message");
+                self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await?;
+                let error = refusal_to_error(status, &code, &message);
+                self.apply_status(scope_id, kommo_msgid, &DeliveryStatus::Failed(error), now).await
+            }
+            Err(ChatError::Unavailable { reason, .. }) => {
+                let next = attempt + 1;
+                if next >= self.config.retry.max_attempts {
+                    tracing::error!(scope_id, kommo_msgid, attempts = next, %reason, "message not delivered; dead-lettered");
+                    self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await?;
+                    let failed = DeliveryStatus::Failed(DeliveryError::Internal);
+                    return self.apply_status(scope_id, kommo_msgid, &failed, now).await;
+                }
+                let at = now + crate::outbound::wait_before_retry(&self.config.retry, next, None).as_millis() as i64;
+                self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::RetryAt(at)).await?;
+                let again = DueWork::RelayManagerMessage {
+                    scope_id: scope_id.to_owned(),
+                    kommo_msgid: kommo_msgid.to_owned(),
+                    event,
+                    typing_stopped: None,
+                    webhook_id,
+                    attempt: next,
+                };
+                self.timers.schedule(again, at).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves the register and, only when it moved, queues the one Kommo status call.
+    async fn apply_status(&self, scope_id: &str, kommo_msgid: &str, status: &DeliveryStatus, now: i64) -> Result<(), DueError> {
+        match self.store.advance_status(scope_id, kommo_msgid, status, now).await? {
+            StatusChange::Advanced { .. } => {
+                let request = DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: status.clone() };
+                self.timers.schedule(DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request }, now).await?;
+            }
+            StatusChange::Unchanged { current_rank } => {
+                tracing::info!(scope_id, kommo_msgid, rank = status.rank(), current_rank, "status ignored: not forward");
+            }
+        }
+        Ok(())
+    }
+
+    /// Queued status call to Kommo; the client retries 429 (honouring `Retry-After`) and 5xx,
+    /// re-signing every attempt.
+    pub(crate) async fn report_delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), DueError> {
+        if let Err(error) = self.kommo.delivery_status(scope_id, request).await {
+            tracing::error!(scope_id, kommo_msgid = %request.msgid, %error, "delivery status not reported to Kommo");
+        }
+        Ok(())
+    }
+
+    /// The chat service's `message.status`.
+    pub(crate) async fn on_message_status(&self, report: &StatusReport) -> Result<(), ApiError> {
+        let status = match (report.status, report.error_code) {
+            (ReportedStatus::Failed, Some(code)) => DeliveryStatus::Failed(
+                DeliveryError::from_code(code, report.error.as_deref())
+                    .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?,
+            ),
+            (ReportedStatus::Failed, None) => {
+                return Err(ApiError::bad_request("invalid_body", "a failed status needs error_code 901-905"));
+            }
+            (_, Some(_)) => return Err(ApiError::bad_request("invalid_body", "error_code belongs only to status failed")),
+            (ReportedStatus::Delivered, None) => DeliveryStatus::Delivered,
+            (ReportedStatus::Read, None) => DeliveryStatus::Read,
+        };
+        if report.up_to && status != DeliveryStatus::Read {
+            return Err(ApiError::bad_request("invalid_body", "up_to belongs only to status read"));
+        }
+        let scope_id = report.scope_id.as_str();
+        let kommo_msgid = match (&report.reference, &report.msgid) {
+            (Some(reference), _) if !reference.is_empty() => reference.clone(),
+            (_, Some(msgid)) if !msgid.is_empty() => self
+                .store
+                .kommo_msgid_for(scope_id, msgid)
+                .await
+                .map_err(store_fault)?
+                .ok_or_else(|| ApiError::not_found("unknown_message", "no message with that msgid was relayed"))?,
+            _ => return Err(ApiError::bad_request("invalid_body", "name the message by msgid or reference")),
+        };
+        let now = self.clock.now_ms();
+        let mut targets = vec![kommo_msgid.clone()];
+        if report.up_to
+            && let Some(record) = self.store.get_message(scope_id, &kommo_msgid).await.map_err(store_fault)?
+            && !record.conversation_id.is_empty()
+        {
+            targets = self
+                .store
+                .outgoing_up_to(scope_id, &record.conversation_id, record.created_at_ms, READ_UP_TO_LIMIT)
+                .await
+                .map_err(store_fault)?;
+        }
+        for target in targets {
+            self.apply_status(scope_id, &target, &status, now).await.map_err(|error| {
+                tracing::error!(scope_id, %error, "status not applied");
+                ApiError::internal()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The chat service's `message.created`: recorded once per msgid, the client's typing
+    /// ended, the import queued.
+    pub(crate) async fn on_client_message(&self, message: &ClientMessage) -> Result<(), ApiError> {
+        for (field, value) in [("conversation_id", &message.conversation_id), ("msgid", &message.msgid), ("user.id", &message.user.id)] {
+            if value.is_empty() {
+                return Err(ApiError::bad_request("invalid_body", format!("{field} must not be empty")));
+            }
+        }
+        let scope_id = message.scope_id.as_str();
+        let now = self.clock.now_ms();
+        if !self.store.insert_incoming(scope_id, &message.msgid, &message.conversation_id, now).await.map_err(store_fault)? {
+            tracing::info!(scope_id, msgid = %message.msgid, "client message already recorded; duplicate ignored");
+            return Ok(());
+        }
+        self.end_client_typing(scope_id, &message.conversation_id, &message.user.id).await?;
+        let import = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0 };
+        self.timers.schedule(import, now).await.map_err(|error| {
+            tracing::error!(scope_id, %error, "import not queued");
+            ApiError::internal()
+        })
+    }
+
+    /// Queued import of a client's message into Kommo, the chat created first if needed.
+    pub(crate) async fn import_client_message(&self, message: &ClientMessage, attempt: u32) -> Result<(), DueError> {
+        let scope_id = message.scope_id.as_str();
+        if self.store.incoming_kommo_msgid(scope_id, &message.msgid).await?.is_some() {
+            return Ok(()); // imported by an earlier delivery of this work
+        }
+        let sender = participant(&message.user);
+        let outcome = async {
+            if self.store.kommo_chat_id(scope_id, &message.conversation_id).await?.is_none() {
+                let request =
+                    CreateChatRequest { conversation_id: message.conversation_id.clone(), source: None, user: sender.clone() };
+                match self.kommo.create_chat(scope_id, &request).await {
+                    Ok(chat) => self.store.remember_chat(scope_id, &message.conversation_id, &chat.id).await?,
+                    Err(error) => return Ok(Err(error)),
+                }
+            }
+            let payload = ImportPayload {
+                timestamp: message.timestamp_ms.div_euclid(1000),
+                msec_timestamp: message.timestamp_ms,
+                msgid: message.msgid.clone(),
+                conversation_id: message.conversation_id.clone(),
+                conversation_ref_id: None,
+                sender,
+                receiver: None,
+                source: None,
+                message: message.message.clone(),
+                silent: false,
+            };
+            Ok::<_, DueError>(self.kommo.import_message(scope_id, &ImportMessageRequest::new_message(payload)).await)
+        }
+        .await?;
+        match outcome {
+            Ok(imported) => {
+                self.store.link_incoming(scope_id, &message.msgid, &imported.new_message.msgid).await?;
+                tracing::info!(scope_id, msgid = %message.msgid, kommo_msgid = %imported.new_message.msgid, "client message imported");
+            }
+            Err(KommoError::Unavailable { reason, .. }) if attempt + 1 < self.config.retry.max_attempts => {
+                let at = self.clock.now_ms()
+                    + crate::outbound::wait_before_retry(&self.config.retry, attempt + 1, None).as_millis() as i64;
+                tracing::warn!(scope_id, msgid = %message.msgid, %reason, "import failed; queued again");
+                let again = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: attempt + 1 };
+                self.timers.schedule(again, at).await?;
+            }
+            Err(error) => {
+                tracing::error!(scope_id, msgid = %message.msgid, %error, "client message not imported; given up");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The client as amojo takes them.
+fn participant(user: &ChatUser) -> Participant {
+    let mut participant = Participant::with_id(user.id.clone());
+    participant.name = user.name.clone();
+    participant.avatar = user.avatar.clone();
+    participant.profile_link = user.profile_link.clone();
+    if user.phone.is_some() || user.email.is_some() {
+        participant.profile = Some(Profile { phone: user.phone.clone(), email: user.email.clone(), extra: Default::default() });
+    }
+    participant
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_kommos_error_codes() {
+        assert_eq!(refusal_to_error(404, "901", "gone"), DeliveryError::Deleted);
+        assert_eq!(refusal_to_error(422, "904", "no such user"), DeliveryError::ConversationNotCreated);
+        assert_eq!(refusal_to_error(403, "forbidden", ""), DeliveryError::IntegrationDisabled);
+        assert_eq!(refusal_to_error(410, "", ""), DeliveryError::IntegrationDisabled);
+        let DeliveryError::Other(text) = refusal_to_error(422, "blocked", "The user blocked this business\n  at x.rs:1") else {
+            panic!("905 expected")
+        };
+        assert_eq!(text.as_str(), "The user blocked this business");
+        let DeliveryError::Other(text) = refusal_to_error(400, "bad", "") else { panic!("905 expected") };
+        assert_eq!(text.as_str(), "The chat service refused the message (HTTP 400 bad)");
+    }
+}
