@@ -16,8 +16,7 @@ use crate::http::ApiError;
 use crate::kommo_client::KommoError;
 use crate::models::chat::{BridgeEvent, ChatUser, ClientMessage, ManagerRef, ReportedStatus, StatusReport};
 use crate::models::kommo::{
-    CreateChatRequest, DeliveryStatusRequest, ImportMessageRequest, ImportPayload, ManagerMessage, Participant,
-    Profile,
+    CreateChatRequest, DeliveryStatusRequest, ImportMessageRequest, ImportPayload, ManagerMessage, Participant, Profile,
 };
 use crate::status::{DeliveryError, DeliveryStatus, ErrorText};
 use crate::store::{Direction, MessageRecord, RelayOutcome, RelayState, StatusChange};
@@ -93,8 +92,8 @@ impl Bridge {
         let relay = DueWork::RelayManagerMessage {
             scope_id: scope_id.to_owned(),
             kommo_msgid: kommo_msgid.to_owned(),
-            event,
-            typing_stopped,
+            event: Box::new(event),
+            typing_stopped: typing_stopped.map(Box::new),
             webhook_id: new_webhook_id(),
             attempt: 0,
         };
@@ -102,8 +101,10 @@ impl Bridge {
             // Kommo never re-sends a webhook: mark the message failed so the manager sees it.
             tracing::error!(scope_id, kommo_msgid, %error, "relay not queued; reporting 903");
             let _ = self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await;
-            let request =
-                DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: DeliveryStatus::Failed(DeliveryError::Internal) };
+            let request = DeliveryStatusRequest {
+                msgid: kommo_msgid.to_owned(),
+                status: DeliveryStatus::Failed(DeliveryError::Internal),
+            };
             let _ = self.kommo.delivery_status(scope_id, &request).await;
             return Err(ApiError::internal());
         }
@@ -118,8 +119,8 @@ impl Bridge {
         &self,
         scope_id: &str,
         kommo_msgid: &str,
-        event: BridgeEvent,
-        typing_stopped: Option<BridgeEvent>,
+        event: Box<BridgeEvent>,
+        typing_stopped: Option<Box<BridgeEvent>>,
         webhook_id: String,
         attempt: u32,
     ) -> Result<(), DueError> {
@@ -134,7 +135,9 @@ impl Bridge {
         }
         match self.chat.deliver(&event, &webhook_id, ONE_ATTEMPT).await {
             Ok(answer) => {
-                self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Sent { chat_msgid: answer.msgid }).await?;
+                self.store
+                    .finish_relay(scope_id, kommo_msgid, &RelayOutcome::Sent { chat_msgid: answer.msgid })
+                    .await?;
                 tracing::info!(scope_id, kommo_msgid, attempt, "manager message delivered");
                 Ok(())
             }
@@ -169,14 +172,28 @@ impl Bridge {
     }
 
     /// Moves the register and, only when it moved, queues the one Kommo status call.
-    async fn apply_status(&self, scope_id: &str, kommo_msgid: &str, status: &DeliveryStatus, now: i64) -> Result<(), DueError> {
+    async fn apply_status(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        status: &DeliveryStatus,
+        now: i64,
+    ) -> Result<(), DueError> {
         match self.store.advance_status(scope_id, kommo_msgid, status, now).await? {
             StatusChange::Advanced { .. } => {
                 let request = DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: status.clone() };
-                self.timers.schedule(DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request }, now).await?;
+                self.timers
+                    .schedule(DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request }, now)
+                    .await?;
             }
             StatusChange::Unchanged { current_rank } => {
-                tracing::info!(scope_id, kommo_msgid, rank = status.rank(), current_rank, "status ignored: not forward");
+                tracing::info!(
+                    scope_id,
+                    kommo_msgid,
+                    rank = status.rank(),
+                    current_rank,
+                    "status ignored: not forward"
+                );
             }
         }
         Ok(())
@@ -184,7 +201,11 @@ impl Bridge {
 
     /// Queued status call to Kommo; the client retries 429 (honouring `Retry-After`) and 5xx,
     /// re-signing every attempt.
-    pub(crate) async fn report_delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), DueError> {
+    pub(crate) async fn report_delivery_status(
+        &self,
+        scope_id: &str,
+        request: &DeliveryStatusRequest,
+    ) -> Result<(), DueError> {
         if let Err(error) = self.kommo.delivery_status(scope_id, request).await {
             tracing::error!(scope_id, kommo_msgid = %request.msgid, %error, "delivery status not reported to Kommo");
         }
@@ -201,7 +222,9 @@ impl Bridge {
             (ReportedStatus::Failed, None) => {
                 return Err(ApiError::bad_request("invalid_body", "a failed status needs error_code 901-905"));
             }
-            (_, Some(_)) => return Err(ApiError::bad_request("invalid_body", "error_code belongs only to status failed")),
+            (_, Some(_)) => {
+                return Err(ApiError::bad_request("invalid_body", "error_code belongs only to status failed"));
+            }
             (ReportedStatus::Delivered, None) => DeliveryStatus::Delivered,
             (ReportedStatus::Read, None) => DeliveryStatus::Read,
         };
@@ -243,14 +266,21 @@ impl Bridge {
     /// The chat service's `message.created`: recorded once per msgid, the client's typing
     /// ended, the import queued.
     pub(crate) async fn on_client_message(&self, message: &ClientMessage) -> Result<(), ApiError> {
-        for (field, value) in [("conversation_id", &message.conversation_id), ("msgid", &message.msgid), ("user.id", &message.user.id)] {
+        for (field, value) in
+            [("conversation_id", &message.conversation_id), ("msgid", &message.msgid), ("user.id", &message.user.id)]
+        {
             if value.is_empty() {
                 return Err(ApiError::bad_request("invalid_body", format!("{field} must not be empty")));
             }
         }
         let scope_id = message.scope_id.as_str();
         let now = self.clock.now_ms();
-        if !self.store.insert_incoming(scope_id, &message.msgid, &message.conversation_id, now).await.map_err(store_fault)? {
+        if !self
+            .store
+            .insert_incoming(scope_id, &message.msgid, &message.conversation_id, now)
+            .await
+            .map_err(store_fault)?
+        {
             tracing::info!(scope_id, msgid = %message.msgid, "client message already recorded; duplicate ignored");
             return Ok(());
         }
@@ -271,8 +301,11 @@ impl Bridge {
         let sender = participant(&message.user);
         let outcome = async {
             if self.store.kommo_chat_id(scope_id, &message.conversation_id).await?.is_none() {
-                let request =
-                    CreateChatRequest { conversation_id: message.conversation_id.clone(), source: None, user: sender.clone() };
+                let request = CreateChatRequest {
+                    conversation_id: message.conversation_id.clone(),
+                    source: None,
+                    user: sender.clone(),
+                };
                 match self.kommo.create_chat(scope_id, &request).await {
                     Ok(chat) => self.store.remember_chat(scope_id, &message.conversation_id, &chat.id).await?,
                     Err(error) => return Ok(Err(error)),
@@ -320,7 +353,8 @@ fn participant(user: &ChatUser) -> Participant {
     participant.avatar = user.avatar.clone();
     participant.profile_link = user.profile_link.clone();
     if user.phone.is_some() || user.email.is_some() {
-        participant.profile = Some(Profile { phone: user.phone.clone(), email: user.email.clone(), extra: Default::default() });
+        participant.profile =
+            Some(Profile { phone: user.phone.clone(), email: user.email.clone(), extra: Default::default() });
     }
     participant
 }
@@ -335,7 +369,9 @@ mod tests {
         assert_eq!(refusal_to_error(422, "904", "no such user"), DeliveryError::ConversationNotCreated);
         assert_eq!(refusal_to_error(403, "forbidden", ""), DeliveryError::IntegrationDisabled);
         assert_eq!(refusal_to_error(410, "", ""), DeliveryError::IntegrationDisabled);
-        let DeliveryError::Other(text) = refusal_to_error(422, "blocked", "The user blocked this business\n  at x.rs:1") else {
+        let DeliveryError::Other(text) =
+            refusal_to_error(422, "blocked", "The user blocked this business\n  at x.rs:1")
+        else {
             panic!("905 expected")
         };
         assert_eq!(text.as_str(), "The user blocked this business");

@@ -27,8 +27,8 @@ pub enum DueWork {
     RelayManagerMessage {
         scope_id: String,
         kommo_msgid: String,
-        event: BridgeEvent,
-        typing_stopped: Option<BridgeEvent>,
+        event: Box<BridgeEvent>,
+        typing_stopped: Option<Box<BridgeEvent>>,
         webhook_id: String,
         attempt: u32,
     },

@@ -107,7 +107,9 @@ async fn a_status_named_by_the_chat_services_msgid_reaches_kommo() {
     manager_writes(&sim, "kommo-1").await;
     sim.advance_to(T0 + 1000).await;
     // The chat service answered the relay with its own id, chat-kommo-1.
-    let by_msgid = |msgid: &str| format!(r#"{{"type":"message.status","scope_id":"{SCOPE}","msgid":"{msgid}","status":"delivered"}}"#);
+    let by_msgid = |msgid: &str| {
+        format!(r#"{{"type":"message.status","scope_id":"{SCOPE}","msgid":"{msgid}","status":"delivered"}}"#)
+    };
     assert_eq!(sim.chat_event(&by_msgid("chat-404")).await.status(), 404, "an unknown chat msgid");
     assert_eq!(sim.chat_event(&by_msgid("chat-kommo-1")).await.status(), 200);
     assert_eq!(sim.chat_event(&status_event("kommo-1", "read", "")).await.status(), 200);
@@ -204,11 +206,8 @@ enum Reported {
 }
 
 fn reported() -> impl Strategy<Value = (usize, Reported)> {
-    let status = prop_oneof![
-        Just(Reported::Delivered),
-        Just(Reported::Read),
-        (901u16..=905).prop_map(Reported::Failed),
-    ];
+    let status =
+        prop_oneof![Just(Reported::Delivered), Just(Reported::Read), (901u16..=905).prop_map(Reported::Failed),];
     (0usize..4, status)
 }
 

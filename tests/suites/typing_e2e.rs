@@ -7,67 +7,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use shared::signing::kommo_webhook;
-use shared::signing::standard_webhooks::WebhookSecret;
 use shared::time::{Clock, SystemClock};
 use shared::typing::MANAGER_TYPING_GRACE_MS;
-use support::{DevServer, Fake, unique};
-
-struct Setup {
-    server: DevServer,
-    amojo: Fake,
-    chat: Fake,
-    scope: String,
-    http: reqwest::Client,
-}
-
-fn setup() -> Setup {
-    let amojo = Fake::amojo();
-    let chat = Fake::chat_service();
-    let channel = unique("chan");
-    let chat_url = format!("{}/events", chat.url);
-    let server = DevServer::start(&[
-        ("KOMMO_CHANNEL_ID", &channel),
-        ("KOMMO_CHANNEL_SECRET", &amojo.secret),
-        ("KOMMO_AMOJO_URL", &amojo.url),
-        ("CHAT_SERVICE_URL", &chat_url),
-        ("CHAT_SERVICE_SECRET", &chat.secret),
-    ]);
-    let scope = format!("{channel}_acc-1");
-    Setup { server, amojo, chat, scope, http: reqwest::Client::new() }
-}
-
-impl Setup {
-    async fn kommo_webhook(&self, body: String) {
-        let signature = kommo_webhook::sign(&self.amojo.secret, body.as_bytes());
-        let response = self
-            .http
-            .post(format!("{}/kommo/webhook/{}", self.server.base, self.scope))
-            .header("x-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
-
-    async fn chat_event(&self, body: String) {
-        let secret = WebhookSecret::parse(&self.chat.secret).unwrap();
-        let now = SystemClock.now_s();
-        let id = unique("msg_");
-        let response = self
-            .http
-            .post(format!("{}/chat/events", self.server.base))
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", now.to_string())
-            .header("webhook-signature", secret.sign(&id, now, body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
-}
+use support::E2e;
 
 fn received_ms(call: &Value) -> i64 {
     (call["received_at"].as_f64().unwrap() * 1000.0) as i64
@@ -75,7 +17,7 @@ fn received_ms(call: &Value) -> i64 {
 
 #[tokio::test]
 async fn a_hundred_manager_leases_expiring_together_each_stop_once_on_time() {
-    let setup = setup();
+    let setup = E2e::start(&[]);
     let expired_at = SystemClock.now_s() + 3;
     let webhooks = (0..100).flat_map(|i| {
         let body = format!(
@@ -85,7 +27,7 @@ async fn a_hundred_manager_leases_expiring_together_each_stop_once_on_time() {
         // Each webhook twice: a duplicate must change nothing.
         [body.clone(), body]
     });
-    futures_util::future::join_all(webhooks.map(|body| setup.kommo_webhook(body))).await;
+    futures_util::future::join_all(webhooks.map(|body| setup.kommo_webhook_ok(body))).await;
     let expiry_ms = expired_at * 1000;
     tokio::time::sleep(Duration::from_millis((expiry_ms - SystemClock.now_ms()).max(0) as u64 + 3000)).await;
 
@@ -114,16 +56,16 @@ async fn a_hundred_manager_leases_expiring_together_each_stop_once_on_time() {
 
 #[tokio::test]
 async fn a_client_typing_on_every_keystroke_reaches_kommo_every_4_s_and_never_after_stopping() {
-    let setup = setup();
+    let setup = E2e::start(&[]);
     let event = |kind: &str| {
         format!(r#"{{"type":"{kind}","scope_id":"{}","conversation_id":"conv-1","user_id":"client-1"}}"#, setup.scope)
     };
     let started = SystemClock.now_ms();
     while SystemClock.now_ms() - started < 9000 {
-        setup.chat_event(event("typing.started")).await;
+        setup.chat_event_ok(event("typing.started")).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    setup.chat_event(event("typing.stopped")).await;
+    setup.chat_event_ok(event("typing.stopped")).await;
     let stopped = SystemClock.now_ms();
     tokio::time::sleep(Duration::from_secs(6)).await;
 

@@ -284,7 +284,10 @@ pub async fn read_up_to_lists_a_conversations_messages_newest_first(store: &dyn 
     }
     let other = MessageRecord { conversation_id: "conv-2".into(), ..outgoing(&scope, "kommo-x", now + 5) };
     store.insert_message(&other).await.unwrap();
-    assert_eq!(store.outgoing_up_to(&scope, "conv-1", now + 20, 50).await.unwrap(), vec!["kommo-c", "kommo-b", "kommo-a"]);
+    assert_eq!(
+        store.outgoing_up_to(&scope, "conv-1", now + 20, 50).await.unwrap(),
+        vec!["kommo-c", "kommo-b", "kommo-a"]
+    );
     assert_eq!(store.outgoing_up_to(&scope, "conv-1", now + 30, 2).await.unwrap(), vec!["kommo-d", "kommo-c"]);
     assert!(store.outgoing_up_to(&scope, "conv-1", now - 1, 50).await.unwrap().is_empty());
 }

@@ -21,8 +21,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, Put, TransactWriteItem, BillingMode, KeySchemaElement, KeyType, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 use std::collections::HashMap;
 
@@ -487,7 +487,13 @@ impl MessageRecords for DynamoStore {
         }
     }
 
-    async fn claim_relay(&self, scope_id: &str, kommo_msgid: &str, now_ms: i64, hold_ms: i64) -> Result<bool, StoreError> {
+    async fn claim_relay(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        now_ms: i64,
+        hold_ms: i64,
+    ) -> Result<bool, StoreError> {
         self.ops.write();
         let result = self
             .client
@@ -540,7 +546,10 @@ impl MessageRecords for DynamoStore {
                 .item("pk", s(format!("{scope_id}#chatmsg#{chat_msgid}")))
                 .item("sk", s("alias"))
                 .item("kommo_msgid", s(kommo_msgid))
-                .item(TTL_ATTRIBUTE, n(ttl_seconds(crate::time::Clock::now_ms(&crate::time::SystemClock), MESSAGE_RETENTION_S)))
+                .item(
+                    TTL_ATTRIBUTE,
+                    n(ttl_seconds(crate::time::Clock::now_ms(&crate::time::SystemClock), MESSAGE_RETENTION_S)),
+                )
                 .send()
                 .await
                 .map_err(unavailable)?;
@@ -634,7 +643,12 @@ impl Conversations for DynamoStore {
         Ok(item.and_then(|item| text(&item, "conversation_id")))
     }
 
-    async fn remember_chat(&self, scope_id: &str, conversation_id: &str, kommo_chat_id: &str) -> Result<(), StoreError> {
+    async fn remember_chat(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        kommo_chat_id: &str,
+    ) -> Result<(), StoreError> {
         self.ops.write();
         let forward = Put::builder()
             .table_name(&self.table)

@@ -274,7 +274,13 @@ impl MessageRecords for MemoryStore {
         Ok(StatusChange::Advanced { previous_rank: current })
     }
 
-    async fn claim_relay(&self, scope_id: &str, kommo_msgid: &str, now_ms: i64, hold_ms: i64) -> Result<bool, StoreError> {
+    async fn claim_relay(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        now_ms: i64,
+        hold_ms: i64,
+    ) -> Result<bool, StoreError> {
         self.ops.write();
         let mut state = self.state();
         match state.messages.get_mut(&slot(scope_id, kommo_msgid)) {
@@ -374,7 +380,12 @@ impl Conversations for MemoryStore {
         Ok(self.state().chats_by_kommo_id.get(&slot(scope_id, kommo_chat_id)).cloned())
     }
 
-    async fn remember_chat(&self, scope_id: &str, conversation_id: &str, kommo_chat_id: &str) -> Result<(), StoreError> {
+    async fn remember_chat(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        kommo_chat_id: &str,
+    ) -> Result<(), StoreError> {
         self.ops.write();
         let mut state = self.state();
         state.chats.insert(slot(scope_id, conversation_id), kommo_chat_id.to_owned());

@@ -186,7 +186,9 @@ pub struct MessageRecord {
 /// How a relay attempt ended, for [`MessageRecords::finish_relay`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayOutcome {
-    Sent { chat_msgid: Option<String> },
+    Sent {
+        chat_msgid: Option<String>,
+    },
     /// Try again, not before this moment.
     RetryAt(i64),
     Failed,
@@ -219,7 +221,13 @@ pub trait MessageRecords: Send + Sync {
     ) -> Result<StatusChange, StoreError>;
     /// Claims the relay of a pending message for `hold_ms`, so two deliveries of the same
     /// queued work never both post it. False: sent, failed, or held by another worker.
-    async fn claim_relay(&self, scope_id: &str, kommo_msgid: &str, now_ms: i64, hold_ms: i64) -> Result<bool, StoreError>;
+    async fn claim_relay(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        now_ms: i64,
+        hold_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Records how a claimed relay ended; a chat-service msgid becomes a name for the message.
     async fn finish_relay(&self, scope_id: &str, kommo_msgid: &str, outcome: &RelayOutcome) -> Result<(), StoreError>;
     /// The Kommo msgid of the message the chat service calls `chat_msgid`.
@@ -253,7 +261,8 @@ pub trait Conversations: Send + Sync {
     async fn kommo_chat_id(&self, scope_id: &str, conversation_id: &str) -> Result<Option<String>, StoreError>;
     /// The integration's conversation id for Kommo's chat id (what the Kommo UI sees).
     async fn conversation_for_chat(&self, scope_id: &str, kommo_chat_id: &str) -> Result<Option<String>, StoreError>;
-    async fn remember_chat(&self, scope_id: &str, conversation_id: &str, kommo_chat_id: &str) -> Result<(), StoreError>;
+    async fn remember_chat(&self, scope_id: &str, conversation_id: &str, kommo_chat_id: &str)
+    -> Result<(), StoreError>;
 }
 
 /// Keys remembered for a while, so a repeated delivery is done once.

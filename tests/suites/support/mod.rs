@@ -124,3 +124,82 @@ impl Drop for DevServer {
         let _ = self.child.wait();
     }
 }
+
+/// The dev server between the fake amojo and the fake chat service, each verifying the
+/// bridge's signatures independently, on a scope of its own.
+pub struct E2e {
+    pub server: DevServer,
+    pub amojo: Fake,
+    pub chat: Fake,
+    pub scope: String,
+    http: reqwest::Client,
+}
+
+impl E2e {
+    /// Starts a dev server wired to the fakes, with `extra` configuration.
+    pub fn start(extra: &[(&str, &str)]) -> Self {
+        let amojo = Fake::amojo();
+        let chat = Fake::chat_service();
+        let channel = unique("chan");
+        let chat_url = format!("{}/events", chat.url);
+        let mut env = vec![
+            ("KOMMO_CHANNEL_ID", channel.as_str()),
+            ("KOMMO_CHANNEL_SECRET", amojo.secret.as_str()),
+            ("KOMMO_AMOJO_URL", amojo.url.as_str()),
+            ("CHAT_SERVICE_URL", chat_url.as_str()),
+            ("CHAT_SERVICE_SECRET", chat.secret.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let server = DevServer::start(&env);
+        let scope = format!("{channel}_acc-1");
+        Self { server, amojo, chat, scope, http: reqwest::Client::new() }
+    }
+
+    /// Posts a webhook as Kommo would (signed with the channel secret).
+    pub async fn kommo_webhook(&self, body: String) -> reqwest::Response {
+        let signature = shared::signing::kommo_webhook::sign(&self.amojo.secret, body.as_bytes());
+        self.http
+            .post(format!("{}/kommo/webhook/{}", self.server.base, self.scope))
+            .header("x-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("the dev server answers")
+    }
+
+    pub async fn kommo_webhook_ok(&self, body: String) {
+        assert_eq!(self.kommo_webhook(body).await.status(), 200);
+    }
+
+    /// Posts an event as the chat service would (Standard Webhooks).
+    pub async fn chat_event(&self, body: String) -> reqwest::Response {
+        let secret = shared::signing::standard_webhooks::WebhookSecret::parse(&self.chat.secret).unwrap();
+        let now = shared::time::Clock::now_s(&shared::time::SystemClock);
+        let id = unique("msg_");
+        self.http
+            .post(format!("{}/chat/events", self.server.base))
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", secret.sign(&id, now, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .expect("the dev server answers")
+    }
+
+    pub async fn chat_event_ok(&self, body: String) {
+        assert_eq!(self.chat_event(body).await.status(), 200);
+    }
+
+    /// Waits until `check` holds for the calls `fake` recorded for this scope (at most `limit`).
+    pub async fn wait_for(&self, fake: &Fake, limit: Duration, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let calls = fake.calls(&self.scope).await;
+            if check(&calls) || std::time::Instant::now() > deadline {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
