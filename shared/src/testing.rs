@@ -153,3 +153,60 @@ impl ChatService for RecordingChat {
         Ok(ChatAnswer { msgid })
     }
 }
+
+/// An outbound side that accepts everything at once and keeps nothing: for benchmarks, so a
+/// figure measures the bridge, not a fake.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullOutbound;
+
+#[async_trait]
+impl KommoApi for NullOutbound {
+    async fn connect(&self, request: &ConnectRequest) -> Result<ConnectResponse, KommoError> {
+        Ok(ConnectResponse { scope_id: request.account_id.clone(), extra: Default::default() })
+    }
+    async fn disconnect(&self, _: &DisconnectRequest) -> Result<(), KommoError> {
+        Ok(())
+    }
+    async fn create_chat(&self, _: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError> {
+        Ok(CreateChatResponse {
+            id: request.conversation_id.clone(),
+            user: request.user.clone(),
+            extra: Default::default(),
+        })
+    }
+    async fn import_message(&self, _: &str, request: &ImportMessageRequest) -> Result<ImportMessageResponse, KommoError> {
+        Ok(ImportMessageResponse {
+            new_message: ImportedMessage {
+                conversation_id: request.payload.conversation_id.clone(),
+                sender_id: None,
+                receiver_id: None,
+                msgid: request.payload.msgid.clone(),
+                ref_id: None,
+            },
+        })
+    }
+    async fn typing(&self, _: &str, _: &TypingRequest) -> Result<(), KommoError> {
+        Ok(())
+    }
+    async fn delivery_status(&self, _: &str, _: &DeliveryStatusRequest) -> Result<(), KommoError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChatService for NullOutbound {
+    async fn deliver(&self, _: &BridgeEvent, _: &str, _: RetryPolicy) -> Result<ChatAnswer, ChatError> {
+        Ok(ChatAnswer::default())
+    }
+}
+
+/// Timers that drop what they are given: for benchmarks of the inbound path alone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscardTimers;
+
+#[async_trait]
+impl crate::timers::Timers for DiscardTimers {
+    async fn schedule(&self, _: crate::timers::DueWork, _: i64) -> Result<(), crate::timers::TimerError> {
+        Ok(())
+    }
+}
