@@ -18,6 +18,9 @@ use shared::testing::{DiscardTimers, NullOutbound};
 use shared::time::{Clock, SystemClock};
 
 const SCOPE: &str = "local-channel_acc-1";
+
+/// Builds the i-th request of a case, signed, before the timing starts.
+type MakeRequest = dyn Fn(&Bridge, usize) -> (EntryPoint, HttpRequest);
 const ITERATIONS: usize = 20_000;
 
 fn bridge() -> Bridge {
@@ -78,55 +81,73 @@ fn report(name: &str, times: &[Duration]) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let expired_at = SystemClock.now_s() + 3600;
-    let cases: Vec<(&str, Box<dyn Fn(&Bridge, usize) -> (EntryPoint, HttpRequest)>)> = vec![
+    let cases: Vec<(&str, Box<MakeRequest>)> = vec![
         (
             "manager typing webhook, new lease",
             Box::new(move |b, i| {
-                kommo_request(b, format!(
-                    r#"{{"account_id":"acc-1","time":1,"action":{{"typing":{{"user":{{"id":"m-1"}},"conversation":{{"id":"k-{i}","client_id":"conv-{i}"}},"expired_at":{expired_at}}}}}}}"#
-                ))
+                kommo_request(
+                    b,
+                    format!(
+                        r#"{{"account_id":"acc-1","time":1,"action":{{"typing":{{"user":{{"id":"m-1"}},"conversation":{{"id":"k-{i}","client_id":"conv-{i}"}},"expired_at":{expired_at}}}}}}}"#
+                    ),
+                )
             }),
         ),
         (
             "manager typing webhook, refresh",
             Box::new(move |b, i| {
-                kommo_request(b, format!(
-                    r#"{{"account_id":"acc-1","time":1,"action":{{"typing":{{"user":{{"id":"m-1"}},"conversation":{{"id":"k-1","client_id":"conv-1"}},"expired_at":{}}}}}}}"#,
-                    expired_at + i as i64
-                ))
+                kommo_request(
+                    b,
+                    format!(
+                        r#"{{"account_id":"acc-1","time":1,"action":{{"typing":{{"user":{{"id":"m-1"}},"conversation":{{"id":"k-1","client_id":"conv-1"}},"expired_at":{}}}}}}}"#,
+                        expired_at + i as i64
+                    ),
+                )
             }),
         ),
         (
             "client typing.started",
             Box::new(|b, i| {
-                chat_request(b, format!(
-                    r#"{{"type":"typing.started","scope_id":"{SCOPE}","conversation_id":"conv-{}","user_id":"client-1"}}"#,
-                    i % 100
-                ))
+                chat_request(
+                    b,
+                    format!(
+                        r#"{{"type":"typing.started","scope_id":"{SCOPE}","conversation_id":"conv-{}","user_id":"client-1"}}"#,
+                        i % 100
+                    ),
+                )
             }),
         ),
         (
             "message.status (delivered)",
             Box::new(|b, i| {
-                chat_request(b, format!(
-                    r#"{{"type":"message.status","scope_id":"{SCOPE}","reference":"kommo-{i}","status":"delivered"}}"#
-                ))
+                chat_request(
+                    b,
+                    format!(
+                        r#"{{"type":"message.status","scope_id":"{SCOPE}","reference":"kommo-{i}","status":"delivered"}}"#
+                    ),
+                )
             }),
         ),
         (
             "manager message webhook",
             Box::new(|b, i| {
-                kommo_request(b, format!(
-                    r#"{{"account_id":"acc-1","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"m-1"}},"conversation":{{"id":"k-1","client_id":"conv-1"}},"timestamp":1,"message":{{"id":"kommo-{i}","type":"text","text":"Hello there"}}}}}}"#
-                ))
+                kommo_request(
+                    b,
+                    format!(
+                        r#"{{"account_id":"acc-1","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"m-1"}},"conversation":{{"id":"k-1","client_id":"conv-1"}},"timestamp":1,"message":{{"id":"kommo-{i}","type":"text","text":"Hello there"}}}}}}"#
+                    ),
+                )
             }),
         ),
         (
             "client message.created",
             Box::new(|b, i| {
-                chat_request(b, format!(
-                    r#"{{"type":"message.created","scope_id":"{SCOPE}","conversation_id":"conv-1","msgid":"chat-{i}","user":{{"id":"client-1"}},"message":{{"type":"text","text":"Hi"}},"timestamp_ms":1}}"#
-                ))
+                chat_request(
+                    b,
+                    format!(
+                        r#"{{"type":"message.created","scope_id":"{SCOPE}","conversation_id":"conv-1","msgid":"chat-{i}","user":{{"id":"client-1"}},"message":{{"type":"text","text":"Hi"}},"timestamp_ms":1}}"#
+                    ),
+                )
             }),
         ),
     ];

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
+use crate::chat_client::CHAT_REQUEST_TIMEOUT;
 use crate::chat_client::{ChatService, HttpChatService};
 use crate::config::Config;
+use crate::config::RetryPolicy;
 use crate::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, header_str, json_response, parse_json};
-use crate::kommo_client::{AMOJO_REQUEST_TIMEOUT, AmojoClient, KommoApi};
+use crate::kommo_client::{AmojoClient, KommoApi};
 use crate::models::chat::ChatEvent;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::outbound::http_client;
@@ -36,14 +38,16 @@ impl Bridge {
         store: Arc<dyn Store>,
         timers: Arc<dyn Timers>,
     ) -> Self {
-        let http = http_client(AMOJO_REQUEST_TIMEOUT);
+        let http = http_client(CHAT_REQUEST_TIMEOUT);
+        // Inline retries only: the queue carries longer backoff (config.retry), so no
+        // invocation waits out an outage.
         let kommo = AmojoClient::new(
             http.clone(),
             &config.amojo_url,
             &config.channel_id,
             config.channel_secret.clone(),
             clock.clone(),
-            config.retry,
+            RetryPolicy::INLINE,
         );
         let chat =
             HttpChatService::new(http, &config.chat_service_url, config.chat_service_secret.clone(), clock.clone());

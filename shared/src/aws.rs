@@ -25,9 +25,11 @@ pub fn sdk_config() -> SdkConfig {
         .credentials_provider(SharedCredentialsProvider::new(credentials))
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(4))
+                // DynamoDB and SQS answer in milliseconds; these bounds keep a stuck call well
+                // inside the 4 s the webhook function has (Kommo waits 5 s).
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_secs(1))
+                .operation_timeout(Duration::from_millis(2500))
                 .build(),
         )
         .build()

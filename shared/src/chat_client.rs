@@ -12,6 +12,9 @@ use crate::outbound::{Attempt, is_retryable_status, retry_after, transport_retry
 use crate::signing::standard_webhooks::WebhookSecret;
 use crate::time::Clock;
 
+/// Per-attempt bound for a delivery to the chat service.
+pub const CHAT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// The chat service's 2xx answer: for `message.created`, optionally its own message id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct ChatAnswer {

@@ -43,6 +43,11 @@ impl RetryPolicy {
     pub const DEFAULT: Self =
         Self { max_attempts: 7, base_delay: Duration::from_millis(1000), max_delay: Duration::from_secs(30) };
 
+    /// Retries inside one invocation (a few seconds at most): longer backoff goes through the
+    /// queue, as new work due later, so no Lambda waits out an outage.
+    pub const INLINE: Self =
+        Self { max_attempts: 3, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(1) };
+
     /// Typing is ephemeral: one quick retry at most, so it never backs up other work.
     pub const EPHEMERAL: Self =
         Self { max_attempts: 2, base_delay: Duration::from_millis(150), max_delay: Duration::from_millis(300) };

@@ -35,8 +35,8 @@ impl Bridge {
             DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, typing_stopped, webhook_id, attempt } => {
                 self.relay_manager_message(&scope_id, &kommo_msgid, event, typing_stopped, webhook_id, attempt).await
             }
-            DueWork::ReportDeliveryStatus { scope_id, request } => {
-                self.report_delivery_status(&scope_id, &request).await
+            DueWork::ReportDeliveryStatus { scope_id, request, attempt } => {
+                self.report_delivery_status(&scope_id, request, attempt).await
             }
             DueWork::ImportClientMessage { message, attempt } => self.import_client_message(&message, attempt).await,
         }

@@ -25,9 +25,10 @@ pub enum KommoError {
     /// amojo refused the request (a 4xx other than 429): retrying would not help.
     #[error("amojo refused the call with {status}: {error_type} {description}")]
     Rejected { status: u16, error_type: String, description: String },
-    /// amojo could not be reached or kept failing (429, 5xx, timeouts) until the retries ran out.
+    /// amojo could not be reached or kept failing (429, 5xx, timeouts) until the retries ran out;
+    /// `retry_after` when amojo asked for a longer pause than is waited out in process.
     #[error("amojo unavailable after {attempts} attempts: {reason}")]
-    Unavailable { attempts: u32, status: Option<u16>, reason: String },
+    Unavailable { attempts: u32, status: Option<u16>, reason: String, retry_after: Option<Duration> },
     /// amojo answered 2xx with a body the bridge cannot read.
     #[error("amojo answered with an unreadable body: {0}")]
     InvalidResponse(String),
@@ -86,6 +87,7 @@ impl AmojoClient {
         path: &str,
         body: &impl Serialize,
         policy: RetryPolicy,
+        timeout: Duration,
     ) -> Result<bytes::Bytes, KommoError> {
         // Serialised once: the signature's Content-MD5 covers exactly these bytes.
         let body = bytes::Bytes::from(serde_json::to_vec(body).expect("models serialise"));
@@ -95,7 +97,7 @@ impl AmojoClient {
             // Signed per attempt: amojo accepts a Date for 15 minutes only.
             let date = rfc2822(self.clock.now_s());
             let headers = amojo::sign(self.channel_secret.expose(), method.as_str(), &signed_path, &body, &date);
-            let mut request = self.http.request(method.clone(), &url).body(body.clone());
+            let mut request = self.http.request(method.clone(), &url).timeout(timeout).body(body.clone());
             for (name, value) in headers.as_pairs() {
                 request = request.header(name, value);
             }
@@ -123,7 +125,12 @@ impl AmojoClient {
         })
         .await;
         outcome.unwrap_or_else(|e| {
-            Err(KommoError::Unavailable { attempts: e.attempts, status: e.status, reason: e.reason })
+            Err(KommoError::Unavailable {
+                attempts: e.attempts,
+                status: e.status,
+                reason: e.reason,
+                retry_after: e.retry_after,
+            })
         })
     }
 
@@ -133,7 +140,7 @@ impl AmojoClient {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, KommoError> {
-        let bytes = self.call(method, path, body, self.retry).await?;
+        let bytes = self.call(method, path, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
         serde_json::from_slice(&bytes).map_err(|e| KommoError::InvalidResponse(e.to_string()))
     }
 }
@@ -147,7 +154,7 @@ impl KommoApi for AmojoClient {
 
     async fn disconnect(&self, request: &DisconnectRequest) -> Result<(), KommoError> {
         let path = format!("{}/disconnect", self.channel_id);
-        self.call(reqwest::Method::DELETE, &path, request, self.retry).await.map(drop)
+        self.call(reqwest::Method::DELETE, &path, request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
     }
 
     async fn create_chat(&self, scope_id: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError> {
@@ -164,12 +171,12 @@ impl KommoApi for AmojoClient {
 
     async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError> {
         let path = format!("{scope_id}/typing");
-        self.call(reqwest::Method::POST, &path, request, RetryPolicy::EPHEMERAL).await.map(drop)
+        self.call(reqwest::Method::POST, &path, request, RetryPolicy::EPHEMERAL, TYPING_REQUEST_TIMEOUT).await.map(drop)
     }
 
     async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError> {
         let path = format!("{scope_id}/{}/delivery_status", request.msgid);
-        self.call(reqwest::Method::POST, &path, request, self.retry).await.map(drop)
+        self.call(reqwest::Method::POST, &path, request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
     }
 }
 
@@ -186,5 +193,7 @@ fn rejected(status: u16, body: &[u8]) -> KommoError {
     KommoError::Rejected { status, error_type: parsed.error_type, description: parsed.error_description }
 }
 
-/// Default per-attempt bound for amojo calls.
-pub const AMOJO_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per-attempt bound for amojo calls.
+pub const AMOJO_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Typing is worth little late: a short bound keeps the chat service's request quick.
+pub const TYPING_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);

@@ -105,7 +105,9 @@ impl Bridge {
                 msgid: kommo_msgid.to_owned(),
                 status: DeliveryStatus::Failed(DeliveryError::Internal),
             };
-            let _ = self.kommo.delivery_status(scope_id, &request).await;
+            // Best effort inside the webhook's budget: Kommo waits 5 s in all.
+            let report = self.kommo.delivery_status(scope_id, &request);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(1500), report).await;
             return Err(ApiError::internal());
         }
         tracing::info!(scope_id, kommo_msgid, "manager message accepted");
@@ -155,7 +157,7 @@ impl Bridge {
                     let failed = DeliveryStatus::Failed(DeliveryError::Internal);
                     return self.apply_status(scope_id, kommo_msgid, &failed, now).await;
                 }
-                let at = now + crate::outbound::wait_before_retry(&self.config.retry, next, None).as_millis() as i64;
+                let at = now + self.requeue_delay(next, None);
                 self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::RetryAt(at)).await?;
                 let again = DueWork::RelayManagerMessage {
                     scope_id: scope_id.to_owned(),
@@ -182,9 +184,8 @@ impl Bridge {
         match self.store.advance_status(scope_id, kommo_msgid, status, now).await? {
             StatusChange::Advanced { .. } => {
                 let request = DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: status.clone() };
-                self.timers
-                    .schedule(DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request }, now)
-                    .await?;
+                let report = DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt: 0 };
+                self.timers.schedule(report, now).await?;
             }
             StatusChange::Unchanged { current_rank } => {
                 tracing::info!(
@@ -199,17 +200,37 @@ impl Bridge {
         Ok(())
     }
 
-    /// Queued status call to Kommo; the client retries 429 (honouring `Retry-After`) and 5xx,
-    /// re-signing every attempt.
+    /// Queued status call to Kommo. The client retries 429 (honouring `Retry-After`) and 5xx a
+    /// few times, re-signing every attempt; past that, the call is queued again with backoff.
     pub(crate) async fn report_delivery_status(
         &self,
         scope_id: &str,
-        request: &DeliveryStatusRequest,
+        request: DeliveryStatusRequest,
+        attempt: u32,
     ) -> Result<(), DueError> {
-        if let Err(error) = self.kommo.delivery_status(scope_id, request).await {
-            tracing::error!(scope_id, kommo_msgid = %request.msgid, %error, "delivery status not reported to Kommo");
+        match self.kommo.delivery_status(scope_id, &request).await {
+            Ok(()) => Ok(()),
+            Err(KommoError::Unavailable { reason, retry_after, .. })
+                if attempt + 1 < self.config.retry.max_attempts =>
+            {
+                let at = self.clock.now_ms() + self.requeue_delay(attempt + 1, retry_after);
+                tracing::warn!(scope_id, kommo_msgid = %request.msgid, %reason, "delivery status queued again");
+                let again =
+                    DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt: attempt + 1 };
+                Ok(self.timers.schedule(again, at).await?)
+            }
+            Err(error) => {
+                tracing::error!(scope_id, kommo_msgid = %request.msgid, %error, "delivery status not reported to Kommo");
+                Ok(())
+            }
         }
-        Ok(())
+    }
+
+    /// Milliseconds before queued work is tried again: the backoff for `attempt`, or longer if
+    /// the peer asked for it.
+    fn requeue_delay(&self, attempt: u32, retry_after: Option<std::time::Duration>) -> i64 {
+        let backoff = crate::outbound::wait_before_retry(&self.config.retry, attempt, None);
+        backoff.max(retry_after.unwrap_or_default()).as_millis() as i64
     }
 
     /// The chat service's `message.status`.
@@ -331,9 +352,10 @@ impl Bridge {
                 self.store.link_incoming(scope_id, &message.msgid, &imported.new_message.msgid).await?;
                 tracing::info!(scope_id, msgid = %message.msgid, kommo_msgid = %imported.new_message.msgid, "client message imported");
             }
-            Err(KommoError::Unavailable { reason, .. }) if attempt + 1 < self.config.retry.max_attempts => {
-                let at = self.clock.now_ms()
-                    + crate::outbound::wait_before_retry(&self.config.retry, attempt + 1, None).as_millis() as i64;
+            Err(KommoError::Unavailable { reason, retry_after, .. })
+                if attempt + 1 < self.config.retry.max_attempts =>
+            {
+                let at = self.clock.now_ms() + self.requeue_delay(attempt + 1, retry_after);
                 tracing::warn!(scope_id, msgid = %message.msgid, %reason, "import failed; queued again");
                 let again = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: attempt + 1 };
                 self.timers.schedule(again, at).await?;

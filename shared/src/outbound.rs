@@ -44,13 +44,19 @@ pub enum Attempt<T> {
     Retry { status: Option<u16>, retry_after: Option<Duration>, reason: String },
 }
 
-/// The last failure when the attempts ran out.
+/// The last failure when the attempts ran out (or the peer asked for a longer pause than is
+/// worth waiting in process: `retry_after` then says how long).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exhausted {
     pub attempts: u32,
     pub status: Option<u16>,
     pub reason: String,
+    pub retry_after: Option<Duration>,
 }
+
+/// A `Retry-After` longer than this many times the policy's longest wait is not waited out in
+/// process: the caller gets it back and schedules the retry through the queue.
+const LONGEST_INLINE_WAIT_FACTOR: u32 = 5;
 
 /// Runs `attempt` until it is final or `policy` runs out, waiting between tries.
 /// `peer` names the other side in logs ("amojo", "chat service"), nothing more.
@@ -65,8 +71,9 @@ where
         match attempt().await {
             Attempt::Final(value) => return Ok(value),
             Attempt::Retry { status, retry_after, reason } => {
-                if tries >= policy.max_attempts {
-                    return Err(Exhausted { attempts: tries, status, reason });
+                let too_long = retry_after.is_some_and(|wait| wait > policy.max_delay * LONGEST_INLINE_WAIT_FACTOR);
+                if tries >= policy.max_attempts || too_long {
+                    return Err(Exhausted { attempts: tries, status, reason, retry_after });
                 }
                 let wait = wait_before_retry(&policy, tries, retry_after);
                 tracing::warn!(peer, attempt = tries, status, wait_ms = wait.as_millis() as u64, %reason, "outbound call failed; retrying");

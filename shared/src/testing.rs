@@ -174,7 +174,11 @@ impl KommoApi for NullOutbound {
             extra: Default::default(),
         })
     }
-    async fn import_message(&self, _: &str, request: &ImportMessageRequest) -> Result<ImportMessageResponse, KommoError> {
+    async fn import_message(
+        &self,
+        _: &str,
+        request: &ImportMessageRequest,
+    ) -> Result<ImportMessageResponse, KommoError> {
         Ok(ImportMessageResponse {
             new_message: ImportedMessage {
                 conversation_id: request.payload.conversation_id.clone(),

@@ -32,8 +32,13 @@ pub enum DueWork {
         webhook_id: String,
         attempt: u32,
     },
-    /// Tell Kommo a status change that stuck.
-    ReportDeliveryStatus { scope_id: String, request: DeliveryStatusRequest },
+    /// Tell Kommo a status change that stuck; `attempt` counts earlier tries.
+    ReportDeliveryStatus {
+        scope_id: String,
+        request: DeliveryStatusRequest,
+        #[serde(default)]
+        attempt: u32,
+    },
     /// Import a client's message into Kommo.
     ImportClientMessage { message: Box<ClientMessage>, attempt: u32 },
 }

@@ -90,6 +90,7 @@ async fn an_amojo_failure_on_typing_is_dropped_without_failing_the_event() {
         attempts: 2,
         status: Some(500),
         reason: "HTTP 500".into(),
+        retry_after: None,
     }]);
     assert_eq!(sim.chat_event(&client_typing("typing.started", "conv-1", None)).await.status(), 200);
 }

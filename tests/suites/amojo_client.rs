@@ -14,8 +14,9 @@ use shared::status::{DeliveryError, DeliveryStatus};
 use shared::time::SystemClock;
 use support::{Fake, unique};
 
+/// Quick backoff; a `Retry-After` up to 5 × 300 ms is waited out in process.
 const FAST_RETRIES: RetryPolicy =
-    RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(50) };
+    RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(300) };
 
 fn client_with(fake: &Fake, channel_id: &str, secret: &str) -> AmojoClient {
     let http = shared::outbound::http_client(Duration::from_secs(2));
@@ -158,4 +159,20 @@ async fn a_slow_amojo_times_out_and_is_retried() {
     let client = client_with(&amojo, "chan", &amojo.secret);
     client.typing(&scope, &typing("conv-1")).await.unwrap();
     assert_eq!(amojo.calls(&scope).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_long_retry_after_is_handed_back_to_the_queue_instead_of_waited_out() {
+    let amojo = Fake::amojo();
+    let scope = unique("chan_");
+    amojo.script(&scope, json!([{"status": 429, "headers": {"Retry-After": "30"}}])).await;
+    let client = client_with(&amojo, "chan", &amojo.secret);
+    let started = Instant::now();
+    let request = DeliveryStatusRequest { msgid: "kommo-1".into(), status: DeliveryStatus::Delivered };
+    let error = client.delivery_status(&scope, &request).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        matches!(error, KommoError::Unavailable { attempts: 1, retry_after: Some(wait), .. } if wait == Duration::from_secs(30)),
+        "{error:?}"
+    );
 }

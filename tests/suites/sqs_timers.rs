@@ -16,6 +16,17 @@ use shared::testing::{RecordingChat, RecordingKommo};
 use shared::time::{Clock, SystemClock};
 use shared::timers::{DueWork, SqsTimers, Timers, sqs_client_from_env};
 
+/// A client for the test's own receiving: long polls outlast the bridge's tight SDK timeouts.
+fn receiving_client() -> aws_sdk_sqs::Client {
+    let timeouts =
+        aws_sdk_sqs::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(30)).build();
+    let config = aws_sdk_sqs::config::Builder::from(&shared::aws::sdk_config())
+        .endpoint_url(support::required_env("TEST_SQS_ENDPOINT"))
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
 async fn fresh_queue(client: &aws_sdk_sqs::Client) -> String {
     let name = support::unique("bridge-timers-");
     client.create_queue().queue_name(name).send().await.expect("moto creates the queue").queue_url.unwrap()
@@ -39,9 +50,10 @@ fn check(scope: &str) -> DueWork {
 
 #[tokio::test]
 async fn a_timer_message_stays_invisible_until_it_falls_due() {
-    let client = sqs_client_from_env(Some(&support::required_env("TEST_SQS_ENDPOINT")));
+    let client = receiving_client();
     let queue = fresh_queue(&client).await;
-    let timers = SqsTimers::new(client.clone(), &queue, Arc::new(SystemClock));
+    let sender = sqs_client_from_env(Some(&support::required_env("TEST_SQS_ENDPOINT")));
+    let timers = SqsTimers::new(sender, &queue, Arc::new(SystemClock));
     let scheduled_at = Instant::now();
     timers.schedule(check("chan_a"), SystemClock.now_ms() + 2000).await.unwrap();
     assert!(receive(&client, &queue, 0).await.is_empty(), "not visible before it is due");
@@ -58,8 +70,9 @@ async fn a_timer_message_stays_invisible_until_it_falls_due() {
 
 #[tokio::test]
 async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadable_record() {
-    let client = sqs_client_from_env(Some(&support::required_env("TEST_SQS_ENDPOINT")));
+    let client = receiving_client();
     let queue = fresh_queue(&client).await;
+    let sender = sqs_client_from_env(Some(&support::required_env("TEST_SQS_ENDPOINT")));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = Arc::new(MemoryStore::new());
     let chat = Arc::new(RecordingChat::new(clock.clone()));
@@ -70,7 +83,7 @@ async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadab
         store: store.clone(),
         kommo: Arc::new(RecordingKommo::new(clock.clone())),
         chat: chat.clone(),
-        timers: Arc::new(SqsTimers::new(client.clone(), &queue, clock.clone())),
+        timers: Arc::new(SqsTimers::new(sender, &queue, clock.clone())),
     };
     // One lease that lapsed, one still live.
     let now = clock.now_ms();
