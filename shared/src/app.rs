@@ -79,6 +79,8 @@ impl Bridge {
         match matched.id {
             RouteId::KommoWebhook => self.kommo_webhook(matched.params[0], request).await,
             RouteId::ChatEvents => self.chat_event(request).await,
+            RouteId::ChatPresence => self.chat_presence(request).await,
+            RouteId::UiPresence | RouteId::UiRead => Ok(self.kommo_ui(matched.id, matched.params[0], request).await),
             RouteId::Healthz | RouteId::SinkAmojo | RouteId::SinkChat => {
                 Err(ApiError::not_found("no_route", format!("no route for {path}")))
             }
@@ -129,7 +131,10 @@ impl Bridge {
             }
             ChatEvent::MessageCreated(message) => self.on_client_message(message).await?,
             ChatEvent::MessageStatus(report) => self.on_message_status(report).await?,
-            ChatEvent::PresenceOnline(_) | ChatEvent::PresenceHeartbeat(_) | ChatEvent::PresenceOffline(_) => {}
+            ChatEvent::PresenceOnline(presence) | ChatEvent::PresenceHeartbeat(presence) => {
+                self.on_client_heartbeat(presence).await?
+            }
+            ChatEvent::PresenceOffline(presence) => self.on_client_offline(presence).await?,
         }
         tracing::info!(scope_id = event.scope_id(), kind = event.type_name(), "chat event accepted");
         Ok(json_response(StatusCode::OK, &serde_json::json!({"accepted": true})))

@@ -80,7 +80,35 @@ pub struct Config {
     /// When set, SQS at this endpoint (a local server) instead of AWS's.
     pub sqs_endpoint: Option<String>,
     pub retry: RetryPolicy,
+    pub presence: PresenceSettings,
+    pub privacy: Privacy,
+    /// Kommo accounts this deployment serves: numeric account id (in the Kommo UI's one-time
+    /// tokens) → amojo account id (in scope ids), from `KOMMO_ACCOUNTS`.
+    pub accounts: Vec<(String, String)>,
+    /// Origins the Kommo UI widget may call from (`KOMMO_UI_ORIGINS`), `*` standing for one
+    /// DNS label or a port.
+    pub ui_origins: Vec<String>,
 }
+
+/// Presence windows, from `PRESENCE_WINDOW_S` and `PRESENCE_GRACE_S`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceSettings {
+    /// Online means a heartbeat within this window.
+    pub window_ms: i64,
+    /// A manager's `left` becomes an offline push only after this long without `viewing`.
+    pub grace_ms: i64,
+}
+
+/// Per-deployment switches; off, the bridge forwards nothing of that kind and never invents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privacy {
+    pub forward_manager_typing: bool,
+    pub forward_read_receipts: bool,
+    pub forward_manager_presence: bool,
+}
+
+pub const DEFAULT_UI_ORIGINS: &str = "https://*.kommo.com,https://*.amocrm.ru,https://*.amocrm.com";
+const LOCAL_UI_ORIGINS: &str = "http://localhost:*,http://127.0.0.1:*";
 
 /// A variable that is missing or malformed, named so the operator can fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +151,10 @@ impl Config {
             ),
             sqs_endpoint: url(env, "SQS_ENDPOINT")?,
             retry: retry_policy(env)?,
+            presence: presence_settings(env)?,
+            privacy: privacy(env)?,
+            accounts: accounts(env, None)?,
+            ui_origins: list(env, "KOMMO_UI_ORIGINS").unwrap_or_else(|| split_list(DEFAULT_UI_ORIGINS)),
         })
     }
 
@@ -171,8 +203,26 @@ impl Config {
             timer_queue_url: url(env, "TIMER_QUEUE_URL")?,
             sqs_endpoint: url(env, "SQS_ENDPOINT")?,
             retry: retry_policy(env)?,
+            presence: presence_settings(env)?,
+            privacy: privacy(env)?,
+            accounts: accounts(env, Some(&mut defaults))?,
+            ui_origins: list(env, "KOMMO_UI_ORIGINS")
+                .unwrap_or_else(|| split_list(&format!("{DEFAULT_UI_ORIGINS},{LOCAL_UI_ORIGINS}"))),
         };
         Ok((config, defaults))
+    }
+
+    /// The scope of a Kommo account named by its numeric id (a one-time token's `account_id`).
+    pub fn scope_of_account(&self, account_id: &str) -> Option<String> {
+        self.accounts
+            .iter()
+            .find(|(numeric, _)| numeric == account_id)
+            .map(|(_, amojo)| format!("{}_{amojo}", self.channel_id))
+    }
+
+    /// Whether the Kommo UI may call from `origin`.
+    pub fn ui_origin_allowed(&self, origin: &str) -> bool {
+        self.ui_origins.iter().any(|pattern| origin_matches(pattern, origin))
     }
 
     /// The scope ids of this channel are `{channel_id}_{account_id}`.
@@ -230,6 +280,94 @@ fn retry_policy(env: &dyn Fn(&str) -> Option<String>) -> Result<RetryPolicy, Con
         policy.base_delay = Duration::from_millis(ms);
     }
     Ok(policy)
+}
+
+fn list(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Vec<String>> {
+    non_empty(env, name).map(|text| split_list(&text))
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+}
+
+/// `https://*.kommo.com` matches `https://acme.kommo.com`; `http://localhost:*` any port.
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == origin,
+        Some((head, tail)) => {
+            origin.len() > head.len() + tail.len()
+                && origin.starts_with(head)
+                && origin.ends_with(tail)
+                && origin[head.len()..origin.len() - tail.len()].chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        }
+    }
+}
+
+fn whole_seconds(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: i64,
+    max: i64,
+) -> Result<i64, ConfigError> {
+    match non_empty(env, name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|s| (1..=max).contains(s))
+            .ok_or_else(|| ConfigError::new(name, format!("must be whole seconds from 1 to {max}"))),
+    }
+}
+
+fn presence_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<PresenceSettings, ConfigError> {
+    Ok(PresenceSettings {
+        window_ms: whole_seconds(env, "PRESENCE_WINDOW_S", 60, 3600)? * 1000,
+        grace_ms: whole_seconds(env, "PRESENCE_GRACE_S", 5, 300)? * 1000,
+    })
+}
+
+fn switch(env: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match non_empty(env, name).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("true" | "1" | "on" | "yes") => Ok(true),
+        Some("false" | "0" | "off" | "no") => Ok(false),
+        Some(_) => Err(ConfigError::new(name, "must be true or false")),
+    }
+}
+
+fn privacy(env: &dyn Fn(&str) -> Option<String>) -> Result<Privacy, ConfigError> {
+    Ok(Privacy {
+        forward_manager_typing: switch(env, "FORWARD_MANAGER_TYPING")?,
+        forward_read_receipts: switch(env, "FORWARD_READ_RECEIPTS")?,
+        forward_manager_presence: switch(env, "FORWARD_MANAGER_PRESENCE")?,
+    })
+}
+
+/// `KOMMO_ACCOUNTS`: `numeric_id:amojo_id` pairs, comma-separated. Locally, one made-up account.
+fn accounts(
+    env: &dyn Fn(&str) -> Option<String>,
+    local: Option<&mut LocalDefaults>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(entries) = list(env, "KOMMO_ACCOUNTS") else {
+        return Ok(match local {
+            Some(defaults) => {
+                defaults.generated.push("KOMMO_ACCOUNTS");
+                vec![("1".into(), "local-account".into())]
+            }
+            None => Vec::new(),
+        });
+    };
+    entries
+        .iter()
+        .map(|entry| match entry.split_once(':') {
+            Some((numeric, amojo)) if !numeric.trim().is_empty() && !amojo.trim().is_empty() => {
+                Ok((numeric.trim().to_owned(), amojo.trim().to_owned()))
+            }
+            _ => Err(ConfigError::new(
+                "KOMMO_ACCOUNTS",
+                "must list numeric_account_id:amojo_account_id pairs, comma-separated",
+            )),
+        })
+        .collect()
 }
 
 /// Random bytes from the operating system.
@@ -301,6 +439,45 @@ mod tests {
         assert_eq!(config.account_of_scope("chan_"), None);
         assert_eq!(config.account_of_scope("other_acc-1"), None);
         assert_eq!(config.account_of_scope("channel_acc"), None);
+    }
+
+    #[test]
+    fn kommo_ui_origins_match_one_label_or_a_port() {
+        let (config, _) = Config::from_env_local(&env_of(&[]), "http://x").unwrap();
+        for allowed in
+            ["https://acme.kommo.com", "https://acme.amocrm.ru", "http://localhost:8080", "http://127.0.0.1:3000"]
+        {
+            assert!(config.ui_origin_allowed(allowed), "{allowed}");
+        }
+        for refused in [
+            "https://kommo.com",
+            "https://evil.com/.kommo.com",
+            "https://a.b.kommo.com",
+            "http://acme.kommo.com",
+            "null",
+        ] {
+            assert!(!config.ui_origin_allowed(refused), "{refused}");
+        }
+        let strict = Config::from_env_strict(&env_of(FULL)).unwrap();
+        assert!(!strict.ui_origin_allowed("http://localhost:8080"), "deployed: Kommo's domains only by default");
+    }
+
+    #[test]
+    fn accounts_switches_and_windows_are_read_or_refused_by_name() {
+        let mut env: Vec<_> = FULL.to_vec();
+        env.extend([("KOMMO_ACCOUNTS", "31000001:af99, 31000002:bc11"), ("FORWARD_READ_RECEIPTS", "off")]);
+        let config = Config::from_env_strict(&env_of(&env)).unwrap();
+        assert_eq!(config.scope_of_account("31000002").as_deref(), Some("chan_bc11"));
+        assert_eq!(config.scope_of_account("1"), None);
+        assert!(!config.privacy.forward_read_receipts && config.privacy.forward_manager_typing);
+        assert_eq!((config.presence.window_ms, config.presence.grace_ms), (60_000, 5000));
+        for (name, bad) in
+            [("KOMMO_ACCOUNTS", "31000001"), ("FORWARD_MANAGER_TYPING", "maybe"), ("PRESENCE_WINDOW_S", "0")]
+        {
+            let mut env: Vec<_> = FULL.to_vec();
+            env.push((name, bad));
+            assert_eq!(Config::from_env_strict(&env_of(&env)).unwrap_err().variable, name);
+        }
     }
 
     #[test]

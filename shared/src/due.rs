@@ -26,6 +26,9 @@ impl Bridge {
             DueWork::ManagerTypingCheck { scope_id, conversation_id, manager_id } => {
                 self.check_manager_typing(&scope_id, &conversation_id, &manager_id).await
             }
+            DueWork::ManagerPresenceCheck { scope_id, conversation_id, manager_id } => {
+                self.check_manager_presence(&scope_id, &conversation_id, &manager_id).await
+            }
             DueWork::ClientTypingRefresh { scope_id, conversation_id, user_id } => {
                 self.refresh_client_typing(&scope_id, &conversation_id, &user_id).await
             }

@@ -75,9 +75,14 @@ impl Bridge {
             tracing::info!(scope_id, kommo_msgid, "manager message already recorded; duplicate ignored");
             return Ok(());
         }
-        if message.conversation.client_id.as_deref().is_some_and(|id| !id.is_empty()) {
-            self.store.remember_chat(scope_id, conversation_id, &message.conversation.id).await.map_err(store_fault)?;
-        }
+        // What the webhook tells of the conversation: Kommo's chat id (what the Kommo UI sees)
+        // and the client, so the UI can ask about either.
+        let client_user_id = message.receiver.client_id.as_deref().filter(|id| !id.is_empty());
+        let kommo_chat_id = (message.conversation.id != conversation_id).then_some(message.conversation.id.as_str());
+        self.store
+            .remember_conversation(scope_id, conversation_id, kommo_chat_id, client_user_id)
+            .await
+            .map_err(store_fault)?;
         let manager = ManagerRef { id: message.sender.id.clone(), name: message.sender.name.clone() };
         let typing_stopped = self.end_manager_typing(scope_id, conversation_id, &manager).await?;
         let event = BridgeEvent::MessageCreated {
@@ -298,7 +303,7 @@ impl Bridge {
         let now = self.clock.now_ms();
         if !self
             .store
-            .insert_incoming(scope_id, &message.msgid, &message.conversation_id, now)
+            .insert_incoming(scope_id, &message.msgid, &message.conversation_id, message.timestamp_ms)
             .await
             .map_err(store_fault)?
         {
@@ -321,14 +326,20 @@ impl Bridge {
         }
         let sender = participant(&message.user);
         let outcome = async {
-            if self.store.kommo_chat_id(scope_id, &message.conversation_id).await?.is_none() {
+            let known = self.store.find_conversation(scope_id, &message.conversation_id).await?;
+            if known.and_then(|conversation| conversation.kommo_chat_id).is_none() {
                 let request = CreateChatRequest {
                     conversation_id: message.conversation_id.clone(),
                     source: None,
                     user: sender.clone(),
                 };
                 match self.kommo.create_chat(scope_id, &request).await {
-                    Ok(chat) => self.store.remember_chat(scope_id, &message.conversation_id, &chat.id).await?,
+                    Ok(chat) => {
+                        let client = Some(message.user.id.as_str());
+                        self.store
+                            .remember_conversation(scope_id, &message.conversation_id, Some(&chat.id), client)
+                            .await?
+                    }
                     Err(error) => return Ok(Err(error)),
                 }
             }

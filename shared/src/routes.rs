@@ -19,7 +19,10 @@ pub enum EntryPoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteId {
     KommoWebhook,
+    UiPresence,
+    UiRead,
     ChatEvents,
+    ChatPresence,
     Healthz,
     SinkAmojo,
     SinkChat,
@@ -34,34 +37,27 @@ pub struct RouteDef {
     pub served_by: EntryPoint,
 }
 
-pub static ROUTES: [RouteDef; 6] = [
-    RouteDef {
-        method: Method::POST,
-        template: "/kommo/webhook/{scope_id}",
-        id: RouteId::KommoWebhook,
-        served_by: EntryPoint::KommoWebhook,
-    },
-    RouteDef {
-        method: Method::POST,
-        template: "/chat/events",
-        id: RouteId::ChatEvents,
-        served_by: EntryPoint::ChatCallback,
-    },
-    RouteDef { method: Method::GET, template: "/healthz", id: RouteId::Healthz, served_by: EntryPoint::DevServer },
-    RouteDef {
-        method: Method::POST,
-        template: "/_sink/amojo/{path}",
-        id: RouteId::SinkAmojo,
-        served_by: EntryPoint::DevServer,
-    },
-    RouteDef {
-        method: Method::DELETE,
-        template: "/_sink/amojo/{path}",
-        id: RouteId::SinkAmojo,
-        served_by: EntryPoint::DevServer,
-    },
-    RouteDef { method: Method::POST, template: "/_sink/chat", id: RouteId::SinkChat, served_by: EntryPoint::DevServer },
+const UI_PRESENCE: &str = "/kommo/ui/conversations/{conversation_id}/presence";
+const UI_READ: &str = "/kommo/ui/conversations/{conversation_id}/read";
+
+pub static ROUTES: [RouteDef; 12] = [
+    route(Method::POST, "/kommo/webhook/{scope_id}", RouteId::KommoWebhook, EntryPoint::KommoWebhook),
+    route(Method::GET, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),
+    route(Method::POST, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),
+    route(Method::OPTIONS, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),
+    route(Method::POST, UI_READ, RouteId::UiRead, EntryPoint::KommoWebhook),
+    route(Method::OPTIONS, UI_READ, RouteId::UiRead, EntryPoint::KommoWebhook),
+    route(Method::POST, "/chat/events", RouteId::ChatEvents, EntryPoint::ChatCallback),
+    route(Method::GET, "/chat/presence", RouteId::ChatPresence, EntryPoint::ChatCallback),
+    route(Method::GET, "/healthz", RouteId::Healthz, EntryPoint::DevServer),
+    route(Method::POST, "/_sink/amojo/{path}", RouteId::SinkAmojo, EntryPoint::DevServer),
+    route(Method::DELETE, "/_sink/amojo/{path}", RouteId::SinkAmojo, EntryPoint::DevServer),
+    route(Method::POST, "/_sink/chat", RouteId::SinkChat, EntryPoint::DevServer),
 ];
+
+const fn route(method: Method, template: &'static str, id: RouteId, served_by: EntryPoint) -> RouteDef {
+    RouteDef { method, template, id, served_by }
+}
 
 /// A matched route and its path parameters, in template order.
 #[derive(Debug, PartialEq, Eq)]

@@ -19,6 +19,8 @@ use crate::models::kommo::DeliveryStatusRequest;
 pub enum DueWork {
     /// A manager's typing lease may have lapsed: end it once and tell the chat service.
     ManagerTypingCheck { scope_id: String, conversation_id: String, manager_id: String },
+    /// A manager's presence window may have lapsed (or they left): push offline once.
+    ManagerPresenceCheck { scope_id: String, conversation_id: String, manager_id: String },
     /// Keep Kommo's client-typing indicator up while the client's lease lives.
     ClientTypingRefresh { scope_id: String, conversation_id: String, user_id: String },
     /// Deliver an event to the chat service; `attempt` counts earlier tries.
@@ -48,6 +50,7 @@ impl DueWork {
         match self {
             Self::ManagerTypingCheck { .. } => "manager_typing_check",
             Self::ClientTypingRefresh { .. } => "client_typing_refresh",
+            Self::ManagerPresenceCheck { .. } => "manager_presence_check",
             Self::DeliverChatEvent { .. } => "deliver_chat_event",
             Self::RelayManagerMessage { .. } => "relay_manager_message",
             Self::ReportDeliveryStatus { .. } => "report_delivery_status",

@@ -42,6 +42,9 @@ impl Bridge {
     /// Kommo's manager-typing webhook: one conditional write; on a new lease, `typing.started`
     /// is queued for the chat service and the expiry timer set.
     pub(crate) async fn on_manager_typing(&self, scope_id: &str, typing: &TypingAction) -> Result<(), ApiError> {
+        if !self.config.privacy.forward_manager_typing {
+            return Ok(());
+        }
         let now = self.clock.now_ms();
         let kommo_expiry_ms = typing.expired_at.saturating_mul(1000);
         if kommo_expiry_ms <= now {

@@ -136,6 +136,13 @@ fn announce_local_defaults(config: &Config, defaults: &LocalDefaults) {
             "KOMMO_INTEGRATION_SECRET" => config.integration_secret.expose().to_owned(),
             "CHAT_SERVICE_URL" => format!("{} (the built-in sink)", config.chat_service_url),
             "CHAT_SERVICE_SECRET" => config.chat_service_secret.expose(),
+            "KOMMO_ACCOUNTS" => {
+                let (numeric, amojo) = &config.accounts[0];
+                format!(
+                    "{numeric}:{amojo} (Kommo UI tokens with account_id {numeric} act for scope {}_{amojo})",
+                    config.channel_id
+                )
+            }
             _ => continue,
         };
         println!("  {name}={value}");

@@ -27,7 +27,9 @@ macro_rules! store_conformance_tests {
             a_status_names_a_message_by_the_chat_services_id_once_relayed,
             read_up_to_lists_a_conversations_messages_newest_first,
             a_client_message_is_recorded_once_and_linked,
-            conversations_map_both_ways,
+            conversations_are_found_by_either_id_and_read_marks_only_move_forward,
+            the_newest_client_message_of_a_conversation_is_found,
+            a_presence_push_is_due_only_when_what_was_told_changes,
             a_dedupe_key_is_claimed_once_until_it_lapses,
             scopes_never_see_each_other);
     };
@@ -302,13 +304,55 @@ pub async fn a_client_message_is_recorded_once_and_linked(store: &dyn Store) {
     assert_eq!(store.incoming_kommo_msgid(&scope, "chat-7").await.unwrap().as_deref(), Some("kommo-7"));
 }
 
-pub async fn conversations_map_both_ways(store: &dyn Store) {
+pub async fn conversations_are_found_by_either_id_and_read_marks_only_move_forward(store: &dyn Store) {
     let scope = fresh_scope();
-    assert_eq!(store.kommo_chat_id(&scope, "conv-1").await.unwrap(), None);
-    store.remember_chat(&scope, "conv-1", "kommo-chat-1").await.unwrap();
-    assert_eq!(store.kommo_chat_id(&scope, "conv-1").await.unwrap().as_deref(), Some("kommo-chat-1"));
-    assert_eq!(store.conversation_for_chat(&scope, "kommo-chat-1").await.unwrap().as_deref(), Some("conv-1"));
-    assert_eq!(store.conversation_for_chat(&fresh_scope(), "kommo-chat-1").await.unwrap(), None);
+    assert_eq!(store.find_conversation(&scope, "conv-1").await.unwrap(), None);
+    store.remember_conversation(&scope, "conv-1", Some("kommo-chat-1"), None).await.unwrap();
+    store.remember_conversation(&scope, "conv-1", None, Some("client-1")).await.unwrap();
+    let expected = ConversationInfo {
+        conversation_id: "conv-1".into(),
+        kommo_chat_id: Some("kommo-chat-1".into()),
+        client_user_id: Some("client-1".into()),
+    };
+    assert_eq!(store.find_conversation(&scope, "conv-1").await.unwrap(), Some(expected.clone()));
+    assert_eq!(store.find_conversation(&scope, "kommo-chat-1").await.unwrap(), Some(expected), "by Kommo's chat id");
+    assert_eq!(store.find_conversation(&fresh_scope(), "kommo-chat-1").await.unwrap(), None);
+
+    assert!(store.advance_read_mark(&scope, "conv-1", 1000, "chat-b").await.unwrap());
+    assert!(!store.advance_read_mark(&scope, "conv-1", 1000, "chat-b").await.unwrap(), "the same mark again");
+    assert!(!store.advance_read_mark(&scope, "conv-1", 900, "chat-z").await.unwrap(), "an older message");
+    assert!(store.advance_read_mark(&scope, "conv-1", 1000, "chat-c").await.unwrap());
+    assert!(store.advance_read_mark(&scope, "conv-1", 2000, "chat-a").await.unwrap());
+    assert_eq!(
+        store.find_conversation(&scope, "conv-1").await.unwrap().unwrap().kommo_chat_id.as_deref(),
+        Some("kommo-chat-1")
+    );
+}
+
+pub async fn the_newest_client_message_of_a_conversation_is_found(store: &dyn Store) {
+    let scope = fresh_scope();
+    assert_eq!(store.newest_incoming(&scope, "conv-1").await.unwrap(), None);
+    store.insert_incoming(&scope, "chat-2", "conv-1", 2000).await.unwrap();
+    store.insert_incoming(&scope, "chat-1", "conv-1", 1000).await.unwrap();
+    store.insert_incoming(&scope, "chat-9", "conv-2", 9000).await.unwrap();
+    assert_eq!(store.newest_incoming(&scope, "conv-1").await.unwrap(), Some((2000, "chat-2".into())));
+}
+
+pub async fn a_presence_push_is_due_only_when_what_was_told_changes(store: &dyn Store) {
+    let scope = fresh_scope();
+    assert!(store.mark_pushed(&scope, "manager:conv-1", "42", true).await.unwrap());
+    assert!(!store.mark_pushed(&scope, "manager:conv-1", "42", true).await.unwrap());
+    assert!(store.mark_pushed(&scope, "manager:conv-1", "43", true).await.unwrap(), "per device");
+    assert!(store.mark_pushed(&scope, "manager:conv-1", "42", false).await.unwrap());
+    assert!(!store.mark_pushed(&scope, "manager:conv-1", "42", false).await.unwrap());
+    let now = base_ms();
+    let key =
+        |device: &str| PresenceKey { scope_id: scope.clone(), subject: "manager:conv-1".into(), device: device.into() };
+    store.heartbeat(&key("42"), now, 60_000, 30_000).await.unwrap();
+    store.heartbeat(&key("43"), now - 70_000, 60_000, 30_000).await.unwrap();
+    let devices = store.presence_devices(&scope, "manager:conv-1", now).await.unwrap();
+    let online: Vec<(&str, bool)> = devices.iter().map(|(d, v)| (d.as_str(), v.online)).collect();
+    assert_eq!(online, vec![("42", true), ("43", false)]);
 }
 
 pub async fn a_dedupe_key_is_claimed_once_until_it_lapses(store: &dyn Store) {

@@ -4,10 +4,12 @@
 //! |---------------|--------------------------------------|-----------|
 //! | typing lease  | `{scope}#typing#{conversation}`      | holder    |
 //! | presence      | `{scope}#presence#{subject}`         | device    |
+//! | pushed state  | `{scope}#pushed#{subject}`           | device    |
 //! | message       | `{scope}#msg#{kommo msgid}`          | `msg`     |
 //! | its index     | `{scope}#out#{conversation}`         | `{created_at_ms:015}#{kommo msgid}` |
 //! | its chat name | `{scope}#chatmsg#{chat msgid}`       | `alias`   |
 //! | client message| `{scope}#in#{chat msgid}`            | `in`      |
+//! | client inbox  | `{scope}#inbox#{conversation}`       | `{sent_at_ms:015}#{chat msgid}` |
 //! | conversation  | `{scope}#conv#{conversation}`        | `conv`    |
 //! | Kommo chat    | `{scope}#chat#{kommo chat id}`       | `chat`    |
 //! | dedupe key    | `{scope}#dedupe#{key}`               | `dedupe`  |
@@ -350,7 +352,12 @@ impl PresenceWindows for DynamoStore {
         conditional(result)
     }
 
-    async fn presence(&self, scope_id: &str, subject: &str, now_ms: i64) -> Result<PresenceView, StoreError> {
+    async fn presence_devices(
+        &self,
+        scope_id: &str,
+        subject: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(String, PresenceView)>, StoreError> {
         self.ops.read();
         let output = self
             .client
@@ -363,13 +370,37 @@ impl PresenceWindows for DynamoStore {
             .await
             .map_err(unavailable)?;
         let now_s = now_ms.div_euclid(1000);
-        let windows = output
+        Ok(output
             .items()
             .iter()
             // Expired but not yet collected by TTL: gone, whatever DynamoDB still returns.
             .filter(|item| num(item, TTL_ATTRIBUTE).is_some_and(|ttl| ttl > now_s))
-            .filter_map(|item| Some((num(item, "last_seen_at_ms")?, num(item, "online_until_ms")?)));
-        Ok(super::memory::view_of(windows, now_ms))
+            .filter_map(|item| {
+                let view =
+                    PresenceView::of_window(num(item, "last_seen_at_ms")?, num(item, "online_until_ms")?, now_ms);
+                Some((text(item, "sk")?, view))
+            })
+            .collect())
+    }
+
+    async fn mark_pushed(&self, scope_id: &str, subject: &str, device: &str, online: bool) -> Result<bool, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{scope_id}#pushed#{subject}")))
+            .key("sk", s(device))
+            .update_expression("SET pushed_online = :online, expires_at = :ttl")
+            .condition_expression("attribute_not_exists(pushed_online) OR pushed_online <> :online")
+            .expression_attribute_values(":online", AttributeValue::Bool(online))
+            .expression_attribute_values(
+                ":ttl",
+                n(ttl_seconds(crate::time::Clock::now_ms(&crate::time::SystemClock), PRESENCE_RETENTION_S)),
+            )
+            .send()
+            .await;
+        conditional(result)
     }
 }
 
@@ -592,22 +623,62 @@ impl MessageRecords for DynamoStore {
         scope_id: &str,
         chat_msgid: &str,
         conversation_id: &str,
-        now_ms: i64,
+        sent_at_ms: i64,
     ) -> Result<bool, StoreError> {
         self.ops.write();
-        let result = self
-            .client
-            .put_item()
+        let ttl = n(ttl_seconds(sent_at_ms.max(0), MESSAGE_RETENTION_S));
+        let message = Put::builder()
             .table_name(&self.table)
             .item("pk", s(format!("{scope_id}#in#{chat_msgid}")))
             .item("sk", s("in"))
             .item("conversation_id", s(conversation_id))
-            .item("created_at_ms", n(now_ms))
-            .item(TTL_ATTRIBUTE, n(ttl_seconds(now_ms, MESSAGE_RETENTION_S)))
+            .item("sent_at_ms", n(sent_at_ms))
+            .item(TTL_ATTRIBUTE, ttl.clone())
             .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(corrupt)?;
+        let index = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("{scope_id}#inbox#{conversation_id}")))
+            .item("sk", s(format!("{:015}#{chat_msgid}", sent_at_ms.max(0))))
+            .item("chat_msgid", s(chat_msgid))
+            .item("sent_at_ms", n(sent_at_ms))
+            .item(TTL_ATTRIBUTE, ttl)
+            .build()
+            .map_err(corrupt)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(message).build())
+            .transact_items(TransactWriteItem::builder().put(index).build())
             .send()
             .await;
-        conditional(result)
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if condition_cancelled(e.err()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn newest_incoming(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        self.ops.read();
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("{scope_id}#inbox#{conversation_id}")))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.items().first().and_then(|item| Some((num(item, "sent_at_ms")?, text(item, "chat_msgid")?))))
     }
 
     async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError> {
@@ -633,45 +704,86 @@ impl MessageRecords for DynamoStore {
 
 #[async_trait]
 impl Conversations for DynamoStore {
-    async fn kommo_chat_id(&self, scope_id: &str, conversation_id: &str) -> Result<Option<String>, StoreError> {
-        let item = self.get_item(format!("{scope_id}#conv#{conversation_id}"), "conv").await?;
-        Ok(item.and_then(|item| text(&item, "kommo_chat_id")))
-    }
-
-    async fn conversation_for_chat(&self, scope_id: &str, kommo_chat_id: &str) -> Result<Option<String>, StoreError> {
-        let item = self.get_item(format!("{scope_id}#chat#{kommo_chat_id}"), "chat").await?;
-        Ok(item.and_then(|item| text(&item, "conversation_id")))
-    }
-
-    async fn remember_chat(
+    async fn remember_conversation(
         &self,
         scope_id: &str,
         conversation_id: &str,
-        kommo_chat_id: &str,
+        kommo_chat_id: Option<&str>,
+        client_user_id: Option<&str>,
     ) -> Result<(), StoreError> {
+        let mut sets = vec!["conversation_id = :conv"];
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{scope_id}#conv#{conversation_id}")))
+            .key("sk", s("conv"))
+            .expression_attribute_values(":conv", s(conversation_id));
+        if let Some(chat_id) = kommo_chat_id {
+            sets.push("kommo_chat_id = :chat");
+            update = update.expression_attribute_values(":chat", s(chat_id));
+        }
+        if let Some(user_id) = client_user_id {
+            sets.push("client_user_id = :client");
+            update = update.expression_attribute_values(":client", s(user_id));
+        }
         self.ops.write();
-        let forward = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s(format!("{scope_id}#conv#{conversation_id}")))
-            .item("sk", s("conv"))
-            .item("kommo_chat_id", s(kommo_chat_id))
-            .build()
-            .map_err(corrupt)?;
-        let backward = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s(format!("{scope_id}#chat#{kommo_chat_id}")))
-            .item("sk", s("chat"))
-            .item("conversation_id", s(conversation_id))
-            .build()
-            .map_err(corrupt)?;
-        self.client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(forward).build())
-            .transact_items(TransactWriteItem::builder().put(backward).build())
-            .send()
-            .await
-            .map_err(unavailable)?;
+        update.update_expression(format!("SET {}", sets.join(", "))).send().await.map_err(unavailable)?;
+        if let Some(chat_id) = kommo_chat_id {
+            self.ops.write();
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("{scope_id}#chat#{chat_id}")))
+                .item("sk", s("chat"))
+                .item("conversation_id", s(conversation_id))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(())
+    }
+
+    async fn find_conversation(&self, scope_id: &str, id: &str) -> Result<Option<ConversationInfo>, StoreError> {
+        let mut item = self.get_item(format!("{scope_id}#conv#{id}"), "conv").await?;
+        if item.is_none() {
+            // Not the integration's id: maybe Kommo's chat id.
+            let alias = self.get_item(format!("{scope_id}#chat#{id}"), "chat").await?;
+            if let Some(conversation_id) = alias.and_then(|alias| text(&alias, "conversation_id")) {
+                item = self.get_item(format!("{scope_id}#conv#{conversation_id}"), "conv").await?;
+            }
+        }
+        Ok(item.map(|item| ConversationInfo {
+            conversation_id: text(&item, "conversation_id").unwrap_or_default(),
+            kommo_chat_id: text(&item, "kommo_chat_id"),
+            client_user_id: text(&item, "client_user_id"),
+        }))
+    }
+
+    async fn advance_read_mark(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        sent_at_ms: i64,
+        chat_msgid: &str,
+    ) -> Result<bool, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{scope_id}#conv#{conversation_id}")))
+            .key("sk", s("conv"))
+            .update_expression("SET read_mark_ms = :ms, read_mark_msgid = :id, conversation_id = :conv")
+            .condition_expression(
+                "attribute_not_exists(read_mark_ms) OR read_mark_ms < :ms OR (read_mark_ms = :ms AND read_mark_msgid < :id)",
+            )
+            .expression_attribute_values(":ms", n(sent_at_ms))
+            .expression_attribute_values(":id", s(chat_msgid))
+            .expression_attribute_values(":conv", s(conversation_id))
+            .send()
+            .await;
+        conditional(result)
     }
 }
 

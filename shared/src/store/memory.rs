@@ -24,9 +24,18 @@ struct State {
     outgoing: HashMap<(String, String), std::collections::BTreeSet<(i64, String)>>,
     chat_msgids: HashMap<(String, String), String>,
     incoming: HashMap<(String, String), Option<String>>,
-    chats: HashMap<(String, String), String>,
+    /// (scope, conversation) → (sent_at_ms, chat msgid) of its client messages.
+    inbox: HashMap<(String, String), std::collections::BTreeSet<(i64, String)>>,
+    conversations: HashMap<(String, String), StoredConversation>,
     chats_by_kommo_id: HashMap<(String, String), String>,
+    pushed: HashMap<(String, String, String), bool>,
     dedupe: HashMap<(String, String), i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct StoredConversation {
+    info: ConversationInfo,
+    read_mark: Option<(i64, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +173,7 @@ impl PresenceWindows for MemoryStore {
     ) -> Result<HeartbeatOutcome, StoreError> {
         self.ops.read();
         let mut state = self.state();
-        let devices = state.presence.entry((key.scope_id.clone(), key.subject.clone())).or_default();
+        let devices = state.presence.entry(slot(&key.scope_id, &key.subject)).or_default();
         let current = devices.get(&key.device).copied();
         let online = current.is_some_and(|w| w.online_until_ms > now_ms);
         if online && current.is_some_and(|w| w.last_seen_at_ms > now_ms - coalesce_ms) {
@@ -181,7 +190,7 @@ impl PresenceWindows for MemoryStore {
         let mut state = self.state();
         let window = state
             .presence
-            .get_mut(&(key.scope_id.clone(), key.subject.clone()))
+            .get_mut(&slot(&key.scope_id, &key.subject))
             .and_then(|devices| devices.get_mut(&key.device))
             .filter(|w| w.online_until_ms > now_ms);
         match window {
@@ -193,26 +202,35 @@ impl PresenceWindows for MemoryStore {
         }
     }
 
-    async fn presence(&self, scope_id: &str, subject: &str, now_ms: i64) -> Result<PresenceView, StoreError> {
+    async fn presence_devices(
+        &self,
+        scope_id: &str,
+        subject: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(String, PresenceView)>, StoreError> {
         self.ops.read();
         let state = self.state();
-        let windows = state.presence.get(&(scope_id.to_owned(), subject.to_owned()));
-        Ok(windows.map_or_else(PresenceView::default, |devices| {
-            view_of(devices.values().map(|w| (w.last_seen_at_ms, w.online_until_ms)), now_ms)
-        }))
+        let Some(devices) = state.presence.get(&slot(scope_id, subject)) else {
+            return Ok(Vec::new());
+        };
+        let mut views: Vec<_> = devices
+            .iter()
+            .map(|(device, w)| (device.clone(), PresenceView::of_window(w.last_seen_at_ms, w.online_until_ms, now_ms)))
+            .collect();
+        views.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(views)
     }
-}
 
-/// Folds device windows into one view: online if any device is, last seen the latest.
-pub(crate) fn view_of(windows: impl Iterator<Item = (i64, i64)>, now_ms: i64) -> PresenceView {
-    windows.fold(PresenceView::default(), |view, (last_seen, until)| {
-        let live = until > now_ms;
-        PresenceView {
-            online: view.online || live,
-            last_seen_at_ms: view.last_seen_at_ms.max(Some(last_seen)),
-            online_until_ms: if live { view.online_until_ms.max(Some(until)) } else { view.online_until_ms },
+    async fn mark_pushed(&self, scope_id: &str, subject: &str, device: &str, online: bool) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let key = (scope_id.to_owned(), subject.to_owned(), device.to_owned());
+        let changed = state.pushed.get(&key) != Some(&online);
+        if changed {
+            state.pushed.insert(key, online);
         }
-    })
+        Ok(changed)
+    }
 }
 
 fn slot(scope_id: &str, id: &str) -> (String, String) {
@@ -343,8 +361,8 @@ impl MessageRecords for MemoryStore {
         &self,
         scope_id: &str,
         chat_msgid: &str,
-        _conversation_id: &str,
-        _now_ms: i64,
+        conversation_id: &str,
+        sent_at_ms: i64,
     ) -> Result<bool, StoreError> {
         self.ops.write();
         let mut state = self.state();
@@ -353,7 +371,17 @@ impl MessageRecords for MemoryStore {
             return Ok(false);
         }
         state.incoming.insert(key, None);
+        state.inbox.entry(slot(scope_id, conversation_id)).or_default().insert((sent_at_ms, chat_msgid.to_owned()));
         Ok(true)
+    }
+
+    async fn newest_incoming(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        self.ops.read();
+        Ok(self.state().inbox.get(&slot(scope_id, conversation_id)).and_then(|inbox| inbox.last().cloned()))
     }
 
     async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError> {
@@ -370,27 +398,59 @@ impl MessageRecords for MemoryStore {
 
 #[async_trait]
 impl Conversations for MemoryStore {
-    async fn kommo_chat_id(&self, scope_id: &str, conversation_id: &str) -> Result<Option<String>, StoreError> {
-        self.ops.read();
-        Ok(self.state().chats.get(&slot(scope_id, conversation_id)).cloned())
-    }
-
-    async fn conversation_for_chat(&self, scope_id: &str, kommo_chat_id: &str) -> Result<Option<String>, StoreError> {
-        self.ops.read();
-        Ok(self.state().chats_by_kommo_id.get(&slot(scope_id, kommo_chat_id)).cloned())
-    }
-
-    async fn remember_chat(
+    async fn remember_conversation(
         &self,
         scope_id: &str,
         conversation_id: &str,
-        kommo_chat_id: &str,
+        kommo_chat_id: Option<&str>,
+        client_user_id: Option<&str>,
     ) -> Result<(), StoreError> {
         self.ops.write();
         let mut state = self.state();
-        state.chats.insert(slot(scope_id, conversation_id), kommo_chat_id.to_owned());
-        state.chats_by_kommo_id.insert(slot(scope_id, kommo_chat_id), conversation_id.to_owned());
+        let stored = state.conversations.entry(slot(scope_id, conversation_id)).or_default();
+        stored.info.conversation_id = conversation_id.to_owned();
+        if let Some(chat_id) = kommo_chat_id {
+            stored.info.kommo_chat_id = Some(chat_id.to_owned());
+        }
+        if let Some(user_id) = client_user_id {
+            stored.info.client_user_id = Some(user_id.to_owned());
+        }
+        if let Some(chat_id) = kommo_chat_id {
+            state.chats_by_kommo_id.insert(slot(scope_id, chat_id), conversation_id.to_owned());
+        }
         Ok(())
+    }
+
+    async fn find_conversation(&self, scope_id: &str, id: &str) -> Result<Option<ConversationInfo>, StoreError> {
+        self.ops.read();
+        let state = self.state();
+        let conversation_id = match state.conversations.contains_key(&slot(scope_id, id)) {
+            true => id.to_owned(),
+            false => match state.chats_by_kommo_id.get(&slot(scope_id, id)) {
+                Some(conversation_id) => conversation_id.clone(),
+                None => return Ok(None),
+            },
+        };
+        Ok(state.conversations.get(&slot(scope_id, &conversation_id)).map(|stored| stored.info.clone()))
+    }
+
+    async fn advance_read_mark(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        sent_at_ms: i64,
+        chat_msgid: &str,
+    ) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let stored = state.conversations.entry(slot(scope_id, conversation_id)).or_default();
+        let mark = (sent_at_ms, chat_msgid.to_owned());
+        if stored.read_mark.as_ref().is_some_and(|current| *current >= mark) {
+            return Ok(false);
+        }
+        stored.info.conversation_id = conversation_id.to_owned();
+        stored.read_mark = Some(mark);
+        Ok(true)
     }
 }
 

@@ -146,7 +146,37 @@ pub trait PresenceWindows: Send + Sync {
     /// Closes the device's window now; true when it was online.
     async fn go_offline(&self, key: &PresenceKey, now_ms: i64) -> Result<bool, StoreError>;
     /// The subject's presence over all devices at `now_ms`.
-    async fn presence(&self, scope_id: &str, subject: &str, now_ms: i64) -> Result<PresenceView, StoreError>;
+    async fn presence(&self, scope_id: &str, subject: &str, now_ms: i64) -> Result<PresenceView, StoreError> {
+        let devices = self.presence_devices(scope_id, subject, now_ms).await?;
+        Ok(devices.into_iter().map(|(_, view)| view).fold(PresenceView::default(), PresenceView::merge))
+    }
+    /// Each device's presence at `now_ms` (for managers, the device is the Kommo user).
+    async fn presence_devices(
+        &self,
+        scope_id: &str,
+        subject: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(String, PresenceView)>, StoreError>;
+    /// Compare-and-set of what the chat service was last told about a device's presence:
+    /// true when this call changed it to `online` (and so the one push is due).
+    async fn mark_pushed(&self, scope_id: &str, subject: &str, device: &str, online: bool) -> Result<bool, StoreError>;
+}
+
+impl PresenceView {
+    /// The most present of two: online if either is, last seen the later.
+    pub fn merge(self, other: Self) -> Self {
+        Self {
+            online: self.online || other.online,
+            last_seen_at_ms: self.last_seen_at_ms.max(other.last_seen_at_ms),
+            online_until_ms: self.online_until_ms.max(other.online_until_ms),
+        }
+    }
+
+    /// One device's window at `now_ms`.
+    pub fn of_window(last_seen_at_ms: i64, online_until_ms: i64, now_ms: i64) -> Self {
+        let online = online_until_ms > now_ms;
+        Self { online, last_seen_at_ms: Some(last_seen_at_ms), online_until_ms: online.then_some(online_until_ms) }
+    }
 }
 
 /// Which way a message went.
@@ -241,28 +271,56 @@ pub trait MessageRecords: Send + Sync {
         created_at_ms: i64,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
-    /// Records a client message once, by the chat service's msgid: false for a duplicate.
+    /// Records a client message once, by the chat service's msgid (and indexes it under its
+    /// conversation by `sent_at_ms`): false for a duplicate.
     async fn insert_incoming(
         &self,
         scope_id: &str,
         chat_msgid: &str,
         conversation_id: &str,
-        now_ms: i64,
+        sent_at_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// The newest client message of a conversation: (sent_at_ms, chat msgid).
+    async fn newest_incoming(&self, scope_id: &str, conversation_id: &str)
+    -> Result<Option<(i64, String)>, StoreError>;
     /// Remembers Kommo's msgid for an imported client message.
     async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError>;
     /// Kommo's msgid for an imported client message, once imported.
     async fn incoming_kommo_msgid(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// The mapping between the integration's conversation ids and Kommo's chat ids.
+/// What the bridge knows of a conversation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationInfo {
+    /// The integration's id.
+    pub conversation_id: String,
+    pub kommo_chat_id: Option<String>,
+    /// The client's user id in the chat service.
+    pub client_user_id: Option<String>,
+}
+
+/// Conversations: the integration's ids, Kommo's chat ids, the client, and the read mark.
 #[async_trait]
 pub trait Conversations: Send + Sync {
-    async fn kommo_chat_id(&self, scope_id: &str, conversation_id: &str) -> Result<Option<String>, StoreError>;
-    /// The integration's conversation id for Kommo's chat id (what the Kommo UI sees).
-    async fn conversation_for_chat(&self, scope_id: &str, kommo_chat_id: &str) -> Result<Option<String>, StoreError>;
-    async fn remember_chat(&self, scope_id: &str, conversation_id: &str, kommo_chat_id: &str)
-    -> Result<(), StoreError>;
+    /// Records what is known of a conversation; a field given as `None` is left as it is.
+    async fn remember_conversation(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        kommo_chat_id: Option<&str>,
+        client_user_id: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// A conversation named by the integration's id or by Kommo's chat id (what the Kommo UI sees).
+    async fn find_conversation(&self, scope_id: &str, id: &str) -> Result<Option<ConversationInfo>, StoreError>;
+    /// Moves the conversation's read mark forward to the client message (sent_at_ms, chat msgid):
+    /// true when it moved, so the one `message.read` is due.
+    async fn advance_read_mark(
+        &self,
+        scope_id: &str,
+        conversation_id: &str,
+        sent_at_ms: i64,
+        chat_msgid: &str,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Keys remembered for a while, so a repeated delivery is done once.

@@ -29,12 +29,22 @@ pub struct Sim {
 
 impl Sim {
     pub fn new() -> Self {
+        Self::with_env(&[])
+    }
+
+    /// A simulation whose configuration adds `env` to the local defaults (the scope's
+    /// account is linked: one-time tokens with account_id 1 act for SCOPE).
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
+        let mut vars: std::collections::HashMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        vars.entry("KOMMO_ACCOUNTS".into()).or_insert_with(|| "1:acc-1".into());
         let clock = Arc::new(ManualClock::at_ms(T0));
         let store = Arc::new(MemoryStore::new());
         let timers = Arc::new(ManualTimers::default());
         let kommo = Arc::new(RecordingKommo::new(clock.clone()));
         let chat = Arc::new(RecordingChat::new(clock.clone()));
-        let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").expect("local defaults");
+        let (config, _) =
+            Config::from_env_local(&|name| vars.get(name).cloned(), "http://127.0.0.1:9").expect("local defaults");
         let bridge = Bridge {
             config,
             clock: clock.clone(),
@@ -87,6 +97,36 @@ impl Sim {
             .unwrap();
         self.bridge.handle(EntryPoint::ChatCallback, request).await
     }
+}
+
+impl Sim {
+    /// A one-time token as Kommo's `$authorizedAjax` adds it, for `user_id` in account 1.
+    pub fn token(&self, user_id: u64) -> String {
+        let now = self.clock.now_s();
+        let claims = serde_json::json!({"iss": "https://acme.kommo.com", "iat": now, "nbf": now, "exp": now + 60,
+                                        "account_id": 1, "user_id": user_id});
+        shared::signing::one_time_token::issue(self.bridge.config.integration_secret.expose(), &claims)
+    }
+
+    /// A Kommo UI call with a token for `user_id`.
+    pub async fn ui(&self, method: &str, path: &str, token: Option<String>, body: &str) -> HttpResponse {
+        let mut request = http::Request::builder().method(method).uri(path).header("origin", "https://acme.kommo.com");
+        if let Some(token) = token {
+            request = request.header("x-auth-token", token);
+        }
+        let request = request.body(Bytes::from(body.to_owned())).unwrap();
+        self.bridge.handle(EntryPoint::KommoWebhook, request).await
+    }
+
+    pub fn json(response: &HttpResponse) -> serde_json::Value {
+        serde_json::from_slice(response.body()).expect("a JSON body")
+    }
+}
+
+pub fn presence_event(kind: &str, device: &str) -> String {
+    format!(
+        r#"{{"type":"{kind}","scope_id":"{SCOPE}","conversation_id":"conv-1","user_id":"client-1","device_id":"{device}"}}"#
+    )
 }
 
 pub fn manager_typing(conversation: &str, manager: &str, expired_at_s: i64) -> String {

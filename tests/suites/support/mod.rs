@@ -125,6 +125,9 @@ impl Drop for DevServer {
     }
 }
 
+/// The integration secret the end-to-end dev servers verify Kommo UI tokens with.
+pub const INTEGRATION_SECRET: &str = "e2e-integration-secret";
+
 /// The dev server between the fake amojo and the fake chat service, each verifying the
 /// bridge's signatures independently, on a scope of its own.
 pub struct E2e {
@@ -148,6 +151,8 @@ impl E2e {
             ("KOMMO_AMOJO_URL", amojo.url.as_str()),
             ("CHAT_SERVICE_URL", chat_url.as_str()),
             ("CHAT_SERVICE_SECRET", chat.secret.as_str()),
+            ("KOMMO_INTEGRATION_SECRET", INTEGRATION_SECRET),
+            ("KOMMO_ACCOUNTS", "1:acc-1"),
         ];
         env.extend_from_slice(extra);
         let server = DevServer::start(&env);
@@ -182,6 +187,37 @@ impl E2e {
             .header("webhook-timestamp", now.to_string())
             .header("webhook-signature", secret.sign(&id, now, body.as_bytes()))
             .body(body)
+            .send()
+            .await
+            .expect("the dev server answers")
+    }
+
+    /// A Kommo UI call as the widget makes it: from a Kommo origin, with a one-time token for
+    /// `user_id` of account 1.
+    pub async fn ui(&self, method: reqwest::Method, path: &str, user_id: u64, body: &str) -> reqwest::Response {
+        let now = shared::time::Clock::now_s(&shared::time::SystemClock);
+        let claims = serde_json::json!({"account_id": 1, "user_id": user_id, "iat": now, "nbf": now, "exp": now + 60});
+        let token = shared::signing::one_time_token::issue(INTEGRATION_SECRET, &claims);
+        self.http
+            .request(method, format!("{}{path}", self.server.base))
+            .header("origin", "https://acme.kommo.com")
+            .header("x-auth-token", token)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("the dev server answers")
+    }
+
+    /// A GET signed as the chat service signs (Standard Webhooks over the empty body).
+    pub async fn chat_get(&self, path_and_query: &str) -> reqwest::Response {
+        let secret = shared::signing::standard_webhooks::WebhookSecret::parse(&self.chat.secret).unwrap();
+        let now = shared::time::Clock::now_s(&shared::time::SystemClock);
+        let id = unique("msg_");
+        self.http
+            .get(format!("{}{path_and_query}", self.server.base))
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", secret.sign(&id, now, b""))
             .send()
             .await
             .expect("the dev server answers")
