@@ -124,3 +124,57 @@ async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadab
     }
     assert_eq!(serde_json::from_str::<DueWork>(again[0].body().unwrap()).unwrap(), check("chan_live"));
 }
+
+/// The deployed functions read their secrets from SSM Parameter Store (moto's server here,
+/// which speaks SSM too), named by `*_PARAM`, and refuse to start when one is missing.
+#[tokio::test]
+async fn a_lambda_function_reads_its_secrets_from_ssm_at_cold_start() {
+    let endpoint = support::required_env("TEST_SQS_ENDPOINT");
+    let timeouts =
+        aws_sdk_ssm::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(30)).build();
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::config::Builder::from(&shared::aws::sdk_config())
+            .endpoint_url(&endpoint)
+            .timeout_config(timeouts)
+            .build(),
+    );
+    let prefix = format!("/{}", support::unique("bridge-"));
+    let secrets = [
+        ("channel", "5a44c5dff55f3c15a4cce8d7c4cc27e207c7e189"),
+        ("integration", "integration-secret"),
+        ("chat", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ];
+    for (name, value) in secrets {
+        ssm.put_parameter()
+            .name(format!("{prefix}/{name}"))
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("moto stores the parameter");
+    }
+    let run = |chat_param: String| {
+        let mut command = std::process::Command::new(support::workspace_binary("chat-callback"));
+        command.env_clear().envs([
+            ("KOMMO_CHANNEL_ID", "chan".to_owned()),
+            ("CHAT_SERVICE_URL", "https://chat.example/hooks".to_owned()),
+            ("TABLE_NAME", "bridge".to_owned()),
+            ("TIMER_QUEUE_URL", "https://sqs.example/timers".to_owned()),
+            ("SSM_ENDPOINT", endpoint.clone()),
+            ("KOMMO_CHANNEL_SECRET_PARAM", format!("{prefix}/channel")),
+            ("KOMMO_INTEGRATION_SECRET_PARAM", format!("{prefix}/integration")),
+            ("CHAT_SERVICE_SECRET_PARAM", chat_param),
+        ]);
+        command.output().expect("the function runs")
+    };
+    let missing = run(format!("{prefix}/nowhere"));
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("CHAT_SERVICE_SECRET_PARAM"));
+    // With every secret found, the configuration is complete: the function goes on to ask the
+    // Lambda Runtime API for work, which does not exist outside Lambda.
+    let configured = run(format!("{prefix}/chat"));
+    let stderr = String::from_utf8_lossy(&configured.stderr);
+    assert_ne!(configured.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("configuration:"), "{stderr}");
+}

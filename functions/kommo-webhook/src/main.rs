@@ -9,6 +9,6 @@ use shared::{deploy, lambda};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let bridge = deploy::production_bridge(deploy::config_or_exit());
+    let bridge = deploy::production_bridge(deploy::config_or_exit().await);
     lambda::serve(Arc::new(bridge), EntryPoint::KommoWebhook).await
 }

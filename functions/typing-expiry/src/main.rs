@@ -12,7 +12,7 @@ use shared::due::{SqsBatchResponse, SqsEvent};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let bridge = Arc::new(deploy::production_bridge(deploy::config_or_exit()));
+    let bridge = Arc::new(deploy::production_bridge(deploy::config_or_exit().await));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let bridge = bridge.clone();
         async move { Ok::<SqsBatchResponse, lambda_runtime::Error>(bridge.handle_sqs_batch(event.payload).await) }
