@@ -1,0 +1,411 @@
+//! Bad input across every route: each request gets a 4xx with a JSON error, and nothing is
+//! stored, sent or scheduled.
+
+mod support;
+
+use bytes::Bytes;
+use shared::http::HttpRequest;
+use shared::routes::EntryPoint;
+use shared::signing::{kommo_webhook, one_time_token};
+use shared::store::Store;
+use shared::time::Clock;
+use support::*;
+
+struct Case {
+    name: &'static str,
+    entry: EntryPoint,
+    request: HttpRequest,
+    status: u16,
+}
+
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+fn cases(sim: &Sim) -> Vec<Case> {
+    let channel_secret = sim.bridge.config.channel_secret.expose().to_owned();
+    let chat_secret = sim.bridge.config.chat_service_secret.clone();
+    let integration_secret = sim.bridge.config.integration_secret.expose().to_owned();
+    let now = sim.clock.now_s();
+    let webhook_url = format!("/kommo/webhook/{SCOPE}");
+    let typing = manager_typing("conv-1", "manager-1", now + 5);
+
+    let kommo = |name, path: &str, body: &[u8], signature: Option<String>, status| {
+        let mut request = http::Request::post(path);
+        if let Some(signature) = signature {
+            request = request.header("x-signature", signature);
+        }
+        Case {
+            name,
+            entry: EntryPoint::KommoWebhook,
+            request: request.body(Bytes::copy_from_slice(body)).unwrap(),
+            status,
+        }
+    };
+    let signed = |name, body: &str, status| {
+        let signature = kommo_webhook::sign(&channel_secret, body.as_bytes());
+        kommo(name, &webhook_url, body.as_bytes(), Some(signature), status)
+    };
+    let chat_with = |name, body: &[u8], id: Option<&str>, ts: Option<String>, sig: Option<String>, status| {
+        let mut request = http::Request::post("/chat/events");
+        if let Some(id) = id {
+            request = request.header("webhook-id", id);
+        }
+        if let Some(ts) = ts {
+            request = request.header("webhook-timestamp", ts);
+        }
+        if let Some(sig) = sig {
+            request = request.header("webhook-signature", sig);
+        }
+        Case {
+            name,
+            entry: EntryPoint::ChatCallback,
+            request: request.body(Bytes::copy_from_slice(body)).unwrap(),
+            status,
+        }
+    };
+    let chat = |name, body: &str, status| {
+        let signature = chat_secret.sign("msg_bad", now, body.as_bytes());
+        chat_with(name, body.as_bytes(), Some("msg_bad"), Some(now.to_string()), Some(signature), status)
+    };
+    let presence_pull = |name, query: &str, signed_ok: bool, status| {
+        let signature = if signed_ok { chat_secret.sign("msg_get", now, b"") } else { "v1,AAAA".into() };
+        let request = http::Request::get(format!("/chat/presence?{query}"))
+            .header("webhook-id", "msg_get")
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", signature)
+            .body(Bytes::new())
+            .unwrap();
+        Case { name, entry: EntryPoint::ChatCallback, request, status }
+    };
+    let ui = |name, method: &str, path: &str, token: Option<String>, body: &str, status| {
+        let mut request = http::Request::builder().method(method).uri(path).header("origin", "https://acme.kommo.com");
+        if let Some(token) = token {
+            request = request.header("x-auth-token", token);
+        }
+        Case {
+            name,
+            entry: EntryPoint::KommoWebhook,
+            request: request.body(Bytes::from(body.to_owned())).unwrap(),
+            status,
+        }
+    };
+    let token = |claims: serde_json::Value, key: &str| Some(one_time_token::issue(key, &claims));
+    let good_claims = serde_json::json!({"account_id": 1, "user_id": 42, "exp": now + 60});
+    let event = |kind: &str, fields: &str| format!(r#"{{"type":"{kind}","scope_id":"{SCOPE}"{fields}}}"#);
+    let status = |fields: &str| event("message.status", &format!(r#","reference":"kommo-1"{fields}"#));
+    let ui_presence = "/kommo/ui/conversations/conv-1/presence";
+    let sig = |body: &str, secret: &str| Some(kommo_webhook::sign(secret, body.as_bytes()));
+
+    vec![
+        // --- Kommo webhooks
+        kommo("webhook without X-Signature", &webhook_url, typing.as_bytes(), None, 401),
+        kommo("webhook signed with another secret", &webhook_url, typing.as_bytes(), sig(&typing, "other"), 401),
+        kommo("webhook signature not hex", &webhook_url, typing.as_bytes(), Some("zz".repeat(20)), 401),
+        kommo(
+            "webhook signature truncated",
+            &webhook_url,
+            typing.as_bytes(),
+            sig(&typing, &channel_secret).map(|s| s[..39].into()),
+            401,
+        ),
+        kommo(
+            "webhook body changed after signing",
+            &webhook_url,
+            typing.replace("manager-1", "manager-2").as_bytes(),
+            sig(&typing, &channel_secret),
+            401,
+        ),
+        signed("webhook truncated JSON", &typing[..typing.len() / 2], 400),
+        signed("webhook empty body", "", 400),
+        signed("webhook JSON array", "[]", 400),
+        signed("webhook JSON null", "null", 400),
+        signed("webhook account_id a number", r#"{"account_id":5,"time":1}"#, 400),
+        signed("webhook without time", r#"{"account_id":"acc-1"}"#, 400),
+        signed("webhook for another account of this channel", &typing.replace("acc-1", "acc-2"), 400),
+        signed(
+            "webhook expired_at a string",
+            &typing.replace(&format!("{}}}", now + 5), &format!("\"{}\"}}", now + 5)),
+            400,
+        ),
+        signed("webhook typing without user", &typing.replace(r#""user":{"id":"manager-1"},"#, ""), 400),
+        signed(
+            "webhook message without its id",
+            &manager_message("conv-1", "m-1", "kommo-1").replace(r#""id":"kommo-1","#, ""),
+            400,
+        ),
+        signed(
+            "webhook message without receiver",
+            &manager_message("conv-1", "m-1", "kommo-1")
+                .replace(r#""receiver":{"id":"r","client_id":"client-1"},"#, ""),
+            400,
+        ),
+        signed("webhook nested 10,000 deep", &nested(10_000), 400),
+        signed(
+            "webhook over 256 KiB",
+            &format!(r#"{{"account_id":"acc-1","time":1,"pad":"{}"}}"#, "x".repeat(300_000)),
+            413,
+        ),
+        kommo(
+            "webhook not UTF-8",
+            &webhook_url,
+            b"{\"account_id\":\"\xff\xfe\",\"time\":1}",
+            Some(kommo_webhook::sign(&channel_secret, b"{\"account_id\":\"\xff\xfe\",\"time\":1}")),
+            400,
+        ),
+        kommo(
+            "webhook for another channel's scope",
+            "/kommo/webhook/other-channel_acc-1",
+            typing.as_bytes(),
+            sig(&typing, &channel_secret),
+            404,
+        ),
+        kommo("webhook with an empty scope", "/kommo/webhook/", typing.as_bytes(), sig(&typing, &channel_secret), 404),
+        Case {
+            name: "webhook with GET",
+            entry: EntryPoint::KommoWebhook,
+            request: http::Request::get(&webhook_url).body(Bytes::new()).unwrap(),
+            status: 405,
+        },
+        // --- Chat-service events: signatures
+        chat_with(
+            "event without headers",
+            client_typing("typing.started", "conv-1", None).as_bytes(),
+            None,
+            None,
+            None,
+            401,
+        ),
+        chat_with(
+            "event without webhook-id",
+            b"{}",
+            None,
+            Some(now.to_string()),
+            Some(chat_secret.sign("x", now, b"{}")),
+            401,
+        ),
+        chat_with("event without timestamp", b"{}", Some("x"), None, Some(chat_secret.sign("x", now, b"{}")), 401),
+        chat_with(
+            "event 5 min 1 s old",
+            b"{}",
+            Some("x"),
+            Some((now - 301).to_string()),
+            Some(chat_secret.sign("x", now - 301, b"{}")),
+            401,
+        ),
+        chat_with(
+            "event 5 min 1 s ahead",
+            b"{}",
+            Some("x"),
+            Some((now + 301).to_string()),
+            Some(chat_secret.sign("x", now + 301, b"{}")),
+            401,
+        ),
+        chat_with(
+            "event timestamp not a number",
+            b"{}",
+            Some("x"),
+            Some("soon".into()),
+            Some(chat_secret.sign("x", now, b"{}")),
+            401,
+        ),
+        chat_with(
+            "event with only a v2 signature",
+            b"{}",
+            Some("x"),
+            Some(now.to_string()),
+            Some("v2,AAAA".into()),
+            401,
+        ),
+        chat_with(
+            "event signed with another secret",
+            b"{}",
+            Some("x"),
+            Some(now.to_string()),
+            Some(shared::signing::standard_webhooks::WebhookSecret::from_key(vec![1; 32]).sign("x", now, b"{}")),
+            401,
+        ),
+        chat_with(
+            "event body changed after signing",
+            b"{\"a\":2}",
+            Some("x"),
+            Some(now.to_string()),
+            Some(chat_secret.sign("x", now, b"{\"a\":1}")),
+            401,
+        ),
+        chat_with(
+            "event id changed after signing",
+            b"{}",
+            Some("y"),
+            Some(now.to_string()),
+            Some(chat_secret.sign("x", now, b"{}")),
+            401,
+        ),
+        // --- Chat-service events: bodies
+        chat("event truncated JSON", r#"{"type":"typing.started","scope_id""#, 400),
+        chat("event of unknown type", &event("typing.paused", r#","conversation_id":"c","user_id":"u""#), 400),
+        chat("event without type", &format!(r#"{{"scope_id":"{SCOPE}"}}"#), 400),
+        chat("typing without user_id", &event("typing.started", r#","conversation_id":"c""#), 400),
+        chat(
+            "typing with a negative ttl",
+            &event("typing.started", r#","conversation_id":"c","user_id":"u","ttl_ms":-5"#),
+            400,
+        ),
+        chat("typing with ttl 0", &event("typing.started", r#","conversation_id":"c","user_id":"u","ttl_ms":0"#), 400),
+        chat(
+            "event for another channel's scope",
+            &client_typing("typing.started", "c", None).replace(SCOPE, "other_acc-1"),
+            404,
+        ),
+        chat("status of unknown kind", &status(r#","status":"seen""#), 400),
+        chat("failed without error_code", &status(r#","status":"failed""#), 400),
+        chat("failed with error_code 900", &status(r#","status":"failed","error_code":900"#), 400),
+        chat("failed with error_code 906", &status(r#","status":"failed","error_code":906"#), 400),
+        chat("905 without text", &status(r#","status":"failed","error_code":905"#), 400),
+        chat("905 with blank text", &status(r#","status":"failed","error_code":905,"error":" \n "#), 400),
+        chat("delivered with an error_code", &status(r#","status":"delivered","error_code":903"#), 400),
+        chat("up_to with delivered", &status(r#","status":"delivered","up_to":true"#), 400),
+        chat("status naming no message", &event("message.status", r#","status":"read""#), 400),
+        chat(
+            "status for an unknown chat msgid",
+            &event("message.status", r#","msgid":"chat-404","status":"read""#),
+            404,
+        ),
+        chat("error_code a string", &status(r#","status":"failed","error_code":"905","error":"x""#), 400),
+        chat("message with an empty msgid", &client_message("conv-1", ""), 400),
+        chat(
+            "message without user",
+            &client_message("conv-1", "chat-1")
+                .replace(r#""user":{"id":"client-1","name":"Adam","phone":"+100"},"#, ""),
+            400,
+        ),
+        chat("message without its type", &client_message("conv-1", "chat-1").replace(r#""type":"text","#, ""), 400),
+        chat(
+            "message timestamp a string",
+            &client_message("conv-1", "chat-1").replace("1700000000000", "\"now\""),
+            400,
+        ),
+        chat("presence without user_id", &event("presence.online", r#","conversation_id":"c""#), 400),
+        chat("event nested 10,000 deep", &nested(10_000), 400),
+        chat(
+            "event over 256 KiB",
+            &event("typing.started", &format!(r#","conversation_id":"{}","user_id":"u""#, "c".repeat(300_000))),
+            413,
+        ),
+        chat_with(
+            "event not UTF-8",
+            b"{\"type\":\"typing.started\",\"scope_id\":\"\xff\"}",
+            Some("x"),
+            Some(now.to_string()),
+            Some(chat_secret.sign("x", now, b"{\"type\":\"typing.started\",\"scope_id\":\"\xff\"}")),
+            400,
+        ),
+        // --- Presence pull
+        presence_pull("presence pull unsigned", &format!("scope_id={SCOPE}&conversation_id=c"), false, 401),
+        presence_pull("presence pull without conversation_id", &format!("scope_id={SCOPE}"), true, 400),
+        presence_pull("presence pull for another channel", "scope_id=other_acc-1&conversation_id=c", true, 404),
+        // --- Kommo UI
+        ui("UI without a token", "GET", ui_presence, None, "", 401),
+        ui(
+            "UI with an expired token",
+            "GET",
+            ui_presence,
+            token(serde_json::json!({"account_id": 1, "user_id": 42, "exp": now - 60}), &integration_secret),
+            "",
+            401,
+        ),
+        ui(
+            "UI with a token signed by another key",
+            "GET",
+            ui_presence,
+            token(good_claims.clone(), "other-key"),
+            "",
+            401,
+        ),
+        ui(
+            "UI with an alg none token",
+            "GET",
+            ui_presence,
+            Some(format!(
+                "eyJhbGciOiJub25lIn0.{}.",
+                token(good_claims.clone(), &integration_secret).unwrap().split('.').nth(1).unwrap()
+            )),
+            "",
+            401,
+        ),
+        ui(
+            "UI for an account not served",
+            "GET",
+            ui_presence,
+            token(serde_json::json!({"account_id": 7, "user_id": 42, "exp": now + 60}), &integration_secret),
+            "",
+            403,
+        ),
+        ui(
+            "UI presence with an unknown state",
+            "POST",
+            ui_presence,
+            token(good_claims.clone(), &integration_secret),
+            r#"{"state":"away"}"#,
+            400,
+        ),
+        ui(
+            "UI presence with malformed JSON",
+            "POST",
+            ui_presence,
+            token(good_claims.clone(), &integration_secret),
+            r#"{"state":"#,
+            400,
+        ),
+        ui("UI read with no token", "POST", "/kommo/ui/conversations/conv-1/read", None, "", 401),
+        Case {
+            name: "preflight from a foreign origin",
+            entry: EntryPoint::KommoWebhook,
+            request: http::Request::options(ui_presence)
+                .header("origin", "https://evil.example")
+                .body(Bytes::new())
+                .unwrap(),
+            status: 403,
+        },
+        Case {
+            name: "an unknown route",
+            entry: EntryPoint::KommoWebhook,
+            request: http::Request::get("/admin").body(Bytes::new()).unwrap(),
+            status: 404,
+        },
+        Case {
+            name: "a chat route at the Kommo function",
+            entry: EntryPoint::KommoWebhook,
+            request: http::Request::post("/chat/events").body(Bytes::new()).unwrap(),
+            status: 404,
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing() {
+    let sim = Sim::new();
+    let cases = cases(&sim);
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    println!("{} malformed requests", cases.len());
+    for case in cases {
+        let response = sim.bridge.handle(case.entry, case.request).await;
+        assert_eq!(
+            response.status().as_u16(),
+            case.status,
+            "{}: {:?}",
+            case.name,
+            String::from_utf8_lossy(response.body())
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(response.body()).unwrap_or_else(|_| panic!("{}: not JSON", case.name));
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!code.is_empty() && !message.is_empty(), "{}: {body}", case.name);
+    }
+    sim.advance_to(support::T0 + 600_000).await;
+    assert_eq!(sim.store.op_counts().writes, 0, "nothing stored");
+    assert!(sim.kommo.calls().is_empty(), "nothing sent to Kommo");
+    assert!(sim.chat.events().is_empty(), "nothing sent to the chat service");
+    assert!(sim.timers.pending().is_empty(), "nothing scheduled");
+}
