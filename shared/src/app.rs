@@ -10,13 +10,14 @@ use crate::chat_client::CHAT_REQUEST_TIMEOUT;
 use crate::chat_client::{ChatService, HttpChatService};
 use crate::config::Config;
 use crate::config::RetryPolicy;
+use crate::http::standard_webhook_headers;
 use crate::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, header_str, json_response, parse_json};
 use crate::kommo_client::{AmojoClient, KommoApi};
 use crate::models::chat::ChatEvent;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::outbound::http_client;
 use crate::routes::{self, EntryPoint, RouteId};
-use crate::signing::{kommo_webhook, standard_webhooks::SignatureHeaders};
+use crate::signing::kommo_webhook;
 use crate::store::Store;
 use crate::time::Clock;
 use crate::timers::Timers;
@@ -90,10 +91,7 @@ impl Bridge {
     /// `POST /kommo/webhook/{scope_id}`: verified over the raw body, then parsed. Kommo sends
     /// each webhook once and wants exactly 200 within 5 s.
     async fn kommo_webhook(&self, scope_id: &str, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
-        let account_id = self
-            .config
-            .account_of_scope(scope_id)
-            .ok_or_else(|| ApiError::not_found("unknown_scope", "the scope_id does not belong to this channel"))?;
+        let account_id = self.config.account_of_scope(scope_id).ok_or_else(ApiError::unknown_scope)?;
         kommo_webhook::verify(self.config.channel_secret.expose(), request.body(), header_str(request, "x-signature"))
             .map_err(|e| ApiError::bad_signature(e.to_string()))?;
         let webhook: KommoWebhook = parse_json(request.body())?;
@@ -109,20 +107,20 @@ impl Bridge {
         Ok(json_response(StatusCode::OK, &serde_json::json!({})))
     }
 
-    /// `POST /chat/events`: Standard Webhooks verified over the raw body, then parsed.
-    async fn chat_event(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
-        let headers = SignatureHeaders {
-            id: header_str(request, "webhook-id"),
-            timestamp: header_str(request, "webhook-timestamp"),
-            signature: header_str(request, "webhook-signature"),
-        };
+    /// A request from the chat service: Standard Webhooks over the raw body, in constant time.
+    pub(crate) fn verify_chat_signature(&self, request: &HttpRequest) -> Result<(), ApiError> {
         self.config
             .chat_service_secret
-            .verify(&headers, request.body(), self.clock.now_s())
-            .map_err(|e| ApiError::bad_signature(e.to_string()))?;
+            .verify(&standard_webhook_headers(request), request.body(), self.clock.now_s())
+            .map_err(|e| ApiError::bad_signature(e.to_string()))
+    }
+
+    /// `POST /chat/events`: Standard Webhooks verified over the raw body, then parsed.
+    async fn chat_event(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        self.verify_chat_signature(request)?;
         let event: ChatEvent = parse_json(request.body())?;
         if self.config.account_of_scope(event.scope_id()).is_none() {
-            return Err(ApiError::not_found("unknown_scope", "the scope_id does not belong to this channel"));
+            return Err(ApiError::unknown_scope());
         }
         match &event {
             ChatEvent::TypingStarted(typing) => self.on_client_typing_started(typing).await?,

@@ -33,6 +33,9 @@ impl ApiError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
+    pub fn unknown_scope() -> Self {
+        Self::not_found("unknown_scope", "the scope_id does not belong to this channel")
+    }
     pub fn payload_too_large() -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -69,6 +72,15 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Htt
 /// A header's value as text, if present and visible ASCII.
 pub fn header_str<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The three Standard Webhooks headers of a request.
+pub fn standard_webhook_headers(request: &HttpRequest) -> crate::signing::standard_webhooks::SignatureHeaders<'_> {
+    crate::signing::standard_webhooks::SignatureHeaders {
+        id: header_str(request, "webhook-id"),
+        timestamp: header_str(request, "webhook-timestamp"),
+        signature: header_str(request, "webhook-signature"),
+    }
 }
 
 /// Parses a JSON body, turning serde's complaint into a 400 that names the problem

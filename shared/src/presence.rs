@@ -17,8 +17,14 @@ use crate::store::{HeartbeatOutcome, PresenceKey, PresenceView};
 use crate::timers::DueWork;
 use crate::typing::{DueError, store_fault};
 
-/// Heartbeats closer together than this (while online) are not written.
+/// Heartbeats closer together than this (while online) are not written...
 pub const HEARTBEAT_COALESCE_MS: i64 = 30_000;
+
+/// ...nor closer than half the window, so that with a short window the heartbeats that are
+/// written still arrive before it lapses (a coalescing longer than the window would flap).
+fn coalesce_ms(window_ms: i64) -> i64 {
+    HEARTBEAT_COALESCE_MS.min(window_ms / 2)
+}
 const DEFAULT_DEVICE: &str = "default";
 
 pub fn client_subject(user_id: &str) -> String {
@@ -36,7 +42,7 @@ impl Bridge {
         let now = self.clock.now_ms();
         let outcome = self
             .store
-            .heartbeat(&key, now, self.config.presence.window_ms, HEARTBEAT_COALESCE_MS)
+            .heartbeat(&key, now, self.config.presence.window_ms, coalesce_ms(self.config.presence.window_ms))
             .await
             .map_err(store_fault)?;
         // On coming online (not on every heartbeat), note whose conversation it is, so the
@@ -88,7 +94,7 @@ impl Bridge {
         let now = self.clock.now_ms();
         let key = manager_key(scope_id, conversation_id, manager_id);
         let window = self.config.presence.window_ms;
-        let outcome = self.store.heartbeat(&key, now, window, HEARTBEAT_COALESCE_MS).await.map_err(store_fault)?;
+        let outcome = self.store.heartbeat(&key, now, window, coalesce_ms(window)).await.map_err(store_fault)?;
         if outcome != HeartbeatOutcome::CameOnline {
             return Ok(());
         }

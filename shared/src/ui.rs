@@ -15,7 +15,6 @@ use crate::http::{ApiError, HttpRequest, HttpResponse, header_str, json_response
 use crate::models::chat::BridgeEvent;
 use crate::routes::RouteId;
 use crate::signing::one_time_token;
-use crate::signing::standard_webhooks::SignatureHeaders;
 use crate::timers::DueWork;
 use crate::typing::store_fault;
 
@@ -129,15 +128,7 @@ impl Bridge {
     /// `GET /chat/presence?scope_id=…&conversation_id=…`, signed like the chat service's events
     /// (over an empty body): the managers online in that conversation.
     pub(crate) async fn chat_presence(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
-        let headers = SignatureHeaders {
-            id: header_str(request, "webhook-id"),
-            timestamp: header_str(request, "webhook-timestamp"),
-            signature: header_str(request, "webhook-signature"),
-        };
-        self.config
-            .chat_service_secret
-            .verify(&headers, request.body(), self.clock.now_s())
-            .map_err(|e| ApiError::bad_signature(e.to_string()))?;
+        self.verify_chat_signature(request)?;
         let query = request.uri().query().unwrap_or_default();
         let param = |name: &str| {
             query_param(query, name).filter(|v| !v.is_empty()).ok_or_else(|| {
@@ -146,7 +137,7 @@ impl Bridge {
         };
         let (scope_id, conversation_id) = (param("scope_id")?, param("conversation_id")?);
         if self.config.account_of_scope(&scope_id).is_none() {
-            return Err(ApiError::not_found("unknown_scope", "the scope_id does not belong to this channel"));
+            return Err(ApiError::unknown_scope());
         }
         let managers: Vec<_> = self
             .managers_online(&scope_id, &conversation_id)

@@ -242,3 +242,19 @@ async fn with_the_privacy_switches_off_nothing_of_that_kind_is_forwarded_or_inve
     sim.advance_to(T0 + 300_000).await;
     assert!(sim.chat.events().is_empty(), "{:?}", sim.chat.events());
 }
+
+#[tokio::test]
+async fn a_short_window_never_flaps_while_heartbeats_keep_coming() {
+    let sim = Sim::with_env(&[("PRESENCE_WINDOW_S", "5"), ("PRESENCE_GRACE_S", "1")]);
+    for i in 0..60 {
+        sim.advance_to(T0 + i * 1000).await;
+        viewing(&sim, 42).await;
+    }
+    sim.advance_to(T0 + 120_000).await;
+    let pushes = pushes(&sim);
+    assert_eq!(pushes.len(), 2, "one online, one offline: {pushes:?}");
+    assert_eq!(pushes[0], (T0, true));
+    // Offline one window after the last written heartbeat (written at most every half window).
+    let (offline_at, online) = pushes[1];
+    assert!(!online && (T0 + 59_000 + 2500..=T0 + 59_000 + 5000).contains(&offline_at), "{pushes:?}");
+}

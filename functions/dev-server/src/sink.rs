@@ -5,9 +5,9 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 use shared::config::{Config, Secret};
-use shared::http::{HttpRequest, HttpResponse, header_str, json_response};
+use shared::http::{HttpRequest, HttpResponse, header_str, json_response, standard_webhook_headers};
 use shared::signing::amojo;
-use shared::signing::standard_webhooks::{SignatureHeaders, WebhookSecret};
+use shared::signing::standard_webhooks::WebhookSecret;
 
 /// How much of a body the sink prints.
 const LOGGED_BODY_CHARS: usize = 2000;
@@ -69,11 +69,7 @@ impl Sink {
 
     /// An event meant for the chat service.
     pub fn chat(&self, request: &HttpRequest) -> HttpResponse {
-        let headers = SignatureHeaders {
-            id: header_str(request, "webhook-id"),
-            timestamp: header_str(request, "webhook-timestamp"),
-            signature: header_str(request, "webhook-signature"),
-        };
+        let headers = standard_webhook_headers(request);
         let now_s = shared::time::Clock::now_s(&shared::time::SystemClock);
         let signature_ok = self.chat_secret.verify(&headers, request.body(), now_s).is_ok();
         self.log(

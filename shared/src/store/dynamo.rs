@@ -100,6 +100,29 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Deletes a lease if `condition` (over `:now`) holds; returns the item it deleted.
+    async fn delete_lease_if(&self, key: &LeaseKey, condition: &str, now_ms: i64) -> Result<Option<Item>, StoreError> {
+        self.ops.write();
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(lease_pk(key)))
+            .key("sk", s(&key.holder))
+            .condition_expression(condition)
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.attributes),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
 impl Store for DynamoStore {
     fn op_counts(&self) -> OpCounts {
         self.ops.counts()
@@ -167,43 +190,13 @@ impl TypingLeases for DynamoStore {
     }
 
     async fn end(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError> {
-        self.ops.write();
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(lease_pk(key)))
-            .key("sk", s(&key.holder))
-            .condition_expression("expires_at_ms > :now")
-            .expression_attribute_values(":now", n(now_ms))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(output.attributes.as_ref().and_then(lease_of)),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        let ended = self.delete_lease_if(key, "expires_at_ms > :now", now_ms).await?;
+        Ok(ended.as_ref().and_then(lease_of))
     }
 
     async fn end_if_lapsed(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<i64>, StoreError> {
-        self.ops.write();
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(lease_pk(key)))
-            .key("sk", s(&key.holder))
-            .condition_expression("expires_at_ms <= :now")
-            .expression_attribute_values(":now", n(now_ms))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(output.attributes.as_ref().and_then(|old| num(old, "expires_at_ms"))),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        let ended = self.delete_lease_if(key, "expires_at_ms <= :now", now_ms).await?;
+        Ok(ended.as_ref().and_then(|old| num(old, "expires_at_ms")))
     }
 
     async fn client_typing_signal(
