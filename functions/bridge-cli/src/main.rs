@@ -1,0 +1,303 @@
+//! The operator's CLI for the bridge: the one-off steps (connect an account to the channel,
+//! disconnect it), signing and sending test events to a running bridge as Kommo or as the chat
+//! service would, and `demo`, which plays the product's scenario against a local dev server and
+//! prints what Kommo and the chat service each received.
+
+mod args;
+mod demo;
+mod recorder;
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use args::Options;
+use shared::config::{DEFAULT_AMOJO_URL, RetryPolicy, Secret};
+use shared::kommo_client::{AmojoClient, KommoApi};
+use shared::models::kommo::{ConnectRequest, DisconnectRequest};
+use shared::signing::standard_webhooks::WebhookSecret;
+use shared::signing::{kommo_webhook, one_time_token};
+use shared::time::{Clock, SystemClock};
+
+const USAGE: &str = "\
+bridge-cli: the operator's one-off steps for the Kommo bridge
+
+Usage:
+  bridge-cli connect --account-id <amojo account id> [--title <title>] [--kommo-account-id <numeric id>]
+      Connects a Kommo account to the channel (signed amojo connect, hook_api_version v2) and
+      prints its scope_id; with --kommo-account-id, also the KOMMO_ACCOUNTS entry to add.
+  bridge-cli disconnect --account-id <amojo account id>
+      Disconnects the account from the channel.
+  bridge-cli sign kommo --body <file|->
+      Prints the X-Signature Kommo would put on the body (KOMMO_CHANNEL_SECRET).
+  bridge-cli sign chat --body <file|->
+      Prints the three Standard Webhooks headers the chat service would send (CHAT_SERVICE_SECRET).
+  bridge-cli sign token --account-id <numeric id> --user-id <numeric id>
+      Prints a Kommo UI one-time token, valid 10 minutes (KOMMO_INTEGRATION_SECRET).
+  bridge-cli send kommo --url <bridge base URL> --scope <scope_id> --body <file|->
+      Posts the body, signed as Kommo would, to <url>/kommo/webhook/<scope_id>; prints the answer.
+  bridge-cli send chat --url <bridge base URL> --body <file|->
+      Posts the body, signed as the chat service would, to <url>/chat/events; prints the answer.
+  bridge-cli demo
+      Starts a dev server (the dev-server binary beside this one) between two in-process
+      recorders standing in for Kommo and the chat service, plays the product's scenario (the
+      client types and writes, the manager types and stops, a message delivered then read, a
+      failure with 905, the client online then away, the manager opening the conversation) and
+      prints a timeline of what each side received. About 10 s.
+  bridge-cli --help
+
+`--body -` reads the body from standard input. Options also take the form --name=value.
+
+Environment (the same names as the functions):
+  KOMMO_CHANNEL_ID          connect, disconnect
+  KOMMO_CHANNEL_SECRET      connect, disconnect, sign kommo, send kommo
+  KOMMO_AMOJO_URL           amojo's base URL for connect and disconnect (default https://amojo.kommo.com)
+  CHAT_SERVICE_SECRET       sign chat, send chat (whsec_...)
+  KOMMO_INTEGRATION_SECRET  sign token
+  KOMMO_ACCOUNTS            read by connect, to print the whole new value
+
+Exit status: 0 done; 1 failed (an error, or a bridge answering other than 2xx); 2 bad usage or configuration.
+";
+
+const DEFAULT_TITLE: &str = "Kommo bridge";
+/// How long a token made by `sign token` is valid: time enough to paste it into a request.
+const TOKEN_TTL_S: i64 = 600;
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a command ended when it did not succeed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad arguments or configuration: exit 2 (with the usage for arguments).
+    Usage(String),
+    Config(String),
+    /// The command ran and failed: exit 1.
+    Failed(String),
+}
+
+impl From<args::UsageError> for Failure {
+    fn from(error: args::UsageError) -> Self {
+        Self::Usage(error.0)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match run(&argv).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("bridge-cli: {message}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Config(message)) => {
+            eprintln!("bridge-cli: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(message)) => {
+            eprintln!("bridge-cli: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(argv: &[String]) -> Result<(), Failure> {
+    if argv.first().is_some_and(|a| a == "help") || argv.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let Some((command, rest)) = argv.split_first() else {
+        return Err(Failure::Usage("no command given".into()));
+    };
+    match command.as_str() {
+        "connect" => connect(&args::parse(rest, &["account-id", "title", "kommo-account-id"])?).await,
+        "disconnect" => disconnect(&args::parse(rest, &["account-id"])?).await,
+        "sign" => match args::target(rest, &["kommo", "chat", "token"])? {
+            ("kommo", rest) => sign_kommo(&args::parse(rest, &["body"])?),
+            ("chat", rest) => sign_chat(&args::parse(rest, &["body"])?),
+            (_, rest) => sign_token(&args::parse(rest, &["account-id", "user-id"])?),
+        },
+        "send" => match args::target(rest, &["kommo", "chat"])? {
+            ("kommo", rest) => send_kommo(&args::parse(rest, &["url", "scope", "body"])?).await,
+            (_, rest) => send_chat(&args::parse(rest, &["url", "body"])?).await,
+        },
+        "demo" => {
+            args::parse(rest, &[])?;
+            demo::run().await
+        }
+        other => Err(Failure::Usage(format!("unknown command {other:?}"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// connect, disconnect
+
+async fn connect(options: &Options) -> Result<(), Failure> {
+    let account_id = options.required("account-id")?;
+    let title = options.non_empty("title")?.unwrap_or(DEFAULT_TITLE);
+    let kommo_account = options.numeric("kommo-account-id")?;
+    let (client, channel_id) = amojo_client()?;
+    let connected = client
+        .connect(&ConnectRequest::v2(account_id, title))
+        .await
+        .map_err(|e| Failure::Failed(format!("connect failed: {e}")))?;
+    println!("scope_id: {}", connected.scope_id);
+    println!("connected: account {account_id} to channel {channel_id} (hook_api_version v2)");
+    if let Some(numeric) = kommo_account {
+        let entry = format!("{numeric}:{account_id}");
+        println!("add to KOMMO_ACCOUNTS: {entry}");
+        if let Some(current) = env("KOMMO_ACCOUNTS") {
+            println!("KOMMO_ACCOUNTS={current},{entry}");
+        }
+    }
+    Ok(())
+}
+
+async fn disconnect(options: &Options) -> Result<(), Failure> {
+    let account_id = options.required("account-id")?;
+    let (client, channel_id) = amojo_client()?;
+    client
+        .disconnect(&DisconnectRequest { account_id: account_id.to_owned() })
+        .await
+        .map_err(|e| Failure::Failed(format!("disconnect failed: {e}")))?;
+    println!("disconnected: account {account_id} from channel {channel_id}");
+    Ok(())
+}
+
+fn amojo_client() -> Result<(AmojoClient, String), Failure> {
+    let channel_id = required_env("KOMMO_CHANNEL_ID")?;
+    let secret = required_env("KOMMO_CHANNEL_SECRET")?;
+    let amojo_url = env("KOMMO_AMOJO_URL").unwrap_or_else(|| DEFAULT_AMOJO_URL.to_owned());
+    if !(amojo_url.starts_with("http://") || amojo_url.starts_with("https://")) {
+        return Err(Failure::Config("KOMMO_AMOJO_URL must be an http:// or https:// URL".into()));
+    }
+    let http = shared::outbound::http_client(HTTP_TIMEOUT);
+    let client = AmojoClient::new(
+        http,
+        &amojo_url,
+        &channel_id,
+        Secret::new(secret),
+        Arc::new(SystemClock),
+        RetryPolicy::INLINE,
+    );
+    Ok((client, channel_id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// sign
+
+fn sign_kommo(options: &Options) -> Result<(), Failure> {
+    let body = read_body(options.required("body")?)?;
+    let secret = required_env("KOMMO_CHANNEL_SECRET")?;
+    println!("X-Signature: {}", kommo_webhook::sign(&secret, &body));
+    Ok(())
+}
+
+fn sign_chat(options: &Options) -> Result<(), Failure> {
+    let body = read_body(options.required("body")?)?;
+    for (name, value) in chat_headers(&chat_secret()?, &body) {
+        println!("{name}: {value}");
+    }
+    Ok(())
+}
+
+fn sign_token(options: &Options) -> Result<(), Failure> {
+    let account_id = options.numeric("account-id")?.ok_or_else(|| Failure::Usage("--account-id is required".into()))?;
+    let user_id = options.numeric("user-id")?.ok_or_else(|| Failure::Usage("--user-id is required".into()))?;
+    let secret = required_env("KOMMO_INTEGRATION_SECRET")?;
+    println!("X-Auth-Token: {}", token(&secret, account_id, user_id));
+    Ok(())
+}
+
+/// A one-time token as Kommo's `$authorizedAjax` adds it (ids as numbers, as Kommo sends them).
+pub fn token(integration_secret: &str, account_id: u64, user_id: u64) -> String {
+    let now = SystemClock.now_s();
+    let claims = serde_json::json!({"account_id": account_id, "user_id": user_id,
+                                    "iat": now, "nbf": now, "exp": now + TOKEN_TTL_S});
+    one_time_token::issue(integration_secret, &claims)
+}
+
+/// The Standard Webhooks headers of one message from the chat service.
+pub fn chat_headers(secret: &WebhookSecret, body: &[u8]) -> [(&'static str, String); 3] {
+    let id = shared::typing::new_webhook_id();
+    let timestamp = SystemClock.now_s();
+    let signature = secret.sign(&id, timestamp, body);
+    [("webhook-id", id), ("webhook-timestamp", timestamp.to_string()), ("webhook-signature", signature)]
+}
+
+fn chat_secret() -> Result<WebhookSecret, Failure> {
+    let text = required_env("CHAT_SERVICE_SECRET")?;
+    WebhookSecret::parse(&text).map_err(|e| Failure::Config(format!("CHAT_SERVICE_SECRET {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// send
+
+async fn send_kommo(options: &Options) -> Result<(), Failure> {
+    let base = base_url(options.required("url")?)?;
+    let scope = options.required("scope")?;
+    let body = read_body(options.required("body")?)?;
+    let secret = required_env("KOMMO_CHANNEL_SECRET")?;
+    let request = http_client()
+        .post(format!("{base}/kommo/webhook/{scope}"))
+        .header("content-type", "application/json")
+        .header("x-signature", kommo_webhook::sign(&secret, &body))
+        .body(body);
+    print_answer(request).await
+}
+
+async fn send_chat(options: &Options) -> Result<(), Failure> {
+    let base = base_url(options.required("url")?)?;
+    let body = read_body(options.required("body")?)?;
+    let mut request = http_client().post(format!("{base}/chat/events")).header("content-type", "application/json");
+    for (name, value) in chat_headers(&chat_secret()?, &body) {
+        request = request.header(name, value);
+    }
+    print_answer(request.body(body)).await
+}
+
+/// Sends, prints the status and body; a status other than 2xx is a failure.
+async fn print_answer(request: reqwest::RequestBuilder) -> Result<(), Failure> {
+    let response = request.send().await.map_err(|e| Failure::Failed(format!("the bridge did not answer: {e}")))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    println!("HTTP {}", status.as_u16());
+    println!("{body}");
+    if status.is_success() { Ok(()) } else { Err(Failure::Failed(format!("the bridge answered {status}"))) }
+}
+
+fn base_url(url: &str) -> Result<String, Failure> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url.trim_end_matches('/').to_owned())
+    } else {
+        Err(Failure::Usage(format!("--url must be an http:// or https:// URL, not {url:?}")))
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    shared::outbound::http_client(HTTP_TIMEOUT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// input and environment
+
+/// The body from a file, or from standard input for `-`, byte for byte (signatures cover the
+/// exact bytes, a trailing newline included).
+fn read_body(source: &str) -> Result<Vec<u8>, Failure> {
+    if source == "-" {
+        let mut body = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .map_err(|e| Failure::Failed(format!("cannot read the body from standard input: {e}")))?;
+        return Ok(body);
+    }
+    std::fs::read(source).map_err(|e| Failure::Failed(format!("cannot read the body from {source}: {e}")))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn required_env(name: &str) -> Result<String, Failure> {
+    env(name).ok_or_else(|| Failure::Config(format!("{name} is required and not set")))
+}
