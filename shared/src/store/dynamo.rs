@@ -22,6 +22,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
@@ -101,6 +102,12 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// An UpdateItem on one item, counted as a write (DynamoDB bills a failed condition as one).
+    fn update(&self, pk: String, sk: &str) -> UpdateItemFluentBuilder {
+        self.ops.write();
+        self.client.update_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk))
+    }
+
     /// Deletes a lease if `condition` (over `:now`) holds; returns the item it deleted.
     async fn delete_lease_if(&self, key: &LeaseKey, condition: &str, now_ms: i64) -> Result<Option<Item>, StoreError> {
         self.ops.write();
@@ -146,13 +153,8 @@ const MESSAGE_SK: &str = "msg";
 #[async_trait]
 impl TypingLeases for DynamoStore {
     async fn extend(&self, key: &LeaseKey, expires_at_ms: i64, now_ms: i64) -> Result<LeaseChange, StoreError> {
-        self.ops.write();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(lease_pk(key)))
-            .key("sk", s(&key.holder))
+            .update(lease_pk(key), &key.holder)
             .update_expression("SET expires_at_ms = :exp, expires_at = :ttl")
             .condition_expression(
                 "attribute_not_exists(expires_at_ms) OR expires_at_ms <= :now OR expires_at_ms < :exp",
@@ -257,13 +259,8 @@ impl TypingLeases for DynamoStore {
     }
 
     async fn claim_refresh(&self, key: &LeaseKey, now_ms: i64, min_gap_ms: i64) -> Result<bool, StoreError> {
-        self.ops.write();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(lease_pk(key)))
-            .key("sk", s(&key.holder))
+            .update(lease_pk(key), &key.holder)
             .update_expression("SET last_forwarded_at_ms = :now")
             .condition_expression(
                 "expires_at_ms > :now AND (attribute_not_exists(last_forwarded_at_ms) OR last_forwarded_at_ms <= :gap_start)",
@@ -329,13 +326,8 @@ impl PresenceWindows for DynamoStore {
     }
 
     async fn go_offline(&self, key: &PresenceKey, now_ms: i64) -> Result<bool, StoreError> {
-        self.ops.write();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(presence_pk(&key.scope_id, &key.subject)))
-            .key("sk", s(&key.device))
+            .update(presence_pk(&key.scope_id, &key.subject), &key.device)
             .update_expression("SET last_seen_at_ms = :now, online_until_ms = :now, expires_at = :ttl")
             .condition_expression("online_until_ms > :now")
             .expression_attribute_values(":now", n(now_ms))
@@ -377,13 +369,8 @@ impl PresenceWindows for DynamoStore {
     }
 
     async fn mark_pushed(&self, scope_id: &str, subject: &str, device: &str, online: bool) -> Result<bool, StoreError> {
-        self.ops.write();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("{scope_id}#pushed#{subject}")))
-            .key("sk", s(device))
+            .update(format!("{scope_id}#pushed#{subject}"), device)
             .update_expression("SET pushed_online = :online, expires_at = :ttl")
             .condition_expression("attribute_not_exists(pushed_online) OR pushed_online <> :online")
             .expression_attribute_values(":online", AttributeValue::Bool(online))
@@ -518,13 +505,8 @@ impl MessageRecords for DynamoStore {
         now_ms: i64,
         hold_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.ops.write();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(message_pk(scope_id, kommo_msgid)))
-            .key("sk", s(MESSAGE_SK))
+            .update(message_pk(scope_id, kommo_msgid), MESSAGE_SK)
             .update_expression("SET relay_hold_until_ms = :hold")
             .condition_expression("relay_state = :pending AND relay_hold_until_ms <= :now")
             .expression_attribute_values(":hold", n(now_ms + hold_ms))
@@ -536,14 +518,8 @@ impl MessageRecords for DynamoStore {
     }
 
     async fn finish_relay(&self, scope_id: &str, kommo_msgid: &str, outcome: &RelayOutcome) -> Result<(), StoreError> {
-        self.ops.write();
-        let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(message_pk(scope_id, kommo_msgid)))
-            .key("sk", s(MESSAGE_SK))
-            .condition_expression("attribute_exists(pk)");
+        let request =
+            self.update(message_pk(scope_id, kommo_msgid), MESSAGE_SK).condition_expression("attribute_exists(pk)");
         let request = match outcome {
             RelayOutcome::Sent { chat_msgid: Some(chat_msgid) } => request
                 .update_expression("SET relay_state = :state, chat_msgid = :chat")
@@ -760,13 +736,8 @@ impl Conversations for DynamoStore {
         sent_at_ms: i64,
         chat_msgid: &str,
     ) -> Result<bool, StoreError> {
-        self.ops.write();
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("{scope_id}#conv#{conversation_id}")))
-            .key("sk", s("conv"))
+            .update(format!("{scope_id}#conv#{conversation_id}"), "conv")
             .update_expression("SET read_mark_ms = :ms, read_mark_msgid = :id, conversation_id = :conv")
             .condition_expression(
                 "attribute_not_exists(read_mark_ms) OR read_mark_ms < :ms OR (read_mark_ms = :ms AND read_mark_msgid < :id)",
