@@ -209,12 +209,7 @@ impl TypingLeases for DynamoStore {
         min_gap_ms: i64,
     ) -> Result<ClientSignal, StoreError> {
         let lease_update = || {
-            self.ops.write();
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(lease_pk(key)))
-                .key("sk", s(&key.holder))
+            self.update(lease_pk(key), &key.holder)
                 .expression_attribute_values(":exp", n(expires_at_ms))
                 .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms, LEASE_GRACE_S)))
                 .expression_attribute_values(":now", n(now_ms))
@@ -295,14 +290,9 @@ impl PresenceWindows for DynamoStore {
         if online && window.is_some_and(|(last_seen, _)| last_seen > now_ms - coalesce_ms) {
             return Ok(HeartbeatOutcome::Coalesced);
         }
-        self.ops.write();
         let until = now_ms + window_ms;
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(&key.device))
+            .update(pk, &key.device)
             .update_expression("SET last_seen_at_ms = :now, online_until_ms = :until, expires_at = :ttl")
             // Never let a slower concurrent heartbeat move last_seen backwards.
             .condition_expression("attribute_not_exists(last_seen_at_ms) OR last_seen_at_ms < :now")
@@ -458,18 +448,13 @@ impl MessageRecords for DynamoStore {
         status: &DeliveryStatus,
         now_ms: i64,
     ) -> Result<StatusChange, StoreError> {
-        self.ops.write();
         // The register's rule, as a condition: forward only; a failure only while nothing else.
         let condition = match status {
             DeliveryStatus::Failed(_) => "attribute_not_exists(status_rank)",
             _ => "attribute_not_exists(status_rank) OR status_rank < :rank",
         };
         let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(message_pk(scope_id, kommo_msgid)))
-            .key("sk", s(MESSAGE_SK))
+            .update(message_pk(scope_id, kommo_msgid), MESSAGE_SK)
             .update_expression(
                 "SET status_rank = :rank, status_at_ms = :now, expires_at = :ttl, \
                  created_at_ms = if_not_exists(created_at_ms, :now), dir = if_not_exists(dir, :out), \
@@ -651,12 +636,7 @@ impl MessageRecords for DynamoStore {
     }
 
     async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError> {
-        self.ops.write();
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("{scope_id}#in#{chat_msgid}")))
-            .key("sk", s("in"))
+        self.update(format!("{scope_id}#in#{chat_msgid}"), "in")
             .update_expression("SET kommo_msgid = :kommo")
             .expression_attribute_values(":kommo", s(kommo_msgid))
             .send()
@@ -682,11 +662,7 @@ impl Conversations for DynamoStore {
     ) -> Result<(), StoreError> {
         let mut sets = vec!["conversation_id = :conv"];
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("{scope_id}#conv#{conversation_id}")))
-            .key("sk", s("conv"))
+            .update(format!("{scope_id}#conv#{conversation_id}"), "conv")
             .expression_attribute_values(":conv", s(conversation_id));
         if let Some(chat_id) = kommo_chat_id {
             sets.push("kommo_chat_id = :chat");
@@ -696,7 +672,6 @@ impl Conversations for DynamoStore {
             sets.push("client_user_id = :client");
             update = update.expression_attribute_values(":client", s(user_id));
         }
-        self.ops.write();
         update.update_expression(format!("SET {}", sets.join(", "))).send().await.map_err(unavailable)?;
         if let Some(chat_id) = kommo_chat_id {
             self.ops.write();
