@@ -6,21 +6,22 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::chat_client::CHAT_REQUEST_TIMEOUT;
-use crate::chat_client::{ChatService, HttpChatService};
+use crate::chat_client::ChatService;
 use crate::config::Config;
-use crate::config::RetryPolicy;
 use crate::http::standard_webhook_headers;
 use crate::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, header_str, json_response, parse_json};
-use crate::kommo_client::{AmojoClient, KommoApi};
+use crate::kommo_client::KommoApi;
 use crate::models::chat::ChatEvent;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
-use crate::outbound::http_client;
 use crate::routes::{self, EntryPoint, RouteId};
-use crate::signing::kommo_webhook;
+use crate::signing::{kommo_webhook, standard_webhooks};
 use crate::store::Store;
 use crate::time::Clock;
 use crate::timers::Timers;
+
+/// How long a chat-service `webhook-id` is remembered: a signed request stays valid while its
+/// timestamp is within the tolerance of the clock, either side, so twice that covers every replay.
+const REPLAY_MEMORY_MS: i64 = 2 * standard_webhooks::TOLERANCE_S * 1000;
 
 pub struct Bridge {
     pub config: Config,
@@ -32,6 +33,7 @@ pub struct Bridge {
 }
 
 impl Bridge {
+    #[cfg(feature = "adapters")]
     /// The bridge with real HTTP clients for amojo and the chat service (one client, built once).
     pub fn with_http_clients(
         config: Config,
@@ -39,7 +41,10 @@ impl Bridge {
         store: Arc<dyn Store>,
         timers: Arc<dyn Timers>,
     ) -> Self {
-        let http = http_client(CHAT_REQUEST_TIMEOUT);
+        use crate::chat_client::{CHAT_REQUEST_TIMEOUT, HttpChatService};
+        use crate::config::RetryPolicy;
+        use crate::kommo_client::AmojoClient;
+        let http = crate::outbound::http_client(CHAT_REQUEST_TIMEOUT);
         // Inline retries only: the queue carries longer backoff (config.retry), so no
         // invocation waits out an outage.
         let kommo = AmojoClient::new(
@@ -115,14 +120,40 @@ impl Bridge {
             .map_err(|e| ApiError::bad_signature(e.to_string()))
     }
 
-    /// `POST /chat/events`: Standard Webhooks verified over the raw body, then parsed.
+    /// `POST /chat/events`: Standard Webhooks verified over the raw body, then parsed. A
+    /// `webhook-id` is accepted once: a captured request replayed within the signature's
+    /// tolerance gets 409 and changes nothing. An event whose handling fails is forgotten, so
+    /// the sender's retry with the same id is handled, not refused.
     async fn chat_event(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
         self.verify_chat_signature(request)?;
         let event: ChatEvent = parse_json(request.body())?;
-        if self.config.account_of_scope(event.scope_id()).is_none() {
+        let scope_id = event.scope_id();
+        if self.config.account_of_scope(scope_id).is_none() {
             return Err(ApiError::unknown_scope());
         }
-        match &event {
+        check_chat_event(&event)?;
+        let webhook_id = header_str(request, "webhook-id").unwrap_or_default(); // verified present
+        let replay_key = format!("webhook-id#{webhook_id}");
+        let first = self.store.claim(scope_id, &replay_key, self.clock.now_ms(), REPLAY_MEMORY_MS).await;
+        if !first.map_err(crate::typing::store_fault)? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replayed_webhook",
+                "this webhook-id was already accepted; the event is not applied twice",
+            ));
+        }
+        if let Err(error) = self.apply_chat_event(&event).await {
+            if let Err(release_error) = self.store.release(scope_id, &replay_key).await {
+                tracing::error!(error = %release_error, "a failed event's webhook-id could not be released");
+            }
+            return Err(error);
+        }
+        tracing::info!(scope_id, kind = event.type_name(), "chat event accepted");
+        Ok(json_response(StatusCode::OK, &serde_json::json!({"accepted": true})))
+    }
+
+    async fn apply_chat_event(&self, event: &ChatEvent) -> Result<(), ApiError> {
+        match event {
             ChatEvent::TypingStarted(typing) => self.on_client_typing_started(typing).await?,
             ChatEvent::TypingStopped(typing) => {
                 self.end_client_typing(&typing.scope_id, &typing.conversation_id, &typing.user_id).await?
@@ -134,7 +165,26 @@ impl Bridge {
             }
             ChatEvent::PresenceOffline(presence) => self.on_client_offline(presence).await?,
         }
-        tracing::info!(scope_id = event.scope_id(), kind = event.type_name(), "chat event accepted");
-        Ok(json_response(StatusCode::OK, &serde_json::json!({"accepted": true})))
+        Ok(())
+    }
+}
+
+/// The checks of a chat event that need no store, made before its `webhook-id` is remembered,
+/// so that a malformed event changes nothing at all.
+fn check_chat_event(event: &ChatEvent) -> Result<(), ApiError> {
+    use crate::messages::require_non_empty;
+    match event {
+        ChatEvent::TypingStarted(typing) => {
+            require_non_empty(&[("conversation_id", &typing.conversation_id), ("user_id", &typing.user_id)])?;
+            crate::typing::client_typing_ttl_ms(typing).map(drop)
+        }
+        ChatEvent::TypingStopped(typing) => {
+            require_non_empty(&[("conversation_id", &typing.conversation_id), ("user_id", &typing.user_id)])
+        }
+        ChatEvent::MessageCreated(message) => crate::messages::check_client_message(message),
+        ChatEvent::MessageStatus(report) => crate::messages::reported_status(report).map(drop),
+        ChatEvent::PresenceOnline(presence)
+        | ChatEvent::PresenceHeartbeat(presence)
+        | ChatEvent::PresenceOffline(presence) => require_non_empty(&[("user_id", &presence.user_id)]),
     }
 }

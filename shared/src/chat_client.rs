@@ -2,13 +2,18 @@
 //! Standard Webhooks. The `webhook-id` stays the same across the retries of one event, so
 //! the chat service can drop duplicates; the timestamp and signature are made per attempt.
 
+// Without the adapters (the fuzz build) only the pure parts remain; their imports are expected to go unused.
+#![cfg_attr(not(feature = "adapters"), allow(unused_imports, dead_code))]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::config::RetryPolicy;
 use crate::models::chat::BridgeEvent;
-use crate::outbound::{Attempt, is_retryable_status, retry_after, transport_retry, with_retries};
+use crate::outbound::{Attempt, is_retryable_status, with_retries};
+#[cfg(feature = "adapters")]
+use crate::outbound::{retry_after, transport_retry};
 use crate::signing::standard_webhooks::WebhookSecret;
 use crate::time::Clock;
 
@@ -44,6 +49,7 @@ pub trait ChatService: Send + Sync {
     ) -> Result<ChatAnswer, ChatError>;
 }
 
+#[cfg(feature = "adapters")]
 pub struct HttpChatService {
     http: reqwest::Client,
     url: String,
@@ -51,12 +57,14 @@ pub struct HttpChatService {
     clock: Arc<dyn Clock>,
 }
 
+#[cfg(feature = "adapters")]
 impl HttpChatService {
     pub fn new(http: reqwest::Client, url: &str, secret: WebhookSecret, clock: Arc<dyn Clock>) -> Self {
         Self { http, url: url.to_owned(), secret, clock }
     }
 }
 
+#[cfg(feature = "adapters")]
 #[async_trait]
 impl ChatService for HttpChatService {
     async fn deliver(
@@ -107,6 +115,7 @@ impl ChatService for HttpChatService {
 }
 
 /// The contract's error body `{"error": {"code", "message"}}`; anything else gives empty strings.
+#[cfg(feature = "adapters")]
 fn error_of(body: &[u8]) -> (String, String) {
     #[derive(serde::Deserialize, Default)]
     struct Envelope {

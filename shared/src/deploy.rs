@@ -6,33 +6,75 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::Bridge;
+use crate::config::Config;
+use crate::signing::standard_webhooks::WebhookSecret;
 
 /// The secrets, each given either as a value (`NAME`, local runs and tests) or, in AWS, as the
-/// name of an SSM SecureString parameter (`NAME_PARAM`), read once per cold start.
+/// name of an SSM SecureString parameter (`NAME_PARAM`), read once per execution environment.
 pub const SECRETS: [&str; 3] = ["KOMMO_CHANNEL_SECRET", "KOMMO_INTEGRATION_SECRET", "CHAT_SERVICE_SECRET"];
 
-/// The whole of the cold start's one network call: SSM answers in tens of milliseconds.
+/// The one network call of a cold start: SSM answers in tens of milliseconds.
 const SSM_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Reads the strict configuration, fetching the secrets named by `*_PARAM` from SSM in one
-/// bounded call, or ends the process with exit code 2 and a message naming the variable: a
-/// Lambda function never starts half-configured.
-pub async fn config_or_exit() -> crate::config::Config {
-    let fetched = match fetch_secrets(&|name| std::env::var(name).ok()).await {
-        Ok(fetched) => fetched,
-        Err(error) => refuse(&error),
-    };
-    let env = |name: &str| fetched.get(name).cloned().or_else(|| std::env::var(name).ok());
-    crate::config::Config::from_env_strict(&env).unwrap_or_else(|error| refuse(&error.to_string()))
+/// The deployed bridge, built on the first event rather than during Lambda's init phase.
+///
+/// Init only checks the configuration that needs no network, so a misconfigured function
+/// fails at once with exit code 2 and a message naming the variable, and init stays as short
+/// as a hello-world handler's (figures in the README). Fetching the secrets from SSM and
+/// building the AWS and HTTPS clients (the TLS root store read among them) happen on the first
+/// event, bounded by [`SSM_TIMEOUT`], and are kept for the life of the execution environment.
+/// A failure is not kept: the invocation fails (a Lambda function error, which the errors alarm
+/// counts, and the sender retries) and the next event tries again.
+pub struct ColdStart {
+    bridge: tokio::sync::OnceCell<Arc<Bridge>>,
 }
 
-fn refuse(message: &str) -> ! {
-    eprintln!("{message}");
-    std::process::exit(2);
+impl ColdStart {
+    /// Checks the configuration from the environment, or ends the process with exit code 2.
+    pub fn check_config_or_exit() -> Self {
+        let env = |name: &str| std::env::var(name).ok();
+        if let Err(error) = check_without_secrets(&env) {
+            eprintln!("{error}");
+            std::process::exit(2);
+        }
+        Self { bridge: tokio::sync::OnceCell::new() }
+    }
+
+    /// The bridge, built on the first call.
+    pub async fn bridge(&self) -> Result<Arc<Bridge>, String> {
+        self.bridge
+            .get_or_try_init(|| async {
+                let config = load_config(&|name| std::env::var(name).ok()).await?;
+                Ok(Arc::new(production_bridge(config)))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// The strict configuration, as [`Config::from_env_strict`] would read it once the secrets named
+/// by `*_PARAM` are fetched: those stand in as placeholders of the right form.
+fn check_without_secrets(env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+    let placeholder = |name: &str| {
+        let by_parameter = env(name).is_none() && env(&format!("{name}_PARAM")).is_some_and(|p| !p.is_empty());
+        by_parameter.then(|| match name {
+            "CHAT_SERVICE_SECRET" => WebhookSecret::from_key(vec![0; 32]).expose(),
+            _ => "placeholder".to_owned(),
+        })
+    };
+    let env = |name: &str| if SECRETS.contains(&name) { placeholder(name).or_else(|| env(name)) } else { env(name) };
+    Config::from_env_strict(&env).map(drop).map_err(|error| error.to_string())
+}
+
+/// The strict configuration with the secrets fetched from SSM where `*_PARAM` names them.
+async fn load_config(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<Config, String> {
+    let fetched = fetch_secrets(env).await?;
+    let env = |name: &str| fetched.get(name).cloned().or_else(|| env(name));
+    Config::from_env_strict(&env).map_err(|error| error.to_string())
 }
 
 /// The secret values behind the `*_PARAM` variables (for secrets not given as values).
-async fn fetch_secrets(env: &dyn Fn(&str) -> Option<String>) -> Result<HashMap<String, String>, String> {
+async fn fetch_secrets(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<HashMap<String, String>, String> {
     let wanted: Vec<(&str, String)> = SECRETS
         .iter()
         .filter(|name| env(name).is_none())
@@ -74,9 +116,9 @@ async fn fetch_secrets(env: &dyn Fn(&str) -> Option<String>) -> Result<HashMap<S
 }
 
 /// The deployed bridge: DynamoDB (the table named by `TABLE_NAME`), SQS timers
-/// (`TIMER_QUEUE_URL`), the system clock, and HTTPS clients for amojo and the chat service, all
-/// built once per cold start without network calls.
-pub fn production_bridge(config: crate::config::Config) -> Bridge {
+/// (`TIMER_QUEUE_URL`), the system clock, and HTTPS clients for amojo and the chat service,
+/// built without network calls.
+pub fn production_bridge(config: Config) -> Bridge {
     let client = crate::store::dynamo::client_from_env(config.dynamodb_endpoint.as_deref());
     let store = crate::store::dynamo::DynamoStore::new(client, config.table_name.clone());
     let clock: Arc<dyn crate::time::Clock> = Arc::new(crate::time::SystemClock);

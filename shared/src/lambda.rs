@@ -1,19 +1,23 @@
 //! Running a [`Bridge`] entry point under AWS Lambda behind an HTTP API (payload v2).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response, service_fn};
 
-use crate::app::Bridge;
+use crate::deploy::ColdStart;
 use crate::http::HttpRequest;
 use crate::routes::EntryPoint;
 
-/// Serves Lambda invocations until the runtime stops the process.
-pub async fn serve(bridge: Arc<Bridge>, entry: EntryPoint) -> Result<(), lambda_http::Error> {
+/// Serves Lambda invocations until the runtime stops the process. An invocation that finds the
+/// bridge unbuildable (its secrets unreadable) fails as a function error: the errors alarm
+/// counts it, API Gateway answers 500, and Kommo or the chat service retries later.
+pub async fn serve(cold_start: Arc<ColdStart>, entry: EntryPoint) -> Result<(), lambda_http::Error> {
     lambda_http::run(service_fn(move |request: Request| {
-        let bridge = bridge.clone();
-        async move { Ok::<_, Infallible>(into_lambda(bridge.handle(entry, from_lambda(request)).await)) }
+        let cold_start = cold_start.clone();
+        async move {
+            let bridge = cold_start.bridge().await?;
+            Ok::<_, lambda_http::Error>(into_lambda(bridge.handle(entry, from_lambda(request)).await))
+        }
     }))
     .await
 }

@@ -2,9 +2,11 @@
 //! ports and their adapters. Every function (and the dev server) is a thin shell around it.
 
 pub mod app;
+#[cfg(feature = "adapters")]
 pub mod aws;
 pub mod chat_client;
 pub mod config;
+#[cfg(feature = "adapters")]
 pub mod deploy;
 pub mod due;
 pub mod http;

@@ -135,10 +135,24 @@ impl Bridge {
         if !self.store.claim_relay(scope_id, kommo_msgid, now, RELAY_HOLD_MS).await? {
             return Ok(()); // sent, failed, or another delivery of this work holds it
         }
-        if let Some(stopped) = &typing_stopped
-            && let Err(error) = self.chat.deliver(stopped, &new_webhook_id(), RetryPolicy::EPHEMERAL).await
-        {
-            tracing::warn!(scope_id, %error, "typing.stopped before the message not delivered");
+        if let Some(stopped) = &typing_stopped {
+            match self.chat.deliver(stopped, &typing_stopped_id(&webhook_id), RetryPolicy::EPHEMERAL).await {
+                Ok(_) => {}
+                Err(ChatError::Rejected { status, code, .. }) => {
+                    tracing::warn!(
+                        scope_id,
+                        status,
+                        code,
+                        "the chat service refused typing.stopped before the message"
+                    );
+                }
+                Err(ChatError::Unavailable { reason, .. }) => {
+                    // The message would not get through either: both go again later, in this
+                    // order, so the manager never goes on typing after their message.
+                    let retry = Relay { scope_id, kommo_msgid, event, typing_stopped, webhook_id, attempt };
+                    return self.relay_later(retry, &reason, now).await;
+                }
+            }
         }
         match self.chat.deliver(&event, &webhook_id, ONE_ATTEMPT).await {
             Ok(answer) => {
@@ -155,27 +169,44 @@ impl Bridge {
                 self.apply_status(scope_id, kommo_msgid, &DeliveryStatus::Failed(error), now).await
             }
             Err(ChatError::Unavailable { reason, .. }) => {
-                let next = attempt + 1;
-                if next >= self.config.retry.max_attempts {
-                    tracing::error!(scope_id, kommo_msgid, attempts = next, %reason, "message not delivered; dead-lettered");
-                    self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await?;
-                    let failed = DeliveryStatus::Failed(DeliveryError::Internal);
-                    return self.apply_status(scope_id, kommo_msgid, &failed, now).await;
-                }
-                let at = now + self.requeue_delay(next, None);
-                self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::RetryAt(at)).await?;
-                let again = DueWork::RelayManagerMessage {
-                    scope_id: scope_id.to_owned(),
-                    kommo_msgid: kommo_msgid.to_owned(),
-                    event,
-                    typing_stopped: None,
-                    webhook_id,
-                    attempt: next,
-                };
-                self.timers.schedule(again, at).await?;
-                Ok(())
+                let retry = Relay { scope_id, kommo_msgid, event, typing_stopped: None, webhook_id, attempt };
+                self.relay_later(retry, &reason, now).await
             }
         }
+    }
+
+    /// The chat service was unavailable for a relay: queued again with backoff (what is still
+    /// to send, typing.stopped first), or, the attempts spent, dead-lettered and reported to
+    /// Kommo as 903 (a typing.stopped still owed then goes on alone).
+    async fn relay_later(&self, relay: Relay<'_>, reason: &str, now: i64) -> Result<(), DueError> {
+        let Relay { scope_id, kommo_msgid, event, typing_stopped, webhook_id, attempt } = relay;
+        let next = attempt + 1;
+        if next >= self.config.retry.max_attempts {
+            tracing::error!(scope_id, kommo_msgid, attempts = next, %reason, "message not delivered; dead-lettered");
+            self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await?;
+            if let Some(stopped) = typing_stopped {
+                let alone = DueWork::DeliverChatEvent {
+                    event: *stopped,
+                    webhook_id: typing_stopped_id(&webhook_id),
+                    attempt: 0,
+                };
+                self.timers.schedule(alone, now).await?;
+            }
+            let failed = DeliveryStatus::Failed(DeliveryError::Internal);
+            return self.apply_status(scope_id, kommo_msgid, &failed, now).await;
+        }
+        let at = now + self.requeue_delay(next, None);
+        self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::RetryAt(at)).await?;
+        let again = DueWork::RelayManagerMessage {
+            scope_id: scope_id.to_owned(),
+            kommo_msgid: kommo_msgid.to_owned(),
+            event,
+            typing_stopped,
+            webhook_id,
+            attempt: next,
+        };
+        self.timers.schedule(again, at).await?;
+        Ok(())
     }
 
     /// Moves the register and, only when it moved, queues the one Kommo status call.
@@ -213,6 +244,19 @@ impl Bridge {
         request: DeliveryStatusRequest,
         attempt: u32,
     ) -> Result<(), DueError> {
+        // A report that waited out a Kommo failure may have been overtaken by a better status
+        // of the same message, reported on its own: sending this one now would move Kommo's
+        // status backwards (read, then delivered). The register says which is the latest.
+        if attempt > 0 {
+            match self.store.get_message(scope_id, &request.msgid).await {
+                Ok(Some(record)) if record.status_rank.is_some_and(|rank| rank > request.status.rank()) => {
+                    tracing::info!(scope_id, kommo_msgid = %request.msgid, "delivery status overtaken by a later one; not sent");
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(scope_id, %error, "status register not read; reporting anyway"),
+            }
+        }
         match self.kommo.delivery_status(scope_id, &request).await {
             Ok(()) => Ok(()),
             Err(KommoError::Unavailable { reason, retry_after, .. })
@@ -238,29 +282,13 @@ impl Bridge {
         backoff.max(retry_after.unwrap_or_default()).as_millis() as i64
     }
 
-    /// The chat service's `message.status`.
+    /// The chat service's `message.status` (checked by [`reported_status`]).
     pub(crate) async fn on_message_status(&self, report: &StatusReport) -> Result<(), ApiError> {
-        let status = match (report.status, report.error_code) {
-            (ReportedStatus::Failed, Some(code)) => DeliveryStatus::Failed(
-                DeliveryError::from_code(code, report.error.as_deref())
-                    .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?,
-            ),
-            (ReportedStatus::Failed, None) => {
-                return Err(ApiError::bad_request("invalid_body", "a failed status needs error_code 901-905"));
-            }
-            (_, Some(_)) => {
-                return Err(ApiError::bad_request("invalid_body", "error_code belongs only to status failed"));
-            }
-            (ReportedStatus::Delivered, None) => DeliveryStatus::Delivered,
-            (ReportedStatus::Read, None) => DeliveryStatus::Read,
-        };
-        if report.up_to && status != DeliveryStatus::Read {
-            return Err(ApiError::bad_request("invalid_body", "up_to belongs only to status read"));
-        }
+        let status = reported_status(report)?;
         let scope_id = report.scope_id.as_str();
         let kommo_msgid = match (&report.reference, &report.msgid) {
             (Some(reference), _) if !reference.is_empty() => reference.clone(),
-            (_, Some(msgid)) if !msgid.is_empty() => self
+            (_, Some(msgid)) => self
                 .store
                 .kommo_msgid_for(scope_id, msgid)
                 .await
@@ -292,13 +320,7 @@ impl Bridge {
     /// The chat service's `message.created`: recorded once per msgid, the client's typing
     /// ended, the import queued.
     pub(crate) async fn on_client_message(&self, message: &ClientMessage) -> Result<(), ApiError> {
-        for (field, value) in
-            [("conversation_id", &message.conversation_id), ("msgid", &message.msgid), ("user.id", &message.user.id)]
-        {
-            if value.is_empty() {
-                return Err(ApiError::bad_request("invalid_body", format!("{field} must not be empty")));
-            }
-        }
+        check_client_message(message)?;
         let scope_id = message.scope_id.as_str();
         let now = self.clock.now_ms();
         if !self
@@ -379,6 +401,22 @@ impl Bridge {
     }
 }
 
+/// One relay of a manager's message, as [`Bridge::relay_later`] takes it.
+struct Relay<'a> {
+    scope_id: &'a str,
+    kommo_msgid: &'a str,
+    event: Box<BridgeEvent>,
+    typing_stopped: Option<Box<BridgeEvent>>,
+    webhook_id: String,
+    attempt: u32,
+}
+
+/// The `webhook-id` of the typing.stopped that goes before a message: derived from the
+/// message's, so it stays the same across retries and the chat service can drop duplicates.
+fn typing_stopped_id(message_webhook_id: &str) -> String {
+    format!("{message_webhook_id}_typing_stopped")
+}
+
 /// The client as amojo takes them.
 fn participant(user: &ChatUser) -> Participant {
     let mut participant = Participant::with_id(user.id.clone());
@@ -390,6 +428,41 @@ fn participant(user: &ChatUser) -> Participant {
             Some(Profile { phone: user.phone.clone(), email: user.email.clone(), extra: Default::default() });
     }
     participant
+}
+
+/// What a `message.status` report says, checked without the store: a status the register knows,
+/// error codes only with `failed`, `up_to` only with `read`, and a message named.
+pub(crate) fn reported_status(report: &StatusReport) -> Result<DeliveryStatus, ApiError> {
+    let status = match (report.status, report.error_code) {
+        (ReportedStatus::Failed, Some(code)) => DeliveryStatus::Failed(
+            DeliveryError::from_code(code, report.error.as_deref())
+                .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?,
+        ),
+        (ReportedStatus::Failed, None) => {
+            return Err(ApiError::bad_request("invalid_body", "a failed status needs error_code 901-905"));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::bad_request("invalid_body", "error_code belongs only to status failed"));
+        }
+        (ReportedStatus::Delivered, None) => DeliveryStatus::Delivered,
+        (ReportedStatus::Read, None) => DeliveryStatus::Read,
+    };
+    if report.up_to && status != DeliveryStatus::Read {
+        return Err(ApiError::bad_request("invalid_body", "up_to belongs only to status read"));
+    }
+    let names_a_message = report.reference.as_deref().is_some_and(|r| !r.is_empty())
+        || report.msgid.as_deref().is_some_and(|m| !m.is_empty());
+    if !names_a_message {
+        return Err(ApiError::bad_request("invalid_body", "name the message by msgid or reference"));
+    }
+    // A reference is a Kommo msgid, which goes into the path of amojo's delivery_status call:
+    // Kommo's ids are short and URL-safe, anything else is not one of them.
+    if let Some(reference) = report.reference.as_deref().filter(|r| !r.is_empty())
+        && !is_url_safe_id(reference)
+    {
+        return Err(ApiError::bad_request("invalid_body", "reference is not a Kommo msgid"));
+    }
+    Ok(status)
 }
 
 #[cfg(test)]
@@ -411,4 +484,78 @@ mod tests {
         let DeliveryError::Other(text) = refusal_to_error(400, "bad", "") else { panic!("905 expected") };
         assert_eq!(text.as_str(), "The chat service refused the message (HTTP 400 bad)");
     }
+}
+
+/// A `message.created` names its conversation, message and sender.
+pub(crate) fn check_client_message(message: &ClientMessage) -> Result<(), ApiError> {
+    require_non_empty(&[
+        ("conversation_id", &message.conversation_id),
+        ("msgid", &message.msgid),
+        ("user.id", &message.user.id),
+    ])
+}
+
+/// 400 naming the first of `fields` that is empty.
+pub(crate) fn require_non_empty(fields: &[(&str, &str)]) -> Result<(), ApiError> {
+    match fields.iter().find(|(_, value)| value.is_empty()) {
+        Some((field, _)) => Err(ApiError::bad_request("invalid_body", format!("{field} must not be empty"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod fault_regressions {
+    use crate::due::sim::*;
+    use crate::kommo_client::KommoError;
+    use crate::testing::KommoCall;
+
+    #[tokio::test]
+    async fn the_typing_stopped_before_a_message_is_retried_with_it_not_dropped() {
+        // Found by tests/suites/faults.rs: with the chat service failing as the manager's message
+        // came, the typing.stopped before it was dropped, and the manager typed on forever there.
+        let sim = Sim::new();
+        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 5)).await.status(), 200);
+        sim.advance_to(T0 + 10).await;
+        sim.chat.fail_next([chat_down()]);
+        assert_eq!(sim.kommo_webhook(manager_message("conv-1", "kommo-1")).await.status(), 200);
+        sim.advance_to(T0 + 60_000).await;
+        assert_eq!(sim.chat_events(), ["started", "stopped", "message"]);
+    }
+
+    #[tokio::test]
+    async fn a_status_report_overtaken_while_kommo_was_down_never_moves_kommo_backwards() {
+        // Found by tests/suites/faults.rs: delivered waited out an amojo outage, read was
+        // reported meanwhile, and Kommo was told delivered after read.
+        let sim = Sim::new();
+        let down = KommoError::Unavailable {
+            attempts: 3,
+            status: None,
+            reason: "could not connect".into(),
+            retry_after: None,
+        };
+        sim.kommo.fail_next([down]);
+        let status = |status: &str| {
+            serde_json::json!({"type": "message.status", "scope_id": SCOPE, "reference": "kommo-1", "status": status})
+                .to_string()
+        };
+        assert_eq!(sim.chat_event(status("delivered")).await.status(), 200);
+        sim.advance_to(T0 + 10).await; // delivered fails, and waits for its retry
+        assert_eq!(sim.chat_event(status("read")).await.status(), 200);
+        sim.advance_to(T0 + 60_000).await;
+        let told: Vec<i8> = sim
+            .kommo
+            .calls()
+            .into_iter()
+            .filter_map(|recorded| match recorded.call {
+                KommoCall::DeliveryStatus(request) => Some(request.status.wire_code()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, [1, 2], "the failed delivered, then read; never delivered again after read");
+    }
+}
+
+/// Up to 128 of URL's unreserved characters (letters, digits, `-._~`).
+fn is_url_safe_id(id: &str) -> bool {
+    id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }

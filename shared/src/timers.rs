@@ -4,6 +4,9 @@
 //! re-reads the store and acts only if the work is still due, so late, early and duplicate
 //! timers are harmless.
 
+// Without the adapters (the fuzz build) only the pure parts remain; their imports are expected to go unused.
+#![cfg_attr(not(feature = "adapters"), allow(unused_imports, dead_code))]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,12 +80,14 @@ pub const SQS_MAX_DELAY_S: i64 = 900;
 
 /// SQS message timers: one message per piece of work, `DelaySeconds` rounded up so that work
 /// never fires before it is due.
+#[cfg(feature = "adapters")]
 pub struct SqsTimers {
     client: aws_sdk_sqs::Client,
     queue_url: String,
     clock: Arc<dyn crate::time::Clock>,
 }
 
+#[cfg(feature = "adapters")]
 impl SqsTimers {
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>, clock: Arc<dyn crate::time::Clock>) -> Self {
         Self { client, queue_url: queue_url.into(), clock }
@@ -95,6 +100,7 @@ pub fn sqs_delay_seconds(due_at_ms: i64, now_ms: i64) -> i32 {
     (wait_ms.div_euclid(1000) + i64::from(wait_ms % 1000 != 0)).min(SQS_MAX_DELAY_S) as i32
 }
 
+#[cfg(feature = "adapters")]
 #[async_trait]
 impl Timers for SqsTimers {
     async fn schedule(&self, work: DueWork, due_at_ms: i64) -> Result<(), TimerError> {
@@ -111,6 +117,7 @@ impl Timers for SqsTimers {
     }
 }
 
+#[cfg(feature = "adapters")]
 /// An SQS client configured from the environment, at `endpoint` when given (a local server).
 pub fn sqs_client_from_env(endpoint: Option<&str>) -> aws_sdk_sqs::Client {
     let mut builder = aws_sdk_sqs::config::Builder::from(&crate::aws::sdk_config());

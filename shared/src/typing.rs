@@ -53,7 +53,9 @@ impl Bridge {
         }
         let conversation_id = typing.conversation.integration_id();
         let key = LeaseKey::manager(scope_id, conversation_id, &typing.user.id);
-        let expires_at_ms = kommo_expiry_ms + MANAGER_TYPING_GRACE_MS;
+        // Kommo says 5 s ahead; a far-future `expired_at` must neither overflow nor leave the
+        // indicator stuck on: the lease is capped like a client's.
+        let expires_at_ms = kommo_expiry_ms.min(now + CLIENT_TYPING_MAX_TTL_MS) + MANAGER_TYPING_GRACE_MS;
         let change = self.store.extend(&key, expires_at_ms, now).await.map_err(store_fault)?;
         if change != LeaseChange::Started {
             return Ok(());
@@ -131,11 +133,7 @@ impl Bridge {
     /// The chat service's `typing.started`: one conditional write while a lease lives; the one
     /// that starts a lease also shows the typing at once and starts the refresh chain.
     pub(crate) async fn on_client_typing_started(&self, typing: &ClientTyping) -> Result<(), ApiError> {
-        let ttl_ms = match typing.ttl_ms {
-            None => CLIENT_TYPING_DEFAULT_TTL_MS,
-            Some(0) => return Err(ApiError::bad_request("invalid_body", "ttl_ms must be at least 1")),
-            Some(ttl) => i64::from(ttl).min(CLIENT_TYPING_MAX_TTL_MS),
-        };
+        let ttl_ms = client_typing_ttl_ms(typing)?;
         let now = self.clock.now_ms();
         let key = LeaseKey::client(&typing.scope_id, &typing.conversation_id, &typing.user_id);
         let signal = self
@@ -213,6 +211,15 @@ impl Bridge {
         if let Err(error) = self.kommo.typing(scope_id, &request).await {
             tracing::warn!(scope_id, conversation_id, %error, "client typing not shown in Kommo; dropped");
         }
+    }
+}
+
+/// How long a client's `typing.started` holds: its `ttl_ms` (at least 1, capped) or the default.
+pub(crate) fn client_typing_ttl_ms(typing: &ClientTyping) -> Result<i64, ApiError> {
+    match typing.ttl_ms {
+        None => Ok(CLIENT_TYPING_DEFAULT_TTL_MS),
+        Some(0) => Err(ApiError::bad_request("invalid_body", "ttl_ms must be at least 1")),
+        Some(ttl) => Ok(i64::from(ttl).min(CLIENT_TYPING_MAX_TTL_MS)),
     }
 }
 

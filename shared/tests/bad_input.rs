@@ -7,7 +7,6 @@ use bytes::Bytes;
 use shared::http::HttpRequest;
 use shared::routes::EntryPoint;
 use shared::signing::{kommo_webhook, one_time_token};
-use shared::store::Store;
 use shared::time::Clock;
 use support::*;
 
@@ -94,6 +93,8 @@ fn cases(sim: &Sim) -> Vec<Case> {
     let good_claims = serde_json::json!({"account_id": 1, "user_id": 42, "exp": now + 60});
     let event = |kind: &str, fields: &str| format!(r#"{{"type":"{kind}","scope_id":"{SCOPE}"{fields}}}"#);
     let status = |fields: &str| event("message.status", &format!(r#","reference":"kommo-1"{fields}"#));
+    let status_with_reference =
+        |reference: &str| event("message.status", &format!(r#","reference":"{reference}","status":"read""#));
     let ui_presence = "/kommo/ui/conversations/conv-1/presence";
     let sig = |body: &str, secret: &str| Some(kommo_webhook::sign(secret, body.as_bytes()));
 
@@ -176,6 +177,18 @@ fn cases(sim: &Sim) -> Vec<Case> {
             None,
             401,
         ),
+        {
+            let long_id = "m".repeat(257);
+            let signature = chat_secret.sign(&long_id, now, br#"{"type":"presence.heartbeat"}"#);
+            chat_with(
+                "webhook-id longer than 256 bytes",
+                br#"{"type":"presence.heartbeat"}"#,
+                Some(long_id.as_str()),
+                Some(now.to_string()),
+                Some(signature),
+                401,
+            )
+        },
         chat_with(
             "event without webhook-id",
             b"{}",
@@ -246,6 +259,15 @@ fn cases(sim: &Sim) -> Vec<Case> {
         chat("event of unknown type", &event("typing.paused", r#","conversation_id":"c","user_id":"u""#), 400),
         chat("event without type", &format!(r#"{{"scope_id":"{SCOPE}"}}"#), 400),
         chat("typing without user_id", &event("typing.started", r#","conversation_id":"c""#), 400),
+        chat("typing with an empty user_id", &event("typing.started", r#","conversation_id":"c","user_id":"""#), 400),
+        chat(
+            "typing stop with an empty conversation",
+            &event("typing.stopped", r#","conversation_id":"","user_id":"u""#),
+            400,
+        ),
+        chat("heartbeat with an empty user_id", &event("presence.heartbeat", r#","user_id":"""#), 400),
+        chat("status whose reference is a path", &status_with_reference("a b?c#d"), 400),
+        chat("status whose reference is not ASCII", &status_with_reference("g\\u00adqp"), 400),
         chat(
             "typing with a negative ttl",
             &event("typing.started", r#","conversation_id":"c","user_id":"u","ttl_ms":-5"#),
@@ -402,10 +424,46 @@ async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing() {
         let code = body["error"]["code"].as_str().unwrap_or_default();
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(!code.is_empty() && !message.is_empty(), "{}: {body}", case.name);
+        // A signed chat event refused after a store lookup (an unknown msgid) has had its
+        // webhook-id remembered and forgotten again: writes, but nothing kept.
+        assert_eq!(sim.store.item_count(), 0, "{}: nothing stored", case.name);
     }
     sim.advance_to(support::T0 + 600_000).await;
-    assert_eq!(sim.store.op_counts().writes, 0, "nothing stored");
+    assert_eq!(sim.store.item_count(), 0, "nothing stored");
     assert!(sim.kommo.calls().is_empty(), "nothing sent to Kommo");
     assert!(sim.chat.events().is_empty(), "nothing sent to the chat service");
     assert!(sim.timers.pending().is_empty(), "nothing scheduled");
+}
+
+/// A captured chat-service request sent again (same `webhook-id`, still inside the signature's
+/// 5-minute tolerance) is refused with 409 and changes nothing; the sender's retry of an event
+/// that failed is not a replay: a failed event's id is forgotten.
+#[tokio::test]
+async fn a_replayed_webhook_id_is_refused_and_changes_nothing() {
+    let sim = Sim::new();
+    let online = support::presence_event("presence.online", "phone");
+    assert_eq!(sim.chat_event_with_id("msg_once", &online).await.status(), 200);
+    sim.advance_to(support::T0 + 240_000).await;
+    let (items, kommo_calls, pending) = (sim.store.item_count(), sim.kommo.calls().len(), sim.timers.pending().len());
+    let replayed = sim.chat_event_with_id("msg_once", &online).await;
+    assert_eq!(replayed.status(), 409);
+    assert_eq!(Sim::json(&replayed)["error"]["code"], "replayed_webhook");
+    assert_eq!(
+        (sim.store.item_count(), sim.kommo.calls().len(), sim.timers.pending().len()),
+        (items, kommo_calls, pending),
+        "a replay changes nothing"
+    );
+
+    // A status naming the chat service's id of a message whose relay it has not yet answered
+    // fails (404); the retry under the same id, once the relay is recorded, is handled.
+    let status = format!(
+        r#"{{"type":"message.status","scope_id":"{}","msgid":"chat-kommo-late","status":"delivered"}}"#,
+        support::SCOPE
+    );
+    assert_eq!(sim.chat_event_with_id("msg_retry", &status).await.status(), 404);
+    assert_eq!(sim.kommo_webhook(&support::manager_message("conv-1", "manager-1", "kommo-late")).await.status(), 200);
+    sim.advance_to(support::T0 + 250_000).await;
+    assert_eq!(sim.chat_event_with_id("msg_retry", &status).await.status(), 200);
+    sim.advance_to(support::T0 + 251_000).await;
+    assert!(support::kommo_statuses(&sim).iter().any(|(msgid, status, _)| msgid == "kommo-late" && *status == 1));
 }

@@ -91,15 +91,17 @@ async fn two_managers_in_one_conversation_are_pushed_each_and_pulled_together() 
 }
 
 #[tokio::test]
-async fn a_thousand_client_heartbeats_in_30_s_cost_at_most_two_writes() {
+async fn a_thousand_client_heartbeats_in_30_s_cost_at_most_two_presence_writes() {
     let sim = Sim::new();
     let before = sim.store.op_counts().writes;
     for i in 0..1000 {
         sim.clock.set_ms(T0 + i * 30);
         assert_eq!(sim.chat_event(&presence_event("presence.heartbeat", "phone")).await.status(), 200);
     }
-    let writes = sim.store.op_counts().writes - before;
-    assert!(writes <= 2, "{writes} writes");
+    // Each event also costs the one conditional write that remembers its webhook-id (replays
+    // are refused); the presence window itself is written at most twice.
+    let presence_writes = sim.store.op_counts().writes - before - 1000;
+    assert!(presence_writes <= 2, "{presence_writes} presence writes");
 }
 
 #[tokio::test]

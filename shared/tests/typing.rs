@@ -74,13 +74,14 @@ async fn a_typing_ttl_is_capped_at_30_seconds_and_zero_is_refused() {
 }
 
 #[tokio::test]
-async fn the_client_typing_hot_path_is_one_write_and_no_read() {
+async fn the_client_typing_hot_path_is_two_writes_and_no_read() {
     let sim = Sim::new();
     for _ in 0..3 {
         let before = shared::store::Store::op_counts(&*sim.store);
         sim.chat_event(&client_typing("typing.started", "conv-1", None)).await;
         let after = shared::store::Store::op_counts(&*sim.store);
-        assert_eq!((after.writes - before.writes, after.reads - before.reads), (1, 0));
+        // One conditional write remembers the webhook-id (replays are refused), one extends the lease.
+        assert_eq!((after.writes - before.writes, after.reads - before.reads), (2, 0));
     }
 }
 
@@ -200,4 +201,18 @@ async fn typing_expiry_reports_an_unreadable_record_and_runs_the_rest() {
     let response = sim.bridge.handle_sqs_batch(event).await;
     let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["bad-1", "bad-2"]);
+}
+
+/// Kommo says `expired_at` 5 s ahead; one years ahead (or at i64's end) must neither overflow nor
+/// leave the indicator on: the lease is capped at 30 s and the stop follows.
+#[tokio::test]
+async fn a_far_future_manager_expired_at_is_capped_and_the_stop_follows() {
+    let sim = Sim::new();
+    for (conversation, expired_at_s) in [("conv-1", T0 / 1000 + 31_536_000), ("conv-2", i64::MAX / 1000)] {
+        assert_eq!(sim.kommo_webhook(&manager_typing(conversation, "manager-1", expired_at_s)).await.status(), 200);
+    }
+    sim.advance_to(T0 + 60_000).await;
+    let stops: Vec<_> = chat_events(&sim).into_iter().filter(|(_, kind)| *kind == "stopped").collect();
+    assert_eq!(stops.len(), 2, "{stops:?}");
+    assert!(stops.iter().all(|(at, _)| *at <= T0 + 32_000), "{stops:?}");
 }

@@ -1,5 +1,25 @@
 """Shared machinery of the test fakes: HTTP server, call recording, scripted
-responses and the /__admin/ API.
+responses, fault windows and the /__admin/ API.
+
+Admin routes (scope given as `?scope=`, absent meaning every scope, except
+where a body names it):
+  GET    /__admin/health
+  GET    /__admin/calls     every call recorded, in arrival order; each record
+                            has `reply_status` (the status answered, null when
+                            the connection was closed unanswered), its
+                            `reply_headers`, and `fault` (true when a fault
+                            window answered it)
+  DELETE /__admin/calls
+  POST   /__admin/script    {"scope", "responses": [...], "match"?}: answers
+                            used once each, in order
+  DELETE /__admin/script
+  POST   /__admin/fault     {"scope", "seconds", "reply": {...}, "match"?,
+                            "every"?}: for `seconds`, every verified request of
+                            the scope whose path contains `match` (one in
+                            `every`, the first included) gets `reply` (a
+                            scripted response: status, headers, body,
+                            delay_ms, close), before any script
+  DELETE /__admin/fault
 
 A fake is a `FakeService` (the protocol-specific part: how to find a request's
 scope, how to verify it, what to answer) plugged into `run()`, which owns
@@ -197,6 +217,73 @@ class Scripts:
                 self._queues.pop(scope, None)
 
 
+@dataclass
+class Fault:
+    until: float  # time.monotonic() deadline
+    match: str | None
+    every: int
+    reply: Reply
+    seen: int = 0
+
+
+class Faults:
+    """Per-scope fault windows: a reply given to every matching request until a deadline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: dict[str, list[Fault]] = {}
+
+    def add(self, scope: str, fault: Fault) -> None:
+        with self._lock:
+            self._faults.setdefault(scope, []).append(fault)
+
+    def take(self, scope: str, path: str) -> Reply | None:
+        """The reply of the first live fault window of `scope` that applies to this request."""
+        now = time.monotonic()
+        with self._lock:
+            faults = self._faults.get(scope)
+            if not faults:
+                return None
+            faults[:] = [f for f in faults if f.until > now]
+            for fault in faults:
+                if fault.match is None or fault.match in path:
+                    fault.seen += 1
+                    if (fault.seen - 1) % fault.every == 0:
+                        return fault.reply
+                    return None
+            return None
+
+    def clear(self, scope: str | None) -> None:
+        with self._lock:
+            if scope is None:
+                self._faults.clear()
+            else:
+                self._faults.pop(scope, None)
+
+
+def _parse_fault(body: dict) -> tuple[str, Fault]:
+    unknown = set(body) - {"scope", "seconds", "reply", "match", "every"}
+    if unknown:
+        raise BadAdminRequest(f"unknown fault keys: {sorted(unknown)}")
+    scope = body.get("scope")
+    if not isinstance(scope, str):
+        raise BadAdminRequest("scope must be a string")
+    seconds = body.get("seconds")
+    if type(seconds) not in (int, float) or not 0 < seconds <= 3600:
+        raise BadAdminRequest("seconds must be a number in (0, 3600]")
+    every = body.get("every", 1)
+    if type(every) is not int or every < 1:
+        raise BadAdminRequest("every must be a positive integer")
+    match = body.get("match")
+    if match is not None and not isinstance(match, str):
+        raise BadAdminRequest("match must be a string")
+    reply = body.get("reply")
+    if not isinstance(reply, dict) or "match" in reply:
+        raise BadAdminRequest("reply must be a scripted response without its own match")
+    _, parsed = _parse_scripted(reply, None)
+    return scope, Fault(time.monotonic() + seconds, match, every, parsed)
+
+
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # parallel tests may open many connections at once
@@ -206,6 +293,7 @@ class FakeServer(ThreadingHTTPServer):
         self.verbose = verbose
         self.calls = CallLog()
         self.scripts = Scripts()
+        self.faults = Faults()
         super().__init__(("127.0.0.1", port), Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -293,10 +381,15 @@ class Handler(BaseHTTPRequestHandler):
             "error": error,
             "received_at": time.time(),
         }
+        fault = None
         if error is not None:
             reply = service.reject(req, error)
         else:
-            reply = server.scripts.take(scope, req.path) or service.answer(req, scope)
+            fault = server.faults.take(scope, req.path)
+            reply = fault or server.scripts.take(scope, req.path) or service.answer(req, scope)
+        record["reply_status"] = None if reply.close else reply.status
+        record["reply_headers"] = {} if reply.close else dict(reply.headers)
+        record["fault"] = fault is not None
         service.annotate(record, req, reply)
         # Stored before answering, so a test that has its answer sees the call.
         server.calls.add(record)
@@ -318,6 +411,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self._add_script(admin_json(req))
             if route == ("DELETE", "/__admin/script"):
                 server.scripts.clear(scope)
+                return json_reply(200, {})
+            if route == ("POST", "/__admin/fault"):
+                fault_scope, fault = _parse_fault(admin_json(req))
+                server.faults.add(fault_scope, fault)
+                return json_reply(200, {})
+            if route == ("DELETE", "/__admin/fault"):
+                server.faults.clear(scope)
                 return json_reply(200, {})
             extra = server.service.admin_routes().get(route)
             if extra is not None:

@@ -215,6 +215,56 @@ class AmojoTest(unittest.TestCase):
             self.send("POST", f"/v2/origin/custom/{scope}/react", {})
         self.assertEqual(self.send("POST", f"/v2/origin/custom/{scope}/react", {}), (200, {}))
 
+    def test_fault_window_answers_every_matching_request_until_it_ends(self) -> None:
+        scope = "fault_acc"
+        react = f"/v2/origin/custom/{scope}/react"
+        typing = f"/v2/origin/custom/{scope}/typing"
+        typing_body = {"conversation_id": "c", "sender": {"id": "u"}}
+        fault = {"scope": scope, "seconds": 0.6, "match": "/react",
+                 "reply": {"status": 429, "headers": {"Retry-After": "7"}}}
+        self.assertEqual(self.fake.admin("POST", "fault", fault), (200, {}))
+        self.fake.admin("POST", "script", {"scope": scope, "responses": [{"status": 500}]})
+        for _ in range(3):
+            status, resp, _ = self.fake.request("POST", react, b"{}", amojo_headers("POST", react, b"{}"))
+            self.assertEqual((status, resp.getheader("Retry-After")), (429, "7"))
+        # A badly signed request is rejected, not faulted; an unmatched path is not faulted.
+        self.assertEqual(self.send("POST", react, {}, **{"X-Signature": "0" * 40})[0], 403)
+        self.assertEqual(self.send("POST", typing, typing_body), (500, None), "the script, untouched by the fault")
+        time.sleep(0.7)
+        self.assertEqual(self.send("POST", react, {}), (200, {}), "the window has ended")
+        calls = self.fake.calls(scope)
+        self.assertEqual([c["reply_status"] for c in calls], [429, 429, 429, 403, 500, 200])
+        self.assertEqual([c["fault"] for c in calls], [True, True, True, False, False, False])
+        self.assertEqual(calls[0]["reply_headers"]["Retry-After"], "7")
+
+    def test_fault_window_can_close_one_request_in_n_and_be_cleared(self) -> None:
+        scope = "fault_close_acc"
+        react = f"/v2/origin/custom/{scope}/react"
+        fault = {"scope": scope, "seconds": 30, "every": 2, "reply": {"close": True}}
+        self.assertEqual(self.fake.admin("POST", "fault", fault), (200, {}))
+        outcomes = []
+        for _ in range(4):
+            try:
+                outcomes.append(self.send("POST", react, {})[0])
+            except http.client.RemoteDisconnected:
+                outcomes.append("closed")
+        self.assertEqual(outcomes, ["closed", 200, "closed", 200])
+        self.assertEqual(self.fake.admin("DELETE", f"fault?scope={scope}"), (200, {}))
+        self.assertEqual(self.send("POST", react, {}), (200, {}))
+        self.assertEqual([c["reply_status"] for c in self.fake.calls(scope)], [None, 200, None, 200, 200])
+
+    def test_bad_fault_requests_are_refused(self) -> None:
+        for bad in (
+            {"seconds": 1, "reply": {}},
+            {"scope": "s", "seconds": 0, "reply": {}},
+            {"scope": "s", "seconds": 1},
+            {"scope": "s", "seconds": 1, "reply": {"status": 99}},
+            {"scope": "s", "seconds": 1, "reply": {"match": "/x"}},
+            {"scope": "s", "seconds": 1, "every": 0, "reply": {}},
+            {"scope": "s", "seconds": 1, "reply": {}, "extra": True},
+        ):
+            self.assertEqual(self.fake.admin("POST", "fault", bad)[0], 400, bad)
+
     def test_calls_are_scoped_and_clearable(self) -> None:
         self.send("POST", "/v2/origin/custom/scope_a/react", {})
         self.send("POST", "/v2/origin/custom/scope_b/react", {})
@@ -347,6 +397,19 @@ class ChatServiceTest(unittest.TestCase):
         self.assertEqual(self.deliver(scope, "msg_r"), (200, {}))
         calls = self.fake.calls(scope)
         self.assertEqual([c["duplicate_id"] for c in calls], [False] * 5)
+
+    def test_slow_fault_window_still_flags_the_retry_as_a_duplicate(self) -> None:
+        scope = "cs_slow"
+        fault = {"scope": scope, "seconds": 0.5, "reply": {"status": 200, "delay_ms": 300}}
+        self.assertEqual(self.fake.admin("POST", "fault", fault), (200, {}))
+        started = time.monotonic()
+        self.assertEqual(self.deliver(scope, "msg_slow"), (200, b""))
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        time.sleep(0.3)
+        self.assertEqual(self.deliver(scope, "msg_slow"), (200, {}))
+        calls = self.fake.calls(scope)
+        self.assertEqual([(c["reply_status"], c["fault"], c["duplicate_id"]) for c in calls],
+                         [(200, True, False), (200, False, True)])
 
     def test_admin_sign_verifies_with_library(self) -> None:
         payload = json.dumps({"scope_id": "cs_sign", "n": 1})

@@ -1,5 +1,5 @@
 //! The `chat-callback` Lambda function: everything that arrives from the chat service.
-//! It only wires: configuration, clients built once per cold start, and the shared handler.
+//! It only wires: configuration, secrets and clients loaded on the first event, and the shared handler.
 
 use std::sync::Arc;
 
@@ -9,6 +9,6 @@ use shared::{deploy, lambda};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let bridge = deploy::production_bridge(deploy::config_or_exit().await);
-    lambda::serve(Arc::new(bridge), EntryPoint::ChatCallback).await
+    let cold_start = deploy::ColdStart::check_config_or_exit();
+    lambda::serve(Arc::new(cold_start), EntryPoint::ChatCallback).await
 }

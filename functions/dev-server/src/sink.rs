@@ -38,6 +38,8 @@ impl Sink {
             );
         }
         let body: Value = serde_json::from_slice(request.body()).unwrap_or(Value::Null);
+        // Echoed fields are strings in amojo's answers, whatever the request held.
+        let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
         let last = path.rsplit('/').next().unwrap_or_default();
         let answer = match last {
             "typing" => {
@@ -48,12 +50,12 @@ impl Sink {
             "connect" => {
                 let account = body["account_id"].as_str().unwrap_or_default();
                 let channel = path.split('/').nth(3).unwrap_or_default();
-                json!({"account_id": account, "scope_id": format!("{channel}_{account}"), "title": body["title"], "hook_api_version": "v2"})
+                json!({"account_id": account, "scope_id": format!("{channel}_{account}"), "title": text(&body["title"]), "hook_api_version": "v2"})
             }
             "chats" => json!({
                 "id": format!("sink-chat-{}", body["conversation_id"].as_str().unwrap_or_default()),
                 "user": {"id": format!("sink-user-{}", body["user"]["id"].as_str().unwrap_or_default()),
-                         "client_id": body["user"]["id"], "name": body["user"]["name"]}
+                         "client_id": text(&body["user"]["id"]), "name": text(&body["user"]["name"])}
             }),
             "delivery_status" | "react" | "disconnect" => json!({}),
             _ => json!({"new_message": {
@@ -61,7 +63,7 @@ impl Sink {
                 "sender_id": format!("sink-user-{}", body["payload"]["sender"]["id"].as_str().unwrap_or_default()),
                 "receiver_id": "",
                 "msgid": format!("sink-msg-{}", hex::encode(shared::config::random_bytes::<8>())),
-                "ref_id": body["payload"]["msgid"],
+                "ref_id": text(&body["payload"]["msgid"]),
             }}),
         };
         json_response(StatusCode::OK, &answer)

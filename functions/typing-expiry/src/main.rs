@@ -1,7 +1,7 @@
 //! The `typing-expiry` Lambda function: work that falls due later, from the SQS timer queue
 //! (lapsed typing leases, typing refreshes, queued deliveries to the chat service). Failed
 //! records are reported one by one (`ReportBatchItemFailures`), so only they are retried.
-//! It only wires: configuration, clients built once per cold start, and the shared handler.
+//! It only wires: configuration, secrets and clients loaded on the first event, and the shared handler.
 
 use std::sync::Arc;
 
@@ -12,10 +12,15 @@ use shared::due::{SqsBatchResponse, SqsEvent};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let bridge = Arc::new(deploy::production_bridge(deploy::config_or_exit().await));
+    let cold_start = Arc::new(deploy::ColdStart::check_config_or_exit());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let bridge = bridge.clone();
-        async move { Ok::<SqsBatchResponse, lambda_runtime::Error>(bridge.handle_sqs_batch(event.payload).await) }
+        let cold_start = cold_start.clone();
+        // Without a bridge the whole batch fails and SQS redelivers it after the visibility timeout.
+        async move {
+            Ok::<SqsBatchResponse, lambda_runtime::Error>(
+                cold_start.bridge().await?.handle_sqs_batch(event.payload).await,
+            )
+        }
     }))
     .await
 }

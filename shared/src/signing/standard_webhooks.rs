@@ -15,6 +15,10 @@ use super::{constant_time_eq, hmac_sha256};
 
 /// Messages older or newer than this (seconds) are refused, against replays.
 pub const TOLERANCE_S: i64 = 5 * 60;
+
+/// Longest `webhook-id` accepted: ids are remembered to refuse replays, so they must fit a
+/// storage key. Senders use short ids (`msg_` and a ULID or UUID).
+pub const MAX_ID_BYTES: usize = 256;
 const SECRET_PREFIX: &str = "whsec_";
 
 /// A parsed `whsec_…` secret.
@@ -74,6 +78,9 @@ impl WebhookSecret {
     /// Verifies the three headers over the raw body at `now_s`, in constant time.
     pub fn verify(&self, headers: &SignatureHeaders<'_>, body: &[u8], now_s: i64) -> Result<(), SignatureError> {
         let msg_id = headers.id.filter(|v| !v.is_empty()).ok_or(SignatureError::MissingHeader("webhook-id"))?;
+        if msg_id.len() > MAX_ID_BYTES {
+            return Err(SignatureError::IdTooLong);
+        }
         let timestamp = headers.timestamp.ok_or(SignatureError::MissingHeader("webhook-timestamp"))?;
         let signatures = headers.signature.ok_or(SignatureError::MissingHeader("webhook-signature"))?;
         let timestamp_s: i64 = timestamp.trim().parse().map_err(|_| SignatureError::MalformedTimestamp)?;
@@ -105,6 +112,8 @@ pub struct SignatureHeaders<'a> {
 pub enum SignatureError {
     #[error("the {0} header is missing")]
     MissingHeader(&'static str),
+    #[error("webhook-id is longer than 256 bytes")]
+    IdTooLong,
     #[error("webhook-timestamp is not a whole number of seconds")]
     MalformedTimestamp,
     #[error("webhook-timestamp is more than 5 minutes old")]

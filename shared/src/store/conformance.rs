@@ -362,6 +362,9 @@ pub async fn a_dedupe_key_is_claimed_once_until_it_lapses(store: &dyn Store) {
     assert!(!store.claim(&scope, "webhook:abc", now + 59_999, 60_000).await.unwrap());
     assert!(store.claim(&scope, "webhook:abd", now + 1, 60_000).await.unwrap());
     assert!(store.claim(&scope, "webhook:abc", now + 60_000, 60_000).await.unwrap());
+    store.release(&scope, "webhook:abc").await.unwrap();
+    assert!(store.claim(&scope, "webhook:abc", now + 60_001, 60_000).await.unwrap(), "released: claimable again");
+    store.release(&scope, "never-claimed").await.unwrap();
 }
 
 pub async fn scopes_never_see_each_other(store: &dyn Store) {

@@ -745,6 +745,19 @@ impl DedupeKeys for DynamoStore {
             .await;
         conditional(result)
     }
+
+    async fn release(&self, scope_id: &str, key: &str) -> Result<(), StoreError> {
+        self.ops.write();
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{scope_id}#dedupe#{key}")))
+            .key("sk", s("dedupe"))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
 }
 
 /// Ok(true) when a conditional write went through, Ok(false) when its condition did not hold.

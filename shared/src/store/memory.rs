@@ -55,6 +55,22 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// How many items are stored, all kinds together (tests: "nothing was kept").
+    pub fn item_count(&self) -> usize {
+        let state = self.state();
+        state.leases.len()
+            + state.presence.values().map(HashMap::len).sum::<usize>()
+            + state.messages.len()
+            + state.outgoing.values().map(|set| set.len()).sum::<usize>()
+            + state.chat_msgids.len()
+            + state.incoming.len()
+            + state.inbox.values().map(|set| set.len()).sum::<usize>()
+            + state.conversations.len()
+            + state.chats_by_kommo_id.len()
+            + state.pushed.len()
+            + state.dedupe.len()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves plain data behind: keep serving it.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -465,6 +481,12 @@ impl DedupeKeys for MemoryStore {
         }
         state.dedupe.insert(slot, now_ms + ttl_ms);
         Ok(true)
+    }
+
+    async fn release(&self, scope_id: &str, key: &str) -> Result<(), StoreError> {
+        self.ops.write();
+        self.state().dedupe.remove(&(scope_id.to_owned(), key.to_owned()));
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 //! Every key starts with the scope id, so one account never reaches another's items.
 
 pub mod conformance;
+#[cfg(feature = "adapters")]
 pub mod dynamo;
 pub mod memory;
 
@@ -328,6 +329,8 @@ pub trait Conversations: Send + Sync {
 pub trait DedupeKeys: Send + Sync {
     /// True for the first claim of `key` within `ttl_ms`.
     async fn claim(&self, scope_id: &str, key: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Forgets a claim, so the work it guarded can be tried again (after that work failed).
+    async fn release(&self, scope_id: &str, key: &str) -> Result<(), StoreError>;
 }
 
 /// Everything the handlers store, in one adapter.

@@ -25,6 +25,8 @@ pub struct Sim {
     pub kommo: Arc<RecordingKommo>,
     pub chat: Arc<RecordingChat>,
     pub bridge: Bridge,
+    /// Numbers the chat service's `webhook-id`s: each event is a new delivery.
+    sent_events: std::sync::atomic::AtomicU64,
 }
 
 impl Sim {
@@ -53,7 +55,7 @@ impl Sim {
             chat: chat.clone(),
             timers: timers.clone(),
         };
-        Self { clock, store, timers, kommo, chat, bridge }
+        Self { clock, store, timers, kommo, chat, bridge, sent_events: Default::default() }
     }
 
     pub fn now(&self) -> i64 {
@@ -86,11 +88,18 @@ impl Sim {
         self.bridge.handle(EntryPoint::KommoWebhook, request).await
     }
 
+    /// An event from the chat service, under a `webhook-id` of its own.
     pub async fn chat_event(&self, body: &str) -> HttpResponse {
+        let number = self.sent_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.chat_event_with_id(&format!("msg_sim_{number}"), body).await
+    }
+
+    /// An event from the chat service under `webhook_id` (the same id again is a replay or a retry).
+    pub async fn chat_event_with_id(&self, webhook_id: &str, body: &str) -> HttpResponse {
         let now_s = self.clock.now_s();
-        let signature = self.bridge.config.chat_service_secret.sign("msg_sim", now_s, body.as_bytes());
+        let signature = self.bridge.config.chat_service_secret.sign(webhook_id, now_s, body.as_bytes());
         let request: HttpRequest = http::Request::post("/chat/events")
-            .header("webhook-id", "msg_sim")
+            .header("webhook-id", webhook_id)
             .header("webhook-timestamp", now_s.to_string())
             .header("webhook-signature", signature)
             .body(Bytes::from(body.to_owned()))
