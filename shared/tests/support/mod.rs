@@ -27,6 +27,8 @@ pub struct Sim {
     pub bridge: Bridge,
     /// Numbers the chat service's `webhook-id`s: each event is a new delivery.
     sent_events: std::sync::atomic::AtomicU64,
+    /// Queued work run so far (in AWS, one SQS message and one `typing-expiry` run each).
+    due_runs: std::sync::atomic::AtomicU64,
 }
 
 impl Sim {
@@ -55,7 +57,20 @@ impl Sim {
             chat: chat.clone(),
             timers: timers.clone(),
         };
-        Self { clock, store, timers, kommo, chat, bridge, sent_events: Default::default() }
+        Self {
+            clock,
+            store,
+            timers,
+            kommo,
+            chat,
+            bridge,
+            sent_events: Default::default(),
+            due_runs: Default::default(),
+        }
+    }
+
+    pub fn due_runs(&self) -> u64 {
+        self.due_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn now(&self) -> i64 {
@@ -70,6 +85,7 @@ impl Sim {
                 Some(due) if due <= t_ms => {
                     self.clock.set_ms(due.max(self.now()));
                     for work in self.timers.take_due(due) {
+                        self.due_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         self.bridge.run_due(work).await.expect("due work runs");
                     }
                 }
