@@ -190,14 +190,31 @@ pub(crate) mod sim {
     use crate::store::memory::MemoryStore;
     use crate::testing::{RecordingChat, RecordingKommo};
     use crate::time::{Clock, ManualClock};
-    use crate::timers::ManualTimers;
+    use crate::timers::{DueWork, ManualTimers, TimerError, Timers};
 
     pub const SCOPE: &str = "local-channel_acc-1";
     pub const T0: i64 = 1_700_000_000_000;
 
+    /// Manual timers that can be told to refuse the next piece of work (a queue outage).
+    pub struct FlakyTimers {
+        pub inner: Arc<ManualTimers>,
+        pub refuse_next: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Timers for FlakyTimers {
+        async fn schedule(&self, work: DueWork, due_at_ms: i64) -> Result<(), TimerError> {
+            if self.refuse_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(TimerError("the queue is unavailable".into()));
+            }
+            self.inner.schedule(work, due_at_ms).await
+        }
+    }
+
     pub struct Sim {
         pub clock: Arc<ManualClock>,
         pub timers: Arc<ManualTimers>,
+        pub flaky_timers: Arc<FlakyTimers>,
         pub kommo: Arc<RecordingKommo>,
         pub chat: Arc<RecordingChat>,
         pub bridge: Bridge,
@@ -207,6 +224,7 @@ pub(crate) mod sim {
         pub fn new() -> Self {
             let clock = Arc::new(ManualClock::at_ms(T0));
             let timers = Arc::new(ManualTimers::default());
+            let flaky_timers = Arc::new(FlakyTimers { inner: timers.clone(), refuse_next: Default::default() });
             let kommo = Arc::new(RecordingKommo::new(clock.clone()));
             let chat = Arc::new(RecordingChat::new(clock.clone()));
             let env = |name: &str| (name == "KOMMO_ACCOUNTS").then(|| "1:acc-1".to_owned());
@@ -217,9 +235,9 @@ pub(crate) mod sim {
                 store: Arc::new(MemoryStore::new()),
                 kommo: kommo.clone(),
                 chat: chat.clone(),
-                timers: timers.clone(),
+                timers: flaky_timers.clone(),
             };
-            Self { clock, timers, kommo, chat, bridge }
+            Self { clock, timers, flaky_timers, kommo, chat, bridge }
         }
 
         /// Moves time to `t_ms`, running the timers that fall due on the way, in order.

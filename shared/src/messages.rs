@@ -72,8 +72,15 @@ impl Bridge {
             relay: RelayState::Pending,
         };
         if !self.store.insert_message(&record).await.map_err(store_fault)? {
-            tracing::info!(scope_id, kommo_msgid, "manager message already recorded; duplicate ignored");
-            return Ok(());
+            // Kommo sends a webhook again only after an error answer, which may have come after
+            // the record was written but before the relay was queued: then the relay is queued
+            // now (the relay's claim keeps a second queued relay from sending twice).
+            let stored = self.store.get_message(scope_id, kommo_msgid).await.map_err(store_fault)?;
+            if stored.is_none_or(|stored| stored.relay != RelayState::Pending) {
+                tracing::info!(scope_id, kommo_msgid, "manager message already recorded; duplicate ignored");
+                return Ok(());
+            }
+            tracing::info!(scope_id, kommo_msgid, "manager message recorded but not yet relayed; relaying");
         }
         // What the webhook tells of the conversation: Kommo's chat id (what the Kommo UI sees)
         // and the client, so the UI can ask about either.
@@ -329,8 +336,13 @@ impl Bridge {
             .await
             .map_err(store_fault)?
         {
-            tracing::info!(scope_id, msgid = %message.msgid, "client message already recorded; duplicate ignored");
-            return Ok(());
+            // A retry after an error answer may find the record written but the import never
+            // queued: queue it (again) unless it is done; the import checks that itself too.
+            if self.store.incoming_kommo_msgid(scope_id, &message.msgid).await.map_err(store_fault)?.is_some() {
+                tracing::info!(scope_id, msgid = %message.msgid, "client message already imported; duplicate ignored");
+                return Ok(());
+            }
+            tracing::info!(scope_id, msgid = %message.msgid, "client message recorded but not yet imported; queueing");
         }
         self.end_client_typing(scope_id, &message.conversation_id, &message.user.id).await?;
         let import = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0 };
@@ -520,6 +532,24 @@ mod fault_regressions {
         assert_eq!(sim.kommo_webhook(manager_message("conv-1", "kommo-1")).await.status(), 200);
         sim.advance_to(T0 + 60_000).await;
         assert_eq!(sim.chat_events(), ["started", "stopped", "message"]);
+    }
+
+    #[tokio::test]
+    async fn a_client_message_refused_for_a_queue_fault_is_imported_when_the_chat_service_retries() {
+        // Found by tests/suites/faults.rs: the record was written (the dedupe claim), then
+        // queueing the import failed: 500. The chat service's retry got 200 "duplicate ignored"
+        // and the message never reached Kommo. Now the retry queues the import.
+        let sim = Sim::new();
+        let message = serde_json::json!({"type": "message.created", "scope_id": SCOPE, "conversation_id": "conv-1",
+            "msgid": "chat-1", "user": {"id": "client-1"}, "message": {"type": "text", "text": "hi"},
+            "timestamp_ms": T0})
+        .to_string();
+        sim.flaky_timers.refuse_next.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(sim.chat_event(message.clone()).await.status(), 500, "not accepted: the sender retries");
+        assert_eq!(sim.chat_event(message).await.status(), 200);
+        sim.advance_to(T0 + 60_000).await;
+        let imported = sim.kommo.calls().into_iter().filter(|c| matches!(c.call, KommoCall::Import(_))).count();
+        assert_eq!(imported, 1, "the acknowledged message reached Kommo");
     }
 
     #[tokio::test]

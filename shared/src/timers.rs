@@ -140,8 +140,17 @@ pub struct InProcessTimerLoop {
     receiver: tokio::sync::mpsc::UnboundedReceiver<(DueWork, i64)>,
 }
 
-/// Like SQS redelivery: a failed run is tried again a few times, a second apart.
-const IN_PROCESS_REDELIVERIES: u32 = 5;
+/// Like SQS redelivery (a failed record comes back after the visibility timeout, a few times
+/// over): a failed run is tried again, 1 s later, then 2, 4, … up to 30 s apart, for about two
+/// minutes in all, so work that falls due while the store is down outlives an outage of that
+/// long instead of being dropped (a lapsed lease would never be ended, a relay never made).
+const IN_PROCESS_DELIVERIES: u32 = 9;
+const IN_PROCESS_MAX_REDELIVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// The wait after failed delivery `delivery` (1-based).
+fn redelivery_wait(delivery: u32) -> Duration {
+    Duration::from_secs(1u64 << (delivery - 1).min(10)).min(IN_PROCESS_MAX_REDELIVERY_WAIT)
+}
 
 impl InProcessTimers {
     pub fn new() -> (Self, InProcessTimerLoop) {
@@ -165,13 +174,14 @@ impl InProcessTimerLoop {
             tokio::spawn(async move {
                 let wait = (due_at_ms - bridge.clock.now_ms()).max(0) as u64;
                 tokio::time::sleep(Duration::from_millis(wait)).await;
-                for delivery in 1..=IN_PROCESS_REDELIVERIES {
+                for delivery in 1..=IN_PROCESS_DELIVERIES {
                     match bridge.run_due(work.clone()).await {
                         Ok(()) => return,
-                        Err(error) => {
+                        Err(error) if delivery < IN_PROCESS_DELIVERIES => {
                             tracing::warn!(work = work.kind(), delivery, %error, "due work failed; trying again");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            tokio::time::sleep(redelivery_wait(delivery)).await;
                         }
+                        Err(error) => tracing::warn!(work = work.kind(), delivery, %error, "due work failed"),
                     }
                 }
                 tracing::error!(work = work.kind(), "due work failed on every delivery; dropped");
@@ -222,6 +232,12 @@ mod tests {
         assert_eq!(sqs_delay_seconds(15_000, 10_000), 5);
         assert_eq!(sqs_delay_seconds(5_000, 10_000), 0);
         assert_eq!(sqs_delay_seconds(10_000_000, 0), 900);
+    }
+
+    #[test]
+    fn in_process_redelivery_backs_off_for_about_two_minutes() {
+        let waits: Vec<u64> = (1..IN_PROCESS_DELIVERIES).map(|d| redelivery_wait(d).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 
     #[test]

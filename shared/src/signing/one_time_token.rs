@@ -78,10 +78,11 @@ pub fn verify(integration_secret: &str, token: Option<&str>, now_s: i64) -> Resu
         return Err(TokenError::BadSignature);
     }
     let claims: OneTimeClaims = decode_json(claims_b64).map_err(|_| TokenError::MissingClaims)?;
-    if now_s > claims.exp + LEEWAY_S {
+    // Signed claims are still outside input: an `exp` near i64::MAX must not overflow.
+    if now_s > claims.exp.saturating_add(LEEWAY_S) {
         return Err(TokenError::Expired);
     }
-    if claims.nbf.is_some_and(|nbf| now_s + LEEWAY_S < nbf) {
+    if claims.nbf.is_some_and(|nbf| now_s.saturating_add(LEEWAY_S) < nbf) {
         return Err(TokenError::NotYetValid);
     }
     Ok(claims)
@@ -159,5 +160,14 @@ mod tests {
     fn refuses_a_token_without_the_claims_the_bridge_needs() {
         let token = issue(SECRET, &json!({"exp": NOW + 60, "user_id": 42}));
         assert_eq!(verify(SECRET, Some(&token), NOW), Err(TokenError::MissingClaims));
+    }
+
+    #[test]
+    fn extreme_times_in_signed_claims_neither_overflow_nor_pass() {
+        // Found by fuzz/ (one_time_token): an `exp` at i64's end overflowed the leeway sum.
+        let far = issue(SECRET, &json!({"exp": i64::MAX, "nbf": i64::MAX, "account_id": 1, "user_id": 2}));
+        assert_eq!(verify(SECRET, Some(&far), NOW), Err(TokenError::NotYetValid));
+        let past = issue(SECRET, &json!({"exp": i64::MIN, "account_id": 1, "user_id": 2}));
+        assert_eq!(verify(SECRET, Some(&past), NOW), Err(TokenError::Expired));
     }
 }

@@ -1,0 +1,71 @@
+//! The wire models parsed straight from the fuzz bytes: the Kommo webhook envelope, the chat
+//! service's events, the bridge's own events, due work as it travels through SQS (and the SQS
+//! batch around it), the delivery-status request and the amojo calls and answers.
+//!
+//! Whatever parses must write back as JSON that parses to the same value, and writing that
+//! value again must give the same bytes: nothing a relay carries changes on the way through.
+//! Never a panic, whatever the bytes.
+#![no_main]
+
+use std::fmt::Debug;
+
+use libfuzzer_sys::fuzz_target;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shared::due::SqsEvent;
+use shared::models::chat::{BridgeEvent, ChatEvent};
+use shared::models::kommo::*;
+use shared::status::ErrorText;
+use shared::timers::DueWork;
+
+fn round_trip<T: DeserializeOwned + Serialize + PartialEq + Debug>(data: &[u8]) -> Option<T> {
+    let parsed: T = serde_json::from_slice(data).ok()?;
+    let name = std::any::type_name::<T>();
+    let written = serde_json::to_vec(&parsed).unwrap_or_else(|e| panic!("{name} does not serialise: {e}"));
+    let again: T = serde_json::from_slice(&written).unwrap_or_else(|e| {
+        panic!("{name} does not read back what it wrote ({e}): {}", String::from_utf8_lossy(&written))
+    });
+    assert_eq!(parsed, again, "{name} changed on the way through: {}", String::from_utf8_lossy(&written));
+    let rewritten = serde_json::to_vec(&again).expect("serialises");
+    assert_eq!(written, rewritten, "{name} writes differently the second time");
+    Some(parsed)
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(webhook) = round_trip::<KommoWebhook>(data) {
+        match webhook.kind() {
+            WebhookKind::ManagerMessage(message) => {
+                let _ = (message.conversation.integration_id(), message.receiver.integration_id());
+            }
+            WebhookKind::ManagerTyping(typing) => {
+                let _ = typing.conversation.integration_id();
+            }
+            WebhookKind::Reaction(_) | WebhookKind::Other => {}
+        }
+    }
+    if let Some(event) = round_trip::<ChatEvent>(data) {
+        let _ = (event.scope_id(), event.type_name());
+    }
+    if let Some(event) = round_trip::<BridgeEvent>(data) {
+        let _ = event.scope_id();
+    }
+    if let Some(work) = round_trip::<DueWork>(data) {
+        let _ = work.kind();
+    }
+    round_trip::<DeliveryStatusRequest>(data);
+    round_trip::<ErrorText>(data);
+    round_trip::<ManagerMessage>(data);
+    round_trip::<MessageContent>(data);
+    round_trip::<ConnectRequest>(data);
+    round_trip::<ConnectResponse>(data);
+    round_trip::<CreateChatRequest>(data);
+    round_trip::<CreateChatResponse>(data);
+    round_trip::<ImportMessageRequest>(data);
+    round_trip::<ImportMessageResponse>(data);
+    round_trip::<TypingRequest>(data);
+    if let Ok(batch) = serde_json::from_slice::<SqsEvent>(data) {
+        for record in batch.records {
+            round_trip::<DueWork>(record.body.as_bytes());
+        }
+    }
+});
