@@ -336,20 +336,28 @@ impl Bridge {
             .await
             .map_err(store_fault)?
         {
-            // A retry after an error answer may find the record written but the import never
-            // queued: queue it (again) unless it is done; the import checks that itself too.
-            if self.store.incoming_kommo_msgid(scope_id, &message.msgid).await.map_err(store_fault)?.is_some() {
-                tracing::info!(scope_id, msgid = %message.msgid, "client message already imported; duplicate ignored");
-                return Ok(());
-            }
-            tracing::info!(scope_id, msgid = %message.msgid, "client message recorded but not yet imported; queueing");
+            tracing::info!(scope_id, msgid = %message.msgid, "client message already recorded; duplicate ignored");
+            return Ok(());
         }
-        self.end_client_typing(scope_id, &message.conversation_id, &message.user.id).await?;
-        let import = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0 };
-        self.timers.schedule(import, now).await.map_err(|error| {
-            tracing::error!(scope_id, %error, "import not queued");
-            ApiError::internal()
-        })
+        let queued = async {
+            self.end_client_typing(scope_id, &message.conversation_id, &message.user.id).await?;
+            let import = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0 };
+            self.timers.schedule(import, now).await.map_err(|error| {
+                tracing::error!(scope_id, %error, "import not queued");
+                ApiError::internal()
+            })
+        };
+        if let Err(error) = queued.await {
+            // Not accepted (5xx): the record goes too, so the chat service's retry is a first
+            // delivery again rather than a duplicate that nobody would import.
+            let forgotten =
+                self.store.forget_incoming(scope_id, &message.msgid, &message.conversation_id, message.timestamp_ms);
+            if let Err(forget_error) = forgotten.await {
+                tracing::error!(scope_id, error = %forget_error, "a refused client message's record stays");
+            }
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Queued import of a client's message into Kommo, the chat created first if needed.

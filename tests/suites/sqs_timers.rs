@@ -18,8 +18,10 @@ use shared::timers::{DueWork, SqsTimers, Timers, sqs_client_from_env};
 
 /// A client for the test's own receiving: long polls outlast the bridge's tight SDK timeouts.
 fn receiving_client() -> aws_sdk_sqs::Client {
-    let timeouts =
-        aws_sdk_sqs::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(30)).build();
+    let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_secs(30))
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .build();
     let config = aws_sdk_sqs::config::Builder::from(&shared::aws::sdk_config())
         .endpoint_url(support::required_env("TEST_SQS_ENDPOINT"))
         .timeout_config(timeouts)

@@ -302,6 +302,11 @@ pub async fn a_client_message_is_recorded_once_and_linked(store: &dyn Store) {
     assert_eq!(store.incoming_kommo_msgid(&scope, "chat-7").await.unwrap(), None);
     store.link_incoming(&scope, "chat-7", "kommo-7").await.unwrap();
     assert_eq!(store.incoming_kommo_msgid(&scope, "chat-7").await.unwrap().as_deref(), Some("kommo-7"));
+    // A message refused after it was recorded is forgotten, index entry included.
+    assert!(store.insert_incoming(&scope, "chat-8", "conv-2", now).await.unwrap());
+    store.forget_incoming(&scope, "chat-8", "conv-2", now).await.unwrap();
+    assert_eq!(store.newest_incoming(&scope, "conv-2").await.unwrap(), None);
+    assert!(store.insert_incoming(&scope, "chat-8", "conv-2", now).await.unwrap(), "a first delivery again");
 }
 
 pub async fn conversations_are_found_by_either_id_and_read_marks_only_move_forward(store: &dyn Store) {

@@ -20,12 +20,13 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, BillingMode, Delete, KeySchemaElement, KeyType, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 use std::collections::HashMap;
 
@@ -453,13 +454,16 @@ impl MessageRecords for DynamoStore {
             DeliveryStatus::Failed(_) => "attribute_not_exists(status_rank)",
             _ => "attribute_not_exists(status_rank) OR status_rank < :rank",
         };
+        // As with claims: an SDK retry of a write that landed finds its own token, not a rival.
+        let token = hex::encode(crate::config::random_bytes::<8>());
         let mut request = self
             .update(message_pk(scope_id, kommo_msgid), MESSAGE_SK)
             .update_expression(
-                "SET status_rank = :rank, status_at_ms = :now, expires_at = :ttl, \
+                "SET status_rank = :rank, status_at_ms = :now, expires_at = :ttl, status_token = :token, \
                  created_at_ms = if_not_exists(created_at_ms, :now), dir = if_not_exists(dir, :out), \
                  relay_state = if_not_exists(relay_state, :sent)",
             )
+            .expression_attribute_values(":token", s(&token))
             .condition_expression(condition)
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":ttl", n(ttl_seconds(now_ms, MESSAGE_RETENTION_S)))
@@ -473,6 +477,13 @@ impl MessageRecords for DynamoStore {
                 previous_rank: output.attributes.as_ref().and_then(|old| num(old, "status_rank")).map(|r| r as i8),
             }),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let written_by_this_call = item_on_condition_failure(e.err())
+                    .and_then(|item| item.get("status_token"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|written| *written == token);
+                if written_by_this_call {
+                    return Ok(StatusChange::Advanced { previous_rank: None });
+                }
                 let current = match item_on_condition_failure(e.err()) {
                     Some(item) => num(item, "status_rank"),
                     None => self.get_message(scope_id, kommo_msgid).await?.and_then(|r| r.status_rank).map(i64::from),
@@ -614,6 +625,31 @@ impl MessageRecords for DynamoStore {
         }
     }
 
+    async fn forget_incoming(
+        &self,
+        scope_id: &str,
+        chat_msgid: &str,
+        conversation_id: &str,
+        sent_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.ops.write();
+        let delete = |pk: String, sk: String| {
+            let delete = Delete::builder().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk));
+            delete.build().map(|delete| TransactWriteItem::builder().delete(delete).build()).map_err(corrupt)
+        };
+        self.client
+            .transact_write_items()
+            .transact_items(delete(format!("{scope_id}#in#{chat_msgid}"), "in".to_owned())?)
+            .transact_items(delete(
+                format!("{scope_id}#inbox#{conversation_id}"),
+                format!("{:015}#{chat_msgid}", sent_at_ms.max(0)),
+            )?)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn newest_incoming(
         &self,
         scope_id: &str,
@@ -731,6 +767,10 @@ impl DedupeKeys for DynamoStore {
     async fn claim(&self, scope_id: &str, key: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
         self.ops.write();
         let until = now_ms + ttl_ms;
+        // The SDK retries an attempt that timed out, and the first may have been written: its
+        // retry then finds the claim taken. A token of this call tells "taken by this very call"
+        // from "taken by another", which would otherwise refuse a fresh webhook-id as a replay.
+        let token = hex::encode(crate::config::random_bytes::<8>());
         let result = self
             .client
             .put_item()
@@ -738,12 +778,24 @@ impl DedupeKeys for DynamoStore {
             .item("pk", s(format!("{scope_id}#dedupe#{key}")))
             .item("sk", s("dedupe"))
             .item("until_ms", n(until))
+            .item("claim_token", s(&token))
             .item(TTL_ATTRIBUTE, n(ttl_seconds(until, 0)))
             .condition_expression("attribute_not_exists(pk) OR until_ms <= :now")
             .expression_attribute_values(":now", n(now_ms))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        conditional(result)
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                PutItemError::ConditionalCheckFailedException(failed) => {
+                    let holder = failed.item().and_then(|item| item.get("claim_token")).and_then(|v| v.as_s().ok());
+                    Ok(holder == Some(&token))
+                }
+                _ => Err(unavailable(SdkError::ServiceError(e))),
+            },
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn release(&self, scope_id: &str, key: &str) -> Result<(), StoreError> {

@@ -391,6 +391,22 @@ impl MessageRecords for MemoryStore {
         Ok(true)
     }
 
+    async fn forget_incoming(
+        &self,
+        scope_id: &str,
+        chat_msgid: &str,
+        conversation_id: &str,
+        sent_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        state.incoming.remove(&slot(scope_id, chat_msgid));
+        if let Some(inbox) = state.inbox.get_mut(&slot(scope_id, conversation_id)) {
+            inbox.remove(&(sent_at_ms, chat_msgid.to_owned()));
+        }
+        Ok(())
+    }
+
     async fn newest_incoming(
         &self,
         scope_id: &str,

@@ -281,6 +281,14 @@ pub trait MessageRecords: Send + Sync {
         conversation_id: &str,
         sent_at_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// Undoes [`MessageRecords::insert_incoming`] for a message that was then refused.
+    async fn forget_incoming(
+        &self,
+        scope_id: &str,
+        chat_msgid: &str,
+        conversation_id: &str,
+        sent_at_ms: i64,
+    ) -> Result<(), StoreError>;
     /// The newest client message of a conversation: (sent_at_ms, chat msgid).
     async fn newest_incoming(&self, scope_id: &str, conversation_id: &str)
     -> Result<Option<(i64, String)>, StoreError>;

@@ -1,0 +1,179 @@
+//! The servers a load run talks to: the fakes and Dynoxide named by the same variables the
+//! suites read (a missing one is an error, never a skip), and a dev server of its own wired to
+//! them (what `tests/suites/support::DevServer` does, here for a binary).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Where the fakes and Dynoxide are, from the environment `tests/run-all` (or
+/// `tests/load/with-servers`) sets.
+pub struct Servers {
+    pub amojo_url: String,
+    pub amojo_secret: String,
+    pub chat_url: String,
+    pub chat_secret: String,
+    pub dynamodb: String,
+}
+
+impl Servers {
+    pub fn from_env() -> Result<Self, String> {
+        let names =
+            ["FAKE_AMOJO_URL", "FAKE_AMOJO_SECRET", "FAKE_CHAT_URL", "FAKE_CHAT_SECRET", "TEST_DYNAMODB_ENDPOINT"];
+        let missing: Vec<&str> =
+            names.iter().copied().filter(|name| std::env::var(name).map_or(true, |v| v.trim().is_empty())).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{} not set: start Dynoxide and the fakes first (tests/load/with-servers COMMAND does, as tests/run-all does)",
+                missing.join(", ")
+            ));
+        }
+        let get = |name: &str| std::env::var(name).expect("checked above").trim().trim_end_matches('/').to_owned();
+        Ok(Self {
+            amojo_url: get("FAKE_AMOJO_URL"),
+            amojo_secret: get("FAKE_AMOJO_SECRET"),
+            chat_url: get("FAKE_CHAT_URL"),
+            chat_secret: get("FAKE_CHAT_SECRET"),
+            dynamodb: get("TEST_DYNAMODB_ENDPOINT"),
+        })
+    }
+}
+
+/// `target/<profile>/<name>`, beside this binary.
+pub fn sibling_binary(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary's path: {e}"))?;
+    let path = exe.parent().ok_or("this binary has no directory")?.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} is missing: cargo build -p dev-server (tests/run-all builds every target)", path.display()))
+    }
+}
+
+/// `target/` (or `CARGO_TARGET_DIR`): two levels above this binary.
+pub fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// A dev server of this run, stopped when dropped. Its stderr (logs) goes to `log`.
+pub struct DevServer {
+    pub base: String,
+    child: Child,
+}
+
+impl DevServer {
+    /// Starts `binary` on a free port with exactly `env` as its environment. Its output (the
+    /// logs go to stdout, without colours) is copied to `log`.
+    pub fn start(binary: &Path, env: &[(String, String)], log: &Path) -> Result<Self, String> {
+        let cannot = |e: std::io::Error| format!("cannot write {}: {e}", log.display());
+        let mut log_file = std::fs::File::create(log).map_err(cannot)?;
+        let stderr_file = log_file.try_clone().map_err(cannot)?;
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("PORT", "0")
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(stderr_file);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        // Reads stdout to its end, so the dev server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(base) = line.strip_prefix("dev-server: listening on ") {
+                    let _ = sender.send(base.to_owned());
+                }
+                let _ = writeln!(log_file, "{line}");
+            }
+        });
+        match receiver.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => Ok(Self { base, child }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("the dev server did not say where it listens within 30 s; its log:\n{}", tail(log, 30)))
+            }
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `lines` lines of a text file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The admin API of a Python fake (tests/fakes/common.py).
+pub struct FakeAdmin {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl FakeAdmin {
+    pub fn new(url: &str, http: reqwest::Client) -> Self {
+        Self { url: url.to_owned(), http }
+    }
+
+    /// Every call the fake recorded for `scope`, in arrival order. A few tries: the fake is a
+    /// small threaded Python server that the bridge may still be keeping busy.
+    pub async fn calls(&self, scope: &str) -> Result<Vec<Value>, String> {
+        // Scopes here are [A-Za-z0-9_-]: nothing to escape.
+        let url = format!("{}/__admin/calls?scope={scope}", self.url);
+        let mut last_error = String::new();
+        for attempt in 0..5u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            match self.fetch(&url).await {
+                Ok(calls) => return Ok(calls),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Vec<Value>, String> {
+        let response = self.http.get(url).send().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", response.status()));
+        }
+        let answer: Value = response.json().await.map_err(|e| format!("GET {url}: not JSON: {}", error_chain(&e)))?;
+        Ok(answer["calls"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// An error with its sources, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
