@@ -141,23 +141,7 @@ pub struct E2e {
 impl E2e {
     /// Starts a dev server wired to the fakes, with `extra` configuration.
     pub fn start(extra: &[(&str, &str)]) -> Self {
-        let amojo = Fake::amojo();
-        let chat = Fake::chat_service();
-        let channel = unique("chan");
-        let chat_url = format!("{}/events", chat.url);
-        let mut env = vec![
-            ("KOMMO_CHANNEL_ID", channel.as_str()),
-            ("KOMMO_CHANNEL_SECRET", amojo.secret.as_str()),
-            ("KOMMO_AMOJO_URL", amojo.url.as_str()),
-            ("CHAT_SERVICE_URL", chat_url.as_str()),
-            ("CHAT_SERVICE_SECRET", chat.secret.as_str()),
-            ("KOMMO_INTEGRATION_SECRET", INTEGRATION_SECRET),
-            ("KOMMO_ACCOUNTS", "1:acc-1"),
-        ];
-        env.extend_from_slice(extra);
-        let server = DevServer::start(&env);
-        let scope = format!("{channel}_acc-1");
-        Self { server, amojo, chat, scope, http: reqwest::Client::new() }
+        Self::between(Fake::amojo(), Fake::chat_service(), extra)
     }
 
     /// Posts a webhook as Kommo would (signed with the channel secret).
