@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::app::Bridge;
 use crate::chat_client::ChatError;
 use crate::config::RetryPolicy;
+use crate::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, typing_lane};
 use crate::models::chat::{BridgeEvent, ManagerRef};
 use crate::outbound::wait_before_retry;
-use crate::store::LeaseKey;
+use crate::store::{LeaseKey, Turn};
 use crate::timers::DueWork;
 use crate::typing::DueError;
 
@@ -36,8 +37,15 @@ impl Bridge {
             DueWork::DeliverChatEvent { event, webhook_id, attempt } => {
                 self.deliver_chat_event(event, webhook_id, attempt).await
             }
-            DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, typing_stopped, webhook_id, attempt } => {
-                self.relay_manager_message(&scope_id, &kommo_msgid, event, typing_stopped, webhook_id, attempt).await
+            DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, webhook_id, attempt } => {
+                let relay = crate::messages::Relay {
+                    scope_id: &scope_id,
+                    kommo_msgid: &kommo_msgid,
+                    event,
+                    webhook_id,
+                    attempt,
+                };
+                self.relay_manager_message(relay).await
             }
             DueWork::ReportDeliveryStatus { scope_id, request, attempt } => {
                 self.report_delivery_status(&scope_id, request, attempt).await
@@ -50,10 +58,11 @@ impl Bridge {
     /// the delivery is queued again with backoff, until the retry policy runs out. A typing
     /// signal whose moment has passed is not sent at all.
     ///
-    /// A manager's `typing.started` is sent only while their lease lives, and when the lease
-    /// ended while it was on its way (its `typing.stopped`, sent by the expiry timer or by the
-    /// manager's message, may have got there first), a `typing.stopped` follows it: whatever the
-    /// retries did to the order, the chat service's last word on a lease is that it ended.
+    /// A manager's typing goes out in its lane ([`crate::lanes`]), one event at a time, and
+    /// only when it changes what the chat service shows and is true: `typing.started` while a
+    /// lease lives and the indicator is off there, `typing.stopped` while none lives and it is
+    /// on. So starts and stops alternate, whatever order the queue ran them in. When the lease
+    /// ended while `typing.started` was on its way, a `typing.stopped` follows.
     pub(crate) async fn deliver_chat_event(
         &self,
         event: BridgeEvent,
@@ -61,54 +70,142 @@ impl Bridge {
         attempt: u32,
     ) -> Result<(), DueError> {
         let now = self.clock.now_ms();
-        let lease = match &event {
-            BridgeEvent::TypingStarted { expires_at, .. } if expires_at.saturating_mul(1000) <= now => {
-                tracing::debug!(scope_id = event.scope_id(), "typing.started past its expiry; not sent");
-                return Ok(());
-            }
-            BridgeEvent::TypingStarted { scope_id, conversation_id, manager, .. } => {
-                Some(LeaseKey::manager(scope_id, conversation_id, &manager.id))
-            }
-            _ => None,
-        };
-        if let Some(key) = &lease
-            && self.store.get_lease(key, now).await?.is_none()
+        if let BridgeEvent::TypingStarted { expires_at, .. } = &event
+            && expires_at.saturating_mul(1000) <= now
         {
-            tracing::debug!(scope_id = event.scope_id(), "typing.started for a lease already ended; not sent");
+            tracing::debug!(scope_id = event.scope_id(), "typing.started past its expiry; not sent");
             return Ok(());
         }
-        match self.chat.deliver(&event, &webhook_id, RetryPolicy::EPHEMERAL).await {
-            Ok(_) => {
-                if let Some(key) = &lease
-                    && self.store.get_lease(key, self.clock.now_ms()).await?.is_none()
-                    && let BridgeEvent::TypingStarted { scope_id, conversation_id, manager, .. } = event
-                {
-                    tracing::info!(%scope_id, "the lease ended while typing.started was on its way; stopping again");
-                    let stopped = BridgeEvent::TypingStopped {
-                        scope_id,
-                        conversation_id,
-                        manager: ManagerRef { id: manager.id, name: None },
-                    };
-                    self.timers.schedule(DueWork::deliver(stopped), self.clock.now_ms()).await?;
-                }
-                Ok(())
+        let Some(key) = manager_typing_key(&event) else {
+            return self.send_chat_event(event, webhook_id, attempt, now).await.map(drop);
+        };
+        let lane = typing_lane(&key);
+        let (token, shown) = match self.store.take_turn(&key.scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+            Turn::Busy { until_ms } => {
+                let again = DueWork::DeliverChatEvent { event, webhook_id, attempt };
+                return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
             }
+            Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
+        };
+        let sent = self.send_manager_typing(&key, event, webhook_id, attempt, now, shown).await;
+        let mark = sent.as_ref().ok().copied().flatten().map(TypingShown::mark);
+        self.store.end_turn(&key.scope_id, &lane, &token, mark).await?;
+        sent.map(drop)
+    }
+
+    /// Sends a manager typing event inside its lane's turn, if it changes what the chat service
+    /// shows and is true of the lease; returns what the chat service shows after it, if sent.
+    async fn send_manager_typing(
+        &self,
+        key: &LeaseKey,
+        event: BridgeEvent,
+        webhook_id: String,
+        attempt: u32,
+        now: i64,
+        shown: TypingShown,
+    ) -> Result<Option<TypingShown>, DueError> {
+        let starts = matches!(event, BridgeEvent::TypingStarted { .. });
+        let live = self.store.get_lease(key, now).await?.is_some();
+        if starts != live || starts == shown.on() {
+            tracing::debug!(scope_id = %key.scope_id, starts, live, "typing event changes nothing true; not sent");
+            return Ok(None);
+        }
+        let stop_after = typing_stopped_for(&event);
+        match self.send_chat_event(event, webhook_id, attempt, now).await? {
+            Delivery::Delivered => {}
+            // A start that timed out may have been shown: counted as shown, so a stop follows.
+            Delivery::Uncertain if starts => return Ok(Some(shown.next())),
+            Delivery::Uncertain | Delivery::Refused => return Ok(None),
+        }
+        if let Some(stopped) = stop_after
+            && self.store.get_lease(key, self.clock.now_ms()).await?.is_none()
+        {
+            tracing::info!(scope_id = %key.scope_id, "the lease ended while typing.started was on its way; stopping again");
+            self.timers.schedule(DueWork::deliver(stopped), self.clock.now_ms()).await?;
+        }
+        Ok(Some(shown.next()))
+    }
+
+    /// One attempt at a chat-service event. Unavailable: queued again with backoff, or given
+    /// up once the retry policy runs out.
+    async fn send_chat_event(
+        &self,
+        event: BridgeEvent,
+        webhook_id: String,
+        attempt: u32,
+        now: i64,
+    ) -> Result<Delivery, DueError> {
+        match self.chat.deliver(&event, &webhook_id, RetryPolicy::EPHEMERAL).await {
+            Ok(_) => Ok(Delivery::Delivered),
             Err(ChatError::Rejected { status, code, .. }) => {
                 tracing::warn!(scope_id = event.scope_id(), status, code, "the chat service refused an event");
-                Ok(())
+                Ok(Delivery::Refused)
             }
             Err(ChatError::Unavailable { reason, .. }) => {
                 let next = attempt + 1;
                 if next >= self.config.retry.max_attempts {
                     tracing::error!(scope_id = event.scope_id(), %reason, attempts = next, "event not delivered; given up");
-                    return Ok(());
+                    return Ok(Delivery::Uncertain);
                 }
                 let wait = wait_before_retry(&self.config.retry, next, None);
                 let again = DueWork::DeliverChatEvent { event, webhook_id, attempt: next };
                 self.timers.schedule(again, now + wait.as_millis() as i64).await?;
-                Ok(())
+                Ok(Delivery::Uncertain)
             }
         }
+    }
+}
+
+/// The lease a manager typing event speaks of.
+pub(crate) fn manager_typing_key(event: &BridgeEvent) -> Option<LeaseKey> {
+    match event {
+        BridgeEvent::TypingStarted { scope_id, conversation_id, manager, .. }
+        | BridgeEvent::TypingStopped { scope_id, conversation_id, manager } => {
+            Some(LeaseKey::manager(scope_id, conversation_id, &manager.id))
+        }
+        _ => None,
+    }
+}
+
+/// How one send to the chat service ended.
+enum Delivery {
+    Delivered,
+    /// A 4xx: the chat service did not take it.
+    Refused,
+    /// Unreachable, 5xx or timed out: it may have been taken (and is retried if still due).
+    Uncertain,
+}
+
+/// What a manager's typing lane last told the chat service, kept as the lane's mark: the number
+/// of typing events delivered on it (marks only rise), odd while the indicator is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TypingShown(i64);
+
+impl TypingShown {
+    pub(crate) fn from_mark(sent_mark: Option<i64>) -> Self {
+        Self(sent_mark.unwrap_or(0))
+    }
+    pub(crate) fn on(self) -> bool {
+        self.0 % 2 == 1
+    }
+    /// After one more event (a start when off, a stop when on).
+    pub(crate) fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+    pub(crate) fn mark(self) -> i64 {
+        self.0
+    }
+}
+
+/// The `typing.stopped` that ends what a `typing.started` began.
+fn typing_stopped_for(event: &BridgeEvent) -> Option<BridgeEvent> {
+    match event {
+        BridgeEvent::TypingStarted { scope_id, conversation_id, manager, .. } => Some(BridgeEvent::TypingStopped {
+            scope_id: scope_id.clone(),
+            conversation_id: conversation_id.clone(),
+            manager: ManagerRef { id: manager.id.clone(), name: None },
+        }),
+        _ => None,
     }
 }
 
@@ -322,5 +419,45 @@ mod tests {
         assert_eq!(sim.kommo_webhook(manager_message("conv-1", "kommo-1")).await.status(), 200);
         sim.advance_to(T0 + 60_000).await;
         assert_eq!(sim.chat_events(), ["stopped", "message"], "the chat service's last word is not a start");
+    }
+
+    #[tokio::test]
+    async fn a_slow_typing_stopped_is_never_overtaken_by_the_next_typing_started() {
+        // Found by bridge-load (200 conversations): the expiry timer's typing.stopped was slow;
+        // the manager typed again, and the new typing.started landed first, then the stop: the
+        // chat service showed no typing while the manager typed.
+        let sim = Sim::new();
+        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 5)).await.status(), 200);
+        sim.advance_to(T0 + 5_000).await; // started; the lease runs to 6 s (its grace)
+        sim.clock.set_ms(T0 + 6_500);
+        let [expiry] = <[_; 1]>::try_from(sim.timers.take_due(T0 + 6_500)).unwrap();
+        let slow_network = sim.chat.hold_next();
+        let (stop, restart) = tokio::join!(sim.bridge.run_due(expiry), async {
+            assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 11)).await.status(), 200);
+            for work in sim.timers.take_due(T0 + 6_500) {
+                sim.bridge.run_due(work).await?;
+            }
+            slow_network.notify_one();
+            Ok::<_, crate::typing::DueError>(())
+        });
+        stop.unwrap();
+        restart.unwrap();
+        sim.advance_to(T0 + 60_000).await;
+        assert_eq!(sim.chat_events(), ["started", "stopped", "started", "stopped"]);
+    }
+
+    #[tokio::test]
+    async fn typing_again_before_a_late_expiry_timer_goes_on_without_a_second_start() {
+        // Found by bridge-load (200 conversations): the lease lapsed, its timer ran late, and
+        // the next webhook started a new lease: typing.started twice, the first never stopped.
+        let sim = Sim::new();
+        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 5)).await.status(), 200);
+        sim.advance_to(T0 + 100).await;
+        sim.clock.set_ms(T0 + 6_500); // past the lease (6 s), its timer not run yet
+        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 11)).await.status(), 200);
+        sim.advance_to(T0 + 60_000).await;
+        assert_eq!(sim.chat_events(), ["started", "stopped"]);
+        let stopped_at = sim.chat.events().last().map(|event| event.at_ms);
+        assert_eq!(stopped_at, Some(T0 + 12_000), "stopped when the extended lease ran out");
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod kommo_client;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod lanes;
 pub mod messages;
 pub mod models;
 pub mod outbound;

@@ -7,19 +7,22 @@
 //!   into Kommo behind the acknowledgement, creating the chat first when the bridge has not
 //!   seen the conversation.
 //! - Statuses go through the monotonic register: only a change that sticks is reported to
-//!   Kommo, once.
+//!   Kommo, once, inside the message's status lane ([`crate::lanes`]), so the reports reach
+//!   Kommo in the register's order.
 
 use crate::app::Bridge;
 use crate::chat_client::ChatError;
 use crate::config::RetryPolicy;
+use crate::due::TypingShown;
 use crate::http::ApiError;
 use crate::kommo_client::KommoError;
+use crate::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, status_lane, typing_lane};
 use crate::models::chat::{BridgeEvent, ChatUser, ClientMessage, ManagerRef, ReportedStatus, StatusReport};
 use crate::models::kommo::{
     CreateChatRequest, DeliveryStatusRequest, ImportMessageRequest, ImportPayload, ManagerMessage, Participant, Profile,
 };
 use crate::status::{DeliveryError, DeliveryStatus, ErrorText};
-use crate::store::{Direction, MessageRecord, RelayOutcome, RelayState, StatusChange};
+use crate::store::{Direction, LeaseKey, MessageRecord, RelayOutcome, RelayState, StatusChange, Turn};
 use crate::timers::DueWork;
 use crate::typing::{DueError, new_webhook_id, store_fault};
 
@@ -91,7 +94,7 @@ impl Bridge {
             .await
             .map_err(store_fault)?;
         let manager = ManagerRef { id: message.sender.id.clone(), name: message.sender.name.clone() };
-        let typing_stopped = self.end_manager_typing(scope_id, conversation_id, &manager).await?;
+        self.end_manager_typing(scope_id, conversation_id, &manager).await?;
         let event = BridgeEvent::MessageCreated {
             scope_id: scope_id.to_owned(),
             conversation_id: conversation_id.to_owned(),
@@ -105,7 +108,6 @@ impl Bridge {
             scope_id: scope_id.to_owned(),
             kommo_msgid: kommo_msgid.to_owned(),
             event: Box::new(event),
-            typing_stopped: typing_stopped.map(Box::new),
             webhook_id: new_webhook_id(),
             attempt: 0,
         };
@@ -126,47 +128,38 @@ impl Bridge {
         Ok(())
     }
 
-    /// Queued relay of a manager's message: typing.stopped first (if the message ended the
-    /// manager's typing), then message.created; a refusal or the retries running out become an
-    /// error status in Kommo.
-    pub(crate) async fn relay_manager_message(
-        &self,
-        scope_id: &str,
-        kommo_msgid: &str,
-        event: Box<BridgeEvent>,
-        typing_stopped: Option<Box<BridgeEvent>>,
-        webhook_id: String,
-        attempt: u32,
-    ) -> Result<(), DueError> {
+    /// Queued relay of a manager's message: typing.stopped first (if the chat service shows
+    /// the manager typing), then message.created, then typing.started again if the manager
+    /// has gone on typing meanwhile; a refusal or the retries running out become an error
+    /// status in Kommo.
+    pub(crate) async fn relay_manager_message(&self, relay: Relay<'_>) -> Result<(), DueError> {
         let now = self.clock.now_ms();
+        let (scope_id, kommo_msgid) = (relay.scope_id, relay.kommo_msgid);
         if !self.store.claim_relay(scope_id, kommo_msgid, now, RELAY_HOLD_MS).await? {
             return Ok(()); // sent, failed, or another delivery of this work holds it
         }
-        if let Some(stopped) = &typing_stopped {
-            match self.chat.deliver(stopped, &typing_stopped_id(&webhook_id), RetryPolicy::EPHEMERAL).await {
-                Ok(_) => {}
-                Err(ChatError::Rejected { status, code, .. }) => {
-                    tracing::warn!(
-                        scope_id,
-                        status,
-                        code,
-                        "the chat service refused typing.stopped before the message"
-                    );
-                }
-                Err(ChatError::Unavailable { reason, .. }) => {
-                    // The message would not get through either: both go again later, in this
-                    // order, so the manager never goes on typing after their message.
-                    let retry = Relay { scope_id, kommo_msgid, event, typing_stopped, webhook_id, attempt };
-                    return self.relay_later(retry, &reason, now).await;
-                }
+        let typing = relay_typing_key(&relay.event);
+        let before = match &typing {
+            Some(key) => self.stop_typing_before_message(key, &typing_stopped_id(&relay.webhook_id), now).await?,
+            None => TypingBeforeMessage::Clear { stopped: false },
+        };
+        let stopped = match before {
+            TypingBeforeMessage::Clear { stopped } => stopped,
+            TypingBeforeMessage::LaneBusy { until_ms } => {
+                // A typing event of this manager is on its way: the message waits for it, so
+                // it cannot overtake it (nor the stop that must come first).
+                return self.requeue_relay(relay, busy_retry_at(now, until_ms)).await;
             }
-        }
-        match self.chat.deliver(&event, &webhook_id, ONE_ATTEMPT).await {
+            // The message would not get through either: both go again later, in this order,
+            // so the manager never goes on typing after their message.
+            TypingBeforeMessage::Unavailable(reason) => return self.relay_later(relay, &reason, now).await,
+        };
+        let outcome = match self.chat.deliver(&relay.event, &relay.webhook_id, ONE_ATTEMPT).await {
             Ok(answer) => {
                 self.store
                     .finish_relay(scope_id, kommo_msgid, &RelayOutcome::Sent { chat_msgid: answer.msgid })
                     .await?;
-                tracing::info!(scope_id, kommo_msgid, attempt, "manager message delivered");
+                tracing::info!(scope_id, kommo_msgid, attempt = relay.attempt, "manager message delivered");
                 Ok(())
             }
             Err(ChatError::Rejected { status, code, message }) => {
@@ -175,26 +168,78 @@ impl Bridge {
                 let error = refusal_to_error(status, &code, &message);
                 self.apply_status(scope_id, kommo_msgid, &DeliveryStatus::Failed(error), now).await
             }
-            Err(ChatError::Unavailable { reason, .. }) => {
-                let retry = Relay { scope_id, kommo_msgid, event, typing_stopped: None, webhook_id, attempt };
-                self.relay_later(retry, &reason, now).await
-            }
+            Err(ChatError::Unavailable { reason, .. }) => self.relay_later(relay, &reason, now).await,
+        };
+        if stopped
+            && let Some(typing) = typing
+            && let Some(lease) = self.store.get_lease(&typing, self.clock.now_ms()).await?
+        {
+            // Typing again already (a new lease the stop hid): shown again, after the message.
+            let expires_at_ms = lease.expires_at_ms - crate::typing::MANAGER_TYPING_GRACE_MS;
+            let started = BridgeEvent::TypingStarted {
+                scope_id: typing.scope_id.clone(),
+                conversation_id: typing.conversation_id.clone(),
+                manager: ManagerRef { id: manager_id_of(&typing).to_owned(), name: None },
+                expires_at: expires_at_ms.div_euclid(1000),
+            };
+            self.timers.schedule(DueWork::deliver(started), self.clock.now_ms()).await?;
         }
+        outcome
     }
 
-    /// The chat service was unavailable for a relay: queued again with backoff (what is still
-    /// to send, typing.stopped first), or, the attempts spent, dead-lettered and reported to
-    /// Kommo as 903 (a typing.stopped still owed then goes on alone).
+    /// The `typing.stopped` that goes before a manager's message, in the manager's typing lane:
+    /// sent only if the chat service shows them typing (whichever lease it was; a start whose
+    /// delivery timed out counts as shown).
+    async fn stop_typing_before_message(
+        &self,
+        typing: &LeaseKey,
+        webhook_id: &str,
+        now: i64,
+    ) -> Result<TypingBeforeMessage, DueError> {
+        let lane = typing_lane(typing);
+        let (token, shown) = match self.store.take_turn(&typing.scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+            Turn::Busy { until_ms } => return Ok(TypingBeforeMessage::LaneBusy { until_ms }),
+            Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
+        };
+        let (outcome, shown_after) = if !shown.on() {
+            (TypingBeforeMessage::Clear { stopped: false }, None)
+        } else {
+            let stopped = BridgeEvent::TypingStopped {
+                scope_id: typing.scope_id.clone(),
+                conversation_id: typing.conversation_id.clone(),
+                manager: ManagerRef { id: manager_id_of(typing).to_owned(), name: None },
+            };
+            match self.chat.deliver(&stopped, webhook_id, RetryPolicy::EPHEMERAL).await {
+                Ok(_) => (TypingBeforeMessage::Clear { stopped: true }, Some(shown.next().mark())),
+                Err(ChatError::Rejected { status, code, .. }) => {
+                    tracing::warn!(scope_id = %typing.scope_id, status, code, "the chat service refused typing.stopped before the message");
+                    (TypingBeforeMessage::Clear { stopped: false }, None)
+                }
+                Err(ChatError::Unavailable { reason, .. }) => (TypingBeforeMessage::Unavailable(reason), None),
+            }
+        };
+        self.store.end_turn(&typing.scope_id, &lane, &token, shown_after).await?;
+        Ok(outcome)
+    }
+
+    /// The chat service was unavailable for a relay: queued again with backoff, or, the
+    /// attempts spent, dead-lettered and reported to Kommo as 903 (a typing.stopped still owed
+    /// then goes on alone).
     async fn relay_later(&self, relay: Relay<'_>, reason: &str, now: i64) -> Result<(), DueError> {
-        let Relay { scope_id, kommo_msgid, event, typing_stopped, webhook_id, attempt } = relay;
-        let next = attempt + 1;
+        let next = relay.attempt + 1;
+        let (scope_id, kommo_msgid) = (relay.scope_id, relay.kommo_msgid);
         if next >= self.config.retry.max_attempts {
             tracing::error!(scope_id, kommo_msgid, attempts = next, %reason, "message not delivered; dead-lettered");
             self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await?;
-            if let Some(stopped) = typing_stopped {
+            if let Some(typing) = relay_typing_key(&relay.event) {
+                let stopped = BridgeEvent::TypingStopped {
+                    scope_id: typing.scope_id.clone(),
+                    conversation_id: typing.conversation_id.clone(),
+                    manager: ManagerRef { id: manager_id_of(&typing).to_owned(), name: None },
+                };
                 let alone = DueWork::DeliverChatEvent {
-                    event: *stopped,
-                    webhook_id: typing_stopped_id(&webhook_id),
+                    event: stopped,
+                    webhook_id: typing_stopped_id(&relay.webhook_id),
                     attempt: 0,
                 };
                 self.timers.schedule(alone, now).await?;
@@ -203,16 +248,21 @@ impl Bridge {
             return self.apply_status(scope_id, kommo_msgid, &failed, now).await;
         }
         let at = now + self.requeue_delay(next, None);
-        self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::RetryAt(at)).await?;
+        self.requeue_relay(Relay { attempt: next, ..relay }, at).await
+    }
+
+    /// Queues the relay again for `at_ms`, keeping other deliveries of it off until then.
+    async fn requeue_relay(&self, relay: Relay<'_>, at_ms: i64) -> Result<(), DueError> {
+        let Relay { scope_id, kommo_msgid, event, webhook_id, attempt } = relay;
+        self.store.finish_relay(scope_id, kommo_msgid, &RelayOutcome::RetryAt(at_ms)).await?;
         let again = DueWork::RelayManagerMessage {
             scope_id: scope_id.to_owned(),
             kommo_msgid: kommo_msgid.to_owned(),
             event,
-            typing_stopped,
             webhook_id,
-            attempt: next,
+            attempt,
         };
-        self.timers.schedule(again, at).await?;
+        self.timers.schedule(again, at_ms).await?;
         Ok(())
     }
 
@@ -243,28 +293,34 @@ impl Bridge {
         Ok(())
     }
 
-    /// Queued status call to Kommo. The client retries 429 (honouring `Retry-After`) and 5xx a
-    /// few times, re-signing every attempt; past that, the call is queued again with backoff.
+    /// Queued status call to Kommo, made inside the message's status lane: a report that a
+    /// better one has already reached Kommo is dropped, so Kommo's status never goes backwards
+    /// (read, then delivered) whatever order the queue ran the reports in. The client retries
+    /// 429 (honouring `Retry-After`) and 5xx a few times, re-signing every attempt; past that,
+    /// the call is queued again with backoff.
     pub(crate) async fn report_delivery_status(
         &self,
         scope_id: &str,
         request: DeliveryStatusRequest,
         attempt: u32,
     ) -> Result<(), DueError> {
-        // A report that waited out a Kommo failure may have been overtaken by a better status
-        // of the same message, reported on its own: sending this one now would move Kommo's
-        // status backwards (read, then delivered). The register says which is the latest.
-        if attempt > 0 {
-            match self.store.get_message(scope_id, &request.msgid).await {
-                Ok(Some(record)) if record.status_rank.is_some_and(|rank| rank > request.status.rank()) => {
-                    tracing::info!(scope_id, kommo_msgid = %request.msgid, "delivery status overtaken by a later one; not sent");
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(scope_id, %error, "status register not read; reporting anyway"),
+        let now = self.clock.now_ms();
+        let lane = status_lane(&request.msgid);
+        let mark = request.status.report_mark();
+        let token = match self.store.take_turn(scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+            Turn::Busy { until_ms } => {
+                let again = DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt };
+                return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
             }
-        }
-        match self.kommo.delivery_status(scope_id, &request).await {
+            Turn::Yours { token, sent_mark } if sent_mark >= Some(mark) => {
+                tracing::info!(scope_id, kommo_msgid = %request.msgid, "delivery status overtaken by a later one; not sent");
+                return Ok(self.store.end_turn(scope_id, &lane, &token, None).await?);
+            }
+            Turn::Yours { token, .. } => token,
+        };
+        let outcome = self.kommo.delivery_status(scope_id, &request).await;
+        self.store.end_turn(scope_id, &lane, &token, outcome.is_ok().then_some(mark)).await?;
+        match outcome {
             Ok(()) => Ok(()),
             Err(KommoError::Unavailable { reason, retry_after, .. })
                 if attempt + 1 < self.config.retry.max_attempts =>
@@ -421,14 +477,39 @@ impl Bridge {
     }
 }
 
-/// One relay of a manager's message, as [`Bridge::relay_later`] takes it.
-struct Relay<'a> {
-    scope_id: &'a str,
-    kommo_msgid: &'a str,
-    event: Box<BridgeEvent>,
-    typing_stopped: Option<Box<BridgeEvent>>,
-    webhook_id: String,
-    attempt: u32,
+/// One relay of a manager's message (queued work, unpacked).
+pub(crate) struct Relay<'a> {
+    pub scope_id: &'a str,
+    pub kommo_msgid: &'a str,
+    /// The message.created.
+    pub event: Box<BridgeEvent>,
+    pub webhook_id: String,
+    pub attempt: u32,
+}
+
+/// What [`Bridge::stop_typing_before_message`] found.
+enum TypingBeforeMessage {
+    /// The message may go; `stopped` when a typing.stopped was just sent.
+    Clear { stopped: bool },
+    /// Another typing event of the manager is on its way.
+    LaneBusy { until_ms: i64 },
+    /// The chat service could not be reached.
+    Unavailable(String),
+}
+
+/// The typing lease of the manager who sent a relayed message.
+fn relay_typing_key(event: &BridgeEvent) -> Option<LeaseKey> {
+    match event {
+        BridgeEvent::MessageCreated { scope_id, conversation_id, sender, .. } => {
+            Some(LeaseKey::manager(scope_id, conversation_id, &sender.id))
+        }
+        _ => None,
+    }
+}
+
+/// The manager id a manager's lease key names.
+fn manager_id_of(key: &LeaseKey) -> &str {
+    key.holder.strip_prefix("manager:").unwrap_or(&key.holder)
 }
 
 /// The `webhook-id` of the typing.stopped that goes before a message: derived from the
@@ -590,6 +671,40 @@ mod fault_regressions {
             })
             .collect();
         assert_eq!(told, [1, 2], "the failed delivered, then read; never delivered again after read");
+    }
+
+    #[tokio::test]
+    async fn two_status_reports_run_at_once_reach_kommo_in_the_registers_order() {
+        // Found by bridge-load (200 conversations): delivered and read, queued a moment apart,
+        // ran in two workers at once; the delivered call was slower and landed after read.
+        let sim = Sim::new();
+        let status = |status: &str| {
+            serde_json::json!({"type": "message.status", "scope_id": SCOPE, "reference": "kommo-1", "status": status})
+                .to_string()
+        };
+        assert_eq!(sim.chat_event(status("delivered")).await.status(), 200);
+        let [delivered] = <[_; 1]>::try_from(sim.timers.take_due(T0)).unwrap();
+        assert_eq!(sim.chat_event(status("read")).await.status(), 200);
+        let [read] = <[_; 1]>::try_from(sim.timers.take_due(T0)).unwrap();
+        let slow_network = sim.kommo.hold_next_status();
+        let (first, second) = tokio::join!(sim.bridge.run_due(delivered), async {
+            let outcome = sim.bridge.run_due(read).await;
+            slow_network.notify_one();
+            outcome
+        });
+        first.unwrap();
+        second.unwrap();
+        sim.advance_to(T0 + 60_000).await; // the report that found its lane busy runs again
+        let told: Vec<i8> = sim
+            .kommo
+            .calls()
+            .into_iter()
+            .filter_map(|recorded| match recorded.call {
+                KommoCall::DeliveryStatus(request) => Some(request.status.wire_code()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, [1, 2], "delivered landed first, then read");
     }
 }
 

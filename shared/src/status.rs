@@ -120,6 +120,16 @@ impl DeliveryStatus {
         self.wire_code()
     }
 
+    /// Where this status comes in the only order the register can take statuses (failed,
+    /// delivered, read): Kommo is told a status only when its mark is above the last one told.
+    pub fn report_mark(&self) -> i64 {
+        match self {
+            Self::Failed(_) => 0,
+            Self::Delivered => 1,
+            Self::Read => 2,
+        }
+    }
+
     /// Whether this status may replace a message whose register holds `current`
     /// (`None`: sent, nothing reported yet). Delivered and read only move forward; a
     /// failure is taken only while nothing else has been reported.

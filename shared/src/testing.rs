@@ -15,6 +15,26 @@ use crate::models::chat::BridgeEvent;
 use crate::models::kommo::*;
 use crate::time::Clock;
 
+/// A call that can be held on its way: it lands (is recorded and answered) only once released,
+/// like a request on a slow network, so tests can make one send overtake another.
+#[derive(Default)]
+struct HeldCall(Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>);
+
+impl HeldCall {
+    fn hold_next(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        gate
+    }
+
+    async fn pass(&self) {
+        let gate = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(gate) = gate {
+            gate.notified().await;
+        }
+    }
+}
+
 /// One call the bridge made, with the clock's time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded<T> {
@@ -39,11 +59,17 @@ pub struct RecordingKommo {
     clock: std::sync::Arc<dyn Clock>,
     calls: Mutex<Vec<Recorded<KommoCall>>>,
     failures: Mutex<VecDeque<KommoError>>,
+    held: HeldCall,
 }
 
 impl RecordingKommo {
     pub fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
-        Self { clock, calls: Mutex::default(), failures: Mutex::default() }
+        Self { clock, calls: Mutex::default(), failures: Mutex::default(), held: HeldCall::default() }
+    }
+
+    /// The next delivery-status call lands only when the returned gate is notified.
+    pub fn hold_next_status(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.held.hold_next()
     }
 
     pub fn calls(&self) -> Vec<Recorded<KommoCall>> {
@@ -107,6 +133,7 @@ impl KommoApi for RecordingKommo {
     }
 
     async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError> {
+        self.held.pass().await;
         self.record(scope_id, KommoCall::DeliveryStatus(request.clone()))
     }
 }
@@ -116,11 +143,17 @@ pub struct RecordingChat {
     clock: std::sync::Arc<dyn Clock>,
     events: Mutex<Vec<Recorded<BridgeEvent>>>,
     failures: Mutex<VecDeque<ChatError>>,
+    held: HeldCall,
 }
 
 impl RecordingChat {
     pub fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
-        Self { clock, events: Mutex::default(), failures: Mutex::default() }
+        Self { clock, events: Mutex::default(), failures: Mutex::default(), held: HeldCall::default() }
+    }
+
+    /// The next event lands only when the returned gate is notified.
+    pub fn hold_next(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.held.hold_next()
     }
 
     pub fn events(&self) -> Vec<Recorded<BridgeEvent>> {
@@ -140,6 +173,7 @@ impl ChatService for RecordingChat {
         _webhook_id: &str,
         _policy: RetryPolicy,
     ) -> Result<ChatAnswer, ChatError> {
+        self.held.pass().await;
         if let Some(error) = self.failures.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
             return Err(error);
         }

@@ -28,12 +28,12 @@ pub enum DueWork {
     ClientTypingRefresh { scope_id: String, conversation_id: String, user_id: String },
     /// Deliver an event to the chat service; `attempt` counts earlier tries.
     DeliverChatEvent { event: BridgeEvent, webhook_id: String, attempt: u32 },
-    /// Relay a manager's message (`event` is its message.created), typing.stopped first if given.
+    /// Relay a manager's message (`event` is its message.created), typing.stopped first if the
+    /// chat service shows the manager typing.
     RelayManagerMessage {
         scope_id: String,
         kommo_msgid: String,
         event: Box<BridgeEvent>,
-        typing_stopped: Option<Box<BridgeEvent>>,
         webhook_id: String,
         attempt: u32,
     },

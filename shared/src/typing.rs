@@ -3,7 +3,9 @@
 //! - Manager → chat service: Kommo's typing webhook (every 5 s, with `expired_at`) opens or
 //!   extends the manager's lease in one conditional write. Only the write that starts a lease
 //!   sends `typing.started`; a timer at the expiry ends a lapsed lease with a compare-and-set
-//!   and sends `typing.stopped` exactly once. A manager's message ends the lease at once.
+//!   and sends `typing.stopped` exactly once. A manager's message ends the lease at once. A
+//!   webhook that finds the lease lapsed but not yet ended (its timer late) extends it: the
+//!   chat service was never told it stopped, so a new start would be a second one.
 //! - Client → Kommo: the chat service's `typing.started` extends the client's lease in one
 //!   conditional write. The signal that starts a lease calls amojo at once (Kommo shows it for
 //!   5 s) and starts a refresh chain: a timer every 4 s that, while the lease lives, claims and
@@ -56,7 +58,7 @@ impl Bridge {
         // Kommo says 5 s ahead; a far-future `expired_at` must neither overflow nor leave the
         // indicator stuck on: the lease is capped like a client's.
         let expires_at_ms = kommo_expiry_ms.min(now + CLIENT_TYPING_MAX_TTL_MS) + MANAGER_TYPING_GRACE_MS;
-        let change = self.store.extend(&key, expires_at_ms, now).await.map_err(store_fault)?;
+        let change = self.store.extend(&key, expires_at_ms).await.map_err(store_fault)?;
         if change != LeaseChange::Started {
             return Ok(());
         }
@@ -85,20 +87,17 @@ impl Bridge {
         Ok(())
     }
 
-    /// The manager sent a message: their typing is over, at once.
+    /// The manager sent a message: their typing is over, at once (the message's relay tells
+    /// the chat service, just before the message).
     pub(crate) async fn end_manager_typing(
         &self,
         scope_id: &str,
         conversation_id: &str,
         manager: &ManagerRef,
-    ) -> Result<Option<BridgeEvent>, ApiError> {
+    ) -> Result<(), ApiError> {
         let key = LeaseKey::manager(scope_id, conversation_id, &manager.id);
-        let ended = self.store.end(&key, self.clock.now_ms()).await.map_err(store_fault)?;
-        Ok(ended.map(|_| BridgeEvent::TypingStopped {
-            scope_id: scope_id.to_owned(),
-            conversation_id: conversation_id.to_owned(),
-            manager: ManagerRef { id: manager.id.clone(), name: None },
-        }))
+        self.store.end(&key, self.clock.now_ms()).await.map_err(store_fault)?;
+        Ok(())
     }
 
     /// The timer at a manager lease's expiry: ends it if it lapsed (once), or looks again at

@@ -128,7 +128,7 @@ async fn each_event_kind_costs_what_the_table_says() {
             "manager typing webhook, new lease (with its stop)",
             vec![],
             Step::Kommo(typing_at(5)),
-            Counts { reads: 2, writes: 2, queued: 2, amojo: 0, chat: 2 },
+            Counts { reads: 3, writes: 6, queued: 2, amojo: 0, chat: 2 },
         ),
         (
             "manager typing webhook, refresh (every 5 s)",
@@ -140,7 +140,7 @@ async fn each_event_kind_costs_what_the_table_says() {
             "manager message webhook (relayed, then delivered)",
             vec![],
             Step::Kommo(manager_msg()),
-            Counts { reads: 0, writes: 5, queued: 1, amojo: 0, chat: 1 },
+            Counts { reads: 0, writes: 7, queued: 1, amojo: 0, chat: 1 },
         ),
         (
             "client typing.started, new lease (with its refreshes)",
@@ -164,7 +164,7 @@ async fn each_event_kind_costs_what_the_table_says() {
             "message.status delivered",
             vec![Step::Kommo(manager_msg()), Step::Wait(1000)],
             Step::Chat(status_event("kommo-1", "delivered", "")),
-            Counts { reads: 0, writes: 2, queued: 1, amojo: 1, chat: 0 },
+            Counts { reads: 0, writes: 4, queued: 1, amojo: 1, chat: 0 },
         ),
         (
             "client presence.heartbeat, first (online until its window ends)",

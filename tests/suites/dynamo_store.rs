@@ -53,7 +53,7 @@ async fn concurrent_claims_let_exactly_one_through() {
     let starts = (0..50).map(|i| {
         let store = store.clone();
         let key = key.clone();
-        tokio::spawn(async move { store.extend(&key, now + 5000 + i, now).await.unwrap() })
+        tokio::spawn(async move { store.extend(&key, now + 5000 + i).await.unwrap() })
     });
     let mut started = 0;
     for change in starts {

@@ -11,7 +11,7 @@ use shared::config::Config;
 use shared::due::{SqsEvent, SqsRecord};
 use shared::models::chat::BridgeEvent;
 use shared::store::memory::MemoryStore;
-use shared::store::{LeaseKey, TypingLeases};
+use shared::store::{LeaseKey, SendTurns, Turn, TypingLeases};
 use shared::testing::{RecordingChat, RecordingKommo};
 use shared::time::{Clock, SystemClock};
 use shared::timers::{DueWork, SqsTimers, Timers, sqs_client_from_env};
@@ -88,10 +88,16 @@ async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadab
         chat: chat.clone(),
         timers: Arc::new(SqsTimers::new(sender, &queue, clock.clone())),
     };
-    // One lease that lapsed, one still live.
+    // One lease that lapsed (its typing.started shown at the chat service), one still live.
     let now = clock.now_ms();
-    store.extend(&LeaseKey::manager("chan_lapsed", "conv-1", "m-1"), now - 1, now - 5000).await.unwrap();
-    store.extend(&LeaseKey::manager("chan_live", "conv-1", "m-1"), now + 3000, now).await.unwrap();
+    let lapsed = LeaseKey::manager("chan_lapsed", "conv-1", "m-1");
+    store.extend(&lapsed, now - 1).await.unwrap();
+    let lane = shared::lanes::typing_lane(&lapsed);
+    let Turn::Yours { token, .. } = store.take_turn("chan_lapsed", &lane, now, 1000).await.unwrap() else {
+        panic!("a fresh lane is free");
+    };
+    store.end_turn("chan_lapsed", &lane, &token, Some(1)).await.unwrap();
+    store.extend(&LeaseKey::manager("chan_live", "conv-1", "m-1"), now + 3000).await.unwrap();
     bridge.timers.schedule(check("chan_lapsed"), now).await.unwrap();
     bridge.timers.schedule(check("chan_live"), now).await.unwrap();
     client.send_message().queue_url(&queue).message_body("{not due work").send().await.unwrap();

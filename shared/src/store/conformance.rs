@@ -13,7 +13,7 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@cases $make;
             a_lease_starts_extends_and_ignores_a_duplicate,
-            an_expired_lease_still_stored_is_not_live_and_starts_anew,
+            an_expired_lease_still_stored_is_not_live_until_extended,
             ending_a_lease_happens_once,
             a_timer_ends_only_a_lapsed_lease_and_only_once,
             client_typing_extends_in_one_write_and_claims_calls_at_most_once_per_gap,
@@ -31,6 +31,7 @@ macro_rules! store_conformance_tests {
             the_newest_client_message_of_a_conversation_is_found,
             a_presence_push_is_due_only_when_what_was_told_changes,
             a_dedupe_key_is_claimed_once_until_it_lapses,
+            a_lane_has_one_sender_at_a_time_and_its_mark_only_rises,
             scopes_never_see_each_other);
     };
     (@cases $make:expr; $($case:ident),+) => {
@@ -56,50 +57,51 @@ fn base_ms() -> i64 {
 pub async fn a_lease_starts_extends_and_ignores_a_duplicate(store: &dyn Store) {
     let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
     let now = base_ms();
-    assert_eq!(store.extend(&key, now + 5000, now).await.unwrap(), LeaseChange::Started);
+    assert_eq!(store.extend(&key, now + 5000).await.unwrap(), LeaseChange::Started);
     assert_eq!(
-        store.extend(&key, now + 10_000, now + 4000).await.unwrap(),
+        store.extend(&key, now + 10_000).await.unwrap(),
         LeaseChange::Extended { previous_expires_at_ms: now + 5000 }
     );
-    assert_eq!(
-        store.extend(&key, now + 10_000, now + 4100).await.unwrap(),
-        LeaseChange::Unchanged { expires_at_ms: now + 10_000 }
-    );
-    assert_eq!(
-        store.extend(&key, now + 8000, now + 4200).await.unwrap(),
-        LeaseChange::Unchanged { expires_at_ms: now + 10_000 }
-    );
+    assert_eq!(store.extend(&key, now + 10_000).await.unwrap(), LeaseChange::Unchanged { expires_at_ms: now + 10_000 });
+    assert_eq!(store.extend(&key, now + 8000).await.unwrap(), LeaseChange::Unchanged { expires_at_ms: now + 10_000 });
     let lease = store.get_lease(&key, now + 9999).await.unwrap().unwrap();
     assert_eq!(lease.expires_at_ms, now + 10_000);
 }
 
-pub async fn an_expired_lease_still_stored_is_not_live_and_starts_anew(store: &dyn Store) {
+pub async fn an_expired_lease_still_stored_is_not_live_until_extended(store: &dyn Store) {
     let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
     let now = base_ms();
-    store.extend(&key, now + 5000, now).await.unwrap();
+    store.extend(&key, now + 5000).await.unwrap();
     assert_eq!(store.get_lease(&key, now + 5000).await.unwrap(), None, "a lease is over at its expiry");
-    assert_eq!(store.extend(&key, now + 12_000, now + 7000).await.unwrap(), LeaseChange::Started);
+    // Not ended yet (its timer is late): the next extension takes it on, it does not start anew.
+    assert_eq!(
+        store.extend(&key, now + 12_000).await.unwrap(),
+        LeaseChange::Extended { previous_expires_at_ms: now + 5000 }
+    );
+    assert_eq!(store.end_if_lapsed(&key, now + 7001).await.unwrap(), None, "live again");
+    assert_eq!(store.end_if_lapsed(&key, now + 12_000).await.unwrap(), Some(now + 12_000));
+    assert_eq!(store.extend(&key, now + 20_000).await.unwrap(), LeaseChange::Started, "ended: anew");
 }
 
 pub async fn ending_a_lease_happens_once(store: &dyn Store) {
     let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
     let now = base_ms();
-    store.extend(&key, now + 5000, now).await.unwrap();
+    store.extend(&key, now + 5000).await.unwrap();
     let ended = store.end(&key, now + 1000).await.unwrap();
     assert_eq!(ended.map(|l| l.expires_at_ms), Some(now + 5000));
     assert_eq!(store.end(&key, now + 1001).await.unwrap(), None);
     assert_eq!(store.get_lease(&key, now + 1002).await.unwrap(), None);
     // A lapsed lease cannot be "ended" again by a late message.
-    store.extend(&key, now + 8000, now + 3000).await.unwrap();
+    store.extend(&key, now + 8000).await.unwrap();
     assert_eq!(store.end(&key, now + 9000).await.unwrap(), None);
 }
 
 pub async fn a_timer_ends_only_a_lapsed_lease_and_only_once(store: &dyn Store) {
     let key = LeaseKey::manager(&fresh_scope(), "conv-1", "manager-1");
     let now = base_ms();
-    store.extend(&key, now + 5000, now).await.unwrap();
+    store.extend(&key, now + 5000).await.unwrap();
     assert_eq!(store.end_if_lapsed(&key, now + 4999).await.unwrap(), None, "not before expiry");
-    store.extend(&key, now + 10_000, now + 4000).await.unwrap();
+    store.extend(&key, now + 10_000).await.unwrap();
     assert_eq!(store.end_if_lapsed(&key, now + 5001).await.unwrap(), None, "the lease was extended");
     assert_eq!(
         store.end_if_lapsed(&key, now + 12_000).await.unwrap(),
@@ -372,10 +374,53 @@ pub async fn a_dedupe_key_is_claimed_once_until_it_lapses(store: &dyn Store) {
     store.release(&scope, "never-claimed").await.unwrap();
 }
 
+pub async fn a_lane_has_one_sender_at_a_time_and_its_mark_only_rises(store: &dyn Store) {
+    let scope = fresh_scope();
+    let now = base_ms();
+    let Turn::Yours { token: first, sent_mark: None } =
+        store.take_turn(&scope, "status#m1", now, 30_000).await.unwrap()
+    else {
+        panic!("a fresh lane is free and has no mark");
+    };
+    assert_eq!(
+        store.take_turn(&scope, "status#m1", now + 10, 30_000).await.unwrap(),
+        Turn::Busy { until_ms: now + 30_000 }
+    );
+    assert!(
+        matches!(store.take_turn(&scope, "status#m2", now, 30_000).await.unwrap(), Turn::Yours { .. }),
+        "lanes are apart"
+    );
+    store.end_turn(&scope, "status#m1", &first, Some(2)).await.unwrap();
+    let Turn::Yours { token: second, sent_mark: Some(2) } =
+        store.take_turn(&scope, "status#m1", now + 20, 30_000).await.unwrap()
+    else {
+        panic!("given back with its mark");
+    };
+    store.end_turn(&scope, "status#m1", &second, None).await.unwrap();
+    // A holder that outlived its hold: the lane was taken over; its late end neither frees the
+    // new holder's turn nor lowers the mark, but a higher mark still counts.
+    let Turn::Yours { token: slow, .. } = store.take_turn(&scope, "status#m1", now + 30, 1000).await.unwrap() else {
+        panic!("free again");
+    };
+    let Turn::Yours { token: next, sent_mark: Some(2) } =
+        store.take_turn(&scope, "status#m1", now + 1030, 30_000).await.unwrap()
+    else {
+        panic!("a lapsed hold is taken over");
+    };
+    store.end_turn(&scope, "status#m1", &slow, Some(1)).await.unwrap();
+    assert!(matches!(store.take_turn(&scope, "status#m1", now + 1040, 30_000).await.unwrap(), Turn::Busy { .. }));
+    store.end_turn(&scope, "status#m1", &slow, Some(3)).await.unwrap();
+    store.end_turn(&scope, "status#m1", &next, None).await.unwrap();
+    let Turn::Yours { sent_mark, .. } = store.take_turn(&scope, "status#m1", now + 1050, 30_000).await.unwrap() else {
+        panic!("given back");
+    };
+    assert_eq!(sent_mark, Some(3));
+}
+
 pub async fn scopes_never_see_each_other(store: &dyn Store) {
     let (a, b) = (fresh_scope(), fresh_scope());
     let now = base_ms();
-    store.extend(&LeaseKey::manager(&a, "conv-1", "m"), now + 5000, now).await.unwrap();
+    store.extend(&LeaseKey::manager(&a, "conv-1", "m"), now + 5000).await.unwrap();
     assert_eq!(store.get_lease(&LeaseKey::manager(&b, "conv-1", "m"), now).await.unwrap(), None);
     store.insert_message(&outgoing(&a, "kommo-1", now)).await.unwrap();
     assert_eq!(store.get_message(&b, "kommo-1").await.unwrap(), None);

@@ -153,24 +153,20 @@ const MESSAGE_SK: &str = "msg";
 
 #[async_trait]
 impl TypingLeases for DynamoStore {
-    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64, now_ms: i64) -> Result<LeaseChange, StoreError> {
+    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64) -> Result<LeaseChange, StoreError> {
         let result = self
             .update(lease_pk(key), &key.holder)
             .update_expression("SET expires_at_ms = :exp, expires_at = :ttl")
-            .condition_expression(
-                "attribute_not_exists(expires_at_ms) OR expires_at_ms <= :now OR expires_at_ms < :exp",
-            )
+            .condition_expression("attribute_not_exists(expires_at_ms) OR expires_at_ms < :exp")
             .expression_attribute_values(":exp", n(expires_at_ms))
             .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms, LEASE_GRACE_S)))
-            .expression_attribute_values(":now", n(now_ms))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(output) => {
-                let previous =
-                    output.attributes.as_ref().and_then(|old| num(old, "expires_at_ms")).filter(|exp| *exp > now_ms);
+                let previous = output.attributes.as_ref().and_then(|old| num(old, "expires_at_ms"));
                 Ok(match previous {
                     Some(previous_expires_at_ms) => LeaseChange::Extended { previous_expires_at_ms },
                     None => LeaseChange::Started,
@@ -179,7 +175,12 @@ impl TypingLeases for DynamoStore {
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
                 let current = match item_on_condition_failure(e.err()) {
                     Some(item) => num(item, "expires_at_ms"),
-                    None => self.get_lease(key, now_ms).await?.map(|lease| lease.expires_at_ms),
+                    None => self
+                        .get_item(lease_pk(key), &key.holder)
+                        .await?
+                        .as_ref()
+                        .and_then(lease_of)
+                        .map(|l| l.expires_at_ms),
                 };
                 Ok(LeaseChange::Unchanged { expires_at_ms: current.unwrap_or(expires_at_ms) })
             }
@@ -808,6 +809,87 @@ impl DedupeKeys for DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// How long a lane's item (its sent mark) outlives its last turn: longer than any queued retry
+/// of a send on it.
+const TURN_RETENTION_S: i64 = 24 * 3600;
+
+fn turn_pk(scope_id: &str, lane: &str) -> String {
+    format!("{scope_id}#turn#{lane}")
+}
+
+#[async_trait]
+impl SendTurns for DynamoStore {
+    async fn take_turn(&self, scope_id: &str, lane: &str, now_ms: i64, hold_ms: i64) -> Result<Turn, StoreError> {
+        // As with claims: an SDK retry of a write that landed finds its own token, not a rival.
+        let token = hex::encode(crate::config::random_bytes::<8>());
+        let until_ms = now_ms + hold_ms;
+        let result = self
+            .update(turn_pk(scope_id, lane), "turn")
+            .update_expression("SET holder = :token, hold_until_ms = :until, expires_at = :ttl")
+            .condition_expression("attribute_not_exists(hold_until_ms) OR hold_until_ms <= :now")
+            .expression_attribute_values(":token", s(&token))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":ttl", n(ttl_seconds(until_ms, TURN_RETENTION_S)))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let sent_mark = output.attributes.as_ref().and_then(|item| num(item, "sent_mark"));
+                Ok(Turn::Yours { token, sent_mark })
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let held = item_on_condition_failure(e.err());
+                if held.and_then(|item| text(item, "holder")).as_deref() == Some(token.as_str()) {
+                    let sent_mark = held.and_then(|item| num(item, "sent_mark"));
+                    return Ok(Turn::Yours { token, sent_mark });
+                }
+                Ok(Turn::Busy { until_ms: held.and_then(|item| num(item, "hold_until_ms")).unwrap_or(until_ms) })
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn end_turn(
+        &self,
+        scope_id: &str,
+        lane: &str,
+        token: &str,
+        sent_mark: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let release = self
+            .update(turn_pk(scope_id, lane), "turn")
+            .condition_expression("holder = :token")
+            .expression_attribute_values(":token", s(token));
+        let release = match sent_mark {
+            // While the turn is held no one else writes the mark, and a sender only sends what
+            // is above it: no max() needed.
+            Some(mark) => release
+                .update_expression("SET sent_mark = :mark REMOVE holder, hold_until_ms")
+                .expression_attribute_values(":mark", n(mark)),
+            None => release.update_expression("REMOVE holder, hold_until_ms"),
+        };
+        if conditional(release.send().await)? {
+            return Ok(());
+        }
+        // The hold ran out before the send ended (or an SDK retry of this very write): the lane
+        // is someone else's or free; the mark still only rises.
+        if let Some(mark) = sent_mark {
+            let raise = self
+                .update(turn_pk(scope_id, lane), "turn")
+                .update_expression("SET sent_mark = :mark")
+                .condition_expression("attribute_exists(pk) AND (attribute_not_exists(sent_mark) OR sent_mark < :mark)")
+                .expression_attribute_values(":mark", n(mark))
+                .send()
+                .await;
+            conditional(raise)?;
+        }
         Ok(())
     }
 }

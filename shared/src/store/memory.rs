@@ -30,6 +30,14 @@ struct State {
     chats_by_kommo_id: HashMap<(String, String), String>,
     pushed: HashMap<(String, String, String), bool>,
     dedupe: HashMap<(String, String), i64>,
+    turns: HashMap<(String, String), LaneState>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LaneState {
+    /// (token, until_ms) of the sender holding the lane.
+    holder: Option<(String, i64)>,
+    sent_mark: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,6 +77,7 @@ impl MemoryStore {
             + state.chats_by_kommo_id.len()
             + state.pushed.len()
             + state.dedupe.len()
+            + state.turns.len()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -85,11 +94,11 @@ impl Store for MemoryStore {
 
 #[async_trait]
 impl TypingLeases for MemoryStore {
-    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64, now_ms: i64) -> Result<LeaseChange, StoreError> {
+    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64) -> Result<LeaseChange, StoreError> {
         self.ops.write();
         let mut state = self.state();
-        let live = state.leases.get(key).copied().filter(|lease| lease.expires_at_ms > now_ms);
-        match live {
+        // A lapsed lease still stored was not ended: it goes on (see the port).
+        match state.leases.get(key).copied() {
             Some(lease) if lease.expires_at_ms >= expires_at_ms => {
                 Ok(LeaseChange::Unchanged { expires_at_ms: lease.expires_at_ms })
             }
@@ -502,6 +511,42 @@ impl DedupeKeys for MemoryStore {
     async fn release(&self, scope_id: &str, key: &str) -> Result<(), StoreError> {
         self.ops.write();
         self.state().dedupe.remove(&(scope_id.to_owned(), key.to_owned()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SendTurns for MemoryStore {
+    async fn take_turn(&self, scope_id: &str, lane: &str, now_ms: i64, hold_ms: i64) -> Result<Turn, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let lane = state.turns.entry((scope_id.to_owned(), lane.to_owned())).or_default();
+        if let Some((_, until_ms)) = lane.holder.as_ref().filter(|(_, until_ms)| *until_ms > now_ms) {
+            return Ok(Turn::Busy { until_ms: *until_ms });
+        }
+        let token = hex::encode(crate::config::random_bytes::<8>());
+        lane.holder = Some((token.clone(), now_ms + hold_ms));
+        Ok(Turn::Yours { token, sent_mark: lane.sent_mark })
+    }
+
+    async fn end_turn(
+        &self,
+        scope_id: &str,
+        lane: &str,
+        token: &str,
+        sent_mark: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let Some(lane) = state.turns.get_mut(&(scope_id.to_owned(), lane.to_owned())) else {
+            return Ok(());
+        };
+        if lane.holder.as_ref().is_some_and(|(holder, _)| holder == token) {
+            lane.holder = None;
+        }
+        if sent_mark > lane.sent_mark {
+            lane.sent_mark = sent_mark;
+        }
         Ok(())
     }
 }

@@ -58,9 +58,10 @@ pub struct Lease {
 /// What one [`TypingLeases::extend`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseChange {
-    /// No live lease was there: this write started one.
+    /// No lease was stored: this write started one.
     Started,
-    /// A live lease was pushed further out.
+    /// A stored lease was pushed further out: a live one, or one that lapsed but was not ended
+    /// yet (its end is announced when it is ended, so until then it may go on).
     Extended { previous_expires_at_ms: i64 },
     /// The live lease already reaches as far (a duplicate or a late webhook): nothing written.
     Unchanged { expires_at_ms: i64 },
@@ -80,8 +81,10 @@ pub enum ClientSignal {
 /// Typing leases: typing is a lease that lapses by itself, never a toggle.
 #[async_trait]
 pub trait TypingLeases: Send + Sync {
-    /// Opens or extends the lease to `expires_at_ms` in one conditional write.
-    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64, now_ms: i64) -> Result<LeaseChange, StoreError>;
+    /// Opens or extends the lease to `expires_at_ms` in one conditional write. A lease that
+    /// lapsed is extended, not started anew, until [`Self::end_if_lapsed`] or [`Self::end`]
+    /// removes it.
+    async fn extend(&self, key: &LeaseKey, expires_at_ms: i64) -> Result<LeaseChange, StoreError>;
     /// The live lease, if any.
     async fn get_lease(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError>;
     /// Ends a live lease now; returns it if this call is the one that ended it.
@@ -341,8 +344,32 @@ pub trait DedupeKeys: Send + Sync {
     async fn release(&self, scope_id: &str, key: &str) -> Result<(), StoreError>;
 }
 
+/// A turn on a lane, from [`SendTurns::take_turn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Turn {
+    /// This caller may send; `sent_mark` is the highest mark recorded on the lane so far.
+    Yours { token: String, sent_mark: Option<i64> },
+    /// Another sender holds the lane until `until_ms`.
+    Busy { until_ms: i64 },
+}
+
+/// One sender at a time per lane. What the bridge tells a peer about one thing (a message's
+/// status to Kommo, a manager's typing to the chat service) is decided and sent inside a turn,
+/// so a slow send is never overtaken by a later one about the same thing: two queued sends run
+/// by two workers at once would otherwise reach the peer in either order.
+#[async_trait]
+pub trait SendTurns: Send + Sync {
+    /// Takes the lane for `hold_ms` (longer than any one send may take, so a worker that died
+    /// holding it delays the lane, never blocks it), unless another sender holds it.
+    async fn take_turn(&self, scope_id: &str, lane: &str, now_ms: i64, hold_ms: i64) -> Result<Turn, StoreError>;
+    /// Gives the lane back, recording `sent_mark` when given (marks only rise: a lower or equal
+    /// one is not written).
+    async fn end_turn(&self, scope_id: &str, lane: &str, token: &str, sent_mark: Option<i64>)
+    -> Result<(), StoreError>;
+}
+
 /// Everything the handlers store, in one adapter.
-pub trait Store: TypingLeases + PresenceWindows + MessageRecords + Conversations + DedupeKeys {
+pub trait Store: TypingLeases + PresenceWindows + MessageRecords + Conversations + DedupeKeys + SendTurns {
     /// Reads and writes made so far, for tests and the amplification figures.
     fn op_counts(&self) -> OpCounts;
 }

@@ -51,6 +51,9 @@ pub struct Reconciliation {
     pub manager_messages: Tally,
     pub statuses: Tally,
     pub statuses_backwards: u64,
+    /// Statuses not sent because a later one of the same message had reached amojo first (read
+    /// before delivered): by design, not a loss (the message shows the later one).
+    pub statuses_overtaken: u64,
     pub reads: Tally,
     /// typing.started / typing.stopped pairs at the chat service, per manager and conversation.
     pub typing_leases: u64,
@@ -142,6 +145,7 @@ impl Reconciliation {
             "manager_messages_to_chat": self.manager_messages.to_json(),
             "statuses_to_amojo": self.statuses.to_json(),
             "statuses_backwards": self.statuses_backwards,
+            "statuses_overtaken": self.statuses_overtaken,
             "message_read_to_chat": self.reads.to_json(),
             "manager_typing": {"leases": self.typing_leases, "retries": self.typing_retries, "stuck": self.typing_stuck,
                                "double_start": self.typing_double_start,
@@ -420,7 +424,13 @@ fn statuses(result: &mut Reconciliation, index: &mut Index, scope: &str, outcome
             result.statuses.uncertain += wanted.len().max(1) as u64;
             continue;
         }
+        let highest_arrived = actual.iter().map(|(code, _)| *code).max();
         for (code, sent_ms) in &wanted {
+            let arrived = actual.iter().any(|(c, _)| *c == i64::from(*code));
+            if !arrived && highest_arrived.is_some_and(|highest| highest > i64::from(*code)) {
+                result.statuses_overtaken += 1;
+                continue;
+            }
             let tally = &mut result.statuses;
             tally.expected += 1;
             match actual.iter().find(|(c, _)| *c == i64::from(*code)) {

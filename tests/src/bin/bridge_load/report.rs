@@ -151,7 +151,11 @@ pub fn reconciliation_table(r: &Reconciliation) -> String {
             name, t.expected, t.delivered, t.lost, t.duplicated, t.retries, t.unexpected, t.uncertain
         );
     }
-    let _ = writeln!(out, "statuses arriving backwards at amojo: {}", r.statuses_backwards);
+    let _ = writeln!(
+        out,
+        "statuses arriving backwards at amojo: {}; overtaken (a later one was there first, so not sent): {}",
+        r.statuses_backwards, r.statuses_overtaken
+    );
     let _ = writeln!(
         out,
         "manager typing → chat: {} leases started; left on {}, started twice {} ({} overtaken by the previous lease's stop), \
