@@ -7,19 +7,14 @@
 //! reproduces from its input alone.
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use bytes::Bytes;
 use http::StatusCode;
-use shared::app::Bridge;
 use shared::config::Config;
 use shared::http::{HttpRequest, HttpResponse};
 use shared::routes::EntryPoint;
-use shared::signing::{kommo_webhook, one_time_token};
-use shared::store::memory::MemoryStore;
-use shared::testing::{RecordingChat, RecordingKommo};
-use shared::time::{Clock, ManualClock};
-use shared::timers::ManualTimers;
+pub use shared::testing::sim::{Sim, client_message, manager_message, manager_typing, presence_event};
+use shared::time::Clock;
 
 pub const CHANNEL_ID: &str = "local-channel";
 pub const ACCOUNT: &str = "acc-1";
@@ -32,8 +27,6 @@ pub const INTEGRATION_SECRET: &str = "integration-secret-for-tests";
 pub const CHAT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// The Kommo account id (numeric, as in one-time tokens) linked to [`ACCOUNT`].
 pub const KOMMO_ACCOUNT_ID: u64 = 1;
-/// The clock's start, in Unix milliseconds.
-pub const T0_MS: i64 = 1_700_000_000_000;
 /// At most this much due work runs after a request (retries, refresh chains, checks).
 pub const MAX_DUE_RUNS: usize = 64;
 
@@ -71,16 +64,17 @@ pub fn config() -> &'static Config {
     })
 }
 
-/// One bridge with everything in memory, on a clock that moves only when told.
+/// One bridge with everything in memory, on a clock that moves only when told: the shared
+/// simulation ([`Sim`]) on the fuzz configuration, with each answer checked.
 pub struct Harness {
-    pub clock: Arc<ManualClock>,
-    pub store: Arc<MemoryStore>,
-    pub timers: Arc<ManualTimers>,
-    pub kommo: Arc<RecordingKommo>,
-    pub chat: Arc<RecordingChat>,
-    pub bridge: Bridge,
-    /// Numbers each signed chat-service message: the bridge refuses a `webhook-id` it has seen.
-    sent: std::sync::atomic::AtomicU64,
+    pub sim: Sim,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.sim
+    }
 }
 
 impl Default for Harness {
@@ -91,20 +85,7 @@ impl Default for Harness {
 
 impl Harness {
     pub fn new() -> Self {
-        let clock = Arc::new(ManualClock::at_ms(T0_MS));
-        let store = Arc::new(MemoryStore::new());
-        let timers = Arc::new(ManualTimers::default());
-        let kommo = Arc::new(RecordingKommo::new(clock.clone()));
-        let chat = Arc::new(RecordingChat::new(clock.clone()));
-        let bridge = Bridge {
-            config: config().clone(),
-            clock: clock.clone(),
-            store: store.clone(),
-            kommo: kommo.clone(),
-            chat: chat.clone(),
-            timers: timers.clone(),
-        };
-        Self { clock, store, timers, kommo, chat, bridge, sent: Default::default() }
+        Self { sim: Sim::with_config(config().clone()) }
     }
 
     pub fn now_s(&self) -> i64 {
@@ -120,40 +101,19 @@ impl Harness {
 
     /// `POST /kommo/webhook/{scope}` with `body`, signed with the channel secret as Kommo signs.
     pub async fn kommo_webhook(&self, scope: &str, body: &[u8]) -> HttpResponse {
-        let request = http::Request::post(format!("/kommo/webhook/{scope}"))
-            .header("x-signature", kommo_webhook::sign(CHANNEL_SECRET, body))
-            .body(Bytes::copy_from_slice(body))
-            .expect("a valid request");
-        self.send(EntryPoint::KommoWebhook, request).await
+        self.send(EntryPoint::KommoWebhook, self.kommo_webhook_request(scope, body)).await
     }
 
     /// The three Standard Webhooks headers over `body`, now, with a message id not used before.
-    pub fn chat_signature(&self, body: &[u8]) -> [(&'static str, String); 3] {
-        let now = self.now_s();
-        let id = format!("msg_fuzz_{}", self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        [
-            ("webhook-signature", self.bridge.config.chat_service_secret.sign(&id, now, body)),
-            ("webhook-id", id),
-            ("webhook-timestamp", now.to_string()),
-        ]
+    pub fn chat_signature(&self, body: &[u8]) -> Vec<(String, String)> {
+        let request = self.chat_event_request(None, body);
+        let header = |name: &str| request.headers()[name].to_str().expect("ASCII").to_owned();
+        ["webhook-signature", "webhook-id", "webhook-timestamp"].map(|name| (name.to_owned(), header(name))).to_vec()
     }
 
     /// `POST /chat/events` with `body`, signed as the chat service signs.
     pub async fn chat_event(&self, body: &[u8]) -> HttpResponse {
-        let mut request = http::Request::post("/chat/events");
-        for (name, value) in self.chat_signature(body) {
-            request = request.header(name, value);
-        }
-        let request = request.body(Bytes::copy_from_slice(body)).expect("a valid request");
-        self.send(EntryPoint::ChatCallback, request).await
-    }
-
-    /// A one-time token as Kommo's widget sends it, for `user_id` in the linked account.
-    pub fn token(&self, user_id: u64) -> String {
-        let now = self.now_s();
-        let claims = serde_json::json!({"iss": "https://acme.kommo.com", "iat": now, "nbf": now, "exp": now + 60,
-                                        "account_id": KOMMO_ACCOUNT_ID, "user_id": user_id});
-        one_time_token::issue(INTEGRATION_SECRET, &claims)
+        self.send(EntryPoint::ChatCallback, self.chat_event_request(None, body)).await
     }
 
     /// Runs the due work, earliest first, moving the clock to each one's moment, at most
@@ -189,7 +149,7 @@ impl Harness {
             ("kommo", manager_message("conv-1", "manager-1", "kommo-1")),
             ("chat", client_message("conv-1", "chat-1")),
             ("chat", presence_event("presence.online", "phone")),
-            ("chat", client_typing("typing.started", "conv-1")),
+            ("chat", shared::testing::sim::client_typing("typing.started", "conv-1", None)),
             ("kommo", manager_typing("conv-1", "manager-1", self.now_s() + 5)),
         ];
         for (side, body) in steps {
@@ -301,35 +261,4 @@ pub fn account_in(body: &[u8]) -> Option<String> {
         && account.len() <= 128
         && account.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
     usable.then_some(account)
-}
-
-// The payloads of shared/tests/support, for seeding state.
-
-pub fn presence_event(kind: &str, device: &str) -> String {
-    format!(
-        r#"{{"type":"{kind}","scope_id":"{SCOPE}","conversation_id":"conv-1","user_id":"client-1","device_id":"{device}"}}"#
-    )
-}
-
-pub fn manager_typing(conversation: &str, manager: &str, expired_at_s: i64) -> String {
-    format!(
-        r#"{{"account_id":"{ACCOUNT}","time":{},"action":{{"typing":{{"user":{{"id":"{manager}"}},"conversation":{{"id":"kommo-{conversation}","client_id":"{conversation}"}},"expired_at":{expired_at_s}}}}}}}"#,
-        expired_at_s - 5
-    )
-}
-
-pub fn manager_message(conversation: &str, manager: &str, msgid: &str) -> String {
-    format!(
-        r#"{{"account_id":"{ACCOUNT}","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"{manager}"}},"conversation":{{"id":"kommo-{conversation}","client_id":"{conversation}"}},"timestamp":1,"message":{{"id":"{msgid}","type":"text","text":"hello"}}}}}}"#
-    )
-}
-
-pub fn client_typing(kind: &str, conversation: &str) -> String {
-    format!(r#"{{"type":"{kind}","scope_id":"{SCOPE}","conversation_id":"{conversation}","user_id":"client-1"}}"#)
-}
-
-pub fn client_message(conversation: &str, msgid: &str) -> String {
-    format!(
-        r#"{{"type":"message.created","scope_id":"{SCOPE}","conversation_id":"{conversation}","msgid":"{msgid}","user":{{"id":"client-1","name":"Adam","phone":"+100"}},"message":{{"type":"text","text":"hi"}},"timestamp_ms":1700000000000}}"#
-    )
 }

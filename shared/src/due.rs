@@ -274,139 +274,8 @@ impl Bridge {
 /// A bridge on a manual clock with manual timers and in-memory outbound ports, for the
 /// regression tests of due work here and in [`crate::messages`].
 #[cfg(test)]
-pub(crate) mod sim {
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-
-    use crate::app::Bridge;
-    use crate::config::Config;
-    use crate::http::HttpResponse;
-    use crate::models::chat::BridgeEvent;
-    use crate::routes::EntryPoint;
-    use crate::store::memory::MemoryStore;
-    use crate::testing::{RecordingChat, RecordingKommo};
-    use crate::time::{Clock, ManualClock};
-    use crate::timers::{DueWork, ManualTimers, TimerError, Timers};
-
-    pub const SCOPE: &str = "local-channel_acc-1";
-    pub const T0: i64 = 1_700_000_000_000;
-
-    /// Manual timers that can be told to refuse the next piece of work (a queue outage).
-    pub struct FlakyTimers {
-        pub inner: Arc<ManualTimers>,
-        pub refuse_next: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait::async_trait]
-    impl Timers for FlakyTimers {
-        async fn schedule(&self, work: DueWork, due_at_ms: i64) -> Result<(), TimerError> {
-            if self.refuse_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                return Err(TimerError("the queue is unavailable".into()));
-            }
-            self.inner.schedule(work, due_at_ms).await
-        }
-    }
-
-    pub struct Sim {
-        pub clock: Arc<ManualClock>,
-        pub timers: Arc<ManualTimers>,
-        pub flaky_timers: Arc<FlakyTimers>,
-        pub kommo: Arc<RecordingKommo>,
-        pub chat: Arc<RecordingChat>,
-        pub bridge: Bridge,
-    }
-
-    impl Sim {
-        pub fn new() -> Self {
-            let clock = Arc::new(ManualClock::at_ms(T0));
-            let timers = Arc::new(ManualTimers::default());
-            let flaky_timers = Arc::new(FlakyTimers { inner: timers.clone(), refuse_next: Default::default() });
-            let kommo = Arc::new(RecordingKommo::new(clock.clone()));
-            let chat = Arc::new(RecordingChat::new(clock.clone()));
-            let env = |name: &str| (name == "KOMMO_ACCOUNTS").then(|| "1:acc-1".to_owned());
-            let (config, _) = Config::from_env_local(&env, "http://127.0.0.1:9").expect("local defaults");
-            let bridge = Bridge {
-                config,
-                clock: clock.clone(),
-                store: Arc::new(MemoryStore::new()),
-                kommo: kommo.clone(),
-                chat: chat.clone(),
-                timers: flaky_timers.clone(),
-            };
-            Self { clock, timers, flaky_timers, kommo, chat, bridge }
-        }
-
-        /// Moves time to `t_ms`, running the timers that fall due on the way, in order.
-        pub async fn advance_to(&self, t_ms: i64) {
-            while let Some(due) = self.timers.pending().iter().map(|(due, _)| *due).min().filter(|due| *due <= t_ms) {
-                self.clock.set_ms(due.max(self.clock.now_ms()));
-                for work in self.timers.take_due(due) {
-                    self.bridge.run_due(work).await.expect("due work runs");
-                }
-            }
-            self.clock.set_ms(t_ms);
-        }
-
-        pub async fn kommo_webhook(&self, body: String) -> HttpResponse {
-            let signature =
-                crate::signing::kommo_webhook::sign(self.bridge.config.channel_secret.expose(), body.as_bytes());
-            let request = http::Request::post(format!("/kommo/webhook/{SCOPE}"))
-                .header("x-signature", signature)
-                .body(Bytes::from(body))
-                .unwrap();
-            self.bridge.handle(EntryPoint::KommoWebhook, request).await
-        }
-
-        pub async fn chat_event(&self, body: String) -> HttpResponse {
-            let now_s = self.clock.now_s();
-            let id = crate::typing::new_webhook_id();
-            let signature = self.bridge.config.chat_service_secret.sign(&id, now_s, body.as_bytes());
-            let request = http::Request::post("/chat/events")
-                .header("webhook-id", &id)
-                .header("webhook-timestamp", now_s.to_string())
-                .header("webhook-signature", signature)
-                .body(Bytes::from(body))
-                .unwrap();
-            self.bridge.handle(EntryPoint::ChatCallback, request).await
-        }
-
-        /// What the chat service accepted, in order: "started", "stopped", "message".
-        pub fn chat_events(&self) -> Vec<&'static str> {
-            let kinds = self.chat.events().into_iter().map(|recorded| match recorded.call {
-                BridgeEvent::TypingStarted { .. } => "started",
-                BridgeEvent::TypingStopped { .. } => "stopped",
-                BridgeEvent::MessageCreated { .. } => "message",
-                _ => "other",
-            });
-            kinds.collect()
-        }
-    }
-
-    pub fn manager_typing(conversation: &str, expired_at_s: i64) -> String {
-        serde_json::json!({"account_id": "acc-1", "time": expired_at_s - 5,
-            "action": {"typing": {"user": {"id": "manager-1"},
-                "conversation": {"id": format!("kommo-{conversation}"), "client_id": conversation},
-                "expired_at": expired_at_s}}})
-        .to_string()
-    }
-
-    pub fn manager_message(conversation: &str, kommo_msgid: &str) -> String {
-        serde_json::json!({"account_id": "acc-1", "time": 1,
-            "message": {"receiver": {"id": "r", "client_id": "client-1"}, "sender": {"id": "manager-1"},
-                "conversation": {"id": format!("kommo-{conversation}"), "client_id": conversation}, "timestamp": 1,
-                "message": {"id": kommo_msgid, "type": "text", "text": "hello"}}})
-        .to_string()
-    }
-
-    pub fn chat_down() -> crate::chat_client::ChatError {
-        crate::chat_client::ChatError::Unavailable { attempts: 2, status: Some(503), reason: "HTTP 503".into() }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::sim::*;
+    use crate::testing::sim::*;
 
     #[tokio::test]
     async fn a_typing_started_held_back_by_a_failure_is_not_sent_after_the_lease_ended() {
@@ -414,9 +283,9 @@ mod tests {
         // after the typing.stopped of the manager's message, leaving the manager typing there.
         let sim = Sim::new();
         sim.chat.fail_next([chat_down()]);
-        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 5)).await.status(), 200);
+        assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
         sim.advance_to(T0 + 10).await; // typing.started fails, and waits for its retry
-        assert_eq!(sim.kommo_webhook(manager_message("conv-1", "kommo-1")).await.status(), 200);
+        assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
         sim.advance_to(T0 + 60_000).await;
         assert_eq!(sim.chat_events(), ["stopped", "message"], "the chat service's last word is not a start");
     }
@@ -427,13 +296,13 @@ mod tests {
         // the manager typed again, and the new typing.started landed first, then the stop: the
         // chat service showed no typing while the manager typed.
         let sim = Sim::new();
-        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 5)).await.status(), 200);
+        assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
         sim.advance_to(T0 + 5_000).await; // started; the lease runs to 6 s (its grace)
         sim.clock.set_ms(T0 + 6_500);
         let [expiry] = <[_; 1]>::try_from(sim.timers.take_due(T0 + 6_500)).unwrap();
         let slow_network = sim.chat.hold_next();
         let (stop, restart) = tokio::join!(sim.bridge.run_due(expiry), async {
-            assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 11)).await.status(), 200);
+            assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 11)).await.status(), 200);
             for work in sim.timers.take_due(T0 + 6_500) {
                 sim.bridge.run_due(work).await?;
             }
@@ -451,10 +320,10 @@ mod tests {
         // Found by bridge-load (200 conversations): the lease lapsed, its timer ran late, and
         // the next webhook started a new lease: typing.started twice, the first never stopped.
         let sim = Sim::new();
-        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 5)).await.status(), 200);
+        assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
         sim.advance_to(T0 + 100).await;
         sim.clock.set_ms(T0 + 6_500); // past the lease (6 s), its timer not run yet
-        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 11)).await.status(), 200);
+        assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 11)).await.status(), 200);
         sim.advance_to(T0 + 60_000).await;
         assert_eq!(sim.chat_events(), ["started", "stopped"]);
         let stopped_at = sim.chat.events().last().map(|event| event.at_ms);

@@ -197,6 +197,11 @@ impl Bridge {
         now: i64,
     ) -> Result<TypingBeforeMessage, DueError> {
         let lane = typing_lane(typing);
+        // Most messages come with no typing shown and none on its way: one read, no turn.
+        let view = self.store.peek_turn(&typing.scope_id, &lane, now).await?;
+        if view.held_until_ms.is_none() && !TypingShown::from_mark(view.sent_mark).on() {
+            return Ok(TypingBeforeMessage::Clear { stopped: false });
+        }
         let (token, shown) = match self.store.take_turn(&typing.scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
             Turn::Busy { until_ms } => return Ok(TypingBeforeMessage::LaneBusy { until_ms }),
             Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
@@ -606,19 +611,19 @@ pub(crate) fn require_non_empty(fields: &[(&str, &str)]) -> Result<(), ApiError>
 
 #[cfg(test)]
 mod fault_regressions {
-    use crate::due::sim::*;
     use crate::kommo_client::KommoError;
     use crate::testing::KommoCall;
+    use crate::testing::sim::*;
 
     #[tokio::test]
     async fn the_typing_stopped_before_a_message_is_retried_with_it_not_dropped() {
         // Found by tests/suites/faults.rs: with the chat service failing as the manager's message
         // came, the typing.stopped before it was dropped, and the manager typed on forever there.
         let sim = Sim::new();
-        assert_eq!(sim.kommo_webhook(manager_typing("conv-1", T0 / 1000 + 5)).await.status(), 200);
+        assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
         sim.advance_to(T0 + 10).await;
         sim.chat.fail_next([chat_down()]);
-        assert_eq!(sim.kommo_webhook(manager_message("conv-1", "kommo-1")).await.status(), 200);
+        assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
         sim.advance_to(T0 + 60_000).await;
         assert_eq!(sim.chat_events(), ["started", "stopped", "message"]);
     }
@@ -633,9 +638,9 @@ mod fault_regressions {
             "msgid": "chat-1", "user": {"id": "client-1"}, "message": {"type": "text", "text": "hi"},
             "timestamp_ms": T0})
         .to_string();
-        sim.flaky_timers.refuse_next.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(sim.chat_event(message.clone()).await.status(), 500, "not accepted: the sender retries");
-        assert_eq!(sim.chat_event(message).await.status(), 200);
+        sim.queue.refuse_next.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(sim.chat_event(&message).await.status(), 500, "not accepted: the sender retries");
+        assert_eq!(sim.chat_event(&message).await.status(), 200);
         sim.advance_to(T0 + 60_000).await;
         let imported = sim.kommo.calls().into_iter().filter(|c| matches!(c.call, KommoCall::Import(_))).count();
         assert_eq!(imported, 1, "the acknowledged message reached Kommo");
@@ -653,23 +658,11 @@ mod fault_regressions {
             retry_after: None,
         };
         sim.kommo.fail_next([down]);
-        let status = |status: &str| {
-            serde_json::json!({"type": "message.status", "scope_id": SCOPE, "reference": "kommo-1", "status": status})
-                .to_string()
-        };
-        assert_eq!(sim.chat_event(status("delivered")).await.status(), 200);
+        assert_eq!(sim.chat_event(&status_event("kommo-1", "delivered", "")).await.status(), 200);
         sim.advance_to(T0 + 10).await; // delivered fails, and waits for its retry
-        assert_eq!(sim.chat_event(status("read")).await.status(), 200);
+        assert_eq!(sim.chat_event(&status_event("kommo-1", "read", "")).await.status(), 200);
         sim.advance_to(T0 + 60_000).await;
-        let told: Vec<i8> = sim
-            .kommo
-            .calls()
-            .into_iter()
-            .filter_map(|recorded| match recorded.call {
-                KommoCall::DeliveryStatus(request) => Some(request.status.wire_code()),
-                _ => None,
-            })
-            .collect();
+        let told: Vec<i8> = kommo_statuses(&sim).into_iter().map(|(_, status, _)| status).collect();
         assert_eq!(told, [1, 2], "the failed delivered, then read; never delivered again after read");
     }
 
@@ -678,13 +671,9 @@ mod fault_regressions {
         // Found by bridge-load (200 conversations): delivered and read, queued a moment apart,
         // ran in two workers at once; the delivered call was slower and landed after read.
         let sim = Sim::new();
-        let status = |status: &str| {
-            serde_json::json!({"type": "message.status", "scope_id": SCOPE, "reference": "kommo-1", "status": status})
-                .to_string()
-        };
-        assert_eq!(sim.chat_event(status("delivered")).await.status(), 200);
+        assert_eq!(sim.chat_event(&status_event("kommo-1", "delivered", "")).await.status(), 200);
         let [delivered] = <[_; 1]>::try_from(sim.timers.take_due(T0)).unwrap();
-        assert_eq!(sim.chat_event(status("read")).await.status(), 200);
+        assert_eq!(sim.chat_event(&status_event("kommo-1", "read", "")).await.status(), 200);
         let [read] = <[_; 1]>::try_from(sim.timers.take_due(T0)).unwrap();
         let slow_network = sim.kommo.hold_next_status();
         let (first, second) = tokio::join!(sim.bridge.run_due(delivered), async {
@@ -695,15 +684,7 @@ mod fault_regressions {
         first.unwrap();
         second.unwrap();
         sim.advance_to(T0 + 60_000).await; // the report that found its lane busy runs again
-        let told: Vec<i8> = sim
-            .kommo
-            .calls()
-            .into_iter()
-            .filter_map(|recorded| match recorded.call {
-                KommoCall::DeliveryStatus(request) => Some(request.status.wire_code()),
-                _ => None,
-            })
-            .collect();
+        let told: Vec<i8> = kommo_statuses(&sim).into_iter().map(|(_, status, _)| status).collect();
         assert_eq!(told, [1, 2], "delivered landed first, then read");
     }
 }

@@ -13,7 +13,9 @@
 //!   `typing.stopped` (or a client message, or the lease running out) ends it: no call after.
 
 use crate::app::Bridge;
+use crate::due::TypingShown;
 use crate::http::ApiError;
+use crate::lanes::typing_lane;
 use crate::models::chat::{BridgeEvent, ClientTyping, ManagerRef};
 use crate::models::kommo::{SenderRef, TypingAction, TypingRequest};
 use crate::store::{ClientSignal, LeaseChange, LeaseKey};
@@ -110,22 +112,30 @@ impl Bridge {
     ) -> Result<(), DueError> {
         let now = self.clock.now_ms();
         let key = LeaseKey::manager(scope_id, conversation_id, manager_id);
+        let stopped = BridgeEvent::TypingStopped {
+            scope_id: scope_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            manager: ManagerRef { id: manager_id.to_owned(), name: None },
+        };
         if self.store.end_if_lapsed(&key, now).await?.is_some() {
-            let stopped = BridgeEvent::TypingStopped {
-                scope_id: scope_id.to_owned(),
-                conversation_id: conversation_id.to_owned(),
-                manager: ManagerRef { id: manager_id.to_owned(), name: None },
-            };
             return self.deliver_chat_event(stopped, new_webhook_id(), 0).await;
         }
-        if let Some(lease) = self.store.get_lease(&key, now).await? {
-            let again = DueWork::ManagerTypingCheck {
-                scope_id: scope_id.to_owned(),
-                conversation_id: conversation_id.to_owned(),
-                manager_id: manager_id.to_owned(),
-            };
-            self.timers.schedule(again, lease.expires_at_ms).await?;
-        }
+        let Some(lease) = self.store.get_lease(&key, now).await? else {
+            // Gone: ended by the manager's message (whose relay stops the typing), or by this
+            // very check, when the SDK retried a delete that had landed. The lane tells whether
+            // the chat service still shows the typing.
+            let view = self.store.peek_turn(scope_id, &typing_lane(&key), now).await?;
+            if view.held_until_ms.is_some() || TypingShown::from_mark(view.sent_mark).on() {
+                return self.deliver_chat_event(stopped, new_webhook_id(), 0).await;
+            }
+            return Ok(());
+        };
+        let again = DueWork::ManagerTypingCheck {
+            scope_id: scope_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            manager_id: manager_id.to_owned(),
+        };
+        self.timers.schedule(again, lease.expires_at_ms).await?;
         Ok(())
     }
 

@@ -140,7 +140,7 @@ async fn each_event_kind_costs_what_the_table_says() {
             "manager message webhook (relayed, then delivered)",
             vec![],
             Step::Kommo(manager_msg()),
-            Counts { reads: 0, writes: 7, queued: 1, amojo: 0, chat: 1 },
+            Counts { reads: 1, writes: 5, queued: 1, amojo: 0, chat: 1 },
         ),
         (
             "client typing.started, new lease (with its refreshes)",

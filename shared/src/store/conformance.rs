@@ -386,6 +386,9 @@ pub async fn a_lane_has_one_sender_at_a_time_and_its_mark_only_rises(store: &dyn
         store.take_turn(&scope, "status#m1", now + 10, 30_000).await.unwrap(),
         Turn::Busy { until_ms: now + 30_000 }
     );
+    let view = store.peek_turn(&scope, "status#m1", now + 10).await.unwrap();
+    assert_eq!(view, LaneView { held_until_ms: Some(now + 30_000), sent_mark: None });
+    assert_eq!(store.peek_turn(&scope, "status#m9", now).await.unwrap(), LaneView::default(), "never used");
     assert!(
         matches!(store.take_turn(&scope, "status#m2", now, 30_000).await.unwrap(), Turn::Yours { .. }),
         "lanes are apart"
@@ -397,6 +400,8 @@ pub async fn a_lane_has_one_sender_at_a_time_and_its_mark_only_rises(store: &dyn
         panic!("given back with its mark");
     };
     store.end_turn(&scope, "status#m1", &second, None).await.unwrap();
+    let view = store.peek_turn(&scope, "status#m1", now + 25).await.unwrap();
+    assert_eq!(view, LaneView { held_until_ms: None, sent_mark: Some(2) }, "free, with its mark");
     // A holder that outlived its hold: the lane was taken over; its late end neither frees the
     // new holder's turn nor lowers the mark, but a higher mark still counts.
     let Turn::Yours { token: slow, .. } = store.take_turn(&scope, "status#m1", now + 30, 1000).await.unwrap() else {

@@ -109,6 +109,37 @@ impl DynamoStore {
         self.client.update_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk))
     }
 
+    /// A conditional UpdateItem that stamps a token of this call into the item. The SDK retries
+    /// an attempt that timed out (1 s), and the first may have been written: the retry then
+    /// fails its own condition. The item DynamoDB returns with the failure tells the two apart
+    /// (see [`Self::send_stamped`]). `set` is the update expression and starts with `SET `.
+    fn stamped_update(&self, pk: String, sk: &str, set: &str) -> (UpdateItemFluentBuilder, String) {
+        let token = hex::encode(crate::config::random_bytes::<8>());
+        let expression = set.replacen("SET ", "SET write_token = :write_token, ", 1);
+        let request = self
+            .update(pk, sk)
+            .update_expression(expression)
+            .expression_attribute_values(":write_token", s(&token))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        (request, token)
+    }
+
+    async fn send_stamped(request: UpdateItemFluentBuilder, token: &str) -> Result<Stamped, StoreError> {
+        match request.send().await {
+            Ok(output) => Ok(Stamped::Written { after: output.attributes }),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let item = item_on_condition_failure(e.err()).cloned();
+                match item {
+                    Some(item) if text(&item, "write_token").as_deref() == Some(token) => {
+                        Ok(Stamped::Written { after: Some(item) })
+                    }
+                    item => Ok(Stamped::Refused { current: item }),
+                }
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Deletes a lease if `condition` (over `:now`) holds; returns the item it deleted.
     async fn delete_lease_if(&self, key: &LeaseKey, condition: &str, now_ms: i64) -> Result<Option<Item>, StoreError> {
         self.ops.write();
@@ -130,6 +161,24 @@ impl DynamoStore {
         }
     }
 }
+
+/// How a stamped conditional update ended.
+enum Stamped {
+    /// Written by this call (by this attempt, or by an earlier one the SDK retried); `after` is
+    /// the item as written, when the request asked for `ALL_NEW` or a retry found it.
+    Written { after: Option<Item> },
+    /// The condition did not hold: someone else's write, or none; the item as it is.
+    Refused { current: Option<Item> },
+}
+
+impl Stamped {
+    fn written(&self) -> bool {
+        matches!(self, Self::Written { .. })
+    }
+}
+
+/// Stored in place of an attribute that was missing, where a write keeps the previous value.
+const ABSENT: i64 = -1;
 
 impl Store for DynamoStore {
     fn op_counts(&self) -> OpCounts {
@@ -154,37 +203,33 @@ const MESSAGE_SK: &str = "msg";
 #[async_trait]
 impl TypingLeases for DynamoStore {
     async fn extend(&self, key: &LeaseKey, expires_at_ms: i64) -> Result<LeaseChange, StoreError> {
-        let result = self
-            .update(lease_pk(key), &key.holder)
-            .update_expression("SET expires_at_ms = :exp, expires_at = :ttl")
+        // The expiry it replaced is kept too, so an SDK retry can still tell what its write did.
+        let (request, token) = self.stamped_update(
+            lease_pk(key),
+            &key.holder,
+            "SET expires_at_ms = :exp, expires_at = :ttl, previous_expires_at_ms = if_not_exists(expires_at_ms, :absent)",
+        );
+        let request = request
             .condition_expression("attribute_not_exists(expires_at_ms) OR expires_at_ms < :exp")
             .expression_attribute_values(":exp", n(expires_at_ms))
             .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms, LEASE_GRACE_S)))
-            .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                let previous = output.attributes.as_ref().and_then(|old| num(old, "expires_at_ms"));
-                Ok(match previous {
+            .expression_attribute_values(":absent", n(ABSENT))
+            .return_values(ReturnValue::AllNew);
+        match Self::send_stamped(request, &token).await? {
+            Stamped::Written { after } => {
+                let previous = after.as_ref().and_then(|item| num(item, "previous_expires_at_ms"));
+                Ok(match previous.filter(|at| *at != ABSENT) {
                     Some(previous_expires_at_ms) => LeaseChange::Extended { previous_expires_at_ms },
                     None => LeaseChange::Started,
                 })
             }
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                let current = match item_on_condition_failure(e.err()) {
-                    Some(item) => num(item, "expires_at_ms"),
-                    None => self
-                        .get_item(lease_pk(key), &key.holder)
-                        .await?
-                        .as_ref()
-                        .and_then(lease_of)
-                        .map(|l| l.expires_at_ms),
+            Stamped::Refused { current } => {
+                let current = match current {
+                    Some(item) => num(&item, "expires_at_ms"),
+                    None => self.get_lease(key, 0).await?.map(|lease| lease.expires_at_ms),
                 };
                 Ok(LeaseChange::Unchanged { expires_at_ms: current.unwrap_or(expires_at_ms) })
             }
-            Err(e) => Err(unavailable(e)),
         }
     }
 
@@ -210,25 +255,20 @@ impl TypingLeases for DynamoStore {
         expires_at_ms: i64,
         min_gap_ms: i64,
     ) -> Result<ClientSignal, StoreError> {
-        let lease_update = || {
-            self.update(lease_pk(key), &key.holder)
+        let lease_update = |set: &str| {
+            let (request, token) = self.stamped_update(lease_pk(key), &key.holder, set);
+            let request = request
                 .expression_attribute_values(":exp", n(expires_at_ms))
                 .expression_attribute_values(":ttl", n(ttl_seconds(expires_at_ms, LEASE_GRACE_S)))
-                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":now", n(now_ms));
+            (request, token)
         };
         // The common case, one write: a live lease reaching less far is extended.
-        let extended = lease_update()
-            .update_expression("SET expires_at_ms = :exp, expires_at = :ttl")
-            .condition_expression("expires_at_ms > :now AND expires_at_ms < :exp")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let old = match extended {
-            Ok(_) => return Ok(ClientSignal::Extended),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                item_on_condition_failure(e.err()).cloned()
-            }
-            Err(e) => return Err(unavailable(e)),
+        let (extend, token) = lease_update("SET expires_at_ms = :exp, expires_at = :ttl");
+        let extend = extend.condition_expression("expires_at_ms > :now AND expires_at_ms < :exp");
+        let old = match Self::send_stamped(extend, &token).await? {
+            Stamped::Written { .. } => return Ok(ClientSignal::Extended),
+            Stamped::Refused { current } => current,
         };
         if old.as_ref().and_then(|item| num(item, "expires_at_ms")).is_some_and(|exp| exp > now_ms) {
             return Ok(ClientSignal::Extended); // live and already reaching as far
@@ -236,37 +276,31 @@ impl TypingLeases for DynamoStore {
         // No live lease: start one, claiming the next call unless one went out within the gap.
         let last_forwarded = old.as_ref().and_then(|item| num(item, "last_forwarded_at_ms"));
         let forward_now = last_forwarded.is_none_or(|at| at <= now_ms - min_gap_ms);
-        let start = lease_update().condition_expression("attribute_not_exists(expires_at_ms) OR expires_at_ms <= :now");
-        let start = if forward_now {
-            start.update_expression("SET expires_at_ms = :exp, expires_at = :ttl, last_forwarded_at_ms = :now")
+        let (start, token) = if forward_now {
+            lease_update("SET expires_at_ms = :exp, expires_at = :ttl, last_forwarded_at_ms = :now")
         } else {
-            start.update_expression("SET expires_at_ms = :exp, expires_at = :ttl")
+            lease_update("SET expires_at_ms = :exp, expires_at = :ttl")
         };
-        match start.send().await {
-            Ok(_) => {
+        let start = start.condition_expression("attribute_not_exists(expires_at_ms) OR expires_at_ms <= :now");
+        match Self::send_stamped(start, &token).await? {
+            Stamped::Written { .. } => {
                 let base = if forward_now { now_ms } else { last_forwarded.unwrap_or(now_ms) };
                 Ok(ClientSignal::Started { forward_now, next_forward_at_ms: base + min_gap_ms })
             }
             // A concurrent signal started it first: this one only confirms it.
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(ClientSignal::Extended)
-            }
-            Err(e) => Err(unavailable(e)),
+            Stamped::Refused { .. } => Ok(ClientSignal::Extended),
         }
     }
 
     async fn claim_refresh(&self, key: &LeaseKey, now_ms: i64, min_gap_ms: i64) -> Result<bool, StoreError> {
-        let result = self
-            .update(lease_pk(key), &key.holder)
-            .update_expression("SET last_forwarded_at_ms = :now")
+        let (request, token) = self.stamped_update(lease_pk(key), &key.holder, "SET last_forwarded_at_ms = :now");
+        let request = request
             .condition_expression(
                 "expires_at_ms > :now AND (attribute_not_exists(last_forwarded_at_ms) OR last_forwarded_at_ms <= :gap_start)",
             )
             .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":gap_start", n(now_ms - min_gap_ms))
-            .send()
-            .await;
-        conditional(result)
+            .expression_attribute_values(":gap_start", n(now_ms - min_gap_ms));
+        Ok(Self::send_stamped(request, &token).await?.written())
     }
 }
 
@@ -293,40 +327,42 @@ impl PresenceWindows for DynamoStore {
             return Ok(HeartbeatOutcome::Coalesced);
         }
         let until = now_ms + window_ms;
-        let result = self
-            .update(pk, &key.device)
-            .update_expression("SET last_seen_at_ms = :now, online_until_ms = :until, expires_at = :ttl")
+        // The window it replaced is kept too, so an SDK retry can still tell what its write did.
+        let (request, token) = self.stamped_update(
+            pk,
+            &key.device,
+            "SET last_seen_at_ms = :now, online_until_ms = :until, expires_at = :ttl, \
+             previous_online_until_ms = if_not_exists(online_until_ms, :absent)",
+        );
+        let request = request
             // Never let a slower concurrent heartbeat move last_seen backwards.
             .condition_expression("attribute_not_exists(last_seen_at_ms) OR last_seen_at_ms < :now")
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":ttl", n(ttl_seconds(until, PRESENCE_RETENTION_S)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
+            .expression_attribute_values(":absent", n(ABSENT))
+            .return_values(ReturnValue::AllNew);
+        match Self::send_stamped(request, &token).await? {
+            Stamped::Written { after } => {
                 let was_online =
-                    output.attributes.as_ref().and_then(|old| num(old, "online_until_ms")).is_some_and(|u| u > now_ms);
+                    after.as_ref().and_then(|item| num(item, "previous_online_until_ms")).is_some_and(|u| u > now_ms);
                 Ok(if was_online { HeartbeatOutcome::Refreshed } else { HeartbeatOutcome::CameOnline })
             }
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(HeartbeatOutcome::Coalesced)
-            }
-            Err(e) => Err(unavailable(e)),
+            Stamped::Refused { .. } => Ok(HeartbeatOutcome::Coalesced),
         }
     }
 
     async fn go_offline(&self, key: &PresenceKey, now_ms: i64) -> Result<bool, StoreError> {
-        let result = self
-            .update(presence_pk(&key.scope_id, &key.subject), &key.device)
-            .update_expression("SET last_seen_at_ms = :now, online_until_ms = :now, expires_at = :ttl")
+        let (request, token) = self.stamped_update(
+            presence_pk(&key.scope_id, &key.subject),
+            &key.device,
+            "SET last_seen_at_ms = :now, online_until_ms = :now, expires_at = :ttl",
+        );
+        let request = request
             .condition_expression("online_until_ms > :now")
             .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":ttl", n(ttl_seconds(now_ms, PRESENCE_RETENTION_S)))
-            .send()
-            .await;
-        conditional(result)
+            .expression_attribute_values(":ttl", n(ttl_seconds(now_ms, PRESENCE_RETENTION_S)));
+        Ok(Self::send_stamped(request, &token).await?.written())
     }
 
     async fn presence_devices(
@@ -361,18 +397,19 @@ impl PresenceWindows for DynamoStore {
     }
 
     async fn mark_pushed(&self, scope_id: &str, subject: &str, device: &str, online: bool) -> Result<bool, StoreError> {
-        let result = self
-            .update(format!("{scope_id}#pushed#{subject}"), device)
-            .update_expression("SET pushed_online = :online, expires_at = :ttl")
+        let (request, token) = self.stamped_update(
+            format!("{scope_id}#pushed#{subject}"),
+            device,
+            "SET pushed_online = :online, expires_at = :ttl",
+        );
+        let request = request
             .condition_expression("attribute_not_exists(pushed_online) OR pushed_online <> :online")
             .expression_attribute_values(":online", AttributeValue::Bool(online))
             .expression_attribute_values(
                 ":ttl",
                 n(ttl_seconds(crate::time::Clock::now_ms(&crate::time::SystemClock), PRESENCE_RETENTION_S)),
-            )
-            .send()
-            .await;
-        conditional(result)
+            );
+        Ok(Self::send_stamped(request, &token).await?.written())
     }
 }
 
@@ -502,16 +539,14 @@ impl MessageRecords for DynamoStore {
         now_ms: i64,
         hold_ms: i64,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .update(message_pk(scope_id, kommo_msgid), MESSAGE_SK)
-            .update_expression("SET relay_hold_until_ms = :hold")
+        let (request, token) =
+            self.stamped_update(message_pk(scope_id, kommo_msgid), MESSAGE_SK, "SET relay_hold_until_ms = :hold");
+        let request = request
             .condition_expression("relay_state = :pending AND relay_hold_until_ms <= :now")
             .expression_attribute_values(":hold", n(now_ms + hold_ms))
             .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":pending", s(relay_name(RelayState::Pending)))
-            .send()
-            .await;
-        conditional(result)
+            .expression_attribute_values(":pending", s(relay_name(RelayState::Pending)));
+        Ok(Self::send_stamped(request, &token).await?.written())
     }
 
     async fn finish_relay(&self, scope_id: &str, kommo_msgid: &str, outcome: &RelayOutcome) -> Result<(), StoreError> {
@@ -748,18 +783,19 @@ impl Conversations for DynamoStore {
         sent_at_ms: i64,
         chat_msgid: &str,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .update(format!("{scope_id}#conv#{conversation_id}"), "conv")
-            .update_expression("SET read_mark_ms = :ms, read_mark_msgid = :id, conversation_id = :conv")
+        let (request, token) = self.stamped_update(
+            format!("{scope_id}#conv#{conversation_id}"),
+            "conv",
+            "SET read_mark_ms = :ms, read_mark_msgid = :id, conversation_id = :conv",
+        );
+        let request = request
             .condition_expression(
                 "attribute_not_exists(read_mark_ms) OR read_mark_ms < :ms OR (read_mark_ms = :ms AND read_mark_msgid < :id)",
             )
             .expression_attribute_values(":ms", n(sent_at_ms))
             .expression_attribute_values(":id", s(chat_msgid))
-            .expression_attribute_values(":conv", s(conversation_id))
-            .send()
-            .await;
-        conditional(result)
+            .expression_attribute_values(":conv", s(conversation_id));
+        Ok(Self::send_stamped(request, &token).await?.written())
     }
 }
 
@@ -854,6 +890,14 @@ impl SendTurns for DynamoStore {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn peek_turn(&self, scope_id: &str, lane: &str, now_ms: i64) -> Result<LaneView, StoreError> {
+        let Some(item) = self.get_item(turn_pk(scope_id, lane), "turn").await? else {
+            return Ok(LaneView::default());
+        };
+        let held_until_ms = num(&item, "hold_until_ms").filter(|until_ms| *until_ms > now_ms);
+        Ok(LaneView { held_until_ms, sent_mark: num(&item, "sent_mark") })
     }
 
     async fn end_turn(

@@ -529,6 +529,16 @@ impl SendTurns for MemoryStore {
         Ok(Turn::Yours { token, sent_mark: lane.sent_mark })
     }
 
+    async fn peek_turn(&self, scope_id: &str, lane: &str, now_ms: i64) -> Result<LaneView, StoreError> {
+        self.ops.read();
+        let state = self.state();
+        let Some(lane) = state.turns.get(&(scope_id.to_owned(), lane.to_owned())) else {
+            return Ok(LaneView::default());
+        };
+        let held_until_ms = lane.holder.as_ref().map(|(_, until_ms)| *until_ms).filter(|until_ms| *until_ms > now_ms);
+        Ok(LaneView { held_until_ms, sent_mark: lane.sent_mark })
+    }
+
     async fn end_turn(
         &self,
         scope_id: &str,

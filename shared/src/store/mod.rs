@@ -353,6 +353,14 @@ pub enum Turn {
     Busy { until_ms: i64 },
 }
 
+/// A lane as it stands, from [`SendTurns::peek_turn`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneView {
+    /// Until when another sender holds it, if one does now.
+    pub held_until_ms: Option<i64>,
+    pub sent_mark: Option<i64>,
+}
+
 /// One sender at a time per lane. What the bridge tells a peer about one thing (a message's
 /// status to Kommo, a manager's typing to the chat service) is decided and sent inside a turn,
 /// so a slow send is never overtaken by a later one about the same thing: two queued sends run
@@ -362,6 +370,9 @@ pub trait SendTurns: Send + Sync {
     /// Takes the lane for `hold_ms` (longer than any one send may take, so a worker that died
     /// holding it delays the lane, never blocks it), unless another sender holds it.
     async fn take_turn(&self, scope_id: &str, lane: &str, now_ms: i64, hold_ms: i64) -> Result<Turn, StoreError>;
+    /// Reads the lane without taking it (one read): lets a caller with nothing to send, and
+    /// no one sending, skip the two writes of a turn.
+    async fn peek_turn(&self, scope_id: &str, lane: &str, now_ms: i64) -> Result<LaneView, StoreError>;
     /// Gives the lane back, recording `sent_mark` when given (marks only rise: a lower or equal
     /// one is not written).
     async fn end_turn(&self, scope_id: &str, lane: &str, token: &str, sent_mark: Option<i64>)

@@ -3,6 +3,8 @@
 //! not mocks with canned answers. (The HTTP clients themselves are tested against independent
 //! fakes over real HTTP in `tests/`.)
 
+pub mod sim;
+
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
