@@ -1,6 +1,8 @@
 //! Handler time per inbound event, warm: the whole handler (signature check, parsing, the
-//! store's conditional writes, scheduling) with the in-memory store, discarding timers and a
-//! null outbound side, so the figure is the bridge's own CPU time, network excluded.
+//! store's conditional writes, scheduling) with the in-memory store and a null outbound side, so
+//! the figure is the bridge's own CPU time, network excluded. Then the queued work some events
+//! cause (a `typing-expiry` run each in AWS), timed alone: the lane's turn, the store's reads
+//! and the send to the null outbound.
 //!
 //! Run: `cargo bench -p shared --bench handlers` (release profile; prints a table).
 
@@ -14,8 +16,9 @@ use shared::http::HttpRequest;
 use shared::routes::EntryPoint;
 use shared::signing::kommo_webhook;
 use shared::store::memory::MemoryStore;
-use shared::testing::{DiscardTimers, NullOutbound};
+use shared::testing::NullOutbound;
 use shared::time::{Clock, SystemClock};
+use shared::timers::{DueWork, ManualTimers};
 
 const SCOPE: &str = "local-channel_acc-1";
 
@@ -23,7 +26,14 @@ const SCOPE: &str = "local-channel_acc-1";
 type MakeRequest = dyn Fn(&Bridge, usize) -> (EntryPoint, HttpRequest);
 const ITERATIONS: usize = 20_000;
 
-fn bridge() -> Bridge {
+/// What a case times: the handler answering a request, or the queued work (picked by the
+/// predicate) that the request left behind, run after the untimed request.
+enum Timed {
+    Handler(Box<MakeRequest>),
+    QueuedAfter(Box<MakeRequest>, fn(&DueWork) -> bool),
+}
+
+fn bridge(timers: Arc<ManualTimers>) -> Bridge {
     let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").expect("local defaults");
     Bridge {
         config,
@@ -31,7 +41,7 @@ fn bridge() -> Bridge {
         store: Arc::new(MemoryStore::new()),
         kommo: Arc::new(NullOutbound),
         chat: Arc::new(NullOutbound),
-        timers: Arc::new(DiscardTimers),
+        timers,
     }
 }
 
@@ -42,25 +52,44 @@ fn kommo_request(bridge: &Bridge, body: String) -> (EntryPoint, HttpRequest) {
     (EntryPoint::KommoWebhook, request.unwrap())
 }
 
-fn chat_request(bridge: &Bridge, body: String) -> (EntryPoint, HttpRequest) {
+/// The chat service's event number `i`, under a `webhook-id` of its own (a repeated id is a replay).
+fn chat_request(bridge: &Bridge, i: usize, body: String) -> (EntryPoint, HttpRequest) {
     let now = SystemClock.now_s();
-    let signature = bridge.config.chat_service_secret.sign("msg_bench", now, body.as_bytes());
+    let webhook_id = format!("msg_bench_{i}");
+    let signature = bridge.config.chat_service_secret.sign(&webhook_id, now, body.as_bytes());
     let request = http::Request::post("/chat/events")
-        .header("webhook-id", "msg_bench")
+        .header("webhook-id", webhook_id)
         .header("webhook-timestamp", now.to_string())
         .header("webhook-signature", signature)
         .body(Bytes::from(body));
     (EntryPoint::ChatCallback, request.unwrap())
 }
 
-/// Times each request of `requests` through the handler; returns the sorted durations.
-async fn measure(bridge: &Bridge, requests: Vec<(EntryPoint, HttpRequest)>) -> Vec<Duration> {
-    let mut times = Vec::with_capacity(requests.len());
-    for (entry, request) in requests {
-        let started = Instant::now();
-        let response = bridge.handle(entry, request).await;
+/// Times the `count` steps of a case (numbered from `first`); returns the sorted durations.
+async fn measure(timed: &Timed, first: usize, count: usize) -> Vec<Duration> {
+    let timers = Arc::new(ManualTimers::default());
+    let bridge = bridge(timers.clone());
+    let mut times = Vec::with_capacity(count);
+    for i in first..first + count {
+        let started = match timed {
+            Timed::Handler(make) => {
+                let (entry, request) = make(&bridge, i);
+                let started = Instant::now();
+                let response = bridge.handle(entry, request).await;
+                assert_eq!(response.status(), 200, "{:?}", response.body());
+                started
+            }
+            Timed::QueuedAfter(make, wanted) => {
+                let (entry, request) = make(&bridge, i);
+                assert_eq!(bridge.handle(entry, request).await.status(), 200);
+                let work = timers.take_due(i64::MAX).into_iter().find(wanted).expect("the request queued the work");
+                let started = Instant::now();
+                bridge.run_due(work).await.expect("the queued work runs");
+                started
+            }
+        };
         times.push(started.elapsed());
-        assert_eq!(response.status(), 200, "{:?}", response.body());
+        timers.take_due(i64::MAX); // what the step queued besides is not run
     }
     times.sort_unstable();
     times
@@ -70,7 +99,7 @@ fn report(name: &str, times: &[Duration]) {
     let percentile = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
     let mean = times.iter().sum::<Duration>() / times.len() as u32;
     println!(
-        "| {name:<34} | {:>8.1} | {:>8.1} | {:>8.1} | {:>10.0} |",
+        "| {name:<49} | {:>8.1} | {:>8.1} | {:>8.1} | {:>10.0} |",
         percentile(0.5).as_secs_f64() * 1e6,
         percentile(0.99).as_secs_f64() * 1e6,
         mean.as_secs_f64() * 1e6,
@@ -81,21 +110,21 @@ fn report(name: &str, times: &[Duration]) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let expired_at = SystemClock.now_s() + 3600;
-    let cases: Vec<(&str, Box<MakeRequest>)> = vec![
+    let cases: Vec<(&str, Timed)> = vec![
         (
             "manager typing webhook, new lease",
-            Box::new(move |b, i| {
+            Timed::Handler(Box::new(move |b, i| {
                 kommo_request(
                     b,
                     format!(
                         r#"{{"account_id":"acc-1","time":1,"action":{{"typing":{{"user":{{"id":"m-1"}},"conversation":{{"id":"k-{i}","client_id":"conv-{i}"}},"expired_at":{expired_at}}}}}}}"#
                     ),
                 )
-            }),
+            })),
         ),
         (
             "manager typing webhook, refresh",
-            Box::new(move |b, i| {
+            Timed::Handler(Box::new(move |b, i| {
                 kommo_request(
                     b,
                     format!(
@@ -103,62 +132,107 @@ async fn main() {
                         expired_at + i as i64
                     ),
                 )
-            }),
+            })),
         ),
         (
             "client typing.started",
-            Box::new(|b, i| {
+            Timed::Handler(Box::new(|b, i| {
                 chat_request(
                     b,
+                    i,
                     format!(
                         r#"{{"type":"typing.started","scope_id":"{SCOPE}","conversation_id":"conv-{}","user_id":"client-1"}}"#,
                         i % 100
                     ),
                 )
-            }),
+            })),
         ),
         (
             "message.status (delivered)",
-            Box::new(|b, i| {
+            Timed::Handler(Box::new(|b, i| {
                 chat_request(
                     b,
+                    i,
                     format!(
                         r#"{{"type":"message.status","scope_id":"{SCOPE}","reference":"kommo-{i}","status":"delivered"}}"#
                     ),
                 )
-            }),
+            })),
         ),
         (
             "manager message webhook",
-            Box::new(|b, i| {
+            Timed::Handler(Box::new(|b, i| {
                 kommo_request(
                     b,
                     format!(
                         r#"{{"account_id":"acc-1","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"m-1"}},"conversation":{{"id":"k-1","client_id":"conv-1"}},"timestamp":1,"message":{{"id":"kommo-{i}","type":"text","text":"Hello there"}}}}}}"#
                     ),
                 )
-            }),
+            })),
         ),
         (
             "client message.created",
-            Box::new(|b, i| {
+            Timed::Handler(Box::new(|b, i| {
                 chat_request(
                     b,
+                    i,
                     format!(
                         r#"{{"type":"message.created","scope_id":"{SCOPE}","conversation_id":"conv-1","msgid":"chat-{i}","user":{{"id":"client-1"}},"message":{{"type":"text","text":"Hi"}},"timestamp_ms":1}}"#
                     ),
                 )
-            }),
+            })),
+        ),
+    ];
+    let queued: Vec<(&str, Timed)> = vec![
+        (
+            "queued: typing.started to the chat service",
+            Timed::QueuedAfter(
+                Box::new(move |b, i| {
+                    kommo_request(
+                        b,
+                        format!(
+                            r#"{{"account_id":"acc-1","time":1,"action":{{"typing":{{"user":{{"id":"m-1"}},"conversation":{{"id":"k-{i}","client_id":"conv-{i}"}},"expired_at":{expired_at}}}}}}}"#
+                        ),
+                    )
+                }),
+                |work| matches!(work, DueWork::DeliverChatEvent { .. }),
+            ),
+        ),
+        (
+            "queued: status report to Kommo",
+            Timed::QueuedAfter(
+                Box::new(|b, i| {
+                    chat_request(
+                        b,
+                        i,
+                        format!(
+                            r#"{{"type":"message.status","scope_id":"{SCOPE}","reference":"kommo-{i}","status":"delivered"}}"#
+                        ),
+                    )
+                }),
+                |work| matches!(work, DueWork::ReportDeliveryStatus { .. }),
+            ),
+        ),
+        (
+            "queued: manager message relay",
+            Timed::QueuedAfter(
+                Box::new(|b, i| {
+                    kommo_request(
+                        b,
+                        format!(
+                            r#"{{"account_id":"acc-1","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"m-1"}},"conversation":{{"id":"k-1","client_id":"conv-1"}},"timestamp":1,"message":{{"id":"kommo-{i}","type":"text","text":"Hello there"}}}}}}"#
+                        ),
+                    )
+                }),
+                |work| matches!(work, DueWork::RelayManagerMessage { .. }),
+            ),
         ),
     ];
     println!("Handler time per event, warm, {ITERATIONS} events each (in-memory store, null outbound), one core:\n");
-    println!("| event                              | p50 µs   | p99 µs   | mean µs  | events/s   |");
-    println!("|------------------------------------|----------|----------|----------|------------|");
-    for (name, make) in cases {
-        let bridge = bridge();
-        let warmup: Vec<_> = (0..1000).map(|i| make(&bridge, ITERATIONS + i)).collect();
-        measure(&bridge, warmup).await;
-        let requests: Vec<_> = (0..ITERATIONS).map(|i| make(&bridge, i)).collect();
-        report(name, &measure(&bridge, requests).await);
+    println!("| event                                             | p50 µs   | p99 µs   | mean µs  | events/s   |");
+    println!("|---------------------------------------------------|----------|----------|----------|------------|");
+    for (name, timed) in cases.iter().chain(&queued) {
+        measure(timed, ITERATIONS, 1000).await; // warm-up
+        report(name, &measure(timed, 0, ITERATIONS).await);
     }
 }

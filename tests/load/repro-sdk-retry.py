@@ -23,28 +23,17 @@ Exits 1 when any case shows the loss.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import http.client
-import json
 import os
-import secrets
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from standardwebhooks import Webhook
+from repro import AMOJO_URL, CHAT_URL, DevServer, calls
 
 DYNAMO = urlsplit(os.environ["TEST_DYNAMODB_ENDPOINT"])
-AMOJO_URL = os.environ["FAKE_AMOJO_URL"]
-AMOJO_SECRET = os.environ["FAKE_AMOJO_SECRET"]
-CHAT_URL = os.environ["FAKE_CHAT_URL"]
-CHAT_SECRET = os.environ["FAKE_CHAT_SECRET"]
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOLD_S = 1.5
 
 
@@ -87,66 +76,6 @@ class Proxy(BaseHTTPRequestHandler):
             pass  # the SDK gave up on this attempt and closed the connection
 
 
-def http_call(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-class DevServer:
-    def __init__(self, dynamodb: str) -> None:
-        self.channel = "retry" + secrets.token_hex(4)
-        self.scope = f"{self.channel}_acc-1"
-        env = {
-            "PATH": os.environ.get("PATH", ""), "PORT": "0", "RUST_LOG": "warn",
-            "KOMMO_CHANNEL_ID": self.channel, "KOMMO_CHANNEL_SECRET": AMOJO_SECRET,
-            "KOMMO_AMOJO_URL": AMOJO_URL, "CHAT_SERVICE_URL": f"{CHAT_URL}/events",
-            "CHAT_SERVICE_SECRET": CHAT_SECRET, "KOMMO_INTEGRATION_SECRET": "repro",
-            "KOMMO_ACCOUNTS": "1:acc-1", "DYNAMODB_ENDPOINT": dynamodb, "TABLE_NAME": self.channel,
-        }
-        self.process = subprocess.Popen([os.path.join(ROOT, "target/debug/dev-server")], env=env,
-                                        stdout=subprocess.PIPE, text=True)
-        for line in self.process.stdout:
-            if line.startswith("dev-server: listening on "):
-                self.base = line.strip().removeprefix("dev-server: listening on ")
-                threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()
-                return
-        raise SystemExit("the dev server did not start")
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-    def chat_event(self, event: dict) -> tuple[int, bytes]:
-        body = json.dumps(event)
-        webhook_id = "msg_" + secrets.token_hex(8)
-        now = int(time.time())
-        signature = Webhook(CHAT_SECRET).sign(webhook_id, datetime.fromtimestamp(now, tz=timezone.utc), body)
-        return http_call("POST", f"{self.base}/chat/events", body.encode(), {
-            "content-type": "application/json", "webhook-id": webhook_id,
-            "webhook-timestamp": str(now), "webhook-signature": signature})
-
-    def kommo(self, payload: dict) -> tuple[int, bytes]:
-        body = json.dumps(payload).encode()
-        signature = hmac.new(AMOJO_SECRET.encode(), body, hashlib.sha1).hexdigest()
-        return http_call("POST", f"{self.base}/kommo/webhook/{self.scope}", body,
-                         {"content-type": "application/json", "x-signature": signature})
-
-    def manager_message(self, msgid: str) -> tuple[int, bytes]:
-        now = int(time.time())
-        return self.kommo({"account_id": "acc-1", "time": now,
-                           "message": {"receiver": {"id": "r-1", "client_id": "client-1"}, "sender": {"id": "m-1"},
-                                       "conversation": {"id": "k-1", "client_id": "conv-1"}, "timestamp": now,
-                                       "message": {"id": msgid, "type": "text", "text": "hi"}}})
-
-
-def calls(fake: str, scope: str) -> list[dict]:
-    return json.loads(http_call("GET", f"{fake}/__admin/calls?scope={scope}")[1])["calls"]
-
-
 def main() -> int:
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
@@ -154,8 +83,7 @@ def main() -> int:
     lost = 0
 
     # A. The webhook-id claim (PutItem).
-    server = DevServer(endpoint)
-    try:
+    with DevServer("retry", DYNAMODB_ENDPOINT=endpoint, TABLE_NAME="{channel}") as server:
         Proxy.slow_target = "DynamoDB_20120810.PutItem"
         status, answer = server.chat_event({"type": "message.created", "scope_id": server.scope,
                                             "conversation_id": "conv-1", "msgid": "chat-1",
@@ -168,12 +96,9 @@ def main() -> int:
         print(f"A. client message.created, new webhook-id, claim answered late: HTTP {status} {answer.decode()[:90]}; "
               f"imported into amojo: {len(imported)}")
         lost += status != 200 and not imported
-    finally:
-        server.stop()
 
     # B. The manager message record (TransactWriteItems).
-    server = DevServer(endpoint)
-    try:
+    with DevServer("retry", DYNAMODB_ENDPOINT=endpoint, TABLE_NAME="{channel}") as server:
         Proxy.slow_target = "DynamoDB_20120810.TransactWriteItems"
         status, _ = server.manager_message("kommo-b-1")
         Proxy.slow_target = None
@@ -182,12 +107,9 @@ def main() -> int:
         print(f"B. manager message webhook, record answered late: HTTP {status}; "
               f"message.created at the chat service: {len(relayed)}")
         lost += status == 200 and not relayed
-    finally:
-        server.stop()
 
     # C. The status register (UpdateItem).
-    server = DevServer(endpoint)
-    try:
+    with DevServer("retry", DYNAMODB_ENDPOINT=endpoint, TABLE_NAME="{channel}") as server:
         status, _ = server.manager_message("kommo-c-1")
         time.sleep(1)
         Proxy.slow_target = "DynamoDB_20120810.UpdateItem"
@@ -199,9 +121,7 @@ def main() -> int:
         print(f"C. message.status delivered, register answered late: HTTP {status}; "
               f"delivery_status calls at amojo: {[c['body'] for c in reported]}")
         lost += status == 200 and not reported
-    finally:
-        server.stop()
-        proxy.shutdown()
+    proxy.shutdown()
     print(f"held answers: {Proxy.held}")
     return 1 if lost else 0
 

@@ -11,8 +11,7 @@ with-servers started, then, on fresh scopes:
    manager sends a message 0.5 s after starting to type. The relay sends typing.stopped and
    message.created at once; the retried typing.started arrives after them: the chat service,
    applying events in order, shows the manager typing with no typing.stopped ever to come.
-   (shared/src/due.rs now checks the lease before sending a typing.started, so this case
-   passes on the working tree of 27 Nov 01:50; cases 2 and 3 do not.)
+   (shared/src/due.rs checks the lease before sending a typing.started since 27 Nov 01:50.)
 2. "send then type again": typing, then the manager's message and at once a new typing webhook
    (the manager writes the next message), 20 conversations. The relay's typing.stopped (of the
    first lease) and the new lease's typing.started are two independent queued deliveries; when
@@ -25,93 +24,23 @@ with-servers started, then, on fresh scopes:
    lease and answers Started, so a second typing.started goes out, and the lapsed lease's
    typing.stopped never does (the timer then finds a live lease): started, started, stopped.
 
-Prints what the chat service received, in arrival order, and exits 1 when the reordering shows.
+Fixed since 27 Nov (the typing lane, shared/src/lanes.rs; a lapsed lease not yet ended is
+extended): every case now shows 0. Prints what the chat service received, in arrival order, and
+exits 1 when the reordering shows.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import os
-import secrets
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 
-AMOJO_URL = os.environ["FAKE_AMOJO_URL"]
-AMOJO_SECRET = os.environ["FAKE_AMOJO_SECRET"]
-CHAT_URL = os.environ["FAKE_CHAT_URL"]
-CHAT_SECRET = os.environ["FAKE_CHAT_SECRET"]
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def start_dev_server(channel: str) -> tuple[subprocess.Popen, str]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PORT": "0",
-        "RUST_LOG": "warn",
-        "KOMMO_CHANNEL_ID": channel,
-        "KOMMO_CHANNEL_SECRET": AMOJO_SECRET,
-        "KOMMO_AMOJO_URL": AMOJO_URL,
-        "CHAT_SERVICE_URL": f"{CHAT_URL}/events",
-        "CHAT_SERVICE_SECRET": CHAT_SECRET,
-        "KOMMO_INTEGRATION_SECRET": "repro",
-        "KOMMO_ACCOUNTS": "1:acc-1",
-        "RETRY_BASE_DELAY_MS": "2000",
-    }
-    process = subprocess.Popen(
-        [os.path.join(ROOT, "target/debug/dev-server")], env=env, stdout=subprocess.PIPE, text=True
-    )
-    for line in process.stdout:
-        if line.startswith("dev-server: listening on "):
-            base = line.strip().removeprefix("dev-server: listening on ")
-            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
-            return process, base
-    raise SystemExit("the dev server did not start")
-
-
-def kommo(base: str, scope: str, payload: dict) -> None:
-    body = json.dumps(payload).encode()
-    signature = hmac.new(AMOJO_SECRET.encode(), body, hashlib.sha1).hexdigest()
-    status, answer = http("POST", f"{base}/kommo/webhook/{scope}", body,
-                          {"content-type": "application/json", "x-signature": signature})
-    assert status == 200, (status, answer)
-
-
-def typing(base: str, scope: str, conversation: str) -> None:
-    now = int(time.time())
-    kommo(base, scope, {"account_id": "acc-1", "time": now,
-                        "action": {"typing": {"user": {"id": "manager-1"},
-                                              "conversation": {"id": f"k-{conversation}", "client_id": conversation},
-                                              "expired_at": now + 5}}})
-
-
-def message(base: str, scope: str, conversation: str, msgid: str) -> None:
-    now = int(time.time())
-    kommo(base, scope, {"account_id": "acc-1", "time": now,
-                        "message": {"receiver": {"id": "r-1", "client_id": "client-1"},
-                                    "sender": {"id": "manager-1"},
-                                    "conversation": {"id": f"k-{conversation}", "client_id": conversation},
-                                    "timestamp": now, "message": {"id": msgid, "type": "text", "text": "hi"}}})
+from repro import CHAT_URL, DevServer, calls, script
 
 
 def accepted_events(scope: str) -> dict[str, list[str]]:
     """Per conversation, the events the chat service accepted (a 2xx), in arrival order."""
-    _, body = http("GET", f"{CHAT_URL}/__admin/calls?scope={scope}")
     events: dict[str, list[str]] = {}
-    for call in json.loads(body)["calls"]:
+    for call in calls(CHAT_URL, scope):
         status = call.get("reply_status", 200)  # recorded by the fakes since the fault windows
         if status is None or not 200 <= status < 300:
             continue
@@ -133,70 +62,56 @@ def paired(kinds: list[str]) -> bool:
     return not typing_on
 
 
+def report(case: str, conversations: list[str], scope: str) -> bool:
+    """Prints the conversations whose typing events are not paired; true if there are any."""
+    events = accepted_events(scope)
+    broken = {c: events.get(c, []) for c in conversations if not paired(events.get(c, []))}
+    print(f"{case}: {len(broken)} of {len(conversations)} conversations saw typing.started twice "
+          "without the typing.stopped between, or no stop last")
+    for conversation, kinds in sorted(broken.items())[:5]:
+        print(f"   {conversation}: {kinds}")
+    return bool(broken)
+
+
 def main() -> int:
-    channel = "repro" + secrets.token_hex(4)
-    scope = f"{channel}_acc-1"
-    process, base = start_dev_server(channel)
-    failed = False
-    try:
+    with DevServer("repro", RETRY_BASE_DELAY_MS="2000") as server:
         # 1. A typing.started retried after the message's typing.stopped.
-        status, _ = http("POST", f"{CHAT_URL}/__admin/script",
-                         json.dumps({"scope": scope, "responses": [{"status": 503}, {"status": 503}]}).encode(),
-                         {"content-type": "application/json"})
-        assert status == 200
-        typing(base, scope, "conv-retry")
+        script(CHAT_URL, server.scope, [{"status": 503}, {"status": 503}])
+        assert server.manager_typing("conv-retry")[0] == 200
         time.sleep(0.5)
-        message(base, scope, "conv-retry", "kommo-retry-1")
+        assert server.manager_message("kommo-retry-1", "conv-retry")[0] == 200
         time.sleep(3.5)
-        kinds = accepted_events(scope).get("conv-retry", [])
-        print(f"1. retried start: the chat service accepted, in order: {kinds}")
-        if not paired(kinds):
-            print("   -> typing.started after the typing.stopped that ended it: the indicator stays on")
-        else:
-            print("   -> ok: no typing.started left after the stop")
-            failed = True
+        print(f"1. retried start: the chat service accepted, in order: {accepted_events(server.scope).get('conv-retry', [])}")
+        failed = report("1. retried start", ["conv-retry"], server.scope)
 
         # 2. The manager sends, then at once types the next message.
-        for i in range(20):
-            conversation = f"conv-race-{i}"
-            typing(base, scope, conversation)
+        racing = [f"conv-race-{i}" for i in range(20)]
+        for conversation in racing:
+            assert server.manager_typing(conversation)[0] == 200
         time.sleep(0.5)
-        for i in range(20):
-            conversation = f"conv-race-{i}"
-            message(base, scope, conversation, f"kommo-race-{i}")
-            typing(base, scope, conversation)
+        for i, conversation in enumerate(racing):
+            assert server.manager_message(f"kommo-race-{i}", conversation)[0] == 200
+            assert server.manager_typing(conversation)[0] == 200
         time.sleep(8)  # the second leases lapse (5 s + 1 s grace) and stop
-        events = accepted_events(scope)
-        broken = {c: k for c, k in events.items() if c.startswith("conv-race-") and not paired(k)}
-        print(f"2. send then type again: {len(broken)} of 20 conversations saw the typing events out of order")
-        for conversation, kinds in sorted(broken.items())[:5]:
-            print(f"   {conversation}: {kinds}")
-        failed = failed or bool(broken)
+        failed |= report("2. send then type again", racing, server.scope)
 
         # 3. Kommo's refresh arrives just after the lease lapsed, as its timer runs.
-        conversations = [f"conv-lapse-{i}" for i in range(40)]
+        lapsing = [f"conv-lapse-{i}" for i in range(40)]
         now = int(time.time())
         expired_at = now + 2
-        for conversation in conversations:
-            kommo(base, scope, {"account_id": "acc-1", "time": now,
-                                "action": {"typing": {"user": {"id": "manager-1"},
-                                                      "conversation": {"id": f"k-{conversation}", "client_id": conversation},
-                                                      "expired_at": expired_at}}})
+        for conversation in lapsing:
+            answer = server.kommo({"account_id": "acc-1", "time": now,
+                                   "action": {"typing": {"user": {"id": "m-1"},
+                                                         "conversation": {"id": f"k-{conversation}",
+                                                                          "client_id": conversation},
+                                                         "expired_at": expired_at}}})
+            assert answer[0] == 200
         lease_end = expired_at + 1.0  # MANAGER_TYPING_GRACE_MS
         time.sleep(max(0.0, lease_end - time.time()))
-        for conversation in conversations:  # a few ms apart, around the timers' moment
-            typing(base, scope, conversation)
+        for conversation in lapsing:  # a few ms apart, around the timers' moment
+            assert server.manager_typing(conversation)[0] == 200
         time.sleep(8)
-        events = accepted_events(scope)
-        broken = {c: k for c, k in events.items() if c.startswith("conv-lapse-") and not paired(k)}
-        print(f"3. refresh just after the lapse: {len(broken)} of {len(conversations)} conversations got "
-              "typing.started twice without the typing.stopped between")
-        for conversation, kinds in sorted(broken.items())[:5]:
-            print(f"   {conversation}: {kinds}")
-        failed = failed or bool(broken)
-    finally:
-        process.kill()
-        process.wait()
+        failed |= report("3. refresh just after the lapse", lapsing, server.scope)
     return 1 if failed else 0
 
 

@@ -17,20 +17,48 @@ use crate::models::chat::BridgeEvent;
 use crate::models::kommo::*;
 use crate::time::Clock;
 
-/// A call that can be held on its way: it lands (is recorded and answered) only once released,
-/// like a request on a slow network, so tests can make one send overtake another.
-#[derive(Default)]
-struct HeldCall(Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>);
+/// What a recording fake keeps: the calls it took (with the clock's time), the failures it was
+/// told to answer next, and a call it was told to hold on its way: that one lands (is recorded
+/// and answered) only once released, like a request on a slow network, so tests can make one
+/// send overtake another.
+struct Recorder<C, E> {
+    clock: std::sync::Arc<dyn Clock>,
+    calls: Mutex<Vec<Recorded<C>>>,
+    failures: Mutex<VecDeque<E>>,
+    held: Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>,
+}
 
-impl HeldCall {
+impl<C: Clone, E> Recorder<C, E> {
+    fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
+        Self { clock, calls: Mutex::default(), failures: Mutex::default(), held: Mutex::default() }
+    }
+
+    fn calls(&self) -> Vec<Recorded<C>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn fail_next(&self, errors: impl IntoIterator<Item = E>) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).extend(errors);
+    }
+
+    fn next_failure(&self) -> Option<E> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    fn record(&self, scope_id: &str, call: C) {
+        let recorded = Recorded { at_ms: self.clock.now_ms(), scope_id: scope_id.into(), call };
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(recorded);
+    }
+
     fn hold_next(&self) -> std::sync::Arc<tokio::sync::Notify> {
         let gate = std::sync::Arc::new(tokio::sync::Notify::new());
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
         gate
     }
 
+    /// Waits here if this is the held call, until it is released.
     async fn pass(&self) {
-        let gate = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let gate = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(gate) = gate {
             gate.notified().await;
         }
@@ -57,39 +85,30 @@ pub enum KommoCall {
 }
 
 /// Kommo in memory: records each call and answers as amojo would, or with a queued failure.
-pub struct RecordingKommo {
-    clock: std::sync::Arc<dyn Clock>,
-    calls: Mutex<Vec<Recorded<KommoCall>>>,
-    failures: Mutex<VecDeque<KommoError>>,
-    held: HeldCall,
-}
+pub struct RecordingKommo(Recorder<KommoCall, KommoError>);
 
 impl RecordingKommo {
     pub fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
-        Self { clock, calls: Mutex::default(), failures: Mutex::default(), held: HeldCall::default() }
+        Self(Recorder::new(clock))
     }
 
     /// The next delivery-status call lands only when the returned gate is notified.
     pub fn hold_next_status(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.held.hold_next()
+        self.0.hold_next()
     }
 
     pub fn calls(&self) -> Vec<Recorded<KommoCall>> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.calls()
     }
 
-    /// The next calls fail with these errors, in order.
+    /// The next calls fail with these errors, in order (each still recorded).
     pub fn fail_next(&self, errors: impl IntoIterator<Item = KommoError>) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).extend(errors);
+        self.0.fail_next(errors);
     }
 
     fn record(&self, scope_id: &str, call: KommoCall) -> Result<(), KommoError> {
-        let at_ms = self.clock.now_ms();
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(Recorded { at_ms, scope_id: scope_id.into(), call });
-        match self.failures.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        self.0.record(scope_id, call);
+        self.0.next_failure().map_or(Ok(()), Err)
     }
 }
 
@@ -135,35 +154,31 @@ impl KommoApi for RecordingKommo {
     }
 
     async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError> {
-        self.held.pass().await;
+        self.0.pass().await;
         self.record(scope_id, KommoCall::DeliveryStatus(request.clone()))
     }
 }
 
 /// The chat service in memory: records each delivered event, or fails as told.
-pub struct RecordingChat {
-    clock: std::sync::Arc<dyn Clock>,
-    events: Mutex<Vec<Recorded<BridgeEvent>>>,
-    failures: Mutex<VecDeque<ChatError>>,
-    held: HeldCall,
-}
+pub struct RecordingChat(Recorder<BridgeEvent, ChatError>);
 
 impl RecordingChat {
     pub fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
-        Self { clock, events: Mutex::default(), failures: Mutex::default(), held: HeldCall::default() }
+        Self(Recorder::new(clock))
     }
 
     /// The next event lands only when the returned gate is notified.
     pub fn hold_next(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.held.hold_next()
+        self.0.hold_next()
     }
 
     pub fn events(&self) -> Vec<Recorded<BridgeEvent>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.calls()
     }
 
+    /// The next deliveries fail with these errors, in order (a failed one is not recorded).
     pub fn fail_next(&self, errors: impl IntoIterator<Item = ChatError>) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).extend(errors);
+        self.0.fail_next(errors);
     }
 }
 
@@ -175,12 +190,11 @@ impl ChatService for RecordingChat {
         _webhook_id: &str,
         _policy: RetryPolicy,
     ) -> Result<ChatAnswer, ChatError> {
-        self.held.pass().await;
-        if let Some(error) = self.failures.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+        self.0.pass().await;
+        if let Some(error) = self.0.next_failure() {
             return Err(error);
         }
-        let recorded = Recorded { at_ms: self.clock.now_ms(), scope_id: event.scope_id().into(), call: event.clone() };
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(recorded);
+        self.0.record(event.scope_id(), event.clone());
         // Like a chat service that keeps its own ids: `chat-<Kommo msgid>` for a message.
         let msgid = match event {
             BridgeEvent::MessageCreated { reference, .. } => Some(format!("chat-{reference}")),
