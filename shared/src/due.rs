@@ -106,15 +106,21 @@ impl Bridge {
     ) -> Result<Option<TypingShown>, DueError> {
         let starts = matches!(event, BridgeEvent::TypingStarted { .. });
         let live = self.store.get_lease(key, now).await?.is_some();
-        if starts != live || starts == shown.on() {
+        // A start's retry goes out while its lease lives even if the lane counts it shown: its
+        // first attempt failed in a way that may or may not have shown it (below).
+        let already = starts == shown.on() && !(starts && attempt > 0);
+        if starts != live || already {
             tracing::debug!(scope_id = %key.scope_id, starts, live, "typing event changes nothing true; not sent");
             return Ok(None);
         }
         let stop_after = typing_stopped_for(&event);
+        // What the chat service shows after this event, if it changes.
+        let after = (starts != shown.on()).then(|| shown.next());
         match self.send_chat_event(event, webhook_id, attempt, now).await? {
             Delivery::Delivered => {}
-            // A start that timed out may have been shown: counted as shown, so a stop follows.
-            Delivery::Uncertain if starts => return Ok(Some(shown.next())),
+            // A start that timed out may have been shown: counted as shown, so a stop follows
+            // (and its retry, above, still goes out).
+            Delivery::Uncertain if starts => return Ok(after),
             Delivery::Uncertain | Delivery::Refused => return Ok(None),
         }
         if let Some(stopped) = stop_after
@@ -123,7 +129,7 @@ impl Bridge {
             tracing::info!(scope_id = %key.scope_id, "the lease ended while typing.started was on its way; stopping again");
             self.timers.schedule(DueWork::deliver(stopped), self.clock.now_ms()).await?;
         }
-        Ok(Some(shown.next()))
+        Ok(after)
     }
 
     /// One attempt at a chat-service event. Unavailable: queued again with backoff, or given
@@ -288,6 +294,17 @@ mod tests {
         assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
         sim.advance_to(T0 + 60_000).await;
         assert_eq!(sim.chat_events(), ["stopped", "message"], "the chat service's last word is not a start");
+    }
+
+    #[tokio::test]
+    async fn a_typing_started_that_failed_is_sent_again_while_the_manager_types() {
+        // The first attempt failed in a way that may have shown it: counted as shown (so a
+        // stop is owed), but its retry must still go out, or the manager is never seen typing.
+        let sim = Sim::new();
+        sim.chat.fail_next([chat_down()]);
+        assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
+        sim.advance_to(T0 + 60_000).await;
+        assert_eq!(sim.chat_events(), ["started", "stopped"]);
     }
 
     #[tokio::test]
