@@ -112,13 +112,13 @@ impl Bridge {
     ) -> Result<(), DueError> {
         let now = self.clock.now_ms();
         let key = LeaseKey::manager(scope_id, conversation_id, manager_id);
-        let stopped = BridgeEvent::TypingStopped {
+        let stopped = || BridgeEvent::TypingStopped {
             scope_id: scope_id.to_owned(),
             conversation_id: conversation_id.to_owned(),
             manager: ManagerRef { id: manager_id.to_owned(), name: None },
         };
         if self.store.end_if_lapsed(&key, now).await?.is_some() {
-            return self.deliver_chat_event(stopped, new_webhook_id(), 0).await;
+            return self.deliver_chat_event(stopped(), new_webhook_id(), 0).await;
         }
         let Some(lease) = self.store.get_lease(&key, now).await? else {
             // Gone: ended by the manager's message (whose relay stops the typing), or by this
@@ -126,7 +126,7 @@ impl Bridge {
             // the chat service still shows the typing.
             let view = self.store.peek_turn(scope_id, &typing_lane(&key), now).await?;
             if view.held_until_ms.is_some() || TypingShown::from_mark(view.sent_mark).on() {
-                return self.deliver_chat_event(stopped, new_webhook_id(), 0).await;
+                return self.deliver_chat_event(stopped(), new_webhook_id(), 0).await;
             }
             return Ok(());
         };
