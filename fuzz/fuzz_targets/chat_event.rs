@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use shared::routes::EntryPoint;
+use shared::app::routes::EntryPoint;
 use shared_fuzz::{Harness, MAX_DUE_RUNS, block_on};
 
 fuzz_target!(|data: &[u8]| {

@@ -12,11 +12,11 @@ use std::fmt::Debug;
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shared::due::SqsEvent;
+use shared::queued::SqsEvent;
 use shared::models::chat::{BridgeEvent, ChatEvent};
 use shared::models::kommo::*;
-use shared::status::ErrorText;
-use shared::timers::DueWork;
+use shared::models::status::ErrorText;
+use shared::ports::timers::DueWork;
 
 fn round_trip<T: DeserializeOwned + Serialize + PartialEq + Debug>(data: &[u8]) -> Option<T> {
     let parsed: T = serde_json::from_slice(data).ok()?;

@@ -35,8 +35,8 @@
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
-use shared::http::HttpRequest;
-use shared::routes::{self, EntryPoint};
+use shared::app::http::HttpRequest;
+use shared::app::routes::{self, EntryPoint};
 use shared::signing::{kommo_webhook, one_time_token};
 use shared::time::Clock;
 use shared_fuzz::{CHANNEL_SECRET, Harness, INTEGRATION_SECRET, MAX_DUE_RUNS, block_on};

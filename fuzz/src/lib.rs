@@ -10,9 +10,9 @@ use std::future::Future;
 use std::sync::OnceLock;
 
 use http::StatusCode;
-use shared::config::Config;
-use shared::http::{HttpRequest, HttpResponse};
-use shared::routes::EntryPoint;
+use shared::app::config::Config;
+use shared::app::http::{HttpRequest, HttpResponse};
+use shared::app::routes::EntryPoint;
 pub use shared::testing::sim::{Sim, client_message, manager_message, manager_typing, presence_event};
 use shared::time::Clock;
 
@@ -174,28 +174,9 @@ impl Harness {
     /// - a manager's typing is never started twice without a stop in between.
     pub fn check_invariants(&self) {
         use shared::models::chat::BridgeEvent;
-        use shared::testing::KommoCall;
         use std::collections::{HashMap, HashSet};
 
-        let mut statuses: HashMap<(String, String), i8> = HashMap::new();
-        let mut imports = HashSet::new();
-        for recorded in self.kommo.calls() {
-            match recorded.call {
-                KommoCall::DeliveryStatus(request) => {
-                    let code = request.status.wire_code();
-                    let key = (recorded.scope_id, request.msgid);
-                    if let Some(before) = statuses.insert(key.clone(), code) {
-                        assert!(code > before, "Kommo told delivery status {code} after {before} for {key:?}");
-                    }
-                }
-                KommoCall::Import(request) => {
-                    let key = (recorded.scope_id, request.payload.msgid.clone());
-                    assert!(imports.insert(key.clone()), "client message imported twice: {key:?}");
-                }
-                _ => {}
-            }
-        }
-
+        self.check_kommo_invariants();
         let mut relayed = HashSet::new();
         let mut read = HashSet::new();
         let mut typing: HashMap<(String, String, String), bool> = HashMap::new();
@@ -218,6 +199,33 @@ impl Harness {
                     typing.insert((scope_id, conversation_id, manager.id), false);
                 }
                 BridgeEvent::PresenceChanged { .. } => {}
+            }
+        }
+    }
+
+    /// The promises about Kommo that hold whatever work ran, injected due work included (its
+    /// lane and its record guard them): a message's delivery status only moves forward, and a
+    /// client message is imported once.
+    pub fn check_kommo_invariants(&self) {
+        use shared::testing::KommoCall;
+        use std::collections::{HashMap, HashSet};
+
+        let mut statuses: HashMap<(String, String), i8> = HashMap::new();
+        let mut imports = HashSet::new();
+        for recorded in self.kommo.calls() {
+            match recorded.call {
+                KommoCall::DeliveryStatus(request) => {
+                    let code = request.status.wire_code();
+                    let key = (recorded.scope_id, request.msgid);
+                    if let Some(before) = statuses.insert(key.clone(), code) {
+                        assert!(code > before, "Kommo told delivery status {code} after {before} for {key:?}");
+                    }
+                }
+                KommoCall::Import(request) => {
+                    let key = (recorded.scope_id, request.payload.msgid.clone());
+                    assert!(imports.insert(key.clone()), "client message imported twice: {key:?}");
+                }
+                _ => {}
             }
         }
     }

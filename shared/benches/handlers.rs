@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shared::app::Bridge;
-use shared::config::Config;
-use shared::http::HttpRequest;
-use shared::routes::EntryPoint;
+use shared::adapters::memory::MemoryStore;
+use shared::app::config::Config;
+use shared::app::http::HttpRequest;
+use shared::app::routes::EntryPoint;
+use shared::app::{Bridge, Ports};
+use shared::ports::timers::DueWork;
 use shared::signing::kommo_webhook;
-use shared::store::memory::MemoryStore;
+use shared::testing::ManualTimers;
 use shared::testing::NullOutbound;
 use shared::time::{Clock, SystemClock};
-use shared::timers::{DueWork, ManualTimers};
 
 const SCOPE: &str = "local-channel_acc-1";
 
@@ -35,14 +36,16 @@ enum Timed {
 
 fn bridge(timers: Arc<ManualTimers>) -> Bridge {
     let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").expect("local defaults");
-    Bridge {
+    Bridge::new(
         config,
-        clock: Arc::new(SystemClock),
-        store: Arc::new(MemoryStore::new()),
-        kommo: Arc::new(NullOutbound),
-        chat: Arc::new(NullOutbound),
-        timers,
-    }
+        Ports {
+            clock: Arc::new(SystemClock),
+            store: Arc::new(MemoryStore::new()),
+            kommo: Arc::new(NullOutbound),
+            chat: Arc::new(NullOutbound),
+            timers,
+        },
+    )
 }
 
 fn kommo_request(bridge: &Bridge, body: String) -> (EntryPoint, HttpRequest) {

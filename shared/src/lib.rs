@@ -1,29 +1,28 @@
-//! The shared core of the Kommo feel-connected bridge: wire models, signatures, domain rules,
-//! ports and their adapters. Every function (and the dev server) is a thin shell around it.
+//! The shared core of the Kommo feel-connected bridge. Every function (and the dev server) is a
+//! thin shell around it. Its modules form layers with one direction of dependency: each imports
+//! only the layers below it, and no module imports the composition root.
+//!
+//! | layer | modules | what it holds |
+//! |---|---|---|
+//! | composition root | [`app`] | configuration, routing, wiring, domain errors → HTTP answers |
+//! | queued work | [`queued`] | the dispatcher of due work (timers, retries, relays), the SQS batch |
+//! | use cases | [`flows`] | one module per flow, each over only the ports it uses |
+//! | ports | [`ports`] | store capabilities, timers and due work, the amojo and chat-service clients |
+//! | adapters | [`adapters`] | in memory, DynamoDB, SQS, in-process timers, HTTPS: ports and wire only |
+//! | rules and wire | [`rules`], [`models`], [`signing`], [`time`], [`ids`] | pure decisions, wire models, signatures |
+//!
+//! [`testing`] (the `testing` feature) holds the test doubles, the simulated bridge and the
+//! storage conformance suite; it is never compiled into the release binaries.
 
+pub mod adapters;
 pub mod app;
-#[cfg(feature = "adapters")]
-pub mod aws;
-pub mod chat_client;
-pub mod config;
-#[cfg(feature = "adapters")]
-pub mod deploy;
-pub mod due;
-pub mod http;
-pub mod kommo_client;
-#[cfg(feature = "lambda")]
-pub mod lambda;
-pub mod lanes;
-pub mod messages;
+pub mod flows;
+pub mod ids;
 pub mod models;
-pub mod outbound;
-pub mod presence;
-pub mod routes;
+pub mod ports;
+pub mod queued;
+pub mod rules;
 pub mod signing;
-pub mod status;
-pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;
-pub mod timers;
-pub mod typing;
-pub mod ui;

@@ -1,5 +1,5 @@
-//! Time as the bridge sees it: a `Clock` port (so tests can move time) and the RFC 2822
-//! date format amojo signs over.
+//! Time as the bridge sees it: a `Clock` port (so tests can move time; the manual clock is in
+//! `crate::testing`) and the RFC 2822 date format amojo signs over.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,28 +19,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-    }
-}
-
-/// A clock that stands still until moved: for tests of windows and leases.
-#[derive(Debug, Default)]
-pub struct ManualClock(std::sync::atomic::AtomicI64);
-
-impl ManualClock {
-    pub fn at_ms(ms: i64) -> Self {
-        Self(std::sync::atomic::AtomicI64::new(ms))
-    }
-    pub fn set_ms(&self, ms: i64) {
-        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
-    }
-    pub fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

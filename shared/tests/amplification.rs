@@ -9,7 +9,7 @@
 
 mod support;
 
-use shared::store::Store;
+use shared::ports::store::Store;
 use support::*;
 
 /// Long enough for every timer an event starts to fire (presence windows are the longest).

@@ -4,8 +4,8 @@
 mod support;
 
 use bytes::Bytes;
-use shared::http::HttpRequest;
-use shared::routes::EntryPoint;
+use shared::app::http::HttpRequest;
+use shared::app::routes::EntryPoint;
 use shared::signing::{kommo_webhook, one_time_token};
 use shared::time::Clock;
 use support::*;

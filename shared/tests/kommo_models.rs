@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use shared::models::kommo::*;
-use shared::status::{DeliveryError, DeliveryStatus};
+use shared::models::status::{DeliveryError, DeliveryStatus};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/kommo/{name}.json", env!("CARGO_MANIFEST_DIR"));

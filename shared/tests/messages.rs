@@ -4,9 +4,9 @@
 mod support;
 
 use proptest::prelude::*;
-use shared::chat_client::ChatError;
 use shared::models::chat::BridgeEvent;
-use shared::store::{MessageRecords, RelayState};
+use shared::ports::chat::ChatError;
+use shared::ports::store::{MessageRecords, RelayState};
 use shared::testing::KommoCall;
 use support::*;
 

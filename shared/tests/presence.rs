@@ -3,7 +3,7 @@
 mod support;
 
 use shared::models::chat::BridgeEvent;
-use shared::store::Store;
+use shared::ports::store::Store;
 use shared::time::Clock;
 use support::*;
 
@@ -91,7 +91,7 @@ async fn two_managers_in_one_conversation_are_pushed_each_and_pulled_together() 
 }
 
 #[tokio::test]
-async fn a_thousand_client_heartbeats_in_30_s_cost_at_most_two_presence_writes() {
+async fn a_thousand_client_heartbeats_in_30_s_cost_two_writes_in_all() {
     let sim = Sim::new();
     let before = sim.store.op_counts().writes;
     for i in 0..1000 {
@@ -99,9 +99,19 @@ async fn a_thousand_client_heartbeats_in_30_s_cost_at_most_two_presence_writes()
         assert_eq!(sim.chat_event(&presence_event("presence.heartbeat", "phone")).await.status(), 200);
     }
     // Each event also costs the one conditional write that remembers its webhook-id (replays
-    // are refused); the presence window itself is written at most twice.
+    // are refused). Beyond those, coming online writes the window and notes the client's
+    // conversation (for the Kommo UI), once each; every later heartbeat falls within the 30 s
+    // coalescing and writes nothing.
     let presence_writes = sim.store.op_counts().writes - before - 1000;
-    assert!(presence_writes <= 2, "{presence_writes} presence writes");
+    assert_eq!(presence_writes, 2);
+    assert_eq!(client_view(&sim).await["client"]["online"], true);
+    // The first heartbeat past the coalescing is written, and carries the window on.
+    let before = sim.store.op_counts().writes;
+    sim.clock.set_ms(T0 + 30_000);
+    assert_eq!(sim.chat_event(&presence_event("presence.heartbeat", "phone")).await.status(), 200);
+    assert_eq!(sim.store.op_counts().writes - before, 2, "its webhook-id and the window");
+    sim.clock.set_ms(T0 + 89_999);
+    assert_eq!(client_view(&sim).await["client"]["online"], true);
 }
 
 #[tokio::test]
@@ -193,7 +203,7 @@ async fn cors_preflight_answers_kommo_origins_only() {
     assert!(response.headers()["access-control-allow-headers"].to_str().unwrap().contains("X-Auth-Token"));
     let request =
         http::Request::options(UI_PRESENCE).header("origin", "https://evil.example").body(bytes::Bytes::new()).unwrap();
-    let response = sim.bridge.handle(shared::routes::EntryPoint::KommoWebhook, request).await;
+    let response = sim.bridge.handle(shared::app::routes::EntryPoint::KommoWebhook, request).await;
     assert_eq!(response.status(), 403);
 }
 

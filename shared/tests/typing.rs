@@ -4,8 +4,8 @@
 mod support;
 
 use shared::models::chat::BridgeEvent;
+use shared::ports::timers::DueWork;
 use shared::testing::KommoCall;
-use shared::timers::DueWork;
 use support::*;
 
 fn typing_calls(sim: &Sim) -> Vec<i64> {
@@ -67,9 +67,12 @@ async fn one_typing_started_keeps_kommos_indicator_up_for_its_ttl_by_itself() {
 #[tokio::test]
 async fn a_typing_ttl_is_capped_at_30_seconds_and_zero_is_refused() {
     let sim = Sim::new();
-    sim.chat_event(&client_typing("typing.started", "conv-1", Some(600_000))).await;
+    assert_eq!(sim.chat_event(&client_typing("typing.started", "conv-1", Some(600_000))).await.status(), 200);
     sim.advance_to(T0 + 120_000).await;
-    assert!(typing_calls(&sim).iter().all(|at| *at < T0 + 30_000));
+    // A 10-minute ttl holds for 30 s: one call every 4 s while it lives, none at 32 s.
+    let expected: Vec<i64> = (0..8).map(|i| T0 + i * 4000).collect();
+    assert_eq!(typing_calls(&sim), expected);
+    assert!(sim.timers.pending().is_empty(), "the refresh chain ended with the lease");
     assert_eq!(sim.chat_event(&client_typing("typing.started", "conv-2", Some(0))).await.status(), 400);
 }
 
@@ -77,9 +80,9 @@ async fn a_typing_ttl_is_capped_at_30_seconds_and_zero_is_refused() {
 async fn the_client_typing_hot_path_is_two_writes_and_no_read() {
     let sim = Sim::new();
     for _ in 0..3 {
-        let before = shared::store::Store::op_counts(&*sim.store);
+        let before = shared::ports::store::Store::op_counts(&*sim.store);
         sim.chat_event(&client_typing("typing.started", "conv-1", None)).await;
-        let after = shared::store::Store::op_counts(&*sim.store);
+        let after = shared::ports::store::Store::op_counts(&*sim.store);
         // One conditional write remembers the webhook-id (replays are refused), one extends the lease.
         assert_eq!((after.writes - before.writes, after.reads - before.reads), (2, 0));
     }
@@ -88,13 +91,17 @@ async fn the_client_typing_hot_path_is_two_writes_and_no_read() {
 #[tokio::test]
 async fn an_amojo_failure_on_typing_is_dropped_without_failing_the_event() {
     let sim = Sim::new();
-    sim.kommo.fail_next([shared::kommo_client::KommoError::Unavailable {
+    sim.kommo.fail_next([shared::ports::kommo::KommoError::Unavailable {
         attempts: 2,
         status: Some(500),
         reason: "HTTP 500".into(),
         retry_after: None,
     }]);
     assert_eq!(sim.chat_event(&client_typing("typing.started", "conv-1", None)).await.status(), 200);
+    sim.advance_to(T0 + 20_000).await;
+    // The failed call was made and dropped; the lease stood and its refresh went on.
+    assert_eq!(typing_calls(&sim), [T0, T0 + 4000]);
+    assert_eq!(sim.kommo.calls().len(), 2, "nothing but the two typing calls");
 }
 
 #[tokio::test]
@@ -119,7 +126,7 @@ async fn a_manager_typing_in_bursts_gets_one_start_and_one_stop_at_the_last_expi
     }
     let last_expiry = T0 + 25_000;
     sim.advance_to(T0 + 60_000).await;
-    let stopped_at = last_expiry + shared::typing::MANAGER_TYPING_GRACE_MS;
+    let stopped_at = last_expiry + shared::rules::typing::MANAGER_TYPING_GRACE_MS;
     assert_eq!(chat_events(&sim), vec![(T0, "started"), (stopped_at, "stopped")], "no flapping between webhooks");
     assert!(sim.timers.pending().is_empty());
 }
@@ -161,16 +168,16 @@ async fn the_managers_message_stops_typing_at_once_before_the_message_and_the_ti
 async fn the_manager_typing_hot_path_is_one_write_and_no_read() {
     let sim = Sim::new();
     for i in 0..3 {
-        let before = shared::store::Store::op_counts(&*sim.store);
+        let before = shared::ports::store::Store::op_counts(&*sim.store);
         sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5 + i)).await;
-        let after = shared::store::Store::op_counts(&*sim.store);
+        let after = shared::ports::store::Store::op_counts(&*sim.store);
         assert_eq!((after.writes - before.writes, after.reads - before.reads), (1, 0));
     }
 }
 
 #[tokio::test]
 async fn a_chat_service_outage_retries_the_stop_and_never_sends_a_stale_start() {
-    use shared::chat_client::ChatError;
+    use shared::ports::chat::ChatError;
     let sim = Sim::new();
     let down = || ChatError::Unavailable { attempts: 2, status: Some(503), reason: "HTTP 503".into() };
     sim.chat.fail_next([down(), down()]);
@@ -183,7 +190,7 @@ async fn a_chat_service_outage_retries_the_stop_and_never_sends_a_stale_start() 
 
 #[tokio::test]
 async fn typing_expiry_reports_an_unreadable_record_and_runs_the_rest() {
-    use shared::due::{SqsEvent, SqsRecord};
+    use shared::queued::{SqsEvent, SqsRecord};
     let sim = Sim::new();
     let good = serde_json::to_string(&DueWork::ManagerTypingCheck {
         scope_id: SCOPE.into(),
@@ -191,9 +198,17 @@ async fn typing_expiry_reports_an_unreadable_record_and_runs_the_rest() {
         manager_id: "m".into(),
     })
     .unwrap();
+    let read = serde_json::to_string(&DueWork::deliver(BridgeEvent::MessageRead {
+        scope_id: SCOPE.into(),
+        conversation_id: "conv-1".into(),
+        msgid: "chat-1".into(),
+        read_at: T0 / 1000,
+    }))
+    .unwrap();
     let event = SqsEvent {
         records: vec![
             SqsRecord { message_id: "ok-1".into(), body: good },
+            SqsRecord { message_id: "ok-2".into(), body: read },
             SqsRecord { message_id: "bad-1".into(), body: "{not json".into() },
             SqsRecord { message_id: "bad-2".into(), body: r#"{"work":"unknown"}"#.into() },
         ],
@@ -201,6 +216,8 @@ async fn typing_expiry_reports_an_unreadable_record_and_runs_the_rest() {
     let response = sim.bridge.handle_sqs_batch(event).await;
     let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["bad-1", "bad-2"]);
+    let delivered: Vec<_> = sim.chat.events().into_iter().map(|recorded| recorded.call).collect();
+    assert!(matches!(&delivered[..], [BridgeEvent::MessageRead { msgid, .. }] if msgid == "chat-1"), "{delivered:?}");
 }
 
 /// Kommo says `expired_at` 5 s ahead; one years ahead (or at i64's end) must neither overflow nor

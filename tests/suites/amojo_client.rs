@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shared::config::{RetryPolicy, Secret};
-use shared::kommo_client::{AmojoClient, KommoApi, KommoError};
+use shared::adapters::amojo::AmojoClient;
 use shared::models::kommo::*;
-use shared::status::{DeliveryError, DeliveryStatus};
+use shared::models::status::{DeliveryError, DeliveryStatus};
+use shared::ports::kommo::{KommoApi, KommoError};
+use shared::rules::retry::RetryPolicy;
+use shared::signing::Secret;
 use shared::time::SystemClock;
 use support::{Fake, unique};
 
@@ -19,7 +21,7 @@ const FAST_RETRIES: RetryPolicy =
     RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(300) };
 
 fn client_with(fake: &Fake, channel_id: &str, secret: &str) -> AmojoClient {
-    let http = shared::outbound::http_client(Duration::from_secs(2));
+    let http = shared::adapters::outbound::http_client(Duration::from_secs(2));
     AmojoClient::new(http, &fake.url, channel_id, Secret::new(secret), Arc::new(SystemClock), FAST_RETRIES)
 }
 

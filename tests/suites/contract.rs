@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use shared::routes::ROUTES;
+use shared::app::routes::ROUTES;
 
 fn spec() -> serde_yaml::Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml");

@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use shared::store::dynamo::{DynamoStore, client_from_env, ensure_table};
+use shared::adapters::dynamo::{DynamoStore, client_from_env, ensure_table};
 use tokio::sync::OnceCell;
 
 const TABLE: &str = "bridge-conformance";
@@ -34,7 +34,7 @@ async fn creating_the_table_twice_is_harmless_and_enables_ttl() {
 
 #[tokio::test]
 async fn concurrent_claims_let_exactly_one_through() {
-    use shared::store::{DedupeKeys, LeaseKey, TypingLeases};
+    use shared::ports::store::{DedupeKeys, LeaseKey, TypingLeases};
     let store = store().await;
     let scope = support::unique("chan_");
     let now = shared::time::Clock::now_ms(&shared::time::SystemClock);
@@ -57,7 +57,7 @@ async fn concurrent_claims_let_exactly_one_through() {
     });
     let mut started = 0;
     for change in starts {
-        started += usize::from(change.await.unwrap() == shared::store::LeaseChange::Started);
+        started += usize::from(change.await.unwrap() == shared::ports::store::LeaseChange::Started);
     }
     assert_eq!(started, 1, "one conditional write starts the lease, the others extend or see it");
 }

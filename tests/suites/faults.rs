@@ -375,7 +375,7 @@ fn received_at(call: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amojo_down_for_20_s_then_back_gets_every_status_and_client_message_once() {
-    let secret = hex::encode(shared::config::random_bytes::<20>());
+    let secret = hex::encode(shared::ids::random_bytes::<20>());
     let mut amojo_process = Restartable::fake("fake_amojo.py", &secret);
     let e2e = E2e::between(Fake::at(&amojo_process.url(), &secret), Fake::chat_service(), &outage_env());
     let scope = e2e.scope.clone();
@@ -648,8 +648,9 @@ async fn a_chat_service_failing_for_good_dead_letters_each_message_and_kommo_hea
     }
 
     // The dead-letter state, as stored.
-    use shared::store::{MessageRecords, RelayState};
-    let store = shared::store::dynamo::DynamoStore::new(shared::store::dynamo::client_from_env(Some(&endpoint)), table);
+    use shared::ports::store::{MessageRecords, RelayState};
+    let store =
+        shared::adapters::dynamo::DynamoStore::new(shared::adapters::dynamo::client_from_env(Some(&endpoint)), table);
     for msgid in &ledger.dead_letters {
         let record = store.get_message(&scope, msgid).await.unwrap().expect("the message is recorded");
         assert_eq!(record.relay, RelayState::Failed, "{msgid} is dead-lettered");

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shared::status::DeliveryStatus;
-use shared::store::dynamo::{DynamoStore, client_from_env, ensure_table};
-use shared::store::*;
+use shared::adapters::dynamo::{DynamoStore, client_from_env, ensure_table};
+use shared::models::status::DeliveryStatus;
+use shared::ports::store::*;
 use shared::time::{Clock, SystemClock};
 
 const TABLE: &str = "bridge-sdk-retries";
@@ -205,16 +205,17 @@ async fn send_turns() {
 
 #[tokio::test]
 async fn an_expiry_timer_whose_delete_was_retried_still_stops_the_typing_shown() {
-    use shared::app::Bridge;
-    use shared::config::Config;
+    use shared::app::config::Config;
+    use shared::app::{Bridge, Ports};
     use shared::models::chat::BridgeEvent;
+    use shared::ports::timers::DueWork;
+    use shared::testing::ManualTimers;
     use shared::testing::{RecordingChat, RecordingKommo};
-    use shared::timers::{DueWork, ManualTimers};
     let Setup { proxy, store, direct, scope, now } = setup().await;
     // A lapsed lease whose typing.started the chat service shows.
     let lease = LeaseKey::manager(&scope, "conv-1", "m-1");
     direct.extend(&lease, now - 1).await.unwrap();
-    let lane = shared::lanes::typing_lane(&lease);
+    let lane = lease.lane();
     let Turn::Yours { token, .. } = direct.take_turn(&scope, &lane, now, 1000).await.unwrap() else {
         panic!("a fresh lane is free");
     };
@@ -222,14 +223,16 @@ async fn an_expiry_timer_whose_delete_was_retried_still_stops_the_typing_shown()
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let chat = Arc::new(RecordingChat::new(clock.clone()));
     let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").unwrap();
-    let bridge = Bridge {
+    let bridge = Bridge::new(
         config,
-        clock: clock.clone(),
-        store: Arc::new(store),
-        kommo: Arc::new(RecordingKommo::new(clock.clone())),
-        chat: chat.clone(),
-        timers: Arc::new(ManualTimers::default()),
-    };
+        Ports {
+            clock: clock.clone(),
+            store: Arc::new(store),
+            kommo: Arc::new(RecordingKommo::new(clock.clone())),
+            chat: chat.clone(),
+            timers: Arc::new(ManualTimers::default()),
+        },
+    );
     let check = DueWork::ManagerTypingCheck {
         scope_id: scope.clone(),
         conversation_id: "conv-1".into(),

@@ -6,15 +6,16 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::app::Bridge;
-use shared::config::Config;
-use shared::due::{SqsEvent, SqsRecord};
+use shared::adapters::memory::MemoryStore;
+use shared::adapters::sqs::{SqsTimers, sqs_client_from_env};
+use shared::app::config::Config;
+use shared::app::{Bridge, Ports};
 use shared::models::chat::BridgeEvent;
-use shared::store::memory::MemoryStore;
-use shared::store::{LeaseKey, SendTurns, Turn, TypingLeases};
+use shared::ports::store::{LeaseKey, SendTurns, Turn, TypingLeases};
+use shared::ports::timers::{DueWork, Timers};
+use shared::queued::{SqsEvent, SqsRecord};
 use shared::testing::{RecordingChat, RecordingKommo};
 use shared::time::{Clock, SystemClock};
-use shared::timers::{DueWork, SqsTimers, Timers, sqs_client_from_env};
 
 /// A client for the test's own receiving: long polls outlast the bridge's tight SDK timeouts.
 fn receiving_client() -> aws_sdk_sqs::Client {
@@ -22,7 +23,7 @@ fn receiving_client() -> aws_sdk_sqs::Client {
         .operation_timeout(Duration::from_secs(30))
         .operation_attempt_timeout(Duration::from_secs(30))
         .build();
-    let config = aws_sdk_sqs::config::Builder::from(&shared::aws::sdk_config())
+    let config = aws_sdk_sqs::config::Builder::from(&shared::adapters::aws::sdk_config())
         .endpoint_url(support::required_env("TEST_SQS_ENDPOINT"))
         .timeout_config(timeouts)
         .build();
@@ -80,26 +81,29 @@ async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadab
     let store = Arc::new(MemoryStore::new());
     let chat = Arc::new(RecordingChat::new(clock.clone()));
     let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").unwrap();
-    let bridge = Bridge {
+    let timers = Arc::new(SqsTimers::new(sender, &queue, clock.clone()));
+    let bridge = Bridge::new(
         config,
-        clock: clock.clone(),
-        store: store.clone(),
-        kommo: Arc::new(RecordingKommo::new(clock.clone())),
-        chat: chat.clone(),
-        timers: Arc::new(SqsTimers::new(sender, &queue, clock.clone())),
-    };
+        Ports {
+            clock: clock.clone(),
+            store: store.clone(),
+            kommo: Arc::new(RecordingKommo::new(clock.clone())),
+            chat: chat.clone(),
+            timers: timers.clone(),
+        },
+    );
     // One lease that lapsed (its typing.started shown at the chat service), one still live.
     let now = clock.now_ms();
     let lapsed = LeaseKey::manager("chan_lapsed", "conv-1", "m-1");
     store.extend(&lapsed, now - 1).await.unwrap();
-    let lane = shared::lanes::typing_lane(&lapsed);
+    let lane = lapsed.lane();
     let Turn::Yours { token, .. } = store.take_turn("chan_lapsed", &lane, now, 1000).await.unwrap() else {
         panic!("a fresh lane is free");
     };
     store.end_turn("chan_lapsed", &lane, &token, Some(1)).await.unwrap();
     store.extend(&LeaseKey::manager("chan_live", "conv-1", "m-1"), now + 3000).await.unwrap();
-    bridge.timers.schedule(check("chan_lapsed"), now).await.unwrap();
-    bridge.timers.schedule(check("chan_live"), now).await.unwrap();
+    timers.schedule(check("chan_lapsed"), now).await.unwrap();
+    timers.schedule(check("chan_live"), now).await.unwrap();
     client.send_message().queue_url(&queue).message_body("{not due work").send().await.unwrap();
 
     let mut messages = Vec::new();
@@ -144,7 +148,7 @@ async fn a_lambda_function_reads_its_secrets_from_ssm_on_its_first_event() {
     let timeouts =
         aws_sdk_ssm::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(30)).build();
     let ssm = aws_sdk_ssm::Client::from_conf(
-        aws_sdk_ssm::config::Builder::from(&shared::aws::sdk_config())
+        aws_sdk_ssm::config::Builder::from(&shared::adapters::aws::sdk_config())
             .endpoint_url(&endpoint)
             .timeout_config(timeouts)
             .build(),

@@ -5,9 +5,10 @@ mod support;
 
 use std::sync::Arc;
 
-use shared::chat_client::{ChatService, HttpChatService};
-use shared::config::RetryPolicy;
+use shared::adapters::chat_http::HttpChatService;
 use shared::models::chat::{BridgeEvent, ManagerRef};
+use shared::ports::chat::ChatService;
+use shared::rules::retry::RetryPolicy;
 use shared::signing::standard_webhooks::{SignatureHeaders, WebhookSecret};
 use shared::time::{Clock, SystemClock};
 use support::{Fake, unique};
@@ -19,7 +20,7 @@ async fn what_the_bridge_signs_the_python_library_verifies() {
     let url = format!("{}/events", chat.url);
     let secret = WebhookSecret::parse(&chat.secret).unwrap();
     let client = HttpChatService::new(
-        shared::outbound::http_client(std::time::Duration::from_secs(2)),
+        shared::adapters::outbound::http_client(std::time::Duration::from_secs(2)),
         &url,
         secret,
         Arc::new(SystemClock),
@@ -50,7 +51,7 @@ async fn a_wrong_secret_is_refused_by_the_python_library() {
         manager: ManagerRef { id: "manager-1".into(), name: None },
     };
     let error = client.deliver(&event, "msg_interop_2", RetryPolicy::EPHEMERAL).await.unwrap_err();
-    assert!(matches!(error, shared::chat_client::ChatError::Rejected { status: 401, .. }), "{error:?}");
+    assert!(matches!(error, shared::ports::chat::ChatError::Rejected { status: 401, .. }), "{error:?}");
     assert_eq!(chat.calls(&scope).await[0]["signature_ok"], false);
 }
 

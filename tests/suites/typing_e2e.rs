@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use shared::rules::typing::MANAGER_TYPING_GRACE_MS;
 use shared::time::{Clock, SystemClock};
-use shared::typing::MANAGER_TYPING_GRACE_MS;
 use support::E2e;
 
 fn received_ms(call: &Value) -> i64 {

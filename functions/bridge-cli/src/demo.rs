@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::config::random_bytes;
+use shared::ids::random_bytes;
 use shared::signing::kommo_webhook;
 use shared::signing::standard_webhooks::WebhookSecret;
 use shared::time::{Clock, SystemClock};
@@ -76,7 +76,7 @@ pub async fn run() -> Result<(), Failure> {
 
     timeline.restart();
     let demo = Demo {
-        http: shared::outbound::http_client(Duration::from_secs(10)),
+        http: shared::adapters::outbound::http_client(Duration::from_secs(10)),
         base: server.base.clone(),
         secrets,
         timeline,

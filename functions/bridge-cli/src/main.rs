@@ -13,9 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use args::Options;
-use shared::config::{DEFAULT_AMOJO_URL, RetryPolicy, Secret};
-use shared::kommo_client::{AmojoClient, KommoApi};
+use shared::adapters::amojo::AmojoClient;
+use shared::app::config::DEFAULT_AMOJO_URL;
 use shared::models::kommo::{ConnectRequest, DisconnectRequest};
+use shared::ports::kommo::KommoApi;
+use shared::rules::retry::RetryPolicy;
+use shared::signing::Secret;
 use shared::signing::standard_webhooks::WebhookSecret;
 use shared::signing::{kommo_webhook, one_time_token};
 use shared::time::{Clock, SystemClock};
@@ -171,7 +174,7 @@ fn amojo_client() -> Result<(AmojoClient, String), Failure> {
     if !(amojo_url.starts_with("http://") || amojo_url.starts_with("https://")) {
         return Err(Failure::Config("KOMMO_AMOJO_URL must be an http:// or https:// URL".into()));
     }
-    let http = shared::outbound::http_client(HTTP_TIMEOUT);
+    let http = shared::adapters::outbound::http_client(HTTP_TIMEOUT);
     let client = AmojoClient::new(
         http,
         &amojo_url,
@@ -219,7 +222,7 @@ pub fn token(integration_secret: &str, account_id: u64, user_id: u64) -> String 
 
 /// The Standard Webhooks headers of one message from the chat service.
 pub fn chat_headers(secret: &WebhookSecret, body: &[u8]) -> [(&'static str, String); 3] {
-    let id = shared::typing::new_webhook_id();
+    let id = shared::ids::new_webhook_id();
     let timestamp = SystemClock.now_s();
     let signature = secret.sign(&id, timestamp, body);
     [("webhook-id", id), ("webhook-timestamp", timestamp.to_string()), ("webhook-signature", signature)]
@@ -275,7 +278,7 @@ fn base_url(url: &str) -> Result<String, Failure> {
 }
 
 fn http_client() -> reqwest::Client {
-    shared::outbound::http_client(HTTP_TIMEOUT)
+    shared::adapters::outbound::http_client(HTTP_TIMEOUT)
 }
 
 // ---------------------------------------------------------------------------------------------

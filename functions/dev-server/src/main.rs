@@ -14,15 +14,15 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use shared::adapters::dynamo::{DynamoStore, client_from_env, ensure_table};
+use shared::adapters::in_process_timers::InProcessTimers;
+use shared::adapters::memory::MemoryStore;
 use shared::app::Bridge;
-use shared::config::{self, Config, LocalDefaults};
-use shared::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, json_response};
-use shared::routes::{self, EntryPoint, RouteId};
-use shared::store::Store;
-use shared::store::dynamo::{DynamoStore, client_from_env, ensure_table};
-use shared::store::memory::MemoryStore;
+use shared::app::config::{self, Config, LocalDefaults};
+use shared::app::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, json_response};
+use shared::app::routes::{self, EntryPoint, RouteId};
+use shared::ports::store::Store;
 use shared::time::SystemClock;
-use shared::timers::InProcessTimers;
 use tokio::net::TcpListener;
 
 struct DevServer {
@@ -65,7 +65,7 @@ async fn main() {
     // Timers run in process here; in AWS they are SQS message timers read by typing-expiry.
     let (timers, timer_loop) = InProcessTimers::new();
     let bridge = Arc::new(Bridge::with_http_clients(config, Arc::new(SystemClock), store, Arc::new(timers)));
-    tokio::spawn(timer_loop.run(bridge.clone()));
+    tokio::spawn(timer_loop.run(bridge.dispatcher(), Arc::new(SystemClock)));
     let server = Arc::new(DevServer { bridge, sink });
     // Tests and scripts read this line to learn the port (PORT=0 picks a free one).
     println!("dev-server: listening on {base}");

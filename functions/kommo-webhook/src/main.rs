@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use shared::routes::EntryPoint;
-use shared::{deploy, lambda};
+use shared::app::routes::EntryPoint;
+use shared::app::{deploy, lambda};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use shared::deploy;
-use shared::due::{SqsBatchResponse, SqsEvent};
+use shared::app::deploy;
+use shared::queued::{SqsBatchResponse, SqsEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -50,6 +50,27 @@ impl ChatEvent {
             Self::PresenceOffline(_) => "presence.offline",
         }
     }
+
+    pub fn conversation_id(&self) -> Option<&str> {
+        match self {
+            Self::MessageCreated(e) => Some(&e.conversation_id),
+            Self::MessageStatus(e) => e.conversation_id.as_deref(),
+            Self::TypingStarted(e) | Self::TypingStopped(e) => Some(&e.conversation_id),
+            Self::PresenceOnline(e) | Self::PresenceHeartbeat(e) | Self::PresenceOffline(e) => {
+                e.conversation_id.as_deref()
+            }
+        }
+    }
+
+    /// The message an event names: the chat service's msgid, or for a status the Kommo msgid
+    /// (`reference`) when it gives one.
+    pub fn msgid(&self) -> Option<&str> {
+        match self {
+            Self::MessageCreated(e) => Some(&e.msgid),
+            Self::MessageStatus(e) => e.reference.as_deref().or(e.msgid.as_deref()),
+            _ => None,
+        }
+    }
 }
 
 /// The client as the chat service knows them.
@@ -173,6 +194,26 @@ impl BridgeEvent {
             | Self::TypingStarted { scope_id, .. }
             | Self::TypingStopped { scope_id, .. }
             | Self::PresenceChanged { scope_id, .. } => scope_id,
+        }
+    }
+
+    pub fn conversation_id(&self) -> &str {
+        match self {
+            Self::MessageCreated { conversation_id, .. }
+            | Self::MessageRead { conversation_id, .. }
+            | Self::TypingStarted { conversation_id, .. }
+            | Self::TypingStopped { conversation_id, .. }
+            | Self::PresenceChanged { conversation_id, .. } => conversation_id,
+        }
+    }
+
+    /// The message an event speaks of: Kommo's msgid of a manager's message, the chat
+    /// service's of a client's message read.
+    pub fn msgid(&self) -> Option<&str> {
+        match self {
+            Self::MessageCreated { reference, .. } => Some(reference),
+            Self::MessageRead { msgid, .. } => Some(msgid),
+            Self::TypingStarted { .. } | Self::TypingStopped { .. } | Self::PresenceChanged { .. } => None,
         }
     }
 }

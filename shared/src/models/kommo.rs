@@ -376,4 +376,4 @@ pub struct SenderRef {
     pub id: String,
 }
 
-pub use crate::status::{DeliveryError, DeliveryStatus, DeliveryStatusRequest};
+pub use super::status::{DeliveryError, DeliveryStatus, DeliveryStatusRequest};

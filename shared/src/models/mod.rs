@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod kommo;
+pub mod status;
 
 /// Fields a model does not name, kept so that nothing Kommo or the chat service adds is lost
 /// when the bridge relays a payload.

@@ -1,8 +1,11 @@
-//! In-memory stand-ins for the two outbound ports, for handler tests, simulations and
-//! benchmarks: real implementations that record what they were asked and can be told to fail,
-//! not mocks with canned answers. (The HTTP clients themselves are tested against independent
-//! fakes over real HTTP in `tests/`.)
+//! Test doubles, behind the `testing` feature (never in the release binaries): in-memory
+//! stand-ins for the outbound ports, for handler tests, simulations and benchmarks: real
+//! implementations that record what they were asked and can be told to fail, not mocks with
+//! canned answers. (The HTTP clients themselves are tested against independent fakes over real
+//! HTTP in `tests/`.) Also a clock and timers that move only when told, the simulated bridge
+//! ([`sim`]) and the storage conformance suite ([`conformance`]).
 
+pub mod conformance;
 pub mod sim;
 
 use std::collections::VecDeque;
@@ -10,12 +13,63 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::chat_client::{ChatAnswer, ChatError, ChatService};
-use crate::config::RetryPolicy;
-use crate::kommo_client::{KommoApi, KommoError};
 use crate::models::chat::BridgeEvent;
 use crate::models::kommo::*;
+use crate::ports::chat::{ChatAnswer, ChatError, ChatService};
+use crate::ports::kommo::{KommoApi, KommoError};
+use crate::ports::timers::{DueWork, TimerError, Timers};
+use crate::rules::retry::RetryPolicy;
 use crate::time::Clock;
+
+/// A clock that stands still until moved: for tests of windows and leases.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn at_ms(ms: i64) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(ms))
+    }
+    pub fn set_ms(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Timers that only record: a test takes what is due and runs it, with a manual clock.
+#[derive(Debug, Default)]
+pub struct ManualTimers {
+    pending: Mutex<Vec<(i64, DueWork)>>,
+}
+
+impl ManualTimers {
+    /// Removes and returns the work due at `now_ms`, earliest first.
+    pub fn take_due(&self, now_ms: i64) -> Vec<DueWork> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.sort_by_key(|(due, _)| *due);
+        let split = pending.partition_point(|(due, _)| *due <= now_ms);
+        pending.drain(..split).map(|(_, work)| work).collect()
+    }
+
+    pub fn pending(&self) -> Vec<(i64, DueWork)> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl Timers for ManualTimers {
+    async fn schedule(&self, work: DueWork, due_at_ms: i64) -> Result<(), TimerError> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push((due_at_ms, work));
+        Ok(())
+    }
+}
 
 /// What a recording fake keeps: the calls it took (with the clock's time), the failures it was
 /// told to answer next, and a call it was told to hold on its way: that one lands (is recorded
@@ -259,8 +313,8 @@ impl ChatService for NullOutbound {
 pub struct DiscardTimers;
 
 #[async_trait]
-impl crate::timers::Timers for DiscardTimers {
-    async fn schedule(&self, _: crate::timers::DueWork, _: i64) -> Result<(), crate::timers::TimerError> {
+impl Timers for DiscardTimers {
+    async fn schedule(&self, _: DueWork, _: i64) -> Result<(), TimerError> {
         Ok(())
     }
 }

@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{KommoCall, RecordingChat, RecordingKommo};
-use crate::app::Bridge;
-use crate::chat_client::ChatError;
-use crate::config::Config;
-use crate::http::{HttpRequest, HttpResponse};
+use super::{KommoCall, ManualClock, ManualTimers, RecordingChat, RecordingKommo};
+use crate::adapters::memory::MemoryStore;
+use crate::app::config::Config;
+use crate::app::http::{HttpRequest, HttpResponse};
+use crate::app::routes::EntryPoint;
+use crate::app::{Bridge, Ports};
 use crate::models::chat::BridgeEvent;
-use crate::routes::EntryPoint;
+use crate::ports::chat::ChatError;
+use crate::ports::timers::{DueWork, TimerError, Timers};
 use crate::signing::kommo_webhook;
-use crate::store::memory::MemoryStore;
-use crate::time::{Clock, ManualClock};
-use crate::timers::{DueWork, ManualTimers, TimerError, Timers};
+use crate::time::Clock;
 
 /// The scope the local configuration serves for account `acc-1` (Kommo account id 1).
 pub const SCOPE: &str = "local-channel_acc-1";
@@ -86,14 +86,14 @@ impl Sim {
         let queue = Arc::new(RefusingTimers { inner: timers.clone(), refuse_next: AtomicBool::new(false) });
         let kommo = Arc::new(RecordingKommo::new(clock.clone()));
         let chat = Arc::new(RecordingChat::new(clock.clone()));
-        let bridge = Bridge {
-            config,
+        let ports = Ports {
             clock: clock.clone(),
             store: store.clone(),
             kommo: kommo.clone(),
             chat: chat.clone(),
             timers: queue.clone(),
         };
+        let bridge = Bridge::new(config, ports);
         Self {
             clock,
             store,
@@ -213,7 +213,7 @@ pub fn kommo_statuses(sim: &Sim) -> Vec<(String, i8, Option<u16>)> {
     let statuses = sim.kommo.calls().into_iter().filter_map(|recorded| match recorded.call {
         KommoCall::DeliveryStatus(request) => {
             let code = match &request.status {
-                crate::status::DeliveryStatus::Failed(error) => Some(error.code()),
+                crate::models::status::DeliveryStatus::Failed(error) => Some(error.code()),
                 _ => None,
             };
             Some((request.msgid, request.status.wire_code(), code))

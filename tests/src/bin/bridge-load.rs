@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shared::config::random_bytes;
+use shared::ids::random_bytes;
 use shared::signing::standard_webhooks::WebhookSecret;
 
 use crate::reconcile::{Fetched, reconcile};

@@ -16,7 +16,7 @@ pub fn required_env(name: &str) -> String {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", hex::encode(shared::config::random_bytes::<6>()))
+    format!("{prefix}{}", hex::encode(shared::ids::random_bytes::<6>()))
 }
 
 /// A Python fake (fake_amojo.py or fake_chat_service.py) started by the test script.

@@ -20,8 +20,8 @@ const MANAGER_TYPING_REFRESH: Duration = Duration::from_secs(5);
 const MANAGER_TYPING_AHEAD_S: i64 = 5;
 /// The widget's `viewing` heartbeat, at most this often.
 const VIEWING_HEARTBEAT: Duration = Duration::from_secs(5);
-/// `read` with `up_to` marks at most this many earlier messages (shared::messages::READ_UP_TO_LIMIT).
-const READ_UP_TO_LIMIT: usize = shared::messages::READ_UP_TO_LIMIT;
+/// `read` with `up_to` marks at most this many earlier messages (shared::flows::delivery_status::READ_UP_TO_LIMIT).
+const READ_UP_TO_LIMIT: usize = shared::flows::delivery_status::READ_UP_TO_LIMIT;
 
 // The routes, as the report names them (shared/src/routes.rs; /healthz and the sinks are the
 // dev server's own and never seen by a deployment).
@@ -603,7 +603,7 @@ impl Conversation {
                 message.status_uncertain = true;
                 continue;
             }
-            // The register's rule (shared::status::DeliveryStatus::may_replace).
+            // The register's rule (shared::models::status::DeliveryStatus::may_replace).
             let moves = match (rank, message.rank) {
                 (-1, current) => current.is_none(),
                 (_, None) => true,

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::Bridge;
-use crate::config::Config;
+use super::Bridge;
+use super::config::Config;
 use crate::signing::standard_webhooks::WebhookSecret;
 
 /// The secrets, each given either as a value (`NAME`, local runs and tests) or, in AWS, as the
@@ -89,7 +89,7 @@ async fn fetch_secrets(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<
         .operation_attempt_timeout(SSM_TIMEOUT)
         .operation_timeout(SSM_TIMEOUT)
         .build();
-    let mut ssm = aws_sdk_ssm::config::Builder::from(&crate::aws::sdk_config()).timeout_config(timeouts);
+    let mut ssm = aws_sdk_ssm::config::Builder::from(&crate::adapters::aws::sdk_config()).timeout_config(timeouts);
     if let Some(endpoint) = env("SSM_ENDPOINT").filter(|e| !e.is_empty()) {
         ssm = ssm.endpoint_url(endpoint); // a local server in tests
     }
@@ -119,12 +119,12 @@ async fn fetch_secrets(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<
 /// (`TIMER_QUEUE_URL`), the system clock, and HTTPS clients for amojo and the chat service,
 /// built without network calls.
 pub fn production_bridge(config: Config) -> Bridge {
-    let client = crate::store::dynamo::client_from_env(config.dynamodb_endpoint.as_deref());
-    let store = crate::store::dynamo::DynamoStore::new(client, config.table_name.clone());
+    let client = crate::adapters::dynamo::client_from_env(config.dynamodb_endpoint.as_deref());
+    let store = crate::adapters::dynamo::DynamoStore::new(client, config.table_name.clone());
     let clock: Arc<dyn crate::time::Clock> = Arc::new(crate::time::SystemClock);
-    let sqs = crate::timers::sqs_client_from_env(config.sqs_endpoint.as_deref());
+    let sqs = crate::adapters::sqs::sqs_client_from_env(config.sqs_endpoint.as_deref());
     let queue_url = config.timer_queue_url.clone().expect("the strict configuration requires TIMER_QUEUE_URL");
-    let timers = crate::timers::SqsTimers::new(sqs, queue_url, clock.clone());
+    let timers = crate::adapters::sqs::SqsTimers::new(sqs, queue_url, clock.clone());
     Bridge::with_http_clients(config, clock, Arc::new(store), Arc::new(timers))
 }
 

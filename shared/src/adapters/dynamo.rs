@@ -30,7 +30,8 @@ use aws_sdk_dynamodb::types::{
 };
 use std::collections::HashMap;
 
-use super::*;
+use crate::models::status::DeliveryStatus;
+use crate::ports::store::*;
 
 pub use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -38,10 +39,10 @@ type Item = HashMap<String, AttributeValue>;
 
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
-/// A DynamoDB client configured from the environment (see [`crate::aws::sdk_config`]),
+/// A DynamoDB client configured from the environment (see [`crate::adapters::aws::sdk_config`]),
 /// at `endpoint` when given (a local server).
 pub fn client_from_env(endpoint: Option<&str>) -> Client {
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(&crate::aws::sdk_config());
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(&crate::adapters::aws::sdk_config());
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint);
     }
@@ -114,7 +115,7 @@ impl DynamoStore {
     /// fails its own condition. The item DynamoDB returns with the failure tells the two apart
     /// (see [`Self::send_stamped`]). `set` is the update expression and starts with `SET `.
     fn stamped_update(&self, pk: String, sk: &str, set: &str) -> (UpdateItemFluentBuilder, String) {
-        let token = hex::encode(crate::config::random_bytes::<8>());
+        let token = hex::encode(crate::ids::random_bytes::<8>());
         let expression = set.replacen("SET ", "SET write_token = :write_token, ", 1);
         let request = self
             .update(pk, sk)
@@ -493,7 +494,7 @@ impl MessageRecords for DynamoStore {
             _ => "attribute_not_exists(status_rank) OR status_rank < :rank",
         };
         // As with claims: an SDK retry of a write that landed finds its own token, not a rival.
-        let token = hex::encode(crate::config::random_bytes::<8>());
+        let token = hex::encode(crate::ids::random_bytes::<8>());
         let mut request = self
             .update(message_pk(scope_id, kommo_msgid), MESSAGE_SK)
             .update_expression(
@@ -807,7 +808,7 @@ impl DedupeKeys for DynamoStore {
         // The SDK retries an attempt that timed out, and the first may have been written: its
         // retry then finds the claim taken. A token of this call tells "taken by this very call"
         // from "taken by another", which would otherwise refuse a fresh webhook-id as a replay.
-        let token = hex::encode(crate::config::random_bytes::<8>());
+        let token = hex::encode(crate::ids::random_bytes::<8>());
         let result = self
             .client
             .put_item()
@@ -861,7 +862,7 @@ fn turn_pk(scope_id: &str, lane: &str) -> String {
 impl SendTurns for DynamoStore {
     async fn take_turn(&self, scope_id: &str, lane: &str, now_ms: i64, hold_ms: i64) -> Result<Turn, StoreError> {
         // As with claims: an SDK retry of a write that landed finds its own token, not a rival.
-        let token = hex::encode(crate::config::random_bytes::<8>());
+        let token = hex::encode(crate::ids::random_bytes::<8>());
         let until_ms = now_ms + hold_ms;
         let result = self
             .update(turn_pk(scope_id, lane), "turn")

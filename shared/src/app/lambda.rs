@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response, service_fn};
 
-use crate::deploy::ColdStart;
-use crate::http::HttpRequest;
-use crate::routes::EntryPoint;
+use super::deploy::ColdStart;
+use super::http::HttpRequest;
+use super::routes::EntryPoint;
 
 /// Serves Lambda invocations until the runtime stops the process. An invocation that finds the
 /// bridge unbuildable (its secrets unreadable) fails as a function error: the errors alarm
@@ -33,7 +33,7 @@ fn from_lambda(request: Request) -> HttpRequest {
     HttpRequest::from_parts(parts, bytes)
 }
 
-fn into_lambda(response: crate::http::HttpResponse) -> Response<Body> {
+fn into_lambda(response: super::http::HttpResponse) -> Response<Body> {
     response.map(|bytes| match String::from_utf8(bytes.to_vec()) {
         Ok(text) => Body::Text(text),
         Err(binary) => Body::Binary(binary.into_bytes()),

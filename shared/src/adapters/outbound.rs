@@ -1,16 +1,13 @@
 //! What outbound calls share: one HTTP client per process, retry waits and `Retry-After`.
 
-// Without the adapters (the fuzz build) only the pure parts remain; their imports are expected to go unused.
-#![cfg_attr(not(feature = "adapters"), allow(unused_imports, dead_code))]
-
 use std::time::Duration;
 
-use crate::config::{RetryPolicy, random_bytes};
+use crate::ids::random_bytes;
+use crate::rules::retry::{RetryPolicy, wait_before_retry};
 
 /// Longest `Retry-After` the bridge honours; a longer one is treated as this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-#[cfg(feature = "adapters")]
 /// One client per process (built at cold start), rustls, bounded connect and request times.
 pub fn http_client(request_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -22,23 +19,11 @@ pub fn http_client(request_timeout: Duration) -> reqwest::Client {
         .expect("the TLS backend initialises")
 }
 
-#[cfg(feature = "adapters")]
 /// Seconds from a `Retry-After` header in its delay-seconds form (the HTTP-date form is
 /// ignored in favour of the backoff schedule).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let seconds: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
-}
-
-/// How long to wait before the next attempt: the server's `Retry-After` if it gave one,
-/// else the policy's backoff with jitter.
-pub fn wait_before_retry(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    retry_after.unwrap_or_else(|| policy.delay_after(attempt, u64::from_le_bytes(random_bytes::<8>())))
-}
-
-/// Whether an HTTP status is worth another attempt: rate limiting and server faults.
-pub fn is_retryable_status(status: u16) -> bool {
-    status == 429 || (500..=599).contains(&status)
 }
 
 /// How one attempt of an outbound call ended.
@@ -80,7 +65,7 @@ where
                 if tries >= policy.max_attempts || too_long {
                     return Err(Exhausted { attempts: tries, status, reason, retry_after });
                 }
-                let wait = wait_before_retry(&policy, tries, retry_after);
+                let wait = wait_before_retry(&policy, tries, retry_after, u64::from_le_bytes(random_bytes::<8>()));
                 tracing::warn!(peer, attempt = tries, status, wait_ms = wait.as_millis() as u64, %reason, "outbound call failed; retrying");
                 tokio::time::sleep(wait).await;
             }
@@ -88,7 +73,6 @@ where
     }
 }
 
-#[cfg(feature = "adapters")]
 /// Classifies a transport error (no response at all) as retryable.
 pub fn transport_retry<T>(error: &reqwest::Error) -> Attempt<T> {
     let reason = if error.is_timeout() {

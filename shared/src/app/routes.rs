@@ -3,7 +3,7 @@
 
 use http::Method;
 
-use crate::http::ApiError;
+use super::http::ApiError;
 
 /// The entry points that serve HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,7 @@ const fn route(method: Method, template: &'static str, id: RouteId, served_by: E
 #[derive(Debug, PartialEq, Eq)]
 pub struct Matched<'a> {
     pub id: RouteId,
+    pub template: &'static str,
     pub served_by: EntryPoint,
     pub params: Vec<&'a str>,
 }
@@ -74,7 +75,7 @@ pub fn find<'a>(method: &Method, path: &'a str) -> Result<Matched<'a>, ApiError>
     for route in &ROUTES {
         if let Some(params) = match_template(route.template, path) {
             if route.method == *method {
-                return Ok(Matched { id: route.id, served_by: route.served_by, params });
+                return Ok(Matched { id: route.id, template: route.template, served_by: route.served_by, params });
             }
             path_known = true;
         }

@@ -1,9 +1,13 @@
 //! The HTTP shape every entry point shares (Lambda or the dev server): a request with its raw
-//! body, a response, and the one place where errors become JSON.
+//! body, a response, and the one place where errors become HTTP answers: a flow's domain
+//! error ([`FlowError`]) is mapped here, and every error leaves as JSON.
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
+
+use crate::flows::FlowError;
+use crate::rules::validation::Rejection;
 
 pub type HttpRequest = http::Request<Bytes>;
 pub type HttpResponse = http::Response<Bytes>;
@@ -58,6 +62,33 @@ impl ApiError {
             message: &'a str,
         }
         json_response(self.status, &Body { error: Inner { code: self.code, message: &self.message } })
+    }
+}
+
+impl From<FlowError> for ApiError {
+    /// The sender's mistakes are 4xx; a store or queue fault is the bridge's own (500, logged
+    /// here, once), which the sender may retry.
+    fn from(error: FlowError) -> Self {
+        match error {
+            FlowError::Rejected(Rejection::Invalid(message)) => Self::bad_request("invalid_body", message),
+            FlowError::Rejected(Rejection::UnknownMessage) => {
+                Self::not_found("unknown_message", Rejection::UnknownMessage.to_string())
+            }
+            FlowError::Store(error) => {
+                tracing::error!(%error, "store failed");
+                Self::internal()
+            }
+            FlowError::Timer(error) => {
+                tracing::error!(%error, "work not queued");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        FlowError::from(rejection).into()
     }
 }
 

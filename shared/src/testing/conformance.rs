@@ -2,8 +2,8 @@
 //! adapter against a real DynamoDB-compatible server in `tests/`. Each case takes a fresh
 //! scope, so the cases can share one table and run in parallel.
 
-use super::*;
-use crate::status::{DeliveryError, DeliveryStatus};
+use crate::models::status::{DeliveryError, DeliveryStatus};
+use crate::ports::store::*;
 use crate::time::{Clock, SystemClock};
 
 /// Generates one `#[tokio::test]` per conformance case for the store that `$make` (an async
@@ -39,14 +39,14 @@ macro_rules! store_conformance_tests {
             #[tokio::test]
             async fn $case() {
                 let store = $make;
-                $crate::store::conformance::$case(&*store).await;
+                $crate::testing::conformance::$case(&*store).await;
             }
         )+
     };
 }
 
 fn fresh_scope() -> String {
-    format!("chan_{}", hex::encode(crate::config::random_bytes::<6>()))
+    format!("chan_{}", hex::encode(crate::ids::random_bytes::<6>()))
 }
 
 /// A base time near now, so TTL values are realistic for servers that look at them.

@@ -2,54 +2,20 @@
 //! Standard Webhooks. The `webhook-id` stays the same across the retries of one event, so
 //! the chat service can drop duplicates; the timestamp and signature are made per attempt.
 
-// Without the adapters (the fuzz build) only the pure parts remain; their imports are expected to go unused.
-#![cfg_attr(not(feature = "adapters"), allow(unused_imports, dead_code))]
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::RetryPolicy;
+use super::outbound::{Attempt, retry_after, transport_retry, with_retries};
 use crate::models::chat::BridgeEvent;
-use crate::outbound::{Attempt, is_retryable_status, with_retries};
-#[cfg(feature = "adapters")]
-use crate::outbound::{retry_after, transport_retry};
+use crate::ports::chat::{ChatAnswer, ChatError, ChatService};
+use crate::rules::retry::{RetryPolicy, is_retryable_status};
 use crate::signing::standard_webhooks::WebhookSecret;
 use crate::time::Clock;
 
 /// Per-attempt bound for a delivery to the chat service.
 pub const CHAT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// The chat service's 2xx answer: for `message.created`, optionally its own message id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-pub struct ChatAnswer {
-    #[serde(default)]
-    pub msgid: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChatError {
-    /// The chat service refused the event (4xx other than 429), with its error if it gave one.
-    #[error("the chat service refused the event with {status}: {code}")]
-    Rejected { status: u16, code: String, message: String },
-    /// Unreachable, timing out or failing (429, 5xx) until the retries ran out.
-    #[error("the chat service is unavailable after {attempts} attempts: {reason}")]
-    Unavailable { attempts: u32, status: Option<u16>, reason: String },
-}
-
-/// What the bridge asks of the chat service (a port).
-#[async_trait]
-pub trait ChatService: Send + Sync {
-    /// Delivers one event; `webhook_id` identifies it across retries.
-    async fn deliver(
-        &self,
-        event: &BridgeEvent,
-        webhook_id: &str,
-        policy: RetryPolicy,
-    ) -> Result<ChatAnswer, ChatError>;
-}
-
-#[cfg(feature = "adapters")]
 pub struct HttpChatService {
     http: reqwest::Client,
     url: String,
@@ -57,14 +23,12 @@ pub struct HttpChatService {
     clock: Arc<dyn Clock>,
 }
 
-#[cfg(feature = "adapters")]
 impl HttpChatService {
     pub fn new(http: reqwest::Client, url: &str, secret: WebhookSecret, clock: Arc<dyn Clock>) -> Self {
         Self { http, url: url.to_owned(), secret, clock }
     }
 }
 
-#[cfg(feature = "adapters")]
 #[async_trait]
 impl ChatService for HttpChatService {
     async fn deliver(
@@ -115,7 +79,6 @@ impl ChatService for HttpChatService {
 }
 
 /// The contract's error body `{"error": {"code", "message"}}`; anything else gives empty strings.
-#[cfg(feature = "adapters")]
 fn error_of(body: &[u8]) -> (String, String) {
     #[derive(serde::Deserialize, Default)]
     struct Envelope {

@@ -4,64 +4,15 @@
 
 use std::time::Duration;
 
+use crate::ids::random_bytes;
+use crate::rules::presence::PresenceSettings;
+use crate::rules::retry::RetryPolicy;
+use crate::signing::Secret;
 use crate::signing::standard_webhooks::WebhookSecret;
 
 pub const DEFAULT_AMOJO_URL: &str = "https://amojo.kommo.com";
 pub const DEFAULT_TABLE_NAME: &str = "kommo-bridge";
 pub const DEFAULT_PORT: u16 = 3000;
-
-/// A secret value that never prints.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// How outbound calls are retried: exponential backoff with jitter, bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl RetryPolicy {
-    /// Gives up within about two minutes: 1+2+4+…+32 s with jitter, capped at 30 s a wait.
-    pub const DEFAULT: Self =
-        Self { max_attempts: 7, base_delay: Duration::from_millis(1000), max_delay: Duration::from_secs(30) };
-
-    /// Retries inside one invocation (a few seconds at most): longer backoff goes through the
-    /// queue, as new work due later, so no Lambda waits out an outage.
-    pub const INLINE: Self =
-        Self { max_attempts: 3, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(1) };
-
-    /// Typing is ephemeral: one quick retry at most, so it never backs up other work.
-    pub const EPHEMERAL: Self =
-        Self { max_attempts: 2, base_delay: Duration::from_millis(150), max_delay: Duration::from_millis(300) };
-
-    /// The wait before attempt `attempt + 1` (1-based `attempt`), with "equal jitter":
-    /// half fixed, half random, so retries of many callers spread out.
-    pub fn delay_after(&self, attempt: u32, random: u64) -> Duration {
-        let exponential = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-        let capped = exponential.min(self.max_delay);
-        let half = capped / 2;
-        let spread = half.as_millis() as u64;
-        half + Duration::from_millis(if spread == 0 { 0 } else { random % (spread + 1) })
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -88,15 +39,6 @@ pub struct Config {
     /// Origins the Kommo UI widget may call from (`KOMMO_UI_ORIGINS`), `*` standing for one
     /// DNS label or a port.
     pub ui_origins: Vec<String>,
-}
-
-/// Presence windows, from `PRESENCE_WINDOW_S` and `PRESENCE_GRACE_S`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PresenceSettings {
-    /// Online means a heartbeat within this window.
-    pub window_ms: i64,
-    /// A manager's `left` becomes an offline push only after this long without `viewing`.
-    pub grace_ms: i64,
 }
 
 /// Per-deployment switches; off, the bridge forwards nothing of that kind and never invents it.
@@ -370,13 +312,6 @@ fn accounts(
         .collect()
 }
 
-/// Random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
-    bytes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,17 +413,5 @@ mod tests {
             env.push((name, bad));
             assert_eq!(Config::from_env_strict(&env_of(&env)).unwrap_err().variable, name);
         }
-    }
-
-    #[test]
-    fn retry_delays_grow_exponentially_with_bounded_jitter() {
-        let policy = RetryPolicy::DEFAULT;
-        let first = policy.delay_after(1, 0);
-        assert_eq!(first, Duration::from_millis(500));
-        assert!(policy.delay_after(1, u64::MAX - 1) <= Duration::from_millis(1000));
-        assert_eq!(policy.delay_after(3, 0), Duration::from_millis(2000));
-        assert_eq!(policy.delay_after(20, 0), Duration::from_secs(15));
-        let total_max: Duration = (1..policy.max_attempts).map(|a| policy.delay_after(a, u64::MAX)).sum();
-        assert!(total_max <= Duration::from_secs(130), "{total_max:?}");
     }
 }

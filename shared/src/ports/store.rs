@@ -1,22 +1,20 @@
-//! Storage ports: one small trait per capability, each with two adapters, [`memory`] (the
-//! embedded default) and [`dynamo`] (one DynamoDB table). [`conformance`] is the one suite
-//! both must pass.
+//! Storage ports: one small trait per capability, each with two adapters,
+//! [`crate::adapters::memory`] (the embedded default) and [`crate::adapters::dynamo`] (one
+//! DynamoDB table). `crate::testing::conformance` is the one suite both must pass. A flow takes
+//! only the capabilities it uses.
 //!
 //! Storage is truth and TTL is only garbage collection: every item carries `expires_at` (epoch
 //! seconds, the table's TTL attribute) and a precise `*_ms` deadline, and every read filters on
 //! the deadline, so an expired item that DynamoDB has not deleted yet is never taken as live.
 //! Every key starts with the scope id, so one account never reaches another's items.
 
-pub mod conformance;
-#[cfg(feature = "adapters")]
-pub mod dynamo;
-pub mod memory;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use crate::status::DeliveryStatus;
+use crate::models::status::DeliveryStatus;
+pub use crate::rules::lanes::LaneView;
+pub use crate::rules::presence::{HeartbeatOutcome, PresenceView};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +43,14 @@ impl LeaseKey {
     }
     pub fn client(scope_id: &str, conversation_id: &str, user_id: &str) -> Self {
         Self { scope_id: scope_id.into(), conversation_id: conversation_id.into(), holder: format!("client:{user_id}") }
+    }
+    /// The manager a manager's lease names.
+    pub fn manager_id(&self) -> Option<&str> {
+        self.holder.strip_prefix("manager:")
+    }
+    /// The send lane of this holder's typing events ([`crate::rules::lanes`]).
+    pub fn lane(&self) -> String {
+        crate::rules::lanes::typing_lane(&self.conversation_id, &self.holder)
     }
 }
 
@@ -116,25 +122,6 @@ pub struct PresenceKey {
     pub device: String,
 }
 
-/// What one heartbeat did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeartbeatOutcome {
-    /// The device was not online: it is now.
-    CameOnline,
-    /// The window was pushed out.
-    Refreshed,
-    /// Written too recently to be worth a write: nothing written.
-    Coalesced,
-}
-
-/// A subject's presence over all its devices: the most present one wins.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PresenceView {
-    pub online: bool,
-    pub last_seen_at_ms: Option<i64>,
-    pub online_until_ms: Option<i64>,
-}
-
 /// Presence windows: online means a heartbeat within the window.
 #[async_trait]
 pub trait PresenceWindows: Send + Sync {
@@ -166,23 +153,6 @@ pub trait PresenceWindows: Send + Sync {
     async fn mark_pushed(&self, scope_id: &str, subject: &str, device: &str, online: bool) -> Result<bool, StoreError>;
 }
 
-impl PresenceView {
-    /// The most present of two: online if either is, last seen the later.
-    pub fn merge(self, other: Self) -> Self {
-        Self {
-            online: self.online || other.online,
-            last_seen_at_ms: self.last_seen_at_ms.max(other.last_seen_at_ms),
-            online_until_ms: self.online_until_ms.max(other.online_until_ms),
-        }
-    }
-
-    /// One device's window at `now_ms`.
-    pub fn of_window(last_seen_at_ms: i64, online_until_ms: i64, now_ms: i64) -> Self {
-        let online = online_until_ms > now_ms;
-        Self { online, last_seen_at_ms: Some(last_seen_at_ms), online_until_ms: online.then_some(online_until_ms) }
-    }
-}
-
 /// Which way a message went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -212,7 +182,7 @@ pub struct MessageRecord {
     pub direction: Direction,
     pub chat_msgid: Option<String>,
     pub created_at_ms: i64,
-    /// The status register (see [`crate::status`]); `None` while only sent.
+    /// The status register (see [`crate::models::status`]); `None` while only sent.
     pub status_rank: Option<i8>,
     pub relay: RelayState,
 }
@@ -351,14 +321,6 @@ pub enum Turn {
     Yours { token: String, sent_mark: Option<i64> },
     /// Another sender holds the lane until `until_ms`.
     Busy { until_ms: i64 },
-}
-
-/// A lane as it stands, from [`SendTurns::peek_turn`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LaneView {
-    /// Until when another sender holds it, if one does now.
-    pub held_until_ms: Option<i64>,
-    pub sent_mark: Option<i64>,
 }
 
 /// One sender at a time per lane. What the bridge tells a peer about one thing (a message's

@@ -1,8 +1,5 @@
-//! The client of Kommo's Chat API (amojo): connect, create chat, import message, typing,
-//! delivery status. Every attempt is signed when it is sent, so a retry carries a fresh `Date`.
-
-// Without the adapters (the fuzz build) only the pure parts remain; their imports are expected to go unused.
-#![cfg_attr(not(feature = "adapters"), allow(unused_imports, dead_code))]
+//! The client of Kommo's Chat API (amojo) over HTTPS. Every attempt is signed when it is sent,
+//! so a retry carries a fresh `Date`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,52 +8,19 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::{RetryPolicy, Secret};
+use super::outbound::{Attempt, retry_after, transport_retry, with_retries};
 use crate::models::kommo::{
     ConnectRequest, ConnectResponse, CreateChatRequest, CreateChatResponse, DeliveryStatusRequest, DisconnectRequest,
     ImportMessageRequest, ImportMessageResponse, TypingRequest,
 };
-use crate::outbound::{Attempt, is_retryable_status, with_retries};
-#[cfg(feature = "adapters")]
-use crate::outbound::{retry_after, transport_retry};
-use crate::signing::amojo;
+use crate::ports::kommo::{KommoApi, KommoError};
+use crate::rules::retry::{RetryPolicy, is_retryable_status};
+use crate::signing::{Secret, amojo};
 use crate::time::{Clock, rfc2822};
 
 const API_PREFIX: &str = "/v2/origin/custom";
 
-/// Why an amojo call did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KommoError {
-    /// amojo refused the request (a 4xx other than 429): retrying would not help.
-    #[error("amojo refused the call with {status}: {error_type} {description}")]
-    Rejected { status: u16, error_type: String, description: String },
-    /// amojo could not be reached or kept failing (429, 5xx, timeouts) until the retries ran out;
-    /// `retry_after` when amojo asked for a longer pause than is waited out in process.
-    #[error("amojo unavailable after {attempts} attempts: {reason}")]
-    Unavailable { attempts: u32, status: Option<u16>, reason: String, retry_after: Option<Duration> },
-    /// amojo answered 2xx with a body the bridge cannot read.
-    #[error("amojo answered with an unreadable body: {0}")]
-    InvalidResponse(String),
-}
-
-/// What the bridge asks of Kommo (a port: the HTTP client below, or a fake in tests).
-#[async_trait]
-pub trait KommoApi: Send + Sync {
-    async fn connect(&self, request: &ConnectRequest) -> Result<ConnectResponse, KommoError>;
-    async fn disconnect(&self, request: &DisconnectRequest) -> Result<(), KommoError>;
-    async fn create_chat(&self, scope_id: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError>;
-    async fn import_message(
-        &self,
-        scope_id: &str,
-        request: &ImportMessageRequest,
-    ) -> Result<ImportMessageResponse, KommoError>;
-    /// Shows the client typing for 5 s. One quick retry at most: typing is ephemeral.
-    async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError>;
-    async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError>;
-}
-
 /// amojo over HTTPS.
-#[cfg(feature = "adapters")]
 pub struct AmojoClient {
     http: reqwest::Client,
     base_url: String,
@@ -66,7 +30,6 @@ pub struct AmojoClient {
     retry: RetryPolicy,
 }
 
-#[cfg(feature = "adapters")]
 impl AmojoClient {
     pub fn new(
         http: reqwest::Client,
@@ -152,7 +115,6 @@ impl AmojoClient {
     }
 }
 
-#[cfg(feature = "adapters")]
 #[async_trait]
 impl KommoApi for AmojoClient {
     async fn connect(&self, request: &ConnectRequest) -> Result<ConnectResponse, KommoError> {
@@ -189,7 +151,6 @@ impl KommoApi for AmojoClient {
 }
 
 /// amojo's error body: `{"error_code": 403, "error_type": "...", "error_description": "..."}`.
-#[cfg(feature = "adapters")]
 fn rejected(status: u16, body: &[u8]) -> KommoError {
     #[derive(serde::Deserialize, Default)]
     struct AmojoErrorBody {

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::*;
+use crate::models::status::DeliveryStatus;
+use crate::ports::store::*;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -524,7 +525,7 @@ impl SendTurns for MemoryStore {
         if let Some((_, until_ms)) = lane.holder.as_ref().filter(|(_, until_ms)| *until_ms > now_ms) {
             return Ok(Turn::Busy { until_ms: *until_ms });
         }
-        let token = hex::encode(crate::config::random_bytes::<8>());
+        let token = hex::encode(crate::ids::random_bytes::<8>());
         lane.holder = Some((token.clone(), now_ms + hold_ms));
         Ok(Turn::Yours { token, sent_mark: lane.sent_mark })
     }

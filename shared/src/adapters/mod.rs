@@ -1,0 +1,23 @@
+//! Adapters: the ports' implementations. Each depends on the ports and the wire only, never on
+//! a flow or the composition root.
+//!
+//! - [`memory`]: the embedded store (the dev server's default, the simulations').
+//! - [`dynamo`]: the store on one DynamoDB table.
+//! - [`in_process_timers`]: timers as tokio tasks (the dev server); [`sqs`]: SQS message timers.
+//! - [`amojo`], [`chat_http`]: the HTTPS clients of Kommo's Chat API and the chat service,
+//!   over [`outbound`]'s one client and retry loop.
+
+#[cfg(feature = "adapters")]
+pub mod amojo;
+#[cfg(feature = "adapters")]
+pub mod aws;
+#[cfg(feature = "adapters")]
+pub mod chat_http;
+#[cfg(feature = "adapters")]
+pub mod dynamo;
+pub mod in_process_timers;
+pub mod memory;
+#[cfg(feature = "adapters")]
+pub mod outbound;
+#[cfg(feature = "adapters")]
+pub mod sqs;

@@ -1,0 +1,185 @@
+//! Everything that arrives from the chat service (the `chat-callback` function): its events,
+//! verified per Standard Webhooks over the raw body and refused when replayed, and its pull of
+//! the managers online in a conversation.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::config::Config;
+use super::http::{
+    ApiError, HttpRequest, HttpResponse, header_str, json_response, parse_json, standard_webhook_headers,
+};
+use crate::flows::FlowError;
+use crate::flows::client_messages::ClientMessages;
+use crate::flows::client_presence::ClientPresence;
+use crate::flows::client_typing::ClientTyping;
+use crate::flows::delivery_status::DeliveryStatuses;
+use crate::flows::manager_presence::ManagerPresence;
+use crate::models::chat::ChatEvent;
+use crate::ports::store::DedupeKeys;
+use crate::rules::validation::check_chat_event;
+use crate::signing::standard_webhooks;
+use crate::time::Clock;
+
+/// How long a chat-service `webhook-id` is remembered: a signed request stays valid while its
+/// timestamp is within the tolerance of the clock, either side, so twice that covers every replay.
+const REPLAY_MEMORY_MS: i64 = 2 * standard_webhooks::TOLERANCE_S * 1000;
+
+pub struct ChatSide {
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    /// The `webhook-id`s accepted lately.
+    pub replays: Arc<dyn DedupeKeys>,
+    pub client_typing: ClientTyping,
+    pub client_messages: ClientMessages,
+    pub statuses: DeliveryStatuses,
+    pub client_presence: ClientPresence,
+    pub manager_presence: ManagerPresence,
+}
+
+impl ChatSide {
+    /// A request from the chat service: Standard Webhooks over the raw body, in constant time.
+    fn verify_signature(&self, request: &HttpRequest) -> Result<(), ApiError> {
+        self.config
+            .chat_service_secret
+            .verify(&standard_webhook_headers(request), request.body(), self.clock.now_s())
+            .map_err(|e| ApiError::bad_signature(e.to_string()))
+    }
+
+    /// `POST /chat/events`: Standard Webhooks verified over the raw body, then parsed. A
+    /// `webhook-id` is accepted once: a captured request replayed within the signature's
+    /// tolerance gets 409 and changes nothing. An event whose handling fails is forgotten, so
+    /// the sender's retry with the same id is handled, not refused.
+    pub async fn event(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        self.verify_signature(request)?;
+        let event: ChatEvent = parse_json(request.body())?;
+        let scope_id = event.scope_id();
+        let span = tracing::Span::current();
+        span.record("scope_id", scope_id);
+        span.record("kind", event.type_name());
+        if let Some(conversation_id) = event.conversation_id() {
+            span.record("conversation_id", conversation_id);
+        }
+        if let Some(msgid) = event.msgid() {
+            span.record("msgid", msgid);
+        }
+        if self.config.account_of_scope(scope_id).is_none() {
+            return Err(ApiError::unknown_scope());
+        }
+        // Before its webhook-id is remembered, so that a malformed event changes nothing at all.
+        check_chat_event(&event)?;
+        let webhook_id = header_str(request, "webhook-id").unwrap_or_default(); // verified present
+        let replay_key = format!("webhook-id#{webhook_id}");
+        let first = self.replays.claim(scope_id, &replay_key, self.clock.now_ms(), REPLAY_MEMORY_MS).await;
+        if !first.map_err(FlowError::from)? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replayed_webhook",
+                "this webhook-id was already accepted; the event is not applied twice",
+            ));
+        }
+        if let Err(error) = self.apply(&event).await {
+            if let Err(release_error) = self.replays.release(scope_id, &replay_key).await {
+                tracing::error!(error = %release_error, "a failed event's webhook-id could not be released");
+            }
+            return Err(error.into());
+        }
+        tracing::info!("chat event accepted");
+        Ok(json_response(StatusCode::OK, &json!({"accepted": true})))
+    }
+
+    async fn apply(&self, event: &ChatEvent) -> Result<(), FlowError> {
+        match event {
+            ChatEvent::TypingStarted(typing) => self.client_typing.on_started(typing).await,
+            ChatEvent::TypingStopped(typing) => {
+                self.client_typing.end(&typing.scope_id, &typing.conversation_id, &typing.user_id).await
+            }
+            ChatEvent::MessageCreated(message) => self.client_messages.on_message(message).await,
+            ChatEvent::MessageStatus(report) => self.statuses.on_report(report).await,
+            ChatEvent::PresenceOnline(presence) | ChatEvent::PresenceHeartbeat(presence) => {
+                self.client_presence.on_heartbeat(presence).await
+            }
+            ChatEvent::PresenceOffline(presence) => self.client_presence.on_offline(presence).await,
+        }
+    }
+
+    /// `GET /chat/presence?scope_id=…&conversation_id=…`, signed like the chat service's events
+    /// (over an empty body): the managers online in that conversation.
+    pub async fn presence_pull(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        self.verify_signature(request)?;
+        let query = request.uri().query().unwrap_or_default();
+        let param = |name: &str| {
+            query_param(query, name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("the {name} query parameter is required"))
+            })
+        };
+        let (scope_id, conversation_id) = (param("scope_id")?, param("conversation_id")?);
+        let span = tracing::Span::current();
+        span.record("scope_id", scope_id.as_str());
+        span.record("conversation_id", conversation_id.as_str());
+        span.record("kind", "presence_pull");
+        if self.config.account_of_scope(&scope_id).is_none() {
+            return Err(ApiError::unknown_scope());
+        }
+        let managers: Vec<_> = self
+            .manager_presence
+            .online_in(&scope_id, &conversation_id)
+            .await?
+            .into_iter()
+            .map(|(id, last_seen_ms)| json!({"id": id, "last_seen_at": last_seen_ms.div_euclid(1000)}))
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"scope_id": scope_id, "conversation_id": conversation_id, "managers": managers}),
+        ))
+    }
+}
+
+/// One query parameter, percent-decoded (`+` as a space).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| percent_decode(value))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_found_and_decoded() {
+        let query = "scope_id=chan_acc%2D1&conversation_id=conv+1&x=%zz";
+        assert_eq!(query_param(query, "scope_id").as_deref(), Some("chan_acc-1"));
+        assert_eq!(query_param(query, "conversation_id").as_deref(), Some("conv 1"));
+        assert_eq!(query_param(query, "x").as_deref(), Some("%zz"));
+        assert_eq!(query_param(query, "missing"), None);
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

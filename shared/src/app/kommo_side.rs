@@ -1,0 +1,186 @@
+//! Everything that arrives from Kommo (the `kommo-webhook` function): the chat webhooks,
+//! verified over the raw body, and the Kommo UI widget's calls (`/kommo/ui/...`).
+//!
+//! The widget calls through Kommo's `$authorizedAjax`, which adds `X-Auth-Token`, a one-time
+//! JWT signed with the integration's secret: it proves the Kommo account and user. The account
+//! maps to a scope through `KOMMO_ACCOUNTS`; a conversation may be named by the integration's
+//! id or by Kommo's chat id (what the widget sees). Browsers call from the account's Kommo
+//! domain, so these routes answer CORS for the allowed origins, errors included.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::config::Config;
+use super::http::{ApiError, HttpRequest, HttpResponse, header_str, json_response, parse_json};
+use super::routes::RouteId;
+use crate::flows::client_presence::ClientPresence;
+use crate::flows::manager_messages::ManagerMessages;
+use crate::flows::manager_presence::ManagerPresence;
+use crate::flows::manager_typing::ManagerTyping;
+use crate::flows::read_receipts::ReadReceipts;
+use crate::models::kommo::{KommoWebhook, WebhookKind};
+use crate::ports::store::Conversations;
+use crate::signing::{kommo_webhook, one_time_token};
+use crate::time::Clock;
+
+/// How long a browser may cache a preflight answer.
+const PREFLIGHT_MAX_AGE_S: &str = "600";
+
+pub struct KommoSide {
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub conversations: Arc<dyn Conversations>,
+    pub manager_typing: ManagerTyping,
+    pub manager_messages: ManagerMessages,
+    pub manager_presence: ManagerPresence,
+    pub client_presence: ClientPresence,
+    pub read_receipts: ReadReceipts,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ManagerState {
+    Viewing,
+    Left,
+}
+
+#[derive(Deserialize)]
+struct PresenceBody {
+    state: ManagerState,
+}
+
+impl KommoSide {
+    /// `POST /kommo/webhook/{scope_id}`: verified over the raw body, then parsed. Kommo sends
+    /// each webhook once and wants exactly 200 within 5 s.
+    pub async fn webhook(&self, scope_id: &str, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        let span = tracing::Span::current();
+        span.record("scope_id", scope_id);
+        let account_id = self.config.account_of_scope(scope_id).ok_or_else(ApiError::unknown_scope)?;
+        kommo_webhook::verify(self.config.channel_secret.expose(), request.body(), header_str(request, "x-signature"))
+            .map_err(|e| ApiError::bad_signature(e.to_string()))?;
+        let webhook: KommoWebhook = parse_json(request.body())?;
+        if webhook.account_id != account_id {
+            return Err(ApiError::bad_request("scope_mismatch", "account_id does not match the scope_id in the path"));
+        }
+        match webhook.kind() {
+            WebhookKind::ManagerTyping(typing) => {
+                span.record("kind", "manager_typing");
+                span.record("conversation_id", typing.conversation.integration_id());
+                self.manager_typing.on_webhook(scope_id, typing).await?
+            }
+            WebhookKind::ManagerMessage(message) => {
+                span.record("kind", "manager_message");
+                span.record("conversation_id", message.conversation.integration_id());
+                if let Some(msgid) = message.message.id.as_deref() {
+                    span.record("msgid", msgid);
+                }
+                self.manager_messages.on_webhook(scope_id, message).await?
+            }
+            WebhookKind::Reaction(_) => {
+                span.record("kind", "reaction");
+            }
+            WebhookKind::Other => {
+                span.record("kind", "other");
+            }
+        }
+        tracing::info!("kommo webhook accepted");
+        Ok(json_response(StatusCode::OK, &json!({})))
+    }
+
+    /// A `/kommo/ui/conversations/{conversation}/…` request, CORS answered on every outcome.
+    pub async fn ui(&self, route: RouteId, conversation: &str, request: &HttpRequest) -> HttpResponse {
+        let origin = header_str(request, "origin").filter(|origin| self.config.ui_origin_allowed(origin));
+        if request.method() == Method::OPTIONS {
+            return preflight(origin);
+        }
+        let mut response = match self.ui_call(route, conversation, request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        response
+    }
+
+    async fn ui_call(
+        &self,
+        route: RouteId,
+        conversation: &str,
+        request: &HttpRequest,
+    ) -> Result<HttpResponse, ApiError> {
+        let now_s = self.clock.now_s();
+        let claims =
+            one_time_token::verify(self.config.integration_secret.expose(), header_str(request, "x-auth-token"), now_s)
+                .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))?;
+        let scope_id = self.config.scope_of_account(&claims.account_id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "account_not_linked",
+                "this Kommo account is not served by this bridge",
+            )
+        })?;
+        let known = self
+            .conversations
+            .find_conversation(&scope_id, conversation)
+            .await
+            .map_err(crate::flows::FlowError::from)?;
+        let conversation_id = known.as_ref().map_or(conversation, |c| c.conversation_id.as_str());
+        let span = tracing::Span::current();
+        span.record("scope_id", scope_id.as_str());
+        span.record("conversation_id", conversation_id);
+        match (route, request.method().clone()) {
+            (RouteId::UiPresence, Method::GET) => {
+                span.record("kind", "ui_client_presence");
+                let client = known.as_ref().and_then(|c| c.client_user_id.as_deref());
+                let (view, typing) = self.client_presence.view(&scope_id, conversation_id, client).await?;
+                let last_seen_at = view.last_seen_at_ms.map(|ms| ms.div_euclid(1000));
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"client": {"online": view.online, "last_seen_at": last_seen_at, "typing": typing}}),
+                ))
+            }
+            (RouteId::UiPresence, _) => {
+                let body: PresenceBody = parse_json(request.body())?;
+                let manager = &claims.user_id;
+                match body.state {
+                    ManagerState::Viewing => {
+                        span.record("kind", "ui_viewing");
+                        self.manager_presence.on_viewing(&scope_id, conversation_id, manager).await?
+                    }
+                    ManagerState::Left => {
+                        span.record("kind", "ui_left");
+                        self.manager_presence.on_left(&scope_id, conversation_id, manager).await?
+                    }
+                }
+                Ok(json_response(StatusCode::OK, &json!({"ok": true})))
+            }
+            _ => {
+                span.record("kind", "ui_read");
+                let read = self.read_receipts.on_opened(&scope_id, conversation_id).await?;
+                Ok(json_response(StatusCode::OK, &json!({"read": read})))
+            }
+        }
+    }
+}
+
+fn preflight(origin: Option<&str>) -> HttpResponse {
+    let Some(origin) = origin.and_then(|o| HeaderValue::from_str(o).ok()) else {
+        return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not call the bridge")
+            .into_response();
+    };
+    let mut response = HttpResponse::default();
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("X-Auth-Token, Content-Type"));
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(PREFLIGHT_MAX_AGE_S));
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}

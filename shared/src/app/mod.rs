@@ -1,0 +1,263 @@
+//! The composition root: configuration, routing, wiring and the mapping of domain errors to
+//! HTTP answers. It builds every flow with only the ports that flow uses, and routes a request
+//! to the side it arrived on ([`kommo_side`], [`chat_side`]) or a piece of due work to the
+//! dispatcher ([`crate::queued`]). Lambda and the dev server both call [`Bridge::handle`], so
+//! what runs locally is what is deployed. Nothing below this module imports it.
+
+mod chat_side;
+pub mod config;
+#[cfg(feature = "adapters")]
+pub mod deploy;
+pub mod http;
+mod kommo_side;
+#[cfg(feature = "lambda")]
+pub mod lambda;
+pub mod routes;
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use self::chat_side::ChatSide;
+use self::config::Config;
+use self::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES};
+use self::kommo_side::KommoSide;
+use self::routes::{EntryPoint, RouteId};
+use crate::flows::FlowError;
+use crate::flows::chat_delivery::ChatDelivery;
+use crate::flows::client_messages::{ClientMessages, MessageImport};
+use crate::flows::client_presence::ClientPresence;
+use crate::flows::client_typing::ClientTyping;
+use crate::flows::delivery_status::{DeliveryStatuses, StatusRegister, StatusReports};
+use crate::flows::manager_messages::{ManagerMessages, MessageRelay};
+use crate::flows::manager_presence::{ManagerPresence, ManagerPresenceExpiry};
+use crate::flows::manager_typing::{ManagerTyping, ManagerTypingExpiry};
+use crate::flows::read_receipts::ReadReceipts;
+use crate::ports::chat::ChatService;
+use crate::ports::kommo::KommoApi;
+use crate::ports::store::Store;
+use crate::ports::timers::{DueWork, Timers};
+use crate::queued::{Dispatcher, SqsBatchResponse, SqsEvent};
+use crate::time::Clock;
+
+/// The ports a bridge is built on: one adapter each.
+pub struct Ports {
+    pub clock: Arc<dyn Clock>,
+    pub store: Arc<dyn Store>,
+    pub kommo: Arc<dyn KommoApi>,
+    pub chat: Arc<dyn ChatService>,
+    pub timers: Arc<dyn Timers>,
+}
+
+pub struct Bridge {
+    pub config: Arc<Config>,
+    kommo_side: KommoSide,
+    chat_side: ChatSide,
+    queued: Dispatcher,
+}
+
+impl Bridge {
+    /// Wires every flow with the ports it uses, and only those.
+    pub fn new(config: Config, ports: Ports) -> Self {
+        let config = Arc::new(config);
+        let Ports { clock, store, kommo, chat, timers } = ports;
+        let retry = config.retry;
+        let privacy = config.privacy;
+        let delivery = ChatDelivery {
+            leases: store.clone(),
+            lanes: store.clone(),
+            timers: timers.clone(),
+            chat: chat.clone(),
+            clock: clock.clone(),
+            retry,
+        };
+        let register = StatusRegister { records: store.clone(), timers: timers.clone() };
+        let client_typing =
+            ClientTyping { leases: store.clone(), timers: timers.clone(), kommo: kommo.clone(), clock: clock.clone() };
+        let client_presence = ClientPresence {
+            windows: store.clone(),
+            conversations: store.clone(),
+            leases: store.clone(),
+            clock: clock.clone(),
+            settings: config.presence,
+        };
+        let manager_presence = ManagerPresence {
+            windows: store.clone(),
+            timers: timers.clone(),
+            clock: clock.clone(),
+            settings: config.presence,
+            enabled: privacy.forward_manager_presence,
+        };
+        let kommo_side = KommoSide {
+            config: config.clone(),
+            clock: clock.clone(),
+            conversations: store.clone(),
+            manager_typing: ManagerTyping {
+                leases: store.clone(),
+                timers: timers.clone(),
+                clock: clock.clone(),
+                enabled: privacy.forward_manager_typing,
+            },
+            manager_messages: ManagerMessages {
+                records: store.clone(),
+                conversations: store.clone(),
+                leases: store.clone(),
+                timers: timers.clone(),
+                kommo: kommo.clone(),
+                clock: clock.clone(),
+            },
+            manager_presence: manager_presence.clone(),
+            client_presence: client_presence.clone(),
+            read_receipts: ReadReceipts {
+                records: store.clone(),
+                conversations: store.clone(),
+                timers: timers.clone(),
+                clock: clock.clone(),
+                enabled: privacy.forward_read_receipts,
+            },
+        };
+        let chat_side = ChatSide {
+            config: config.clone(),
+            clock: clock.clone(),
+            replays: store.clone(),
+            client_typing: client_typing.clone(),
+            client_messages: ClientMessages {
+                records: store.clone(),
+                leases: store.clone(),
+                timers: timers.clone(),
+                clock: clock.clone(),
+            },
+            statuses: DeliveryStatuses { records: store.clone(), register: register.clone(), clock: clock.clone() },
+            client_presence,
+            manager_presence,
+        };
+        let queued = Dispatcher {
+            manager_typing: ManagerTypingExpiry {
+                leases: store.clone(),
+                lanes: store.clone(),
+                timers: timers.clone(),
+                clock: clock.clone(),
+                delivery: delivery.clone(),
+            },
+            manager_presence: ManagerPresenceExpiry {
+                windows: store.clone(),
+                timers: timers.clone(),
+                clock: clock.clone(),
+                delivery: delivery.clone(),
+            },
+            client_typing,
+            relay: MessageRelay {
+                records: store.clone(),
+                leases: store.clone(),
+                lanes: store.clone(),
+                timers: timers.clone(),
+                chat,
+                register,
+                clock: clock.clone(),
+                retry,
+            },
+            reports: StatusReports {
+                lanes: store.clone(),
+                timers: timers.clone(),
+                kommo: kommo.clone(),
+                clock: clock.clone(),
+                retry,
+            },
+            import: MessageImport { records: store.clone(), conversations: store, timers, kommo, clock, retry },
+            delivery,
+        };
+        Self { config, kommo_side, chat_side, queued }
+    }
+
+    #[cfg(feature = "adapters")]
+    /// The bridge with real HTTP clients for amojo and the chat service (one client, built once).
+    pub fn with_http_clients(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+        timers: Arc<dyn Timers>,
+    ) -> Self {
+        use crate::adapters::amojo::AmojoClient;
+        use crate::adapters::chat_http::{CHAT_REQUEST_TIMEOUT, HttpChatService};
+        use crate::rules::retry::RetryPolicy;
+        let http = crate::adapters::outbound::http_client(CHAT_REQUEST_TIMEOUT);
+        // Inline retries only: the queue carries longer backoff (config.retry), so no
+        // invocation waits out an outage.
+        let kommo = AmojoClient::new(
+            http.clone(),
+            &config.amojo_url,
+            &config.channel_id,
+            config.channel_secret.clone(),
+            clock.clone(),
+            RetryPolicy::INLINE,
+        );
+        let chat =
+            HttpChatService::new(http, &config.chat_service_url, config.chat_service_secret.clone(), clock.clone());
+        Self::new(config, Ports { clock, store, kommo: Arc::new(kommo), chat: Arc::new(chat), timers })
+    }
+
+    /// Answers one HTTP request for the routes `entry` serves; every failure is a JSON error.
+    /// One span per request carries the ids it names (never a message's text nor a secret).
+    pub async fn handle(&self, entry: EntryPoint, request: HttpRequest) -> HttpResponse {
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route = tracing::field::Empty,
+            kind = tracing::field::Empty,
+            scope_id = tracing::field::Empty,
+            conversation_id = tracing::field::Empty,
+            msgid = tracing::field::Empty,
+        );
+        async move {
+            match self.route(entry, &request).await {
+                Ok(response) => response,
+                Err(error) => {
+                    if error.status.is_server_error() {
+                        tracing::error!(code = error.code, "request failed");
+                    }
+                    error.into_response()
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn route(&self, entry: EntryPoint, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        let path = request.uri().path();
+        let matched = routes::find(request.method(), path)?;
+        if matched.served_by != entry {
+            return Err(ApiError::not_found("no_route", format!("no route for {path}")));
+        }
+        tracing::Span::current().record("route", matched.template);
+        if request.body().len() > MAX_BODY_BYTES {
+            return Err(ApiError::payload_too_large());
+        }
+        match matched.id {
+            RouteId::KommoWebhook => self.kommo_side.webhook(matched.params[0], request).await,
+            RouteId::ChatEvents => self.chat_side.event(request).await,
+            RouteId::ChatPresence => self.chat_side.presence_pull(request).await,
+            RouteId::UiPresence | RouteId::UiRead => {
+                Ok(self.kommo_side.ui(matched.id, matched.params[0], request).await)
+            }
+            RouteId::Healthz | RouteId::SinkAmojo | RouteId::SinkChat => {
+                Err(ApiError::not_found("no_route", format!("no route for {path}")))
+            }
+        }
+    }
+
+    /// Runs one piece of due work (see [`Dispatcher::run`]).
+    pub async fn run_due(&self, work: DueWork) -> Result<(), FlowError> {
+        self.queued.run(work).await
+    }
+
+    /// Runs an SQS batch of due work (see [`Dispatcher::run_batch`]).
+    pub async fn handle_sqs_batch(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.queued.run_batch(event).await
+    }
+
+    /// The dispatcher of due work, for the in-process timer loop.
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        Arc::new(self.queued.clone())
+    }
+}

@@ -1,0 +1,157 @@
+//! Every event the bridge sends the chat service goes out here, as queued work: one attempt
+//! (with a quick retry inside), queued again with backoff while the chat service is unavailable,
+//! until the retry policy runs out. A typing signal whose moment has passed is not sent at all.
+//!
+//! A manager's typing goes out in its lane ([`crate::rules::lanes`]), one event at a time, and
+//! only when it changes what the chat service shows and is true
+//! ([`crate::rules::typing::typing_send_due`]): `typing.started` while a lease lives and the
+//! indicator is off there, `typing.stopped` while none lives and it is on. So starts and stops
+//! alternate, whatever order the queue ran them in. When the lease ended while
+//! `typing.started` was on its way, a `typing.stopped` follows.
+
+use std::sync::Arc;
+
+use super::FlowError;
+use crate::ids::random_bytes;
+use crate::models::chat::{BridgeEvent, ManagerRef};
+use crate::ports::chat::{ChatError, ChatService};
+use crate::ports::store::{LeaseKey, SendTurns, Turn, TypingLeases};
+use crate::ports::timers::{DueWork, Timers};
+use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
+use crate::rules::retry::{RetryPolicy, wait_before_retry};
+use crate::rules::typing::{
+    SendOutcome, TypingEvent, TypingShown, stop_owed_after, typing_send_due, typing_shown_after,
+};
+use crate::time::Clock;
+
+#[derive(Clone)]
+pub struct ChatDelivery {
+    pub leases: Arc<dyn TypingLeases>,
+    pub lanes: Arc<dyn SendTurns>,
+    pub timers: Arc<dyn Timers>,
+    pub chat: Arc<dyn ChatService>,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+}
+
+impl ChatDelivery {
+    /// One delivery attempt of `event` under `webhook_id` (the same across its retries).
+    pub async fn deliver(&self, event: BridgeEvent, webhook_id: String, attempt: u32) -> Result<(), FlowError> {
+        let now = self.clock.now_ms();
+        if let BridgeEvent::TypingStarted { expires_at, .. } = &event
+            && expires_at.saturating_mul(1000) <= now
+        {
+            tracing::debug!("typing.started past its expiry; not sent");
+            return Ok(());
+        }
+        let Some((key, typing)) = manager_typing_of(&event) else {
+            return self.send(event, webhook_id, attempt, now).await.map(drop);
+        };
+        let lane = key.lane();
+        let (token, shown) = match self.lanes.take_turn(&key.scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+            Turn::Busy { until_ms } => {
+                let again = DueWork::DeliverChatEvent { event, webhook_id, attempt };
+                return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
+            }
+            Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
+        };
+        let sent = self.send_manager_typing(&key, typing, event, webhook_id, attempt, now, shown).await;
+        let mark = sent.as_ref().ok().copied().flatten().map(TypingShown::mark);
+        self.lanes.end_turn(&key.scope_id, &lane, &token, mark).await?;
+        sent.map(drop)
+    }
+
+    /// Sends a manager typing event inside its lane's turn, if it is due; returns what the chat
+    /// service shows after it, if that changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_manager_typing(
+        &self,
+        key: &LeaseKey,
+        typing: TypingEvent,
+        event: BridgeEvent,
+        webhook_id: String,
+        attempt: u32,
+        now: i64,
+        shown: TypingShown,
+    ) -> Result<Option<TypingShown>, FlowError> {
+        let live = self.leases.get_lease(key, now).await?.is_some();
+        if !typing_send_due(typing, live, shown, attempt > 0) {
+            tracing::debug!(?typing, live, "typing event changes nothing true; not sent");
+            return Ok(None);
+        }
+        let stop = typing_stopped_for(&event);
+        let outcome = self.send(event, webhook_id, attempt, now).await?;
+        let after = typing_shown_after(typing, shown, outcome);
+        if outcome == SendOutcome::Delivered
+            && let Some(stopped) = stop
+        {
+            let live_now = self.leases.get_lease(key, self.clock.now_ms()).await?.is_some();
+            if stop_owed_after(typing, outcome, live_now) {
+                tracing::info!("the lease ended while typing.started was on its way; stopping again");
+                self.timers.schedule(DueWork::deliver(stopped), self.clock.now_ms()).await?;
+            }
+        }
+        Ok(after)
+    }
+
+    /// One attempt at a chat-service event. Unavailable: queued again with backoff, or given
+    /// up once the retry policy runs out.
+    async fn send(
+        &self,
+        event: BridgeEvent,
+        webhook_id: String,
+        attempt: u32,
+        now: i64,
+    ) -> Result<SendOutcome, FlowError> {
+        match self.chat.deliver(&event, &webhook_id, RetryPolicy::EPHEMERAL).await {
+            Ok(_) => Ok(SendOutcome::Delivered),
+            Err(ChatError::Rejected { status, code, .. }) => {
+                tracing::warn!(status, code, "the chat service refused an event");
+                Ok(SendOutcome::Refused)
+            }
+            Err(ChatError::Unavailable { reason, .. }) => {
+                let next = attempt + 1;
+                if next >= self.retry.max_attempts {
+                    tracing::error!(%reason, attempts = next, "event not delivered; given up");
+                    return Ok(SendOutcome::Uncertain);
+                }
+                let wait = wait_before_retry(&self.retry, next, None, u64::from_le_bytes(random_bytes::<8>()));
+                let again = DueWork::DeliverChatEvent { event, webhook_id, attempt: next };
+                self.timers.schedule(again, now + wait.as_millis() as i64).await?;
+                Ok(SendOutcome::Uncertain)
+            }
+        }
+    }
+}
+
+/// The lease a manager typing event speaks of, and which event it is.
+fn manager_typing_of(event: &BridgeEvent) -> Option<(LeaseKey, TypingEvent)> {
+    match event {
+        BridgeEvent::TypingStarted { scope_id, conversation_id, manager, .. } => {
+            Some((LeaseKey::manager(scope_id, conversation_id, &manager.id), TypingEvent::Started))
+        }
+        BridgeEvent::TypingStopped { scope_id, conversation_id, manager } => {
+            Some((LeaseKey::manager(scope_id, conversation_id, &manager.id), TypingEvent::Stopped))
+        }
+        _ => None,
+    }
+}
+
+/// The `typing.stopped` that ends what a `typing.started` began.
+fn typing_stopped_for(event: &BridgeEvent) -> Option<BridgeEvent> {
+    match event {
+        BridgeEvent::TypingStarted { scope_id, conversation_id, manager, .. } => {
+            Some(typing_stopped(scope_id, conversation_id, &manager.id))
+        }
+        _ => None,
+    }
+}
+
+/// `typing.stopped` for `manager_id` in a conversation.
+pub fn typing_stopped(scope_id: &str, conversation_id: &str, manager_id: &str) -> BridgeEvent {
+    BridgeEvent::TypingStopped {
+        scope_id: scope_id.to_owned(),
+        conversation_id: conversation_id.to_owned(),
+        manager: ManagerRef { id: manager_id.to_owned(), name: None },
+    }
+}

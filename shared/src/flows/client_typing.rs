@@ -1,0 +1,93 @@
+//! A client's typing, chat service → Kommo. The chat service's `typing.started` extends the
+//! client's lease in one conditional write. The signal that starts a lease calls amojo at once
+//! (Kommo shows it for 5 s) and starts a refresh chain: a timer every 4 s that, while the lease
+//! lives, claims and makes the next call. However often the client signals, Kommo gets one call
+//! per 4 s, and `typing.stopped` (or a client message, or the lease running out) ends it: no
+//! call after.
+
+use std::sync::Arc;
+
+use super::FlowError;
+use crate::models::chat::ClientTyping as TypingSignal;
+use crate::models::kommo::{SenderRef, TypingRequest};
+use crate::ports::kommo::KommoApi;
+use crate::ports::store::{ClientSignal, LeaseKey, TypingLeases};
+use crate::ports::timers::{DueWork, Timers};
+use crate::rules::typing::{KOMMO_TYPING_INTERVAL_MS, RefreshStep, client_typing_ttl_ms, refresh_step};
+use crate::time::Clock;
+
+/// Both halves: the chat service's signals and the queued refresh chain use the same ports.
+#[derive(Clone)]
+pub struct ClientTyping {
+    pub leases: Arc<dyn TypingLeases>,
+    pub timers: Arc<dyn Timers>,
+    pub kommo: Arc<dyn KommoApi>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ClientTyping {
+    /// The chat service's `typing.started`: one conditional write while a lease lives; the one
+    /// that starts a lease also shows the typing at once and starts the refresh chain.
+    pub async fn on_started(&self, typing: &TypingSignal) -> Result<(), FlowError> {
+        let ttl_ms = client_typing_ttl_ms(typing.ttl_ms)?;
+        let now = self.clock.now_ms();
+        let key = LeaseKey::client(&typing.scope_id, &typing.conversation_id, &typing.user_id);
+        let signal = self.leases.client_typing_signal(&key, now, now + ttl_ms, KOMMO_TYPING_INTERVAL_MS).await?;
+        let ClientSignal::Started { forward_now, next_forward_at_ms } = signal else {
+            return Ok(());
+        };
+        if forward_now {
+            self.show(&key, &typing.user_id).await;
+        }
+        self.timers.schedule(refresh(&key, &typing.user_id), next_forward_at_ms).await?;
+        Ok(())
+    }
+
+    /// The chat service's `typing.stopped` (or the client's message): no typing call after this.
+    pub async fn end(&self, scope_id: &str, conversation_id: &str, user_id: &str) -> Result<(), FlowError> {
+        let key = LeaseKey::client(scope_id, conversation_id, user_id);
+        self.leases.end(&key, self.clock.now_ms()).await?;
+        Ok(())
+    }
+
+    /// The refresh chain of a client's lease: while it lives, claims and makes the next typing
+    /// call, then looks again one interval later. A claim denied (the lease ended, or another
+    /// chain of the same lease made the call) ends this chain, so chains never pile up.
+    pub async fn refresh(&self, scope_id: &str, conversation_id: &str, user_id: &str) -> Result<(), FlowError> {
+        let now = self.clock.now_ms();
+        let key = LeaseKey::client(scope_id, conversation_id, user_id);
+        let Some(lease) = self.leases.get_lease(&key, now).await? else {
+            return Ok(()); // stopped or lapsed: the chain ends here
+        };
+        let next_look = match refresh_step(lease.expires_at_ms, now) {
+            RefreshStep::LookAgainAt(at_ms) => at_ms,
+            RefreshStep::Show if self.leases.claim_refresh(&key, now, KOMMO_TYPING_INTERVAL_MS).await? => {
+                self.show(&key, user_id).await;
+                now + KOMMO_TYPING_INTERVAL_MS
+            }
+            RefreshStep::Show => return Ok(()),
+        };
+        self.timers.schedule(refresh(&key, user_id), next_look).await?;
+        Ok(())
+    }
+
+    /// One amojo typing call; a failure is logged and dropped (after the client's one quick
+    /// retry): typing is ephemeral and must never hold up other work.
+    async fn show(&self, key: &LeaseKey, user_id: &str) {
+        let request = TypingRequest {
+            conversation_id: key.conversation_id.clone(),
+            sender: SenderRef { id: user_id.to_owned() },
+        };
+        if let Err(error) = self.kommo.typing(&key.scope_id, &request).await {
+            tracing::warn!(%error, "client typing not shown in Kommo; dropped");
+        }
+    }
+}
+
+fn refresh(key: &LeaseKey, user_id: &str) -> DueWork {
+    DueWork::ClientTypingRefresh {
+        scope_id: key.scope_id.clone(),
+        conversation_id: key.conversation_id.clone(),
+        user_id: user_id.to_owned(),
+    }
+}

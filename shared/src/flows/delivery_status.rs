@@ -1,0 +1,143 @@
+//! Delivery status of a manager's message, chat service → Kommo. Statuses go through the
+//! monotonic register: only a change that sticks is reported to Kommo, once, inside the
+//! message's status lane ([`crate::rules::lanes`]), so the reports reach Kommo in the
+//! register's order and Kommo's status never goes backwards.
+
+use std::sync::Arc;
+
+use super::FlowError;
+use crate::ids::random_bytes;
+use crate::models::chat::StatusReport;
+use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
+use crate::ports::kommo::{KommoApi, KommoError};
+use crate::ports::store::{MessageRecords, SendTurns, StatusChange, Turn};
+use crate::ports::timers::{DueWork, Timers};
+use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, status_lane};
+use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
+use crate::rules::status::{Report, report_decision};
+use crate::rules::validation::{Rejection, reported_status};
+use crate::time::Clock;
+
+/// `read` with `up_to` marks at most this many earlier messages.
+pub const READ_UP_TO_LIMIT: usize = 50;
+
+/// The register: a status is applied in one conditional write, and only a change that sticks
+/// queues its one report to Kommo.
+#[derive(Clone)]
+pub struct StatusRegister {
+    pub records: Arc<dyn MessageRecords>,
+    pub timers: Arc<dyn Timers>,
+}
+
+impl StatusRegister {
+    pub async fn apply(
+        &self,
+        scope_id: &str,
+        kommo_msgid: &str,
+        status: &DeliveryStatus,
+        now: i64,
+    ) -> Result<(), FlowError> {
+        match self.records.advance_status(scope_id, kommo_msgid, status, now).await? {
+            StatusChange::Advanced { .. } => {
+                let request = DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: status.clone() };
+                let report = DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt: 0 };
+                self.timers.schedule(report, now).await?;
+            }
+            StatusChange::Unchanged { current_rank } => {
+                tracing::info!(kommo_msgid, rank = status.rank(), current_rank, "status ignored: not forward");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The chat service's `message.status`.
+#[derive(Clone)]
+pub struct DeliveryStatuses {
+    pub records: Arc<dyn MessageRecords>,
+    pub register: StatusRegister,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl DeliveryStatuses {
+    /// Applies a report (checked by [`reported_status`]) to the message it names, or with
+    /// `up_to` to every earlier manager message of its conversation too.
+    pub async fn on_report(&self, report: &StatusReport) -> Result<(), FlowError> {
+        let status = reported_status(report)?;
+        let scope_id = report.scope_id.as_str();
+        let kommo_msgid = match (&report.reference, &report.msgid) {
+            (Some(reference), _) if !reference.is_empty() => reference.clone(),
+            (_, Some(msgid)) => {
+                self.records.kommo_msgid_for(scope_id, msgid).await?.ok_or(Rejection::UnknownMessage)?
+            }
+            _ => return Err(Rejection::invalid("name the message by msgid or reference").into()),
+        };
+        let now = self.clock.now_ms();
+        let mut targets = vec![kommo_msgid.clone()];
+        if report.up_to
+            && let Some(record) = self.records.get_message(scope_id, &kommo_msgid).await?
+            && !record.conversation_id.is_empty()
+        {
+            targets = self
+                .records
+                .outgoing_up_to(scope_id, &record.conversation_id, record.created_at_ms, READ_UP_TO_LIMIT)
+                .await?;
+        }
+        for target in targets {
+            self.register.apply(scope_id, &target, &status, now).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The queued half: the status call to Kommo.
+#[derive(Clone)]
+pub struct StatusReports {
+    pub lanes: Arc<dyn SendTurns>,
+    pub timers: Arc<dyn Timers>,
+    pub kommo: Arc<dyn KommoApi>,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+}
+
+impl StatusReports {
+    /// Made inside the message's status lane: a report that a better one has already reached
+    /// Kommo is dropped ([`report_decision`]). The client retries 429 (honouring
+    /// `Retry-After`) and 5xx a few times, re-signing every attempt; past that, the call is
+    /// queued again with backoff.
+    pub async fn report(&self, scope_id: &str, request: DeliveryStatusRequest, attempt: u32) -> Result<(), FlowError> {
+        let now = self.clock.now_ms();
+        let lane = status_lane(&request.msgid);
+        let token = match self.lanes.take_turn(scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+            Turn::Busy { until_ms } => {
+                let again = DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt };
+                return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
+            }
+            Turn::Yours { token, sent_mark } => match report_decision(sent_mark, &request.status) {
+                Report::Send => token,
+                Report::Overtaken => {
+                    tracing::info!(kommo_msgid = %request.msgid, "delivery status overtaken by a later one; not sent");
+                    return Ok(self.lanes.end_turn(scope_id, &lane, &token, None).await?);
+                }
+            },
+        };
+        let outcome = self.kommo.delivery_status(scope_id, &request).await;
+        let mark = outcome.is_ok().then_some(request.status.report_mark());
+        self.lanes.end_turn(scope_id, &lane, &token, mark).await?;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(KommoError::Unavailable { reason, retry_after, .. }) if attempt + 1 < self.retry.max_attempts => {
+                let random = u64::from_le_bytes(random_bytes::<8>());
+                let at = self.clock.now_ms() + requeue_delay_ms(&self.retry, attempt + 1, retry_after, random);
+                tracing::warn!(kommo_msgid = %request.msgid, %reason, "delivery status queued again");
+                let again =
+                    DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt: attempt + 1 };
+                Ok(self.timers.schedule(again, at).await?)
+            }
+            Err(error) => {
+                tracing::error!(kommo_msgid = %request.msgid, %error, "delivery status not reported to Kommo");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! A manager's message, Kommo → chat service. The webhook records it once per Kommo msgid, ends
+//! the manager's typing and queues the relay, all before the 200. The relay (queued work) sends
+//! `typing.stopped` first if the chat service shows the manager typing, then `message.created`,
+//! then `typing.started` again if the manager has gone on typing meanwhile; it retries with
+//! backoff, and a refusal or the retries running out become an error status in Kommo
+//! (901–905, [`crate::rules::status::refusal_to_error`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::FlowError;
+use super::chat_delivery::typing_stopped;
+use super::delivery_status::StatusRegister;
+use crate::ids::{new_webhook_id, random_bytes};
+use crate::models::chat::{BridgeEvent, ManagerRef};
+use crate::models::kommo::ManagerMessage;
+use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
+use crate::ports::chat::{ChatError, ChatService};
+use crate::ports::kommo::KommoApi;
+use crate::ports::store::{
+    Conversations, Direction, LeaseKey, MessageRecord, MessageRecords, RelayOutcome, RelayState, SendTurns, Turn,
+    TypingLeases,
+};
+use crate::ports::timers::{DueWork, Timers};
+use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
+use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
+use crate::rules::status::{RELAY_GIVEN_UP, refusal_to_error};
+use crate::rules::typing::{
+    SendOutcome, StopBeforeMessage, TypingShown, kommo_expired_at_s, lane_may_show_typing, stop_before_message,
+};
+use crate::rules::validation::Rejection;
+use crate::time::Clock;
+
+/// A relay worker holds a message this long; a crashed worker's claim lapses after it.
+const RELAY_HOLD_MS: i64 = 60_000;
+/// One attempt per run: the retries of queued work are new queue messages with backoff.
+const ONE_ATTEMPT: RetryPolicy = RetryPolicy { max_attempts: 1, ..RetryPolicy::EPHEMERAL };
+/// How long the webhook waits for its 903 report when the relay could not be queued: Kommo
+/// waits 5 s in all.
+const FAULT_REPORT_BUDGET: Duration = Duration::from_millis(1500);
+
+/// The webhook's half.
+#[derive(Clone)]
+pub struct ManagerMessages {
+    pub records: Arc<dyn MessageRecords>,
+    pub conversations: Arc<dyn Conversations>,
+    pub leases: Arc<dyn TypingLeases>,
+    pub timers: Arc<dyn Timers>,
+    /// Only for the 903 Kommo must see when the relay cannot even be queued.
+    pub kommo: Arc<dyn KommoApi>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ManagerMessages {
+    /// Kommo's outgoing-message webhook: recorded (deduplicated on the Kommo msgid), the
+    /// manager's typing ended, and the relay queued, all before the 200.
+    pub async fn on_webhook(&self, scope_id: &str, message: &ManagerMessage) -> Result<(), FlowError> {
+        let kommo_msgid = message
+            .message
+            .id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Rejection::invalid("message.message.id is required"))?;
+        let now = self.clock.now_ms();
+        let conversation_id = message.conversation.integration_id();
+        let created_at_ms = message.msec_timestamp.unwrap_or(message.timestamp.saturating_mul(1000));
+        let record = MessageRecord {
+            scope_id: scope_id.to_owned(),
+            kommo_msgid: kommo_msgid.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            direction: Direction::Outgoing,
+            chat_msgid: None,
+            created_at_ms,
+            status_rank: None,
+            relay: RelayState::Pending,
+        };
+        if !self.records.insert_message(&record).await? {
+            // Kommo sends a webhook again only after an error answer, which may have come after
+            // the record was written but before the relay was queued: then the relay is queued
+            // now (the relay's claim keeps a second queued relay from sending twice).
+            let stored = self.records.get_message(scope_id, kommo_msgid).await?;
+            if stored.is_none_or(|stored| stored.relay != RelayState::Pending) {
+                tracing::info!(kommo_msgid, "manager message already recorded; duplicate ignored");
+                return Ok(());
+            }
+            tracing::info!(kommo_msgid, "manager message recorded but not yet relayed; relaying");
+        }
+        // What the webhook tells of the conversation: Kommo's chat id (what the Kommo UI sees)
+        // and the client, so the UI can ask about either.
+        let client_user_id = message.receiver.client_id.as_deref().filter(|id| !id.is_empty());
+        let kommo_chat_id = (message.conversation.id != conversation_id).then_some(message.conversation.id.as_str());
+        self.conversations.remember_conversation(scope_id, conversation_id, kommo_chat_id, client_user_id).await?;
+        let manager = ManagerRef { id: message.sender.id.clone(), name: message.sender.name.clone() };
+        // Their typing is over, at once; the relay tells the chat service, just before the message.
+        self.leases.end(&LeaseKey::manager(scope_id, conversation_id, &manager.id), now).await?;
+        let event = BridgeEvent::MessageCreated {
+            scope_id: scope_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            reference: kommo_msgid.to_owned(),
+            client_id: message.receiver.integration_id().to_owned(),
+            sender: manager,
+            message: Box::new(message.message.clone()),
+            timestamp_ms: created_at_ms,
+        };
+        let relay = DueWork::RelayManagerMessage {
+            scope_id: scope_id.to_owned(),
+            kommo_msgid: kommo_msgid.to_owned(),
+            event: Box::new(event),
+            webhook_id: new_webhook_id(),
+            attempt: 0,
+        };
+        if let Err(error) = self.timers.schedule(relay, now).await {
+            // Kommo never re-sends a webhook: mark the message failed so the manager sees it.
+            tracing::error!(kommo_msgid, %error, "relay not queued; reporting 903");
+            let _ = self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await;
+            let request =
+                DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: DeliveryStatus::Failed(RELAY_GIVEN_UP) };
+            let report = self.kommo.delivery_status(scope_id, &request);
+            let _ = tokio::time::timeout(FAULT_REPORT_BUDGET, report).await;
+            return Err(error.into());
+        }
+        tracing::info!(kommo_msgid, "manager message accepted");
+        Ok(())
+    }
+}
+
+/// One relay of a manager's message (queued work, unpacked).
+pub struct Relay<'a> {
+    pub scope_id: &'a str,
+    pub kommo_msgid: &'a str,
+    /// The message.created.
+    pub event: Box<BridgeEvent>,
+    pub webhook_id: String,
+    pub attempt: u32,
+}
+
+/// The queued half: the relay.
+#[derive(Clone)]
+pub struct MessageRelay {
+    pub records: Arc<dyn MessageRecords>,
+    pub leases: Arc<dyn TypingLeases>,
+    pub lanes: Arc<dyn SendTurns>,
+    pub timers: Arc<dyn Timers>,
+    pub chat: Arc<dyn ChatService>,
+    pub register: StatusRegister,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+}
+
+impl MessageRelay {
+    pub async fn relay(&self, relay: Relay<'_>) -> Result<(), FlowError> {
+        let now = self.clock.now_ms();
+        let (scope_id, kommo_msgid) = (relay.scope_id, relay.kommo_msgid);
+        if !self.records.claim_relay(scope_id, kommo_msgid, now, RELAY_HOLD_MS).await? {
+            return Ok(()); // sent, failed, or another delivery of this work holds it
+        }
+        let typing = sender_lease(&relay.event);
+        let stopped = match &typing {
+            None => false,
+            Some(key) => match self.stop_typing_before(key, &typing_stopped_id(&relay.webhook_id), now).await? {
+                Before::Clear { stopped } => stopped,
+                Before::LaneBusy { until_ms } => {
+                    // A typing event of this manager is on its way: the message waits for it, so
+                    // it cannot overtake it (nor the stop that must come first).
+                    return self.requeue(relay, busy_retry_at(now, until_ms)).await;
+                }
+                // The message would not get through either: both go again later, in this order,
+                // so the manager never goes on typing after their message.
+                Before::Unavailable(reason) => return self.later(relay, &reason, now).await,
+            },
+        };
+        let outcome = match self.chat.deliver(&relay.event, &relay.webhook_id, ONE_ATTEMPT).await {
+            Ok(answer) => {
+                let sent = RelayOutcome::Sent { chat_msgid: answer.msgid };
+                self.records.finish_relay(scope_id, kommo_msgid, &sent).await?;
+                tracing::info!(kommo_msgid, attempt = relay.attempt, "manager message delivered");
+                Ok(())
+            }
+            Err(ChatError::Rejected { status, code, message }) => {
+                tracing::warn!(kommo_msgid, status, code, "the chat service refused the message");
+                self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await?;
+                let error = refusal_to_error(status, &code, &message);
+                self.register.apply(scope_id, kommo_msgid, &DeliveryStatus::Failed(error), now).await
+            }
+            Err(ChatError::Unavailable { reason, .. }) => self.later(relay, &reason, now).await,
+        };
+        // Only a stop just sent can have hidden a lease that lives again: no read otherwise.
+        if let Some(key) = typing.filter(|_| stopped)
+            && let Some(lease) = self.leases.get_lease(&key, self.clock.now_ms()).await?
+        {
+            // Typing again already (a new lease the stop hid): shown again, after the message.
+            let started = BridgeEvent::TypingStarted {
+                scope_id: key.scope_id.clone(),
+                conversation_id: key.conversation_id.clone(),
+                manager: ManagerRef { id: manager_id_of(&key).to_owned(), name: None },
+                expires_at: kommo_expired_at_s(lease.expires_at_ms),
+            };
+            self.timers.schedule(DueWork::deliver(started), self.clock.now_ms()).await?;
+        }
+        outcome
+    }
+
+    /// The `typing.stopped` that goes before a manager's message, in the manager's typing lane:
+    /// sent only if the chat service shows them typing (whichever lease it was; a start whose
+    /// delivery timed out counts as shown).
+    async fn stop_typing_before(&self, typing: &LeaseKey, webhook_id: &str, now: i64) -> Result<Before, FlowError> {
+        let lane = typing.lane();
+        // Most messages come with no typing shown and none on its way: one read, no turn.
+        let view = self.lanes.peek_turn(&typing.scope_id, &lane, now).await?;
+        if !lane_may_show_typing(view.held_until_ms.is_some(), TypingShown::from_mark(view.sent_mark)) {
+            return Ok(Before::Clear { stopped: false });
+        }
+        let (token, shown) = match self.lanes.take_turn(&typing.scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+            Turn::Busy { until_ms } => return Ok(Before::LaneBusy { until_ms }),
+            Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
+        };
+        let mut unavailable = None;
+        let outcome = if shown.on() {
+            let stopped = typing_stopped(&typing.scope_id, &typing.conversation_id, manager_id_of(typing));
+            Some(match self.chat.deliver(&stopped, webhook_id, RetryPolicy::EPHEMERAL).await {
+                Ok(_) => SendOutcome::Delivered,
+                Err(ChatError::Rejected { status, code, .. }) => {
+                    tracing::warn!(status, code, "the chat service refused typing.stopped before the message");
+                    SendOutcome::Refused
+                }
+                Err(ChatError::Unavailable { reason, .. }) => {
+                    unavailable = Some(reason);
+                    SendOutcome::Uncertain
+                }
+            })
+        } else {
+            None
+        };
+        let (before, shown_after) = stop_before_message(shown, outcome);
+        self.lanes.end_turn(&typing.scope_id, &lane, &token, shown_after.map(TypingShown::mark)).await?;
+        Ok(match before {
+            StopBeforeMessage::Clear { stopped } => Before::Clear { stopped },
+            StopBeforeMessage::Unavailable => Before::Unavailable(unavailable.unwrap_or_default()),
+        })
+    }
+
+    /// The chat service was unavailable for a relay: queued again with backoff, or, the
+    /// attempts spent, dead-lettered and reported to Kommo as 903 (a typing.stopped still owed
+    /// then goes on alone).
+    async fn later(&self, relay: Relay<'_>, reason: &str, now: i64) -> Result<(), FlowError> {
+        let next = relay.attempt + 1;
+        let (scope_id, kommo_msgid) = (relay.scope_id, relay.kommo_msgid);
+        if next >= self.retry.max_attempts {
+            tracing::error!(kommo_msgid, attempts = next, %reason, "message not delivered; dead-lettered");
+            self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await?;
+            if let Some(key) = sender_lease(&relay.event) {
+                let stopped = typing_stopped(&key.scope_id, &key.conversation_id, manager_id_of(&key));
+                let alone = DueWork::DeliverChatEvent {
+                    event: stopped,
+                    webhook_id: typing_stopped_id(&relay.webhook_id),
+                    attempt: 0,
+                };
+                self.timers.schedule(alone, now).await?;
+            }
+            let failed = DeliveryStatus::Failed(RELAY_GIVEN_UP);
+            return self.register.apply(scope_id, kommo_msgid, &failed, now).await;
+        }
+        let random = u64::from_le_bytes(random_bytes::<8>());
+        let at = now + requeue_delay_ms(&self.retry, next, None, random);
+        self.requeue(Relay { attempt: next, ..relay }, at).await
+    }
+
+    /// Queues the relay again for `at_ms`, keeping other deliveries of it off until then.
+    async fn requeue(&self, relay: Relay<'_>, at_ms: i64) -> Result<(), FlowError> {
+        let Relay { scope_id, kommo_msgid, event, webhook_id, attempt } = relay;
+        self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::RetryAt(at_ms)).await?;
+        let again = DueWork::RelayManagerMessage {
+            scope_id: scope_id.to_owned(),
+            kommo_msgid: kommo_msgid.to_owned(),
+            event,
+            webhook_id,
+            attempt,
+        };
+        self.timers.schedule(again, at_ms).await?;
+        Ok(())
+    }
+}
+
+/// What the stop before a message found.
+enum Before {
+    Clear {
+        stopped: bool,
+    },
+    /// Another typing event of the manager is on its way.
+    LaneBusy {
+        until_ms: i64,
+    },
+    /// The chat service could not be reached.
+    Unavailable(String),
+}
+
+/// The typing lease of the manager who sent a relayed message.
+fn sender_lease(event: &BridgeEvent) -> Option<LeaseKey> {
+    match event {
+        BridgeEvent::MessageCreated { scope_id, conversation_id, sender, .. } => {
+            Some(LeaseKey::manager(scope_id, conversation_id, &sender.id))
+        }
+        _ => None,
+    }
+}
+
+fn manager_id_of(key: &LeaseKey) -> &str {
+    key.manager_id().unwrap_or(&key.holder)
+}
+
+/// The `webhook-id` of the typing.stopped that goes before a message: derived from the
+/// message's, so it stays the same across retries and the chat service can drop duplicates.
+fn typing_stopped_id(message_webhook_id: &str) -> String {
+    format!("{message_webhook_id}_typing_stopped")
+}

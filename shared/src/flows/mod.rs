@@ -1,0 +1,45 @@
+//! Use cases: one module per flow, each a struct holding only the ports it uses, built by the
+//! composition root ([`crate::app`]). A flow reads, decides with a rule ([`crate::rules`]),
+//! writes and sends; it never sees HTTP. Flows with work on both sides of the queue are two
+//! structs: the inbound half (what a webhook or chat event does before its 200) and the queued
+//! half (what `typing-expiry` runs later), so a function is wired with only its half.
+//!
+//! | flow | inbound (entry) | queued half |
+//! |---|---|---|
+//! | [`manager_typing`] | Kommo's typing webhook | the lease's expiry check |
+//! | [`client_typing`] | the chat service's `typing.*` | the 4 s refresh of Kommo's indicator |
+//! | [`manager_messages`] | Kommo's message webhook | the relay to the chat service |
+//! | [`client_messages`] | the chat service's `message.created` | the import into Kommo |
+//! | [`delivery_status`] | the chat service's `message.status` | the report to Kommo |
+//! | [`client_presence`] | the chat service's `presence.*`, the widget's read | |
+//! | [`manager_presence`] | the widget's `viewing` / `left`, the chat service's pull | the window's check |
+//! | [`read_receipts`] | the widget's conversation opened | |
+//! | [`chat_delivery`] | | every event to the chat service, a manager's typing in its lane |
+
+pub mod chat_delivery;
+pub mod client_messages;
+pub mod client_presence;
+pub mod client_typing;
+pub mod delivery_status;
+pub mod manager_messages;
+pub mod manager_presence;
+pub mod manager_typing;
+pub mod read_receipts;
+
+use crate::ports::store::StoreError;
+use crate::ports::timers::TimerError;
+use crate::rules::validation::Rejection;
+
+/// Why a flow did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// The sender's mistake: nothing was changed (a 4xx at the root).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store failed: transient (a 5xx, or queued work delivered again).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Work could not be queued: transient, as above.
+    #[error(transparent)]
+    Timer(#[from] TimerError),
+}

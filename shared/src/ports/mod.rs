@@ -1,0 +1,12 @@
+//! Ports: the small traits the flows depend on, one per capability. Their adapters are in
+//! [`crate::adapters`] (and the test doubles in `crate::testing`).
+//!
+//! - [`store`]: typing leases, presence windows, message records, conversations, dedupe keys,
+//!   send lanes.
+//! - [`timers`]: work that falls due later, and who runs it.
+//! - [`kommo`]: Kommo's Chat API (amojo); [`chat`]: the chat service.
+
+pub mod chat;
+pub mod kommo;
+pub mod store;
+pub mod timers;

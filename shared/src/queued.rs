@@ -1,0 +1,176 @@
+//! The queued-work dispatcher: runs work that fell due (timers and queued deliveries) through
+//! the queued half of its flow, and the SQS batch the `typing-expiry` function consumes, with
+//! per-record failures. One span per piece of work names its kind and ids.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::flows::FlowError;
+use crate::flows::chat_delivery::ChatDelivery;
+use crate::flows::client_messages::MessageImport;
+use crate::flows::client_typing::ClientTyping;
+use crate::flows::delivery_status::StatusReports;
+use crate::flows::manager_messages::{MessageRelay, Relay};
+use crate::flows::manager_presence::ManagerPresenceExpiry;
+use crate::flows::manager_typing::ManagerTypingExpiry;
+use crate::ports::timers::{DueWork, DueWorkRunner};
+
+/// The queued half of every flow.
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub manager_typing: ManagerTypingExpiry,
+    pub manager_presence: ManagerPresenceExpiry,
+    pub client_typing: ClientTyping,
+    pub delivery: ChatDelivery,
+    pub relay: MessageRelay,
+    pub reports: StatusReports,
+    pub import: MessageImport,
+}
+
+impl Dispatcher {
+    /// Runs one piece of due work. An `Err` is transient (store or queue unavailable): the
+    /// work is delivered again (SQS redelivery, or the in-process loop's retry).
+    pub async fn run(&self, work: DueWork) -> Result<(), FlowError> {
+        let span = work_span(&work);
+        async move {
+            match work {
+                DueWork::ManagerTypingCheck { scope_id, conversation_id, manager_id } => {
+                    self.manager_typing.check(&scope_id, &conversation_id, &manager_id).await
+                }
+                DueWork::ManagerPresenceCheck { scope_id, conversation_id, manager_id } => {
+                    self.manager_presence.check(&scope_id, &conversation_id, &manager_id).await
+                }
+                DueWork::ClientTypingRefresh { scope_id, conversation_id, user_id } => {
+                    self.client_typing.refresh(&scope_id, &conversation_id, &user_id).await
+                }
+                DueWork::DeliverChatEvent { event, webhook_id, attempt } => {
+                    self.delivery.deliver(event, webhook_id, attempt).await
+                }
+                DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, webhook_id, attempt } => {
+                    let relay = Relay { scope_id: &scope_id, kommo_msgid: &kommo_msgid, event, webhook_id, attempt };
+                    self.relay.relay(relay).await
+                }
+                DueWork::ReportDeliveryStatus { scope_id, request, attempt } => {
+                    self.reports.report(&scope_id, request, attempt).await
+                }
+                DueWork::ImportClientMessage { message, attempt } => self.import.import(&message, attempt).await,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs a batch concurrently. A record that cannot be parsed is logged (by id, never its
+    /// body) and reported failed, so the queue's redrive moves it to the dead-letter queue after
+    /// a few receives instead of retrying it forever; a transient failure is reported and
+    /// retried. Everything else succeeds.
+    pub async fn run_batch(&self, event: SqsEvent) -> SqsBatchResponse {
+        let runs = event.records.into_iter().map(|record| async move {
+            let work: DueWork = match serde_json::from_str(&record.body) {
+                Ok(work) => work,
+                Err(error) => {
+                    tracing::error!(message_id = %record.message_id, %error, "unreadable due work");
+                    return Some(record.message_id);
+                }
+            };
+            let kind = work.kind();
+            match self.run(work).await {
+                Ok(()) => None,
+                Err(error) => {
+                    tracing::warn!(message_id = %record.message_id, work = kind, %error, "due work failed; redelivered later");
+                    Some(record.message_id)
+                }
+            }
+        });
+        let failures = futures_util::future::join_all(runs).await;
+        SqsBatchResponse {
+            batch_item_failures: failures
+                .into_iter()
+                .flatten()
+                .map(|item_identifier| BatchItemFailure { item_identifier })
+                .collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl DueWorkRunner for Dispatcher {
+    type Error = FlowError;
+    async fn run_due(&self, work: DueWork) -> Result<(), FlowError> {
+        self.run(work).await
+    }
+}
+
+/// The span of one piece of due work: its kind and the ids it names (never a message's text).
+fn work_span(work: &DueWork) -> tracing::Span {
+    let span = tracing::info_span!(
+        "due_work",
+        kind = work.kind(),
+        scope_id = tracing::field::Empty,
+        conversation_id = tracing::field::Empty,
+        msgid = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+    );
+    let (scope_id, conversation_id, msgid, attempt) = match work {
+        DueWork::ManagerTypingCheck { scope_id, conversation_id, .. }
+        | DueWork::ManagerPresenceCheck { scope_id, conversation_id, .. }
+        | DueWork::ClientTypingRefresh { scope_id, conversation_id, .. } => {
+            (scope_id.as_str(), Some(conversation_id.as_str()), None, None)
+        }
+        DueWork::DeliverChatEvent { event, attempt, .. } => {
+            (event.scope_id(), Some(event.conversation_id()), event.msgid(), Some(*attempt))
+        }
+        DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, attempt, .. } => {
+            (scope_id.as_str(), Some(event.conversation_id()), Some(kommo_msgid.as_str()), Some(*attempt))
+        }
+        DueWork::ReportDeliveryStatus { scope_id, request, attempt } => {
+            (scope_id.as_str(), None, Some(request.msgid.as_str()), Some(*attempt))
+        }
+        DueWork::ImportClientMessage { message, attempt } => (
+            message.scope_id.as_str(),
+            Some(message.conversation_id.as_str()),
+            Some(message.msgid.as_str()),
+            Some(*attempt),
+        ),
+    };
+    span.record("scope_id", scope_id);
+    if let Some(conversation_id) = conversation_id {
+        span.record("conversation_id", conversation_id);
+    }
+    if let Some(msgid) = msgid {
+        span.record("msgid", msgid);
+    }
+    if let Some(attempt) = attempt {
+        span.record("attempt", attempt);
+    }
+    span
+}
+
+/// The SQS event Lambda hands `typing-expiry` (only the fields it reads).
+#[derive(Debug, Deserialize)]
+pub struct SqsEvent {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<SqsRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SqsRecord {
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(default)]
+    pub body: String,
+}
+
+/// Partial batch response: only the failed records are delivered again.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SqsBatchResponse {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct BatchItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}

@@ -1,0 +1,49 @@
+//! Send lanes: what the bridge tells a peer about one thing goes out one send at a time, in the
+//! order it was decided (see [`crate::ports::store::SendTurns`]). Two lanes exist: a message's
+//! status to Kommo, and a manager's typing to the chat service. Work that finds its lane busy
+//! is queued again a moment later, unchanged; it then decides afresh whether it still has
+//! anything to say.
+
+/// How long a turn is held: longer than any one send on a lane (a status call is at most 3
+/// attempts of 5 s at amojo; a typing event 2 attempts of 8 s at the chat service), so a
+/// worker that died mid-send delays its lane by this much at most.
+pub const SEND_TURN_HOLD_MS: i64 = 30_000;
+/// How soon work that found its lane busy looks again: a send usually takes milliseconds. (SQS
+/// delays are whole seconds, so in AWS this is one second.)
+pub const BUSY_LANE_RETRY_MS: i64 = 250;
+
+/// The lane of a manager message's status in Kommo.
+pub fn status_lane(kommo_msgid: &str) -> String {
+    format!("status#{kommo_msgid}")
+}
+
+/// The lane of a typing holder's events in one conversation, as the chat service sees them.
+pub fn typing_lane(conversation_id: &str, holder: &str) -> String {
+    format!("typing#{conversation_id}#{holder}")
+}
+
+/// A lane as it stands, read without taking it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneView {
+    /// Until when another sender holds it, if one does now.
+    pub held_until_ms: Option<i64>,
+    pub sent_mark: Option<i64>,
+}
+
+/// When work that found its lane held until `held_until_ms` runs again.
+pub fn busy_retry_at(now_ms: i64, held_until_ms: i64) -> i64 {
+    held_until_ms.clamp(now_ms, now_ms + BUSY_LANE_RETRY_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_work_looks_again_soon_but_never_before_now() {
+        let now = 10_000;
+        for (held_until, again) in [(9_000, now), (now, now), (now + 100, now + 100), (now + 30_000, now + 250)] {
+            assert_eq!(busy_retry_at(now, held_until), again, "held until {held_until}");
+        }
+    }
+}

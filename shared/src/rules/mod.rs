@@ -1,0 +1,10 @@
+//! Pure decisions: no I/O, no clock, no randomness of their own. What is hard to get right
+//! about typing, statuses, presence, lanes, retries and input is decided here and table-tested;
+//! the flows above only read, decide with these, write and send.
+
+pub mod lanes;
+pub mod presence;
+pub mod retry;
+pub mod status;
+pub mod typing;
+pub mod validation;

@@ -1,0 +1,140 @@
+//! Regression tests of due work found by the fault suite and the load test, each on a
+//! simulated bridge (manual clock, manual timers, recording fakes) that makes the race happen
+//! on purpose: held calls let one send overtake another.
+
+use shared::ports::kommo::KommoError;
+use shared::testing::KommoCall;
+use shared::testing::sim::*;
+
+#[tokio::test]
+async fn a_typing_started_held_back_by_a_failure_is_not_sent_after_the_lease_ended() {
+    // Found by tests/suites/faults.rs: the retry of typing.started reached the chat service
+    // after the typing.stopped of the manager's message, leaving the manager typing there.
+    let sim = Sim::new();
+    sim.chat.fail_next([chat_down()]);
+    assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
+    sim.advance_to(T0 + 10).await; // typing.started fails, and waits for its retry
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
+    sim.advance_to(T0 + 60_000).await;
+    assert_eq!(sim.chat_events(), ["stopped", "message"], "the chat service's last word is not a start");
+}
+
+#[tokio::test]
+async fn a_typing_started_that_failed_is_sent_again_while_the_manager_types() {
+    // The first attempt failed in a way that may have shown it: counted as shown (so a
+    // stop is owed), but its retry must still go out, or the manager is never seen typing.
+    let sim = Sim::new();
+    sim.chat.fail_next([chat_down()]);
+    assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
+    sim.advance_to(T0 + 60_000).await;
+    assert_eq!(sim.chat_events(), ["started", "stopped"]);
+}
+
+#[tokio::test]
+async fn a_slow_typing_stopped_is_never_overtaken_by_the_next_typing_started() {
+    // Found by bridge-load (200 conversations): the expiry timer's typing.stopped was slow;
+    // the manager typed again, and the new typing.started landed first, then the stop: the
+    // chat service showed no typing while the manager typed.
+    let sim = Sim::new();
+    assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
+    sim.advance_to(T0 + 5_000).await; // started; the lease runs to 6 s (its grace)
+    sim.clock.set_ms(T0 + 6_500);
+    let [expiry] = <[_; 1]>::try_from(sim.timers.take_due(T0 + 6_500)).unwrap();
+    let slow_network = sim.chat.hold_next();
+    let (stop, restart) = tokio::join!(sim.bridge.run_due(expiry), async {
+        assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 11)).await.status(), 200);
+        for work in sim.timers.take_due(T0 + 6_500) {
+            sim.bridge.run_due(work).await?;
+        }
+        slow_network.notify_one();
+        Ok::<_, shared::flows::FlowError>(())
+    });
+    stop.unwrap();
+    restart.unwrap();
+    sim.advance_to(T0 + 60_000).await;
+    assert_eq!(sim.chat_events(), ["started", "stopped", "started", "stopped"]);
+}
+
+#[tokio::test]
+async fn typing_again_before_a_late_expiry_timer_goes_on_without_a_second_start() {
+    // Found by bridge-load (200 conversations): the lease lapsed, its timer ran late, and
+    // the next webhook started a new lease: typing.started twice, the first never stopped.
+    let sim = Sim::new();
+    assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
+    sim.advance_to(T0 + 100).await;
+    sim.clock.set_ms(T0 + 6_500); // past the lease (6 s), its timer not run yet
+    assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 11)).await.status(), 200);
+    sim.advance_to(T0 + 60_000).await;
+    assert_eq!(sim.chat_events(), ["started", "stopped"]);
+    let stopped_at = sim.chat.events().last().map(|event| event.at_ms);
+    assert_eq!(stopped_at, Some(T0 + 12_000), "stopped when the extended lease ran out");
+}
+
+#[tokio::test]
+async fn the_typing_stopped_before_a_message_is_retried_with_it_not_dropped() {
+    // Found by tests/suites/faults.rs: with the chat service failing as the manager's message
+    // came, the typing.stopped before it was dropped, and the manager typed on forever there.
+    let sim = Sim::new();
+    assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
+    sim.advance_to(T0 + 10).await;
+    sim.chat.fail_next([chat_down()]);
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
+    sim.advance_to(T0 + 60_000).await;
+    assert_eq!(sim.chat_events(), ["started", "stopped", "message"]);
+}
+
+#[tokio::test]
+async fn a_client_message_refused_for_a_queue_fault_is_imported_when_the_chat_service_retries() {
+    // Found by tests/suites/faults.rs: the record was written (the dedupe claim), then
+    // queueing the import failed: 500. The chat service's retry got 200 "duplicate ignored"
+    // and the message never reached Kommo. Now the retry queues the import.
+    let sim = Sim::new();
+    let message = serde_json::json!({"type": "message.created", "scope_id": SCOPE, "conversation_id": "conv-1",
+        "msgid": "chat-1", "user": {"id": "client-1"}, "message": {"type": "text", "text": "hi"},
+        "timestamp_ms": T0})
+    .to_string();
+    sim.queue.refuse_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(sim.chat_event(&message).await.status(), 500, "not accepted: the sender retries");
+    assert_eq!(sim.chat_event(&message).await.status(), 200);
+    sim.advance_to(T0 + 60_000).await;
+    let imported = sim.kommo.calls().into_iter().filter(|c| matches!(c.call, KommoCall::Import(_))).count();
+    assert_eq!(imported, 1, "the acknowledged message reached Kommo");
+}
+
+#[tokio::test]
+async fn a_status_report_overtaken_while_kommo_was_down_never_moves_kommo_backwards() {
+    // Found by tests/suites/faults.rs: delivered waited out an amojo outage, read was
+    // reported meanwhile, and Kommo was told delivered after read.
+    let sim = Sim::new();
+    let down =
+        KommoError::Unavailable { attempts: 3, status: None, reason: "could not connect".into(), retry_after: None };
+    sim.kommo.fail_next([down]);
+    assert_eq!(sim.chat_event(&status_event("kommo-1", "delivered", "")).await.status(), 200);
+    sim.advance_to(T0 + 10).await; // delivered fails, and waits for its retry
+    assert_eq!(sim.chat_event(&status_event("kommo-1", "read", "")).await.status(), 200);
+    sim.advance_to(T0 + 60_000).await;
+    let told: Vec<i8> = kommo_statuses(&sim).into_iter().map(|(_, status, _)| status).collect();
+    assert_eq!(told, [1, 2], "the failed delivered, then read; never delivered again after read");
+}
+
+#[tokio::test]
+async fn two_status_reports_run_at_once_reach_kommo_in_the_registers_order() {
+    // Found by bridge-load (200 conversations): delivered and read, queued a moment apart,
+    // ran in two workers at once; the delivered call was slower and landed after read.
+    let sim = Sim::new();
+    assert_eq!(sim.chat_event(&status_event("kommo-1", "delivered", "")).await.status(), 200);
+    let [delivered] = <[_; 1]>::try_from(sim.timers.take_due(T0)).unwrap();
+    assert_eq!(sim.chat_event(&status_event("kommo-1", "read", "")).await.status(), 200);
+    let [read] = <[_; 1]>::try_from(sim.timers.take_due(T0)).unwrap();
+    let slow_network = sim.kommo.hold_next_status();
+    let (first, second) = tokio::join!(sim.bridge.run_due(delivered), async {
+        let outcome = sim.bridge.run_due(read).await;
+        slow_network.notify_one();
+        outcome
+    });
+    first.unwrap();
+    second.unwrap();
+    sim.advance_to(T0 + 60_000).await; // the report that found its lane busy runs again
+    let told: Vec<i8> = kommo_statuses(&sim).into_iter().map(|(_, status, _)| status).collect();
+    assert_eq!(told, [1, 2], "delivered landed first, then read");
+}
