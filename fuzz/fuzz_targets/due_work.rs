@@ -1,5 +1,5 @@
 //! Due work as the `typing-expiry` function receives it: the fuzz input is the body of one SQS
-//! record, handed to `Bridge::handle_sqs_batch` on a bridge that already holds state (the same
+//! record, handed to `Dispatcher::run_batch` on a bridge that already holds state (the same
 //! as `kommo_webhook`'s). Work that does not parse must be reported failed by its record id;
 //! work that parses must run (nothing here fails on its own, so a failure is a bug) against
 //! the store and the recording fakes, then whatever it scheduled runs too, and Kommo must
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         let harness = Harness::new();
         harness.seed_state().await;
         let record = SqsRecord { message_id: "record-1".into(), body: body.to_owned() };
-        let answer = harness.bridge.handle_sqs_batch(SqsEvent { records: vec![record] }).await;
+        let answer = harness.bridge.dispatcher().expect("every side is wired").run_batch(SqsEvent { records: vec![record] }).await;
         let failed = answer.batch_item_failures.len();
         if serde_json::from_str::<DueWork>(body).is_err() {
             assert_eq!(failed, 1, "unreadable work not reported failed");

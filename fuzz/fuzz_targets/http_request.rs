@@ -91,7 +91,7 @@ fn request(harness: &Harness, step: &[u8]) -> Option<(EntryPoint, HttpRequest)> 
             "@webhook-signature" => {
                 let id = header("webhook-id").unwrap_or_default();
                 let timestamp = header("webhook-timestamp").and_then(|t| t.trim().parse().ok());
-                harness.bridge.config.chat_service_secret.sign(id, timestamp.unwrap_or(harness.now_s()), body)
+                harness.chat_secret().sign(id, timestamp.unwrap_or(harness.now_s()), body)
             }
             "@now" => harness.now_s().to_string(),
             "@token" => harness.token(42),

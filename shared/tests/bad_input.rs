@@ -23,8 +23,8 @@ fn nested(depth: usize) -> String {
 
 fn cases(sim: &Sim) -> Vec<Case> {
     let channel_secret = sim.bridge.config.channel_secret.expose().to_owned();
-    let chat_secret = sim.bridge.config.chat_service_secret.clone();
-    let integration_secret = sim.bridge.config.integration_secret.expose().to_owned();
+    let chat_secret = sim.chat_secret().clone();
+    let integration_secret = sim.integration_secret().to_owned();
     let now = sim.clock.now_s();
     let webhook_url = format!("/kommo/webhook/{SCOPE}");
     let typing = manager_typing("conv-1", "manager-1", now + 5);

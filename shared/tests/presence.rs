@@ -156,7 +156,7 @@ async fn the_most_present_device_wins_and_offline_keeps_last_seen() {
 async fn bad_tokens_get_401_and_change_nothing() {
     use base64::Engine;
     let sim = Sim::new();
-    let secret = sim.bridge.config.integration_secret.expose().to_owned();
+    let secret = sim.integration_secret().to_owned();
     let now = sim.clock.now_s();
     let issue = |claims: serde_json::Value, key: &str| shared::signing::one_time_token::issue(key, &claims);
     let base = serde_json::json!({"account_id": 1, "user_id": 42, "exp": now + 60});

@@ -41,10 +41,10 @@ async fn a_slow_typing_stopped_is_never_overtaken_by_the_next_typing_started() {
     sim.clock.set_ms(T0 + 6_500);
     let [expiry] = <[_; 1]>::try_from(sim.timers.take_due(T0 + 6_500)).unwrap();
     let slow_network = sim.chat.hold_next();
-    let (stop, restart) = tokio::join!(sim.bridge.run_due(expiry), async {
+    let (stop, restart) = tokio::join!(sim.run_due(expiry), async {
         assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 11)).await.status(), 200);
         for work in sim.timers.take_due(T0 + 6_500) {
-            sim.bridge.run_due(work).await?;
+            sim.run_due(work).await?;
         }
         slow_network.notify_one();
         Ok::<_, shared::flows::FlowError>(())
@@ -127,8 +127,8 @@ async fn two_status_reports_run_at_once_reach_kommo_in_the_registers_order() {
     assert_eq!(sim.chat_event(&status_event("kommo-1", "read", "")).await.status(), 200);
     let [read] = <[_; 1]>::try_from(sim.timers.take_due(T0)).unwrap();
     let slow_network = sim.kommo.hold_next_status();
-    let (first, second) = tokio::join!(sim.bridge.run_due(delivered), async {
-        let outcome = sim.bridge.run_due(read).await;
+    let (first, second) = tokio::join!(sim.run_due(delivered), async {
+        let outcome = sim.run_due(read).await;
         slow_network.notify_one();
         outcome
     });

@@ -141,7 +141,7 @@ async fn a_late_timer_still_stops_typing_exactly_once() {
     sim.clock.set_ms(T0 + 30_000);
     let due: Vec<DueWork> = sim.timers.take_due(i64::MAX);
     for work in due.iter().cloned().chain(due.iter().cloned()) {
-        sim.bridge.run_due(work).await.unwrap();
+        sim.run_due(work).await.unwrap();
     }
     assert_eq!(chat_events(&sim).iter().filter(|(_, kind)| *kind == "stopped").count(), 1);
 }
@@ -213,7 +213,7 @@ async fn typing_expiry_reports_an_unreadable_record_and_runs_the_rest() {
             SqsRecord { message_id: "bad-2".into(), body: r#"{"work":"unknown"}"#.into() },
         ],
     };
-    let response = sim.bridge.handle_sqs_batch(event).await;
+    let response = sim.bridge.dispatcher().unwrap().run_batch(event).await;
     let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["bad-1", "bad-2"]);
     let delivered: Vec<_> = sim.chat.events().into_iter().map(|recorded| recorded.call).collect();

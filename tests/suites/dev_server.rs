@@ -155,7 +155,7 @@ fn malformed_configuration_is_refused_by_name() {
 
 #[test]
 fn the_lambda_functions_refuse_to_start_unconfigured() {
-    for binary in ["kommo-webhook", "chat-callback"] {
+    for binary in ["kommo-webhook", "chat-callback", "typing-expiry"] {
         let message = run_refusing(binary, &[]);
         assert!(message.contains("KOMMO_CHANNEL_ID"), "{binary}: {message}");
     }

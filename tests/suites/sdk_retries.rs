@@ -229,7 +229,7 @@ async fn an_expiry_timer_whose_delete_was_retried_still_stops_the_typing_shown()
             clock: clock.clone(),
             store: Arc::new(store),
             kommo: Arc::new(RecordingKommo::new(clock.clone())),
-            chat: chat.clone(),
+            chat: Some(chat.clone()),
             timers: Arc::new(ManualTimers::default()),
         },
     );
@@ -239,7 +239,7 @@ async fn an_expiry_timer_whose_delete_was_retried_still_stops_the_typing_shown()
         manager_id: "m-1".into(),
     };
     // The first request of the check is the conditional delete of the lapsed lease.
-    proxy.held(bridge.run_due(check)).await.unwrap();
+    proxy.held(bridge.dispatcher().unwrap().run(check)).await.unwrap();
     let events: Vec<_> = chat.events().into_iter().map(|event| event.call).collect();
     assert!(matches!(&events[..], [BridgeEvent::TypingStopped { .. }]), "{events:?}");
 }

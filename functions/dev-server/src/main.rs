@@ -65,7 +65,8 @@ async fn main() {
     // Timers run in process here; in AWS they are SQS message timers read by typing-expiry.
     let (timers, timer_loop) = InProcessTimers::new();
     let bridge = Arc::new(Bridge::with_http_clients(config, Arc::new(SystemClock), store, Arc::new(timers)));
-    tokio::spawn(timer_loop.run(bridge.dispatcher(), Arc::new(SystemClock)));
+    let dispatcher = Arc::new(bridge.dispatcher().expect("the local configuration wires every side").clone());
+    tokio::spawn(timer_loop.run(dispatcher, Arc::new(SystemClock)));
     let server = Arc::new(DevServer { bridge, sink });
     // Tests and scripts read this line to learn the port (PORT=0 picks a free one).
     println!("dev-server: listening on {base}");
@@ -133,9 +134,13 @@ fn announce_local_defaults(config: &Config, defaults: &LocalDefaults) {
             "KOMMO_CHANNEL_ID" => config.channel_id.clone(),
             "KOMMO_CHANNEL_SECRET" => config.channel_secret.expose().to_owned(),
             "KOMMO_AMOJO_URL" => format!("{} (the built-in sink)", config.amojo_url),
-            "KOMMO_INTEGRATION_SECRET" => config.integration_secret.expose().to_owned(),
-            "CHAT_SERVICE_URL" => format!("{} (the built-in sink)", config.chat_service_url),
-            "CHAT_SERVICE_SECRET" => config.chat_service_secret.expose(),
+            "KOMMO_INTEGRATION_SECRET" => {
+                config.integration_secret.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default()
+            }
+            "CHAT_SERVICE_URL" => {
+                format!("{} (the built-in sink)", config.chat_service_url.as_deref().unwrap_or_default())
+            }
+            "CHAT_SERVICE_SECRET" => config.chat_service_secret.as_ref().map(|s| s.expose()).unwrap_or_default(),
             "KOMMO_ACCOUNTS" => {
                 let (numeric, amojo) = &config.accounts[0];
                 format!(

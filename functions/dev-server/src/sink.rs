@@ -20,7 +20,10 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(config: &Config) -> Self {
-        Self { channel_secret: config.channel_secret.clone(), chat_secret: config.chat_service_secret.clone() }
+        Self {
+            channel_secret: config.channel_secret.clone(),
+            chat_secret: config.chat_service_secret.clone().expect("the local configuration has every secret"),
+        }
     }
 
     /// A call meant for amojo; `path` is what follows `/_sink/amojo/`.

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use shared::app::config::Function;
 use shared::app::routes::EntryPoint;
 use shared::app::{deploy, lambda};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let cold_start = deploy::ColdStart::check_config_or_exit();
+    let cold_start = deploy::ColdStart::check_config_or_exit(Function::KommoWebhook);
     lambda::serve(Arc::new(cold_start), EntryPoint::KommoWebhook).await
 }

@@ -20,7 +20,7 @@ use crate::flows::manager_presence::ManagerPresence;
 use crate::models::chat::ChatEvent;
 use crate::ports::store::DedupeKeys;
 use crate::rules::validation::check_chat_event;
-use crate::signing::standard_webhooks;
+use crate::signing::standard_webhooks::{self, WebhookSecret};
 use crate::time::Clock;
 
 /// How long a chat-service `webhook-id` is remembered: a signed request stays valid while its
@@ -29,6 +29,8 @@ const REPLAY_MEMORY_MS: i64 = 2 * standard_webhooks::TOLERANCE_S * 1000;
 
 pub struct ChatSide {
     pub config: Arc<Config>,
+    /// The chat service's Standard Webhooks secret.
+    pub secret: WebhookSecret,
     pub clock: Arc<dyn Clock>,
     /// The `webhook-id`s accepted lately.
     pub replays: Arc<dyn DedupeKeys>,
@@ -42,8 +44,7 @@ pub struct ChatSide {
 impl ChatSide {
     /// A request from the chat service: Standard Webhooks over the raw body, in constant time.
     fn verify_signature(&self, request: &HttpRequest) -> Result<(), ApiError> {
-        self.config
-            .chat_service_secret
+        self.secret
             .verify(&standard_webhook_headers(request), request.body(), self.clock.now_s())
             .map_err(|e| ApiError::bad_signature(e.to_string()))
     }

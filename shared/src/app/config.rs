@@ -19,9 +19,13 @@ pub struct Config {
     pub channel_id: String,
     pub channel_secret: Secret,
     pub amojo_url: String,
-    pub integration_secret: Secret,
-    pub chat_service_url: String,
-    pub chat_service_secret: WebhookSecret,
+    /// The Kommo UI's one-time tokens (`kommo-webhook` only).
+    pub integration_secret: Option<Secret>,
+    /// Where events for the chat service go (`typing-expiry` only: it alone sends them).
+    pub chat_service_url: Option<String>,
+    /// Verifies the chat service's requests and signs the bridge's (`chat-callback`,
+    /// `typing-expiry`).
+    pub chat_service_secret: Option<WebhookSecret>,
     pub table_name: String,
     /// When set, DynamoDB at this endpoint (a local server) instead of AWS's.
     pub dynamodb_endpoint: Option<String>,
@@ -66,6 +70,38 @@ impl ConfigError {
     }
 }
 
+/// The deployed functions: each loads only the configuration and secrets it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// Everything from Kommo: verifies webhooks and the widget's tokens; calls amojo at most
+    /// for a 903 it must report at once.
+    KommoWebhook,
+    /// Everything from the chat service: verifies it; calls amojo for a client's typing.
+    ChatCallback,
+    /// Queued work: calls amojo and the chat service.
+    TypingExpiry,
+}
+
+impl Function {
+    /// The secrets it uses, each given as a value (`NAME`) or, in AWS, as the name of an SSM
+    /// SecureString parameter (`NAME_PARAM`).
+    pub fn secrets(self) -> &'static [&'static str] {
+        match self {
+            Self::KommoWebhook => &["KOMMO_CHANNEL_SECRET", "KOMMO_INTEGRATION_SECRET"],
+            Self::ChatCallback | Self::TypingExpiry => &["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_SECRET"],
+        }
+    }
+
+    fn uses(self, secret: &str) -> bool {
+        self.secrets().contains(&secret)
+    }
+
+    /// Only queued work sends anything to the chat service.
+    fn calls_chat_service(self) -> bool {
+        self == Self::TypingExpiry
+    }
+}
+
 /// What the dev server made up because the environment did not say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocalDefaults {
@@ -73,18 +109,37 @@ pub struct LocalDefaults {
 }
 
 impl Config {
-    /// For the Lambda functions: every variable that names a secret or a peer is required.
-    pub fn from_env_strict(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// For a Lambda function: every variable that names a secret or a peer it uses is
+    /// required; the ones it does not use are not read.
+    pub fn from_env_strict(env: &dyn Fn(&str) -> Option<String>, function: Function) -> Result<Self, ConfigError> {
         let required =
             |name: &'static str| non_empty(env, name).ok_or_else(|| ConfigError::new(name, "is required and not set"));
+        // Read in the order an operator sets them: the channel first, then each peer.
+        let channel_id = required("KOMMO_CHANNEL_ID")?;
+        let channel_secret = Secret::new(required("KOMMO_CHANNEL_SECRET")?);
+        let amojo_url = url(env, "KOMMO_AMOJO_URL")?.unwrap_or_else(|| DEFAULT_AMOJO_URL.into());
+        let integration_secret = match function.uses("KOMMO_INTEGRATION_SECRET") {
+            true => Some(Secret::new(required("KOMMO_INTEGRATION_SECRET")?)),
+            false => None,
+        };
+        let chat_service_url = match function.calls_chat_service() {
+            true => Some(
+                url(env, "CHAT_SERVICE_URL")?
+                    .ok_or_else(|| ConfigError::new("CHAT_SERVICE_URL", "is required and not set"))?,
+            ),
+            false => None,
+        };
+        let chat_service_secret = match function.uses("CHAT_SERVICE_SECRET") {
+            true => Some(webhook_secret(&required("CHAT_SERVICE_SECRET")?)?),
+            false => None,
+        };
         Ok(Self {
-            channel_id: required("KOMMO_CHANNEL_ID")?,
-            channel_secret: Secret::new(required("KOMMO_CHANNEL_SECRET")?),
-            amojo_url: url(env, "KOMMO_AMOJO_URL")?.unwrap_or_else(|| DEFAULT_AMOJO_URL.into()),
-            integration_secret: Secret::new(required("KOMMO_INTEGRATION_SECRET")?),
-            chat_service_url: url(env, "CHAT_SERVICE_URL")?
-                .ok_or_else(|| ConfigError::new("CHAT_SERVICE_URL", "is required and not set"))?,
-            chat_service_secret: webhook_secret(&required("CHAT_SERVICE_SECRET")?)?,
+            channel_id,
+            channel_secret,
+            amojo_url,
+            integration_secret,
+            chat_service_url,
+            chat_service_secret,
             table_name: required("TABLE_NAME")?,
             dynamodb_endpoint: url(env, "DYNAMODB_ENDPOINT")?,
             timer_queue_url: Some(
@@ -137,9 +192,9 @@ impl Config {
             channel_id,
             channel_secret: Secret::new(channel_secret),
             amojo_url,
-            integration_secret: Secret::new(integration_secret),
-            chat_service_url,
-            chat_service_secret,
+            integration_secret: Some(Secret::new(integration_secret)),
+            chat_service_url: Some(chat_service_url),
+            chat_service_secret: Some(chat_service_secret),
             table_name: non_empty(env, "TABLE_NAME").unwrap_or_else(|| DEFAULT_TABLE_NAME.into()),
             dynamodb_endpoint: url(env, "DYNAMODB_ENDPOINT")?,
             timer_queue_url: url(env, "TIMER_QUEUE_URL")?,
@@ -333,14 +388,34 @@ mod tests {
     ];
 
     #[test]
-    fn the_lambda_configuration_needs_every_secret_and_peer() {
-        let config = Config::from_env_strict(&env_of(FULL)).unwrap();
+    fn each_function_needs_the_secrets_and_peers_it_uses_and_reads_no_other() {
+        let config = Config::from_env_strict(&env_of(FULL), Function::TypingExpiry).unwrap();
         assert_eq!(config.amojo_url, DEFAULT_AMOJO_URL);
-        assert_eq!(config.chat_service_url, "https://chat.example/hooks");
-        for missing in ["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_URL", "TABLE_NAME", "TIMER_QUEUE_URL"] {
-            let partial: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != missing).collect();
-            let error = Config::from_env_strict(&env_of(&partial)).unwrap_err();
-            assert_eq!(error.variable, missing);
+        assert_eq!(config.chat_service_url.as_deref(), Some("https://chat.example/hooks"));
+        // (function, the variables it needs beyond the common ones, the ones it never reads)
+        let cases = [
+            (
+                Function::KommoWebhook,
+                &["KOMMO_INTEGRATION_SECRET"][..],
+                &["CHAT_SERVICE_URL", "CHAT_SERVICE_SECRET"][..],
+            ),
+            (Function::ChatCallback, &["CHAT_SERVICE_SECRET"], &["KOMMO_INTEGRATION_SECRET", "CHAT_SERVICE_URL"]),
+            (Function::TypingExpiry, &["CHAT_SERVICE_SECRET", "CHAT_SERVICE_URL"], &["KOMMO_INTEGRATION_SECRET"]),
+        ];
+        for (function, needed, unread) in cases {
+            let common = ["KOMMO_CHANNEL_ID", "KOMMO_CHANNEL_SECRET", "TABLE_NAME", "TIMER_QUEUE_URL"];
+            for missing in common.iter().chain(needed) {
+                let partial: Vec<_> = FULL.iter().copied().filter(|(k, _)| k != missing).collect();
+                let error = Config::from_env_strict(&env_of(&partial), function).unwrap_err();
+                assert_eq!(error.variable, *missing, "{function:?}");
+            }
+            // What it does not use may be missing, or even malformed: it is never read.
+            let mut without: Vec<_> = FULL.iter().copied().filter(|(k, _)| !unread.contains(k)).collect();
+            without.extend(unread.iter().map(|name| (*name, "not read")));
+            let config = Config::from_env_strict(&env_of(&without), function).unwrap();
+            assert_eq!(config.integration_secret.is_some(), !unread.contains(&"KOMMO_INTEGRATION_SECRET"));
+            assert_eq!(config.chat_service_secret.is_some(), !unread.contains(&"CHAT_SERVICE_SECRET"));
+            assert_eq!(config.chat_service_url.is_some(), !unread.contains(&"CHAT_SERVICE_URL"));
         }
     }
 
@@ -349,7 +424,7 @@ mod tests {
         let mut bad: Vec<_> = FULL.to_vec();
         bad.push(("CHAT_SERVICE_SECRET", "plain-text"));
         let env = env_of(&bad);
-        assert_eq!(Config::from_env_strict(&env).unwrap_err().variable, "CHAT_SERVICE_SECRET");
+        assert_eq!(Config::from_env_strict(&env, Function::ChatCallback).unwrap_err().variable, "CHAT_SERVICE_SECRET");
         assert_eq!(port(&env_of(&[("PORT", "http")])).unwrap_err().variable, "PORT");
         assert_eq!(port(&env_of(&[])).unwrap(), 3000);
         let env = env_of(&[("RETRY_MAX_ATTEMPTS", "0")]);
@@ -360,7 +435,7 @@ mod tests {
     fn the_dev_server_runs_with_no_configuration_on_generated_secrets_and_the_sink() {
         let (config, defaults) = Config::from_env_local(&env_of(&[]), "http://127.0.0.1:3000").unwrap();
         assert_eq!(config.amojo_url, "http://127.0.0.1:3000/_sink/amojo");
-        assert_eq!(config.chat_service_url, "http://127.0.0.1:3000/_sink/chat");
+        assert_eq!(config.chat_service_url.as_deref(), Some("http://127.0.0.1:3000/_sink/chat"));
         assert_eq!(config.channel_secret.expose().len(), 40);
         assert!(defaults.generated.contains(&"CHAT_SERVICE_SECRET"));
         assert!(config.dynamodb_endpoint.is_none());
@@ -369,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_scope_belongs_to_this_channel_only_with_an_account_after_it() {
-        let config = Config::from_env_strict(&env_of(FULL)).unwrap();
+        let config = Config::from_env_strict(&env_of(FULL), Function::KommoWebhook).unwrap();
         assert_eq!(config.account_of_scope("chan_acc-1"), Some("acc-1"));
         assert_eq!(config.account_of_scope("chan_"), None);
         assert_eq!(config.account_of_scope("other_acc-1"), None);
@@ -393,7 +468,7 @@ mod tests {
         ] {
             assert!(!config.ui_origin_allowed(refused), "{refused}");
         }
-        let strict = Config::from_env_strict(&env_of(FULL)).unwrap();
+        let strict = Config::from_env_strict(&env_of(FULL), Function::KommoWebhook).unwrap();
         assert!(!strict.ui_origin_allowed("http://localhost:8080"), "deployed: Kommo's domains only by default");
     }
 
@@ -401,7 +476,7 @@ mod tests {
     fn accounts_switches_and_windows_are_read_or_refused_by_name() {
         let mut env: Vec<_> = FULL.to_vec();
         env.extend([("KOMMO_ACCOUNTS", "31000001:af99, 31000002:bc11"), ("FORWARD_READ_RECEIPTS", "off")]);
-        let config = Config::from_env_strict(&env_of(&env)).unwrap();
+        let config = Config::from_env_strict(&env_of(&env), Function::KommoWebhook).unwrap();
         assert_eq!(config.scope_of_account("31000002").as_deref(), Some("chan_bc11"));
         assert_eq!(config.scope_of_account("1"), None);
         assert!(!config.privacy.forward_read_receipts && config.privacy.forward_manager_typing);
@@ -411,7 +486,7 @@ mod tests {
         {
             let mut env: Vec<_> = FULL.to_vec();
             env.push((name, bad));
-            assert_eq!(Config::from_env_strict(&env_of(&env)).unwrap_err().variable, name);
+            assert_eq!(Config::from_env_strict(&env_of(&env), Function::KommoWebhook).unwrap_err().variable, name);
         }
     }
 }

@@ -6,12 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Bridge;
-use super::config::Config;
+use super::config::{Config, Function};
 use crate::signing::standard_webhooks::WebhookSecret;
-
-/// The secrets, each given either as a value (`NAME`, local runs and tests) or, in AWS, as the
-/// name of an SSM SecureString parameter (`NAME_PARAM`), read once per execution environment.
-pub const SECRETS: [&str; 3] = ["KOMMO_CHANNEL_SECRET", "KOMMO_INTEGRATION_SECRET", "CHAT_SERVICE_SECRET"];
 
 /// The one network call of a cold start: SSM answers in tens of milliseconds.
 const SSM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,25 +22,27 @@ const SSM_TIMEOUT: Duration = Duration::from_secs(3);
 /// A failure is not kept: the invocation fails (a Lambda function error, which the errors alarm
 /// counts, and the sender retries) and the next event tries again.
 pub struct ColdStart {
+    function: Function,
     bridge: tokio::sync::OnceCell<Arc<Bridge>>,
 }
 
 impl ColdStart {
-    /// Checks the configuration from the environment, or ends the process with exit code 2.
-    pub fn check_config_or_exit() -> Self {
+    /// Checks `function`'s configuration from the environment, or ends the process with exit
+    /// code 2.
+    pub fn check_config_or_exit(function: Function) -> Self {
         let env = |name: &str| std::env::var(name).ok();
-        if let Err(error) = check_without_secrets(&env) {
+        if let Err(error) = check_without_secrets(&env, function) {
             eprintln!("{error}");
             std::process::exit(2);
         }
-        Self { bridge: tokio::sync::OnceCell::new() }
+        Self { function, bridge: tokio::sync::OnceCell::new() }
     }
 
-    /// The bridge, built on the first call.
+    /// The bridge, built on the first call with the function's secrets only.
     pub async fn bridge(&self) -> Result<Arc<Bridge>, String> {
         self.bridge
             .get_or_try_init(|| async {
-                let config = load_config(&|name| std::env::var(name).ok()).await?;
+                let config = load_config(&|name| std::env::var(name).ok(), self.function).await?;
                 Ok(Arc::new(production_bridge(config)))
             })
             .await
@@ -54,7 +52,7 @@ impl ColdStart {
 
 /// The strict configuration, as [`Config::from_env_strict`] would read it once the secrets named
 /// by `*_PARAM` are fetched: those stand in as placeholders of the right form.
-fn check_without_secrets(env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+fn check_without_secrets(env: &dyn Fn(&str) -> Option<String>, function: Function) -> Result<(), String> {
     let placeholder = |name: &str| {
         let by_parameter = env(name).is_none() && env(&format!("{name}_PARAM")).is_some_and(|p| !p.is_empty());
         by_parameter.then(|| match name {
@@ -62,20 +60,27 @@ fn check_without_secrets(env: &dyn Fn(&str) -> Option<String>) -> Result<(), Str
             _ => "placeholder".to_owned(),
         })
     };
-    let env = |name: &str| if SECRETS.contains(&name) { placeholder(name).or_else(|| env(name)) } else { env(name) };
-    Config::from_env_strict(&env).map(drop).map_err(|error| error.to_string())
+    let secrets = function.secrets();
+    let env = |name: &str| if secrets.contains(&name) { placeholder(name).or_else(|| env(name)) } else { env(name) };
+    Config::from_env_strict(&env, function).map(drop).map_err(|error| error.to_string())
 }
 
-/// The strict configuration with the secrets fetched from SSM where `*_PARAM` names them.
-async fn load_config(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<Config, String> {
-    let fetched = fetch_secrets(env).await?;
+/// The strict configuration with the function's secrets fetched from SSM where `*_PARAM` names
+/// them.
+async fn load_config(env: &(dyn Fn(&str) -> Option<String> + Sync), function: Function) -> Result<Config, String> {
+    let fetched = fetch_secrets(env, function).await?;
     let env = |name: &str| fetched.get(name).cloned().or_else(|| env(name));
-    Config::from_env_strict(&env).map_err(|error| error.to_string())
+    Config::from_env_strict(&env, function).map_err(|error| error.to_string())
 }
 
-/// The secret values behind the `*_PARAM` variables (for secrets not given as values).
-async fn fetch_secrets(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<HashMap<String, String>, String> {
-    let wanted: Vec<(&str, String)> = SECRETS
+/// The values of `function`'s secrets behind their `*_PARAM` variables (for secrets not given
+/// as values). Only those are asked of SSM: the function's role may read no other.
+async fn fetch_secrets(
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    function: Function,
+) -> Result<HashMap<String, String>, String> {
+    let wanted: Vec<(&str, String)> = function
+        .secrets()
         .iter()
         .filter(|name| env(name).is_none())
         .filter_map(|name| env(&format!("{name}_PARAM")).filter(|p| !p.is_empty()).map(|param| (*name, param)))
@@ -134,11 +139,12 @@ mod tests {
 
     #[tokio::test]
     async fn secrets_given_as_values_need_no_ssm_call() {
-        let env = |name: &str| SECRETS.contains(&name).then(|| "value".to_owned());
-        assert_eq!(fetch_secrets(&env).await, Ok(HashMap::new()));
+        let function = Function::ChatCallback;
+        let env = |name: &str| function.secrets().contains(&name).then(|| "value".to_owned());
+        assert_eq!(fetch_secrets(&env, function).await, Ok(HashMap::new()));
         let nothing = |_: &str| None;
         assert_eq!(
-            fetch_secrets(&nothing).await,
+            fetch_secrets(&nothing, function).await,
             Ok(HashMap::new()),
             "and no *_PARAM: the strict config names what is missing"
         );

@@ -7,7 +7,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 use crate::flows::FlowError;
-use crate::rules::validation::Rejection;
+use crate::rules::rejection::Rejection;
 
 pub type HttpRequest = http::Request<Bytes>;
 pub type HttpResponse = http::Response<Bytes>;

@@ -23,7 +23,7 @@ use crate::flows::manager_typing::ManagerTyping;
 use crate::flows::read_receipts::ReadReceipts;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::ports::store::Conversations;
-use crate::signing::{kommo_webhook, one_time_token};
+use crate::signing::{Secret, kommo_webhook, one_time_token};
 use crate::time::Clock;
 
 /// How long a browser may cache a preflight answer.
@@ -31,6 +31,8 @@ const PREFLIGHT_MAX_AGE_S: &str = "600";
 
 pub struct KommoSide {
     pub config: Arc<Config>,
+    /// Signs the widget's one-time tokens.
+    pub integration_secret: Secret,
     pub clock: Arc<dyn Clock>,
     pub conversations: Arc<dyn Conversations>,
     pub manager_typing: ManagerTyping,
@@ -116,7 +118,7 @@ impl KommoSide {
     ) -> Result<HttpResponse, ApiError> {
         let now_s = self.clock.now_s();
         let claims =
-            one_time_token::verify(self.config.integration_secret.expose(), header_str(request, "x-auth-token"), now_s)
+            one_time_token::verify(self.integration_secret.expose(), header_str(request, "x-auth-token"), now_s)
                 .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))?;
         let scope_id = self.config.scope_of_account(&claims.account_id).ok_or_else(|| {
             ApiError::new(

@@ -23,7 +23,6 @@ use self::config::Config;
 use self::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use self::kommo_side::KommoSide;
 use self::routes::{EntryPoint, RouteId};
-use crate::flows::FlowError;
 use crate::flows::chat_delivery::ChatDelivery;
 use crate::flows::client_messages::{ClientMessages, MessageImport};
 use crate::flows::client_presence::ClientPresence;
@@ -36,8 +35,8 @@ use crate::flows::read_receipts::ReadReceipts;
 use crate::ports::chat::ChatService;
 use crate::ports::kommo::KommoApi;
 use crate::ports::store::Store;
-use crate::ports::timers::{DueWork, Timers};
-use crate::queued::{Dispatcher, SqsBatchResponse, SqsEvent};
+use crate::ports::timers::Timers;
+use crate::queued::Dispatcher;
 use crate::time::Clock;
 
 /// The ports a bridge is built on: one adapter each.
@@ -45,32 +44,32 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
     pub kommo: Arc<dyn KommoApi>,
-    pub chat: Arc<dyn ChatService>,
+    /// Only where queued work runs (`typing-expiry`, the dev server): nothing else sends to
+    /// the chat service.
+    pub chat: Option<Arc<dyn ChatService>>,
     pub timers: Arc<dyn Timers>,
 }
 
+/// The sides a bridge serves, each there only when its function's configuration is: a Lambda
+/// function is wired with its own side alone, the dev server and the simulations with all.
 pub struct Bridge {
     pub config: Arc<Config>,
-    kommo_side: KommoSide,
-    chat_side: ChatSide,
-    queued: Dispatcher,
+    /// With the integration secret (the widget's tokens): `kommo-webhook`.
+    kommo_side: Option<KommoSide>,
+    /// With the chat service's secret: `chat-callback` (and `typing-expiry`, which never uses it).
+    chat_side: Option<ChatSide>,
+    /// With a chat-service client: `typing-expiry`.
+    queued: Option<Dispatcher>,
 }
 
 impl Bridge {
-    /// Wires every flow with the ports it uses, and only those.
+    /// Wires every flow with the ports it uses, and only those, for each side the
+    /// configuration and ports allow.
     pub fn new(config: Config, ports: Ports) -> Self {
         let config = Arc::new(config);
         let Ports { clock, store, kommo, chat, timers } = ports;
         let retry = config.retry;
         let privacy = config.privacy;
-        let delivery = ChatDelivery {
-            leases: store.clone(),
-            lanes: store.clone(),
-            timers: timers.clone(),
-            chat: chat.clone(),
-            clock: clock.clone(),
-            retry,
-        };
         let register = StatusRegister { records: store.clone(), timers: timers.clone() };
         let client_typing =
             ClientTyping { leases: store.clone(), timers: timers.clone(), kommo: kommo.clone(), clock: clock.clone() };
@@ -88,8 +87,9 @@ impl Bridge {
             settings: config.presence,
             enabled: privacy.forward_manager_presence,
         };
-        let kommo_side = KommoSide {
+        let kommo_side = config.integration_secret.clone().map(|integration_secret| KommoSide {
             config: config.clone(),
+            integration_secret,
             clock: clock.clone(),
             conversations: store.clone(),
             manager_typing: ManagerTyping {
@@ -115,9 +115,10 @@ impl Bridge {
                 clock: clock.clone(),
                 enabled: privacy.forward_read_receipts,
             },
-        };
-        let chat_side = ChatSide {
+        });
+        let chat_side = config.chat_service_secret.clone().map(|secret| ChatSide {
             config: config.clone(),
+            secret,
             clock: clock.clone(),
             replays: store.clone(),
             client_typing: client_typing.clone(),
@@ -130,42 +131,52 @@ impl Bridge {
             statuses: DeliveryStatuses { records: store.clone(), register: register.clone(), clock: clock.clone() },
             client_presence,
             manager_presence,
-        };
-        let queued = Dispatcher {
-            manager_typing: ManagerTypingExpiry {
+        });
+        let queued = chat.map(|chat| {
+            let delivery = ChatDelivery {
                 leases: store.clone(),
                 lanes: store.clone(),
                 timers: timers.clone(),
-                clock: clock.clone(),
-                delivery: delivery.clone(),
-            },
-            manager_presence: ManagerPresenceExpiry {
-                windows: store.clone(),
-                timers: timers.clone(),
-                clock: clock.clone(),
-                delivery: delivery.clone(),
-            },
-            client_typing,
-            relay: MessageRelay {
-                records: store.clone(),
-                leases: store.clone(),
-                lanes: store.clone(),
-                timers: timers.clone(),
-                chat,
-                register,
+                chat: chat.clone(),
                 clock: clock.clone(),
                 retry,
-            },
-            reports: StatusReports {
-                lanes: store.clone(),
-                timers: timers.clone(),
-                kommo: kommo.clone(),
-                clock: clock.clone(),
-                retry,
-            },
-            import: MessageImport { records: store.clone(), conversations: store, timers, kommo, clock, retry },
-            delivery,
-        };
+            };
+            Dispatcher {
+                manager_typing: ManagerTypingExpiry {
+                    leases: store.clone(),
+                    lanes: store.clone(),
+                    timers: timers.clone(),
+                    clock: clock.clone(),
+                    delivery: delivery.clone(),
+                },
+                manager_presence: ManagerPresenceExpiry {
+                    windows: store.clone(),
+                    timers: timers.clone(),
+                    clock: clock.clone(),
+                    delivery: delivery.clone(),
+                },
+                client_typing,
+                relay: MessageRelay {
+                    records: store.clone(),
+                    leases: store.clone(),
+                    lanes: store.clone(),
+                    timers: timers.clone(),
+                    chat,
+                    register,
+                    clock: clock.clone(),
+                    retry,
+                },
+                reports: StatusReports {
+                    lanes: store.clone(),
+                    timers: timers.clone(),
+                    kommo: kommo.clone(),
+                    clock: clock.clone(),
+                    retry,
+                },
+                import: MessageImport { records: store.clone(), conversations: store, timers, kommo, clock, retry },
+                delivery,
+            }
+        });
         Self { config, kommo_side, chat_side, queued }
     }
 
@@ -191,9 +202,14 @@ impl Bridge {
             clock.clone(),
             RetryPolicy::INLINE,
         );
-        let chat =
-            HttpChatService::new(http, &config.chat_service_url, config.chat_service_secret.clone(), clock.clone());
-        Self::new(config, Ports { clock, store, kommo: Arc::new(kommo), chat: Arc::new(chat), timers })
+        let chat = match (&config.chat_service_url, &config.chat_service_secret) {
+            (Some(url), Some(secret)) => {
+                let client = HttpChatService::new(http, url, secret.clone(), clock.clone());
+                Some(Arc::new(client) as Arc<dyn ChatService>)
+            }
+            _ => None,
+        };
+        Self::new(config, Ports { clock, store, kommo: Arc::new(kommo), chat, timers })
     }
 
     /// Answers one HTTP request for the routes `entry` serves; every failure is a JSON error.
@@ -233,12 +249,15 @@ impl Bridge {
         if request.body().len() > MAX_BODY_BYTES {
             return Err(ApiError::payload_too_large());
         }
+        let not_served = || ApiError::not_found("no_route", format!("no route for {path} in this function"));
         match matched.id {
-            RouteId::KommoWebhook => self.kommo_side.webhook(matched.params[0], request).await,
-            RouteId::ChatEvents => self.chat_side.event(request).await,
-            RouteId::ChatPresence => self.chat_side.presence_pull(request).await,
+            RouteId::KommoWebhook => {
+                self.kommo_side.as_ref().ok_or_else(not_served)?.webhook(matched.params[0], request).await
+            }
+            RouteId::ChatEvents => self.chat_side.as_ref().ok_or_else(not_served)?.event(request).await,
+            RouteId::ChatPresence => self.chat_side.as_ref().ok_or_else(not_served)?.presence_pull(request).await,
             RouteId::UiPresence | RouteId::UiRead => {
-                Ok(self.kommo_side.ui(matched.id, matched.params[0], request).await)
+                Ok(self.kommo_side.as_ref().ok_or_else(not_served)?.ui(matched.id, matched.params[0], request).await)
             }
             RouteId::Healthz | RouteId::SinkAmojo | RouteId::SinkChat => {
                 Err(ApiError::not_found("no_route", format!("no route for {path}")))
@@ -246,18 +265,8 @@ impl Bridge {
         }
     }
 
-    /// Runs one piece of due work (see [`Dispatcher::run`]).
-    pub async fn run_due(&self, work: DueWork) -> Result<(), FlowError> {
-        self.queued.run(work).await
-    }
-
-    /// Runs an SQS batch of due work (see [`Dispatcher::run_batch`]).
-    pub async fn handle_sqs_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        self.queued.run_batch(event).await
-    }
-
-    /// The dispatcher of due work, for the in-process timer loop.
-    pub fn dispatcher(&self) -> Arc<Dispatcher> {
-        Arc::new(self.queued.clone())
+    /// The dispatcher of due work, where this bridge runs it (see [`Ports::chat`]).
+    pub fn dispatcher(&self) -> Option<&Dispatcher> {
+        self.queued.as_ref()
     }
 }

@@ -13,9 +13,10 @@ use crate::ports::kommo::{KommoApi, KommoError};
 use crate::ports::store::{MessageRecords, SendTurns, StatusChange, Turn};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, status_lane};
+use crate::rules::rejection::Rejection;
 use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
 use crate::rules::status::{Report, report_decision};
-use crate::rules::validation::{Rejection, reported_status};
+use crate::rules::validation::reported_status;
 use crate::time::Clock;
 
 /// `read` with `up_to` marks at most this many earlier messages.
@@ -125,7 +126,10 @@ impl StatusReports {
         let mark = outcome.is_ok().then_some(request.status.report_mark());
         self.lanes.end_turn(scope_id, &lane, &token, mark).await?;
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                tracing::info!(status = request.status.wire_code(), "delivery status reported to Kommo");
+                Ok(())
+            }
             Err(KommoError::Unavailable { reason, retry_after, .. }) if attempt + 1 < self.retry.max_attempts => {
                 let random = u64::from_le_bytes(random_bytes::<8>());
                 let at = self.clock.now_ms() + requeue_delay_ms(&self.retry, attempt + 1, retry_after, random);

@@ -23,12 +23,12 @@ use crate::ports::store::{
 };
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
+use crate::rules::rejection::Rejection;
 use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
 use crate::rules::status::{RELAY_GIVEN_UP, refusal_to_error};
 use crate::rules::typing::{
     SendOutcome, StopBeforeMessage, TypingShown, kommo_expired_at_s, lane_may_show_typing, stop_before_message,
 };
-use crate::rules::validation::Rejection;
 use crate::time::Clock;
 
 /// A relay worker holds a message this long; a crashed worker's claim lapses after it.

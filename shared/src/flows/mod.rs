@@ -28,7 +28,7 @@ pub mod read_receipts;
 
 use crate::ports::store::StoreError;
 use crate::ports::timers::TimerError;
-use crate::rules::validation::Rejection;
+use crate::rules::rejection::Rejection;
 
 /// Why a flow did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

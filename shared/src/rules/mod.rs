@@ -4,6 +4,7 @@
 
 pub mod lanes;
 pub mod presence;
+pub mod rejection;
 pub mod retry;
 pub mod status;
 pub mod typing;

@@ -3,7 +3,7 @@
 //! (`crate::flows::manager_typing`, `client_typing`, `chat_delivery`, `manager_messages`) only
 //! read, decide with these, write and send.
 
-use super::validation::Rejection;
+use super::rejection::Rejection;
 
 /// How long a client's `typing.started` vouches for, unless it says (`ttl_ms`).
 pub const CLIENT_TYPING_DEFAULT_TTL_MS: i64 = 6000;

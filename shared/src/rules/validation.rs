@@ -2,25 +2,9 @@
 //! that a malformed event changes nothing at all. A refusal is a domain error ([`Rejection`]);
 //! the composition root alone turns it into an HTTP answer.
 
+use super::rejection::Rejection;
 use crate::models::chat::{ChatEvent, ClientMessage, ReportedStatus, StatusReport};
 use crate::models::status::{DeliveryError, DeliveryStatus};
-
-/// Why the bridge refuses an event: the sender's mistake, so nothing is changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    /// The event is malformed or incomplete.
-    #[error("{0}")]
-    Invalid(String),
-    /// A status names a chat-service msgid the bridge never relayed.
-    #[error("no message with that msgid was relayed")]
-    UnknownMessage,
-}
-
-impl Rejection {
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::Invalid(message.into())
-    }
-}
 
 /// The checks of a chat event that need no store.
 pub fn check_chat_event(event: &ChatEvent) -> Result<(), Rejection> {

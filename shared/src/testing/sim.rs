@@ -90,7 +90,7 @@ impl Sim {
             clock: clock.clone(),
             store: store.clone(),
             kommo: kommo.clone(),
-            chat: chat.clone(),
+            chat: Some(chat.clone()),
             timers: queue.clone(),
         };
         let bridge = Bridge::new(config, ports);
@@ -122,10 +122,25 @@ impl Sim {
             self.clock.set_ms(due.max(self.now()));
             for work in self.timers.take_due(due) {
                 self.due_runs.fetch_add(1, Ordering::Relaxed);
-                self.bridge.run_due(work).await.expect("due work runs");
+                self.run_due(work).await.expect("due work runs");
             }
         }
         self.clock.set_ms(t_ms);
+    }
+
+    /// Runs one piece of due work through the bridge's dispatcher.
+    pub async fn run_due(&self, work: DueWork) -> Result<(), crate::flows::FlowError> {
+        self.bridge.dispatcher().expect("the simulation wires every side").run(work).await
+    }
+
+    /// The chat service's secret, as the local configuration made it.
+    pub fn chat_secret(&self) -> &crate::signing::standard_webhooks::WebhookSecret {
+        self.bridge.config.chat_service_secret.as_ref().expect("the local configuration has every secret")
+    }
+
+    /// The integration's secret (the widget's tokens), as the local configuration made it.
+    pub fn integration_secret(&self) -> &str {
+        self.bridge.config.integration_secret.as_ref().expect("the local configuration has every secret").expose()
     }
 
     /// `POST /kommo/webhook/{scope}` with `body`, signed with the channel secret as Kommo signs.
@@ -152,7 +167,7 @@ impl Sim {
         http::Request::post("/chat/events")
             .header("webhook-id", webhook_id)
             .header("webhook-timestamp", now_s.to_string())
-            .header("webhook-signature", self.bridge.config.chat_service_secret.sign(webhook_id, now_s, body))
+            .header("webhook-signature", self.chat_secret().sign(webhook_id, now_s, body))
             .body(Bytes::copy_from_slice(body))
             .expect("a valid request")
     }
@@ -179,7 +194,7 @@ impl Sim {
         let now = self.clock.now_s();
         let claims = serde_json::json!({"iss": "https://acme.kommo.com", "iat": now, "nbf": now, "exp": now + 60,
                                         "account_id": 1, "user_id": user_id});
-        crate::signing::one_time_token::issue(self.bridge.config.integration_secret.expose(), &claims)
+        crate::signing::one_time_token::issue(self.integration_secret(), &claims)
     }
 
     /// A Kommo UI call with a token for `user_id`.

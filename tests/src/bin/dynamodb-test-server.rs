@@ -1,4 +1,4 @@
-//! The DynamoDB-compatible server the test script starts: Dynoxide (crates.io `dynoxide-rs`),
+//! The DynamoDB-compatible server the test script starts: Dynoxide (the Rust crate `dynoxide-rs`),
 //! serving the DynamoDB JSON protocol on a loopback port.
 //!
 //! `dynamodb-test-server [--port N] [--db FILE]`: port 0 (the default) lets the system choose;
