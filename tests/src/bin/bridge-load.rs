@@ -9,9 +9,15 @@
 //! heartbeats, presence reads, read on open, preflights). Every request is timed per route.
 //! After the load it waits (bounded) for the in-process timers to settle and reconciles what
 //! the fakes recorded with what the bridge acknowledged: nothing lost, nothing delivered twice,
-//! no status backwards, no indicator left on. It prints tables, writes
-//! target/bench/load-<N>x<S>.json, and exits 1 on any non-2xx, loss or duplication.
+//! no status backwards, no indicator left on, every presence read as the model says. It prints
+//! tables, writes target/bench/load-<N>x<S>.json, and exits 1 on any non-2xx, loss,
+//! duplication, presence mismatch, ERROR line in the dev server's log, or category that
+//! reconciled fewer than its minimum.
 
+#[path = "bridge_load/minimums.rs"]
+mod minimums;
+#[path = "bridge_load/presence.rs"]
+mod presence;
 #[path = "bridge_load/reconcile.rs"]
 mod reconcile;
 #[path = "bridge_load/report.rs"]
@@ -32,6 +38,7 @@ use serde_json::json;
 use shared::ids::random_bytes;
 use shared::signing::standard_webhooks::WebhookSecret;
 
+use crate::presence::ReadTally;
 use crate::reconcile::{Fetched, reconcile};
 use crate::servers::{DevServer, FakeAdmin, Servers};
 use crate::sim::{Conversation, Ctx, Outcome, Spec};
@@ -52,7 +59,16 @@ usage: bridge-load [--conversations N] [--seconds S] [options]
 
 Needs FAKE_AMOJO_URL, FAKE_AMOJO_SECRET, FAKE_CHAT_URL, FAKE_CHAT_SECRET and TEST_DYNAMODB_ENDPOINT
 (tests/load/with-servers sets them) and target/debug/dev-server. Exit 0: every request 2xx, nothing
-lost or duplicated; 1: a failure; 2: bad usage or missing servers.";
+lost or duplicated, every presence read as expected, no ERROR in the dev server's log, every
+category at its minimum; 1: a failure; 2: bad usage or missing servers.";
+
+/// Dev server log lines shown as examples, and the characters kept of each.
+const LOG_ERROR_EXAMPLES: usize = 5;
+const LOG_LINE_MAX_CHARS: usize = 300;
+/// Presence mismatches shown as examples over the run.
+const PRESENCE_MISMATCH_EXAMPLES: usize = 10;
+/// shared::config's default `PRESENCE_WINDOW_S`.
+const DEFAULT_PRESENCE_WINDOW_S: i64 = 60;
 
 struct Args {
     conversations: usize,
@@ -212,6 +228,11 @@ async fn run(args: Args, servers: Servers) -> Result<bool, String> {
         integration_secret,
         interval_ms: args.interval_ms,
         duplicate_percent: args.duplicate_percent,
+        presence_window_ms: dev_env_value(&args.dev_env, "PRESENCE_WINDOW_S")
+            .and_then(|value| value.parse::<i64>().ok())
+            .unwrap_or(DEFAULT_PRESENCE_WINDOW_S)
+            * 1000,
+        forward_manager_presence: !switched_off(&args.dev_env, "FORWARD_MANAGER_PRESENCE"),
     });
     let specs: Vec<Spec> = (0..args.conversations)
         .map(|index| {
@@ -291,7 +312,7 @@ async fn run(args: Args, servers: Servers) -> Result<bool, String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let alive = dev_server.alive();
-    drop(dev_server);
+    dev_server.stop();
 
     let table = report::RouteTable::build(&outcomes);
     println!();
@@ -300,19 +321,19 @@ async fn run(args: Args, servers: Servers) -> Result<bool, String> {
     print!("{}", report::delivery_table(&reconciliation));
     println!();
     print!("{}", report::reconciliation_table(&reconciliation));
-    let (widget_checks, widget_mismatches, chat_checks, chat_mismatches) =
-        outcomes.iter().fold((0, 0, 0, 0), |acc, o| {
-            (
-                acc.0 + o.widget_presence_checks,
-                acc.1 + o.widget_presence_mismatches,
-                acc.2 + o.chat_presence_checks,
-                acc.3 + o.chat_presence_mismatches,
-            )
-        });
-    println!(
-        "presence reads: the widget's GET disagreed with the client's presence {widget_mismatches} of {widget_checks} times; \
-         GET /chat/presence with the manager's viewing {chat_mismatches} of {chat_checks}"
-    );
+    let (mut widget_reads, mut chat_reads) = (ReadTally::default(), ReadTally::default());
+    for outcome in &outcomes {
+        widget_reads.add(&outcome.widget_presence_reads);
+        chat_reads.add(&outcome.chat_presence_reads);
+    }
+    let presence_mismatches: Vec<&String> =
+        outcomes.iter().flat_map(|o| o.presence_mismatches.iter()).take(PRESENCE_MISMATCH_EXAMPLES).collect();
+    for (what, reads) in [("the widget's GET …/presence", widget_reads), ("GET /chat/presence", chat_reads)] {
+        println!(
+            "presence reads, {what}: {} checked, {} disagreed with the model; left out: {} near a window edge, {} unknown",
+            reads.checked, reads.mismatched, reads.near_window_edge, reads.unknown
+        );
+    }
     match settled_after {
         Some(after) => {
             println!("settled {:.1} s after the load (bound {} s)", after.as_secs_f64(), args.settle_seconds)
@@ -321,11 +342,39 @@ async fn run(args: Args, servers: Servers) -> Result<bool, String> {
     }
 
     let log_text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
-    let log_errors = log_text.lines().filter(|l| l.contains(" ERROR ")).count();
+    let error_lines: Vec<&str> = log_text.lines().filter(|line| is_error_line(line)).collect();
+    let log_errors = error_lines.len();
     let log_warnings = log_text.lines().filter(|l| l.contains(" WARN ")).count();
+    let error_examples: Vec<String> =
+        error_lines.iter().take(LOG_ERROR_EXAMPLES).map(|line| truncated(line, LOG_LINE_MAX_CHARS)).collect();
     println!("dev server log: {} ({log_errors} errors, {log_warnings} warnings)", log.display());
 
+    let paced_actions = minimums::paced_actions(args.conversations, args.seconds, args.interval_ms);
+    let coverage = minimums::coverage(&reconciliation, &widget_reads, &chat_reads, paced_actions, |switch| {
+        switched_off(&args.dev_env, switch)
+    });
+    println!();
+    print!("{}", minimums::table(&coverage));
+
     let mut problems = reconciliation.problems();
+    if widget_reads.mismatched > 0 {
+        problems.push(format!(
+            "{} widget presence reads disagreed with the client's presence window",
+            widget_reads.mismatched
+        ));
+    }
+    if chat_reads.mismatched > 0 {
+        problems.push(format!(
+            "{} GET /chat/presence reads disagreed with the manager's viewing window",
+            chat_reads.mismatched
+        ));
+    }
+    if log_errors > 0 {
+        problems.push(format!("{log_errors} ERROR lines (or panics) in the dev server's log"));
+    }
+    for short in coverage.iter().filter(|c| c.short()) {
+        problems.push(format!("only {} {} (the minimum is {})", short.count, short.what, short.minimum));
+    }
     if !failures.is_empty() {
         problems.insert(
             0,
@@ -364,11 +413,14 @@ async fn run(args: Args, servers: Servers) -> Result<bool, String> {
         "routes": table.to_json(),
         "uncovered_routes": uncovered,
         "failures": report::failures_json(&outcomes, 50),
-        "presence_reads": {"widget_checks": widget_checks, "widget_mismatches": widget_mismatches,
-                           "chat_checks": chat_checks, "chat_mismatches": chat_mismatches},
+        "presence_reads": {"widget": widget_reads.to_json(), "chat": chat_reads.to_json(),
+                           "window_edge_margin_ms": presence::WINDOW_EDGE_MARGIN_MS,
+                           "mismatch_examples": presence_mismatches},
         "reconciliation": reconciliation.to_json(),
+        "minimums": {"paced_actions": report::seconds(paced_actions), "categories": minimums::to_json(&coverage)},
         "settled_after_s": settled_after.map(|d| report::seconds(d.as_secs_f64())),
-        "dev_server": {"log": log.display().to_string(), "errors": log_errors, "warnings": log_warnings, "alive_at_end": alive},
+        "dev_server": {"log": log.display().to_string(), "errors": log_errors, "warnings": log_warnings,
+                       "error_examples": error_examples, "alive_at_end": alive},
         "result": if passed { "pass" } else { "fail" },
         "problems": problems,
     });
@@ -388,11 +440,14 @@ async fn run(args: Args, servers: Servers) -> Result<bool, String> {
                 failure.detail
             );
         }
-        for example in &reconciliation.examples {
+        for example in reconciliation.examples.iter().chain(presence_mismatches.iter().copied()) {
             println!("  {example}");
         }
         if log_errors > 0 {
-            println!("dev server log, last lines:\n{}", servers::tail(&log, 15));
+            println!("dev server log, the first errors:");
+            for line in &error_examples {
+                println!("  {line}");
+            }
         }
         println!("RESULT: FAIL: {}", problems.join("; "));
     }
@@ -415,6 +470,31 @@ fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+/// A line of the dev server's log at level ERROR (tracing_subscriber's fmt format: the level,
+/// padded to five, between spaces after the timestamp), or a panic's message (on stderr).
+fn is_error_line(line: &str) -> bool {
+    line.contains(" ERROR ") || line.contains(" panicked at ")
+}
+
+/// At most `max_chars` characters of `line`, marked when cut.
+fn truncated(line: &str, max_chars: usize) -> String {
+    match line.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
+/// What `--dev-env` gives the dev server for `name`: the last one wins, as in its environment.
+fn dev_env_value<'a>(dev_env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    dev_env.iter().rev().find(|(n, _)| n == name).map(|(_, value)| value.trim())
+}
+
+/// Whether `--dev-env` turns a dev-server switch off (the values shared::config reads as false).
+fn switched_off(dev_env: &[(String, String)], name: &str) -> bool {
+    dev_env_value(dev_env, name)
+        .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "false" | "0" | "off" | "no"))
 }
 
 /// The machine's 1-minute load average (Linux), to read the latencies against.

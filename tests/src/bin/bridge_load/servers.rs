@@ -65,6 +65,8 @@ pub fn target_dir() -> PathBuf {
 pub struct DevServer {
     pub base: String,
     child: Child,
+    /// Copies its stdout to the log; joined on `stop`, so that the log is complete when read.
+    copier: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DevServer {
@@ -89,7 +91,7 @@ impl DevServer {
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
         // Reads stdout to its end, so the dev server never blocks on a full pipe.
-        std::thread::spawn(move || {
+        let copier = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(base) = line.strip_prefix("dev-server: listening on ") {
                     let _ = sender.send(base.to_owned());
@@ -98,7 +100,7 @@ impl DevServer {
             }
         });
         match receiver.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => Ok(Self { base, child }),
+            Ok(base) => Ok(Self { base, child, copier: Some(copier) }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -111,12 +113,24 @@ impl DevServer {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Stops it and waits until everything it wrote is in the log.
+    pub fn stop(mut self) {
+        self.kill();
+        if let Some(copier) = self.copier.take() {
+            let _ = copier.join();
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for DevServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

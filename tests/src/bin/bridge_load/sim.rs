@@ -13,6 +13,8 @@ use shared::signing::standard_webhooks::WebhookSecret;
 use shared::signing::{kommo_webhook, one_time_token};
 use shared::time::{Clock, SystemClock};
 
+use crate::presence::{ReadTally, WindowModel};
+
 /// The origin the widget calls from (a Kommo account's domain).
 pub const ORIGIN: &str = "https://acme.kommo.com";
 /// Kommo re-sends the manager-typing webhook every 5 s while the manager types, `expired_at` 5 s ahead.
@@ -96,6 +98,12 @@ pub struct Ctx {
     pub interval_ms: u64,
     /// How often the chat service re-sends a client message, and Kommo a manager message.
     pub duplicate_percent: u64,
+    /// The dev server's `PRESENCE_WINDOW_S`, in milliseconds: how long a heartbeat keeps a
+    /// client, or a manager viewing, online.
+    pub presence_window_ms: i64,
+    /// The dev server's `FORWARD_MANAGER_PRESENCE`: off, `viewing` is ignored and
+    /// `GET /chat/presence` lists nobody.
+    pub forward_manager_presence: bool,
 }
 
 /// Who is in one conversation, and under which scope.
@@ -183,12 +191,24 @@ pub struct Outcome {
     /// When each widget `viewing` was sent.
     pub viewing_sends: Vec<i64>,
     pub manager_viewed: bool,
-    /// The widget's GET …/presence against the model of the client's presence.
-    pub widget_presence_checks: u64,
-    pub widget_presence_mismatches: u64,
-    /// GET /chat/presence against the model of the manager's viewing.
-    pub chat_presence_checks: u64,
-    pub chat_presence_mismatches: u64,
+    /// The widget's GET …/presence against the model of the client's presence window.
+    pub widget_presence_reads: ReadTally,
+    /// GET /chat/presence against the model of the manager's viewing window.
+    pub chat_presence_reads: ReadTally,
+    /// The first few presence reads that disagreed with the model, described.
+    pub presence_mismatches: Vec<String>,
+}
+
+/// Presence mismatches described per conversation (the counts are complete).
+const PRESENCE_MISMATCH_EXAMPLES_PER_CONVERSATION: usize = 3;
+
+/// Who reads a presence window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PresenceReader {
+    /// The widget's `GET …/presence`: the client's window.
+    Widget,
+    /// `GET /chat/presence`: the manager's viewing window.
+    ChatService,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,15 +254,22 @@ pub struct Conversation {
     out: Outcome,
     seq: u64,
     client_typing: bool,
-    /// None: unknown (a request about it failed).
+    /// What the conversation believes, to choose its next action. None: unknown (a request
+    /// about it failed).
     client_online: Option<bool>,
+    /// The bridge's window of the client's presence, to check the widget's reads against.
+    client_window: WindowModel,
     manager_typing_since: Option<Instant>,
+    /// As `client_online`, for the manager's viewing.
     viewing: Option<bool>,
+    /// The bridge's window of the manager's viewing, to check `GET /chat/presence` against.
+    viewing_window: WindowModel,
     last_viewing: Instant,
 }
 
 impl Conversation {
     pub fn new(ctx: Arc<Ctx>, spec: Spec, seed: u64) -> Self {
+        let window_ms = ctx.presence_window_ms;
         Self {
             ctx,
             spec,
@@ -251,8 +278,10 @@ impl Conversation {
             seq: 0,
             client_typing: false,
             client_online: Some(false),
+            client_window: WindowModel::new(window_ms),
             manager_typing_since: None,
             viewing: Some(false),
+            viewing_window: WindowModel::new(window_ms),
             last_viewing: Instant::now(),
         }
     }
@@ -340,6 +369,41 @@ impl Conversation {
             draw -= weight;
         }
         Action::ClientTypingStart
+    }
+
+    /// After a request that got no 2xx: whether it was answered at all (if not, the bridge may
+    /// still be handling it).
+    fn last_failure_answered(&self) -> bool {
+        self.out.failures.last().is_some_and(|failure| failure.status.is_some())
+    }
+
+    /// Counts a presence read against the model, and describes the first few mismatches.
+    fn presence_read(&mut self, reader: PresenceReader, sent_ms: i64, answered_ms: i64, shown: bool) {
+        let (window, tally) = match reader {
+            PresenceReader::Widget => (self.client_window, &mut self.out.widget_presence_reads),
+            PresenceReader::ChatService => (self.viewing_window, &mut self.out.chat_presence_reads),
+        };
+        let mismatch = tally.record(window.expected(sent_ms, answered_ms), shown);
+        if mismatch && self.out.presence_mismatches.len() < PRESENCE_MISMATCH_EXAMPLES_PER_CONVERSATION {
+            let what = match reader {
+                PresenceReader::Widget => {
+                    format!("the widget's GET …/presence showed client {} online={shown}", self.spec.client_id)
+                }
+                PresenceReader::ChatService => format!(
+                    "GET /chat/presence {} manager {}",
+                    if shown { "listed" } else { "did not list" },
+                    self.spec.manager
+                ),
+            };
+            let example = format!(
+                "{}/{}: {what}; the model: {} (the read took {} ms)",
+                self.spec.scope,
+                self.spec.conversation_id,
+                window.describe(sent_ms),
+                answered_ms - sent_ms
+            );
+            self.out.presence_mismatches.push(example);
+        }
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -506,7 +570,15 @@ impl Conversation {
         let body = json!({"type": kind, "scope_id": self.spec.scope, "conversation_id": self.spec.conversation_id,
                           "user_id": self.spec.client_id, "device_id": "phone"})
         .to_string();
-        self.client_online = self.chat_new(kind, &body).await.map(|_| kind != "presence.offline");
+        let sent = now_ms();
+        let answered = self.chat_new(kind, &body).await.is_some();
+        let online = kind != "presence.offline";
+        self.client_online = answered.then_some(online);
+        match (answered, online) {
+            (true, true) => self.client_window.heartbeat(sent, now_ms()),
+            (true, false) => self.client_window.offline(),
+            (false, _) => self.client_window.failed(self.last_failure_answered()),
+        }
     }
 
     /// The chat service's receipts for the manager's messages.
@@ -622,7 +694,7 @@ impl Conversation {
         let path = format!("/chat/presence?scope_id={}&conversation_id={}", self.spec.scope, self.spec.conversation_id);
         let id = self.webhook_id();
         let now = SystemClock.now_s();
-        let expected = self.viewing;
+        let sent = now_ms();
         let request = self
             .ctx
             .http
@@ -631,14 +703,11 @@ impl Conversation {
             .header("webhook-timestamp", now.to_string())
             .header("webhook-signature", self.ctx.chat_secret.sign(&id, now, b""));
         let Some(body) = self.exec(key(CHAT_PRESENCE, "pull"), request).await else { return };
-        let Some(expected) = expected else { return };
+        let answered = now_ms();
         let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
         let manager = self.spec.manager_id();
         let listed = answer["managers"].as_array().is_some_and(|all| all.iter().any(|m| m["id"] == manager.as_str()));
-        self.out.chat_presence_checks += 1;
-        if listed != expected {
-            self.out.chat_presence_mismatches += 1;
-        }
+        self.presence_read(PresenceReader::ChatService, sent, answered, listed);
     }
 
     // --- Kommo's side --------------------------------------------------------------------------
@@ -704,19 +773,28 @@ impl Conversation {
             self.out.manager_viewed = true;
             self.last_viewing = Instant::now();
         }
-        let answered = self.ui(Method::POST, UI_PRESENCE_POST, state, "presence", Some(body)).await;
-        self.viewing = answered.map(|_| state == "viewing");
+        let sent = now_ms();
+        let answered = self.ui(Method::POST, UI_PRESENCE_POST, state, "presence", Some(body)).await.is_some();
+        let viewing = state == "viewing";
+        self.viewing = answered.then_some(viewing);
+        // With the forwarding off the bridge ignores both: the window stays closed.
+        if !self.ctx.forward_manager_presence {
+            return;
+        }
+        match (answered, viewing) {
+            (true, true) => self.viewing_window.heartbeat(sent, now_ms()),
+            (true, false) => self.viewing_window.offline(),
+            (false, _) => self.viewing_window.failed(self.last_failure_answered()),
+        }
     }
 
     async fn widget_presence(&mut self) {
-        let expected = self.client_online;
+        let sent = now_ms();
         let Some(body) = self.ui(Method::GET, UI_PRESENCE_GET, "client", "presence", None).await else { return };
-        let Some(expected) = expected else { return };
+        let answered = now_ms();
         let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
-        self.out.widget_presence_checks += 1;
-        if answer["client"]["online"].as_bool() != Some(expected) {
-            self.out.widget_presence_mismatches += 1;
-        }
+        let shown = answer["client"]["online"] == true;
+        self.presence_read(PresenceReader::Widget, sent, answered, shown);
     }
 
     async fn widget_read(&mut self) {
