@@ -138,3 +138,20 @@ async fn two_status_reports_run_at_once_reach_kommo_in_the_registers_order() {
     let told: Vec<i8> = kommo_statuses(&sim).into_iter().map(|(_, status, _)| status).collect();
     assert_eq!(told, [1, 2], "delivered landed first, then read");
 }
+
+#[tokio::test]
+async fn a_relay_whose_claim_landed_after_its_call_gave_up_is_still_delivered() {
+    // Found by bridge-load with DynamoDB stalling: the relay's claim (a 60 s hold) was written
+    // but its call timed out, so the work failed and ran again; the retry found the message
+    // held, took it for another worker's and stopped. Nothing relayed it, ever.
+    use shared::ports::store::{MessageRecords, RelayClaim};
+    let sim = Sim::new();
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
+    // The claim of the first run, written though its caller never heard back.
+    let phantom = sim.store.claim_relay(SCOPE, "kommo-1", T0, 60_000).await.unwrap();
+    assert_eq!(phantom, RelayClaim::Claimed);
+    sim.advance_to(T0 + 10).await; // the work runs again and finds the message held
+    assert!(sim.chat_events().is_empty(), "held: not sent yet");
+    sim.advance_to(T0 + 120_000).await;
+    assert_eq!(sim.chat_events(), ["message"], "relayed once the hold ended");
+}

@@ -181,7 +181,8 @@ async fn message_records_and_read_marks() {
         relay: RelayState::Pending,
     };
     assert!(direct.insert_message(&record).await.unwrap());
-    assert!(proxy.held(store.claim_relay(&scope, "kommo-1", now, 60_000)).await.unwrap(), "the relay is claimed");
+    let claim = proxy.held(store.claim_relay(&scope, "kommo-1", now, 60_000)).await.unwrap();
+    assert_eq!(claim, RelayClaim::Claimed, "the relay is claimed");
     let change = proxy.held(store.advance_status(&scope, "kommo-1", &DeliveryStatus::Delivered, now)).await.unwrap();
     assert!(matches!(change, StatusChange::Advanced { .. }), "{change:?}");
     assert!(proxy.held(store.advance_read_mark(&scope, "conv-1", now, "chat-1")).await.unwrap(), "the mark moved");

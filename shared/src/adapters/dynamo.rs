@@ -539,7 +539,7 @@ impl MessageRecords for DynamoStore {
         kommo_msgid: &str,
         now_ms: i64,
         hold_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<RelayClaim, StoreError> {
         let (request, token) =
             self.stamped_update(message_pk(scope_id, kommo_msgid), MESSAGE_SK, "SET relay_hold_until_ms = :hold");
         let request = request
@@ -547,7 +547,16 @@ impl MessageRecords for DynamoStore {
             .expression_attribute_values(":hold", n(now_ms + hold_ms))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":pending", s(relay_name(RelayState::Pending)));
-        Ok(Self::send_stamped(request, &token).await?.written())
+        Ok(match Self::send_stamped(request, &token).await? {
+            Stamped::Written { .. } => RelayClaim::Claimed,
+            // The item DynamoDB returned with the refusal says why: still pending means held.
+            Stamped::Refused { current: Some(item) }
+                if text(&item, "relay_state").as_deref() == Some(relay_name(RelayState::Pending)) =>
+            {
+                RelayClaim::HeldUntil(num(&item, "relay_hold_until_ms").unwrap_or(now_ms + hold_ms))
+            }
+            Stamped::Refused { .. } => RelayClaim::Done,
+        })
     }
 
     async fn finish_relay(&self, scope_id: &str, kommo_msgid: &str, outcome: &RelayOutcome) -> Result<(), StoreError> {

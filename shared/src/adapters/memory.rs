@@ -324,15 +324,18 @@ impl MessageRecords for MemoryStore {
         kommo_msgid: &str,
         now_ms: i64,
         hold_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<RelayClaim, StoreError> {
         self.ops.write();
         let mut state = self.state();
         match state.messages.get_mut(&slot(scope_id, kommo_msgid)) {
             Some(stored) if stored.record.relay == RelayState::Pending && stored.relay_hold_until_ms <= now_ms => {
                 stored.relay_hold_until_ms = now_ms + hold_ms;
-                Ok(true)
+                Ok(RelayClaim::Claimed)
             }
-            _ => Ok(false),
+            Some(stored) if stored.record.relay == RelayState::Pending => {
+                Ok(RelayClaim::HeldUntil(stored.relay_hold_until_ms))
+            }
+            _ => Ok(RelayClaim::Done),
         }
     }
 

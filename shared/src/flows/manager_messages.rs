@@ -18,8 +18,8 @@ use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
 use crate::ports::chat::{ChatError, ChatService};
 use crate::ports::kommo::KommoApi;
 use crate::ports::store::{
-    Conversations, Direction, LeaseKey, MessageRecord, MessageRecords, RelayOutcome, RelayState, SendTurns, Turn,
-    TypingLeases,
+    Conversations, Direction, LeaseKey, MessageRecord, MessageRecords, RelayClaim, RelayOutcome, RelayState, SendTurns,
+    Turn, TypingLeases,
 };
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
@@ -151,8 +151,24 @@ impl MessageRelay {
     pub async fn relay(&self, relay: Relay<'_>) -> Result<(), FlowError> {
         let now = self.clock.now_ms();
         let (scope_id, kommo_msgid) = (relay.scope_id, relay.kommo_msgid);
-        if !self.records.claim_relay(scope_id, kommo_msgid, now, RELAY_HOLD_MS).await? {
-            return Ok(()); // sent, failed, or another delivery of this work holds it
+        match self.records.claim_relay(scope_id, kommo_msgid, now, RELAY_HOLD_MS).await? {
+            RelayClaim::Claimed => {}
+            RelayClaim::Done => return Ok(()), // sent or failed by another delivery of this work
+            RelayClaim::HeldUntil(until_ms) => {
+                // Another delivery holds it, or an earlier claim of this one landed after its
+                // call had given up: look again when the hold ends, or the message could be
+                // left unrelayed for good.
+                let Relay { scope_id, kommo_msgid, event, webhook_id, attempt } = relay;
+                let again = DueWork::RelayManagerMessage {
+                    scope_id: scope_id.to_owned(),
+                    kommo_msgid: kommo_msgid.to_owned(),
+                    event,
+                    webhook_id,
+                    attempt,
+                };
+                self.timers.schedule(again, until_ms.max(now)).await?;
+                return Ok(());
+            }
         }
         let typing = sender_lease(&relay.event);
         let stopped = match &typing {

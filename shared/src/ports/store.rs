@@ -198,6 +198,19 @@ pub enum RelayOutcome {
     Failed,
 }
 
+/// What [`MessageRecords::claim_relay`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayClaim {
+    /// The caller holds the relay now.
+    Claimed,
+    /// Sent, failed, or no such message: nothing left to relay.
+    Done,
+    /// Still pending, but held until this moment: by another delivery of the work, by a retry's
+    /// wait, or by a claim whose answer was lost (a timeout after the write landed). Whoever
+    /// finds this looks again then, so the message is never left unrelayed.
+    HeldUntil(i64),
+}
+
 /// What [`MessageRecords::advance_status`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusChange {
@@ -224,14 +237,14 @@ pub trait MessageRecords: Send + Sync {
         now_ms: i64,
     ) -> Result<StatusChange, StoreError>;
     /// Claims the relay of a pending message for `hold_ms`, so two deliveries of the same
-    /// queued work never both post it. False: sent, failed, or held by another worker.
+    /// queued work never both post it.
     async fn claim_relay(
         &self,
         scope_id: &str,
         kommo_msgid: &str,
         now_ms: i64,
         hold_ms: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<RelayClaim, StoreError>;
     /// Records how a claimed relay ended; a chat-service msgid becomes a name for the message.
     async fn finish_relay(&self, scope_id: &str, kommo_msgid: &str, outcome: &RelayOutcome) -> Result<(), StoreError>;
     /// The Kommo msgid of the message the chat service calls `chat_msgid`.

@@ -257,15 +257,16 @@ pub async fn a_relay_is_claimed_by_one_worker_and_finished_once(store: &dyn Stor
     let scope = fresh_scope();
     let now = base_ms();
     store.insert_message(&outgoing(&scope, "kommo-1", now)).await.unwrap();
-    assert!(store.claim_relay(&scope, "kommo-1", now, 30_000).await.unwrap());
-    assert!(!store.claim_relay(&scope, "kommo-1", now + 1, 30_000).await.unwrap(), "held by the first worker");
+    let claim = |at: i64| store.claim_relay(&scope, "kommo-1", at, 30_000);
+    assert_eq!(claim(now).await.unwrap(), RelayClaim::Claimed);
+    assert_eq!(claim(now + 1).await.unwrap(), RelayClaim::HeldUntil(now + 30_000), "held by the first worker");
     store.finish_relay(&scope, "kommo-1", &RelayOutcome::RetryAt(now + 5000)).await.unwrap();
-    assert!(!store.claim_relay(&scope, "kommo-1", now + 4999, 30_000).await.unwrap(), "not before the retry");
-    assert!(store.claim_relay(&scope, "kommo-1", now + 5000, 30_000).await.unwrap());
+    assert_eq!(claim(now + 4999).await.unwrap(), RelayClaim::HeldUntil(now + 5000), "not before the retry");
+    assert_eq!(claim(now + 5000).await.unwrap(), RelayClaim::Claimed);
     store.finish_relay(&scope, "kommo-1", &RelayOutcome::Failed).await.unwrap();
-    assert!(!store.claim_relay(&scope, "kommo-1", now + 60_000, 30_000).await.unwrap(), "a failed relay stays failed");
+    assert_eq!(claim(now + 60_000).await.unwrap(), RelayClaim::Done, "a failed relay stays failed");
     assert_eq!(store.get_message(&scope, "kommo-1").await.unwrap().unwrap().relay, RelayState::Failed);
-    assert!(!store.claim_relay(&scope, "kommo-unknown", now, 30_000).await.unwrap());
+    assert_eq!(store.claim_relay(&scope, "kommo-unknown", now, 30_000).await.unwrap(), RelayClaim::Done);
 }
 
 pub async fn a_status_names_a_message_by_the_chat_services_id_once_relayed(store: &dyn Store) {
@@ -273,7 +274,7 @@ pub async fn a_status_names_a_message_by_the_chat_services_id_once_relayed(store
     let now = base_ms();
     store.insert_message(&MessageRecord { chat_msgid: None, ..outgoing(&scope, "kommo-1", now) }).await.unwrap();
     assert_eq!(store.kommo_msgid_for(&scope, "chat-1").await.unwrap(), None);
-    assert!(store.claim_relay(&scope, "kommo-1", now, 30_000).await.unwrap());
+    assert_eq!(store.claim_relay(&scope, "kommo-1", now, 30_000).await.unwrap(), RelayClaim::Claimed);
     store.finish_relay(&scope, "kommo-1", &RelayOutcome::Sent { chat_msgid: Some("chat-1".into()) }).await.unwrap();
     assert_eq!(store.kommo_msgid_for(&scope, "chat-1").await.unwrap().as_deref(), Some("kommo-1"));
     let record = store.get_message(&scope, "kommo-1").await.unwrap().unwrap();

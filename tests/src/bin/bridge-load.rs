@@ -67,7 +67,7 @@ const LOG_ERROR_EXAMPLES: usize = 5;
 const LOG_LINE_MAX_CHARS: usize = 300;
 /// Presence mismatches shown as examples over the run.
 const PRESENCE_MISMATCH_EXAMPLES: usize = 10;
-/// shared::config's default `PRESENCE_WINDOW_S`.
+/// shared::app::config's default `PRESENCE_WINDOW_S`.
 const DEFAULT_PRESENCE_WINDOW_S: i64 = 60;
 
 struct Args {
@@ -491,7 +491,7 @@ fn dev_env_value<'a>(dev_env: &'a [(String, String)], name: &str) -> Option<&'a 
     dev_env.iter().rev().find(|(n, _)| n == name).map(|(_, value)| value.trim())
 }
 
-/// Whether `--dev-env` turns a dev-server switch off (the values shared::config reads as false).
+/// Whether `--dev-env` turns a dev-server switch off (the values shared::app::config reads as false).
 fn switched_off(dev_env: &[(String, String)], name: &str) -> bool {
     dev_env_value(dev_env, name)
         .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "false" | "0" | "off" | "no"))

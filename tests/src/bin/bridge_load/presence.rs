@@ -4,7 +4,7 @@
 //!
 //! The bridge keeps one window per subject and device: a heartbeat writes
 //! `online_until = now + window` unless the device is online and its last write is younger than
-//! the coalescing (`min(30 s, window / 2)`, shared::presence); going offline closes it at once;
+//! the coalescing (`min(30 s, window / 2)`, shared::rules::presence); going offline closes it at once;
 //! a read is online iff `online_until > now`. Nothing else writes it, and each conversation
 //! sends its requests one at a time, so a read never races a change the tool made. What the
 //! model cannot know is the bridge's `now` inside each request (somewhere between the send and
@@ -14,7 +14,7 @@
 
 use serde_json::{Value, json};
 
-/// shared::presence::HEARTBEAT_COALESCE_MS.
+/// shared::rules::presence::HEARTBEAT_COALESCE_MS.
 const HEARTBEAT_COALESCE_MS: i64 = 30_000;
 /// Slack on each side of a window edge, for a step of the system clock between the processes'
 /// reads of it (both read the same clock, in whole milliseconds).

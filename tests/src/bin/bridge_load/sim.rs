@@ -25,7 +25,7 @@ const VIEWING_HEARTBEAT: Duration = Duration::from_secs(5);
 /// `read` with `up_to` marks at most this many earlier messages (shared::flows::delivery_status::READ_UP_TO_LIMIT).
 const READ_UP_TO_LIMIT: usize = shared::flows::delivery_status::READ_UP_TO_LIMIT;
 
-// The routes, as the report names them (shared/src/routes.rs; /healthz and the sinks are the
+// The routes, as the report names them (shared/src/app/routes.rs; /healthz and the sinks are the
 // dev server's own and never seen by a deployment).
 pub const WEBHOOK: &str = "POST /kommo/webhook/{scope_id}";
 pub const CHAT_EVENTS: &str = "POST /chat/events";
