@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::queued::{SqsEvent, SqsRecord};
+use shared::queued::QueuedRecord;
 use shared::ports::timers::DueWork;
 use shared_fuzz::{Harness, MAX_DUE_RUNS, block_on};
 
@@ -16,9 +16,9 @@ fuzz_target!(|data: &[u8]| {
     block_on(async {
         let harness = Harness::new();
         harness.seed_state().await;
-        let record = SqsRecord { message_id: "record-1".into(), body: body.to_owned() };
-        let answer = harness.bridge.dispatcher().expect("every side is wired").run_batch(SqsEvent { records: vec![record] }).await;
-        let failed = answer.batch_item_failures.len();
+        let record = QueuedRecord { message_id: "record-1".into(), body: body.to_owned() };
+        let dispatcher = harness.bridge.dispatcher().expect("every side is wired");
+        let failed = dispatcher.run_batch(vec![record]).await.len();
         if serde_json::from_str::<DueWork>(body).is_err() {
             assert_eq!(failed, 1, "unreadable work not reported failed");
         } else {

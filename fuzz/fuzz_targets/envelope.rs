@@ -1,6 +1,7 @@
 //! The wire models parsed straight from the fuzz bytes: the Kommo webhook envelope, the chat
-//! service's events, the bridge's own events, due work as it travels through SQS (and the SQS
-//! batch around it), the delivery-status request and the amojo calls and answers.
+//! service's events, the bridge's own events, due work as it travels through SQS (also as the
+//! body of each record of an SQS batch), the delivery-status request and the amojo calls and
+//! answers.
 //!
 //! Whatever parses must write back as JSON that parses to the same value, and writing that
 //! value again must give the same bytes: nothing a relay carries changes on the way through.
@@ -12,7 +13,6 @@ use std::fmt::Debug;
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shared::queued::SqsEvent;
 use shared::models::chat::{BridgeEvent, ChatEvent};
 use shared::models::kommo::*;
 use shared::models::status::ErrorText;
@@ -63,9 +63,12 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<ImportMessageRequest>(data);
     round_trip::<ImportMessageResponse>(data);
     round_trip::<TypingRequest>(data);
-    if let Ok(batch) = serde_json::from_slice::<SqsEvent>(data) {
-        for record in batch.records {
-            round_trip::<DueWork>(record.body.as_bytes());
+    // The batch itself is the runtime's type (typing-expiry); what the bridge parses of it is
+    // each record's body.
+    if let Ok(batch) = serde_json::from_slice::<serde_json::Value>(data) {
+        let bodies = batch["Records"].as_array().into_iter().flatten().filter_map(|record| record["body"].as_str());
+        for body in bodies {
+            round_trip::<DueWork>(body.as_bytes());
         }
     }
 });

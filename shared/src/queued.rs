@@ -1,9 +1,9 @@
 //! The queued-work dispatcher: runs work that fell due (timers and queued deliveries) through
-//! the queued half of its flow, and the SQS batch the `typing-expiry` function consumes, with
-//! per-record failures. One span per piece of work names its kind and ids.
+//! the queued half of its flow, one record or a batch of them (what the `typing-expiry` function
+//! receives from SQS, in the runtime's own event types there), with per-record failures. One
+//! span per piece of work names its kind and ids.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::flows::FlowError;
@@ -61,12 +61,13 @@ impl Dispatcher {
         .await
     }
 
-    /// Runs a batch concurrently. A record that cannot be parsed is logged (by id, never its
-    /// body) and reported failed, so the queue's redrive moves it to the dead-letter queue after
-    /// a few receives instead of retrying it forever; a transient failure is reported and
-    /// retried. Everything else succeeds.
-    pub async fn run_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        let runs = event.records.into_iter().map(|record| async move {
+    /// Runs a batch concurrently and returns the message ids of the records to deliver again. A
+    /// record that cannot be parsed is logged (by id, never its body) and reported failed, so
+    /// the queue's redrive moves it to the dead-letter queue after a few receives instead of
+    /// retrying it forever; a transient failure is reported and retried. Everything else
+    /// succeeds.
+    pub async fn run_batch(&self, records: Vec<QueuedRecord>) -> Vec<String> {
+        let runs = records.into_iter().map(|record| async move {
             let work: DueWork = match serde_json::from_str(&record.body) {
                 Ok(work) => work,
                 Err(error) => {
@@ -83,15 +84,15 @@ impl Dispatcher {
                 }
             }
         });
-        let failures = futures_util::future::join_all(runs).await;
-        SqsBatchResponse {
-            batch_item_failures: failures
-                .into_iter()
-                .flatten()
-                .map(|item_identifier| BatchItemFailure { item_identifier })
-                .collect(),
-        }
+        futures_util::future::join_all(runs).await.into_iter().flatten().collect()
     }
+}
+
+/// One record of a batch from the timer queue: its message id, and its body, the work as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRecord {
+    pub message_id: String,
+    pub body: String,
 }
 
 #[async_trait]
@@ -145,32 +146,4 @@ fn work_span(work: &DueWork) -> tracing::Span {
         span.record("attempt", attempt);
     }
     span
-}
-
-/// The SQS event Lambda hands `typing-expiry` (only the fields it reads).
-#[derive(Debug, Deserialize)]
-pub struct SqsEvent {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<SqsRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SqsRecord {
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    #[serde(default)]
-    pub body: String,
-}
-
-/// Partial batch response: only the failed records are delivered again.
-#[derive(Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SqsBatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub batch_item_failures: Vec<BatchItemFailure>,
-}
-
-#[derive(Debug, PartialEq, Eq, Serialize)]
-pub struct BatchItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
 }

@@ -190,7 +190,7 @@ async fn a_chat_service_outage_retries_the_stop_and_never_sends_a_stale_start() 
 
 #[tokio::test]
 async fn typing_expiry_reports_an_unreadable_record_and_runs_the_rest() {
-    use shared::queued::{SqsEvent, SqsRecord};
+    use shared::queued::QueuedRecord;
     let sim = Sim::new();
     let good = serde_json::to_string(&DueWork::ManagerTypingCheck {
         scope_id: SCOPE.into(),
@@ -205,17 +205,14 @@ async fn typing_expiry_reports_an_unreadable_record_and_runs_the_rest() {
         read_at: T0 / 1000,
     }))
     .unwrap();
-    let event = SqsEvent {
-        records: vec![
-            SqsRecord { message_id: "ok-1".into(), body: good },
-            SqsRecord { message_id: "ok-2".into(), body: read },
-            SqsRecord { message_id: "bad-1".into(), body: "{not json".into() },
-            SqsRecord { message_id: "bad-2".into(), body: r#"{"work":"unknown"}"#.into() },
-        ],
-    };
-    let response = sim.bridge.dispatcher().unwrap().run_batch(event).await;
-    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-    assert_eq!(failed, vec!["bad-1", "bad-2"]);
+    let records = vec![
+        QueuedRecord { message_id: "ok-1".into(), body: good },
+        QueuedRecord { message_id: "ok-2".into(), body: read },
+        QueuedRecord { message_id: "bad-1".into(), body: "{not json".into() },
+        QueuedRecord { message_id: "bad-2".into(), body: r#"{"work":"unknown"}"#.into() },
+    ];
+    let failed = sim.bridge.dispatcher().unwrap().run_batch(records).await;
+    assert_eq!(failed, ["bad-1", "bad-2"]);
     let delivered: Vec<_> = sim.chat.events().into_iter().map(|recorded| recorded.call).collect();
     assert!(matches!(&delivered[..], [BridgeEvent::MessageRead { msgid, .. }] if msgid == "chat-1"), "{delivered:?}");
 }

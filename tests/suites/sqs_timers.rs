@@ -13,7 +13,7 @@ use shared::app::{Bridge, Ports};
 use shared::models::chat::BridgeEvent;
 use shared::ports::store::{LeaseKey, SendTurns, Turn, TypingLeases};
 use shared::ports::timers::{DueWork, Timers};
-use shared::queued::{SqsEvent, SqsRecord};
+use shared::queued::QueuedRecord;
 use shared::testing::{RecordingChat, RecordingKommo};
 use shared::time::{Clock, SystemClock};
 
@@ -114,14 +114,11 @@ async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadab
     assert_eq!(messages.len(), 3);
     let garbage_id =
         messages.iter().find(|m| m.body() == Some("{not due work")).unwrap().message_id().unwrap().to_owned();
-    let event = SqsEvent {
-        records: messages
-            .iter()
-            .map(|m| SqsRecord { message_id: m.message_id().unwrap().into(), body: m.body().unwrap().into() })
-            .collect(),
-    };
-    let response = bridge.dispatcher().unwrap().run_batch(event).await;
-    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    let records = messages
+        .iter()
+        .map(|m| QueuedRecord { message_id: m.message_id().unwrap().into(), body: m.body().unwrap().into() })
+        .collect();
+    let failed = bridge.dispatcher().unwrap().run_batch(records).await;
     assert_eq!(failed, vec![garbage_id]);
 
     let stopped: Vec<_> = chat.events().into_iter().map(|e| e.call).collect();
@@ -224,4 +221,62 @@ async fn a_lambda_function_reads_its_own_secrets_from_ssm_on_its_first_event() {
         .expect("the function runs");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("TABLE_NAME"));
+}
+
+/// The typing-expiry binary under a stand-in Lambda Runtime API, given an SQS event as Lambda
+/// delivers it (every field of AWS's documented sample) with one readable and one unreadable
+/// record: it parses the batch with the runtime's own event types, runs the readable work
+/// against Dynoxide, and answers a partial batch failure naming only the unreadable record.
+#[tokio::test]
+async fn typing_expiry_answers_a_real_sqs_event_with_the_partial_batch_failure() {
+    let endpoint = support::required_env("TEST_DYNAMODB_ENDPOINT");
+    let table = support::unique("expiry-");
+    shared::adapters::dynamo::ensure_table(&shared::adapters::dynamo::client_from_env(Some(&endpoint)), &table)
+        .await
+        .expect("the table is created");
+    let work = serde_json::to_string(&check("chan_real")).unwrap();
+    let record = |id: &str, body: &str| {
+        serde_json::json!({
+            "messageId": id,
+            "receiptHandle": "MessageReceiptHandle",
+            "body": body,
+            "attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": "1523232000000",
+                "SenderId": "123456789012",
+                "ApproximateFirstReceiveTimestamp": "1523232000001"
+            },
+            "messageAttributes": {},
+            "md5OfBody": "7b270e59b47ff90a553787216d55d91d",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bridge-timers",
+            "awsRegion": "us-east-1"
+        })
+    };
+    let event = serde_json::json!({"Records": [record("good-1", &work), record("bad-1", "{not due work")]});
+    let runtime = support::RuntimeApi::serve_one(event);
+    let mut function = std::process::Command::new(support::workspace_binary("typing-expiry"))
+        .env_clear()
+        .envs([
+            ("KOMMO_CHANNEL_ID", "chan"),
+            ("KOMMO_CHANNEL_SECRET", "5a44c5dff55f3c15a4cce8d7c4cc27e207c7e189"),
+            ("CHAT_SERVICE_URL", "http://127.0.0.1:9/chat"),
+            ("CHAT_SERVICE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("TABLE_NAME", table.as_str()),
+            ("DYNAMODB_ENDPOINT", endpoint.as_str()),
+            ("TIMER_QUEUE_URL", "http://127.0.0.1:9/queue"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "typing-expiry"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ])
+        .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the function starts");
+    let (kind, answer) = runtime.outcome(Duration::from_secs(20));
+    let _ = function.kill();
+    let stderr =
+        function.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+    assert_eq!(kind, "response", "{answer} {stderr}");
+    assert_eq!(answer, serde_json::json!({"batchItemFailures": [{"itemIdentifier": "bad-1"}]}), "{stderr}");
 }

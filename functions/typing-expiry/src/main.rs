@@ -1,14 +1,16 @@
 //! The `typing-expiry` Lambda function: work that falls due later, from the SQS timer queue
 //! (lapsed typing leases, typing refreshes, queued deliveries to the chat service). Failed
 //! records are reported one by one (`ReportBatchItemFailures`), so only they are retried.
-//! It only wires: configuration, secrets and clients loaded on the first event, and the shared handler.
+//! It only wires: configuration, secrets and clients loaded on the first event, the runtime's
+//! SQS event types, and the shared dispatcher.
 
 use std::sync::Arc;
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::app::config::Function;
 use shared::app::deploy;
-use shared::queued::{SqsBatchResponse, SqsEvent};
+use shared::queued::QueuedRecord;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -20,8 +22,23 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         async move {
             let bridge = cold_start.bridge().await?;
             let dispatcher = bridge.dispatcher().ok_or("typing-expiry is wired without a chat-service client")?;
-            Ok::<SqsBatchResponse, lambda_runtime::Error>(dispatcher.run_batch(event.payload).await)
+            // A record without an id cannot be named in a failure: it is run like any other, and
+            // an empty identifier, should it fail, makes Lambda retry the whole batch.
+            let records = event.payload.records.into_iter().map(|message| QueuedRecord {
+                message_id: message.message_id.unwrap_or_default(),
+                body: message.body.unwrap_or_default(),
+            });
+            let failed = dispatcher.run_batch(records.collect()).await;
+            let mut response = SqsBatchResponse::default();
+            response.batch_item_failures = failed.into_iter().map(failure).collect();
+            Ok::<SqsBatchResponse, lambda_runtime::Error>(response)
         }
     }))
     .await
+}
+
+fn failure(item_identifier: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = item_identifier;
+    failure
 }
