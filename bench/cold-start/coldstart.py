@@ -343,7 +343,7 @@ def lambda_env() -> dict[str, str]:
         "KOMMO_CHANNEL_ID": "bench-channel",
         "KOMMO_CHANNEL_SECRET": secrets.token_hex(20),
         "KOMMO_INTEGRATION_SECRET": secrets.token_hex(32),
-        "KOMMO_AMOJO_URL": "http://127.0.0.1:9/amojo",
+        "KOMMO_AMOJO_URL": "http://127.0.0.1:9",
         "KOMMO_ACCOUNTS": "31000001:bench-account",
         "CHAT_SERVICE_URL": "http://127.0.0.1:9/chat",
         "CHAT_SERVICE_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),

@@ -52,7 +52,7 @@ pub fn config() -> &'static Config {
                 "KOMMO_CHANNEL_SECRET" => CHANNEL_SECRET,
                 "KOMMO_INTEGRATION_SECRET" => INTEGRATION_SECRET,
                 "CHAT_SERVICE_SECRET" => CHAT_SECRET,
-                "KOMMO_AMOJO_URL" => "http://127.0.0.1:9/_sink/amojo",
+                "KOMMO_AMOJO_URL" => "http://127.0.0.1:9",
                 "CHAT_SERVICE_URL" => "http://127.0.0.1:9/_sink/chat",
                 "KOMMO_ACCOUNTS" => &accounts,
                 _ => return None,

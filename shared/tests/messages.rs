@@ -254,3 +254,25 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_relay_that_cannot_be_queued_is_reported_903_and_its_webhook_answered_200() {
+    // Kommo never sends a webhook again and counts error answers against the channel: once the
+    // manager sees the failure (903), the webhook is acknowledged (#13).
+    use std::sync::atomic::Ordering::SeqCst;
+    let sim = Sim::new();
+    sim.queue.refuse_next.store(true, SeqCst);
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
+    assert_eq!(kommo_statuses(&sim), [("kommo-1".to_owned(), -1, Some(903))]);
+    // When Kommo cannot be told either, the fault is the bridge's to show: a 500.
+    sim.queue.refuse_next.store(true, SeqCst);
+    sim.kommo.fail_next([shared::ports::kommo::KommoError::Unavailable {
+        attempts: 3,
+        status: Some(503),
+        reason: "HTTP 503".into(),
+        retry_after: None,
+    }]);
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-2")).await.status(), 500);
+    sim.advance_to(T0 + 60_000).await;
+    assert!(sim.chat_events().is_empty(), "neither message was relayed");
+}

@@ -206,6 +206,8 @@ class Amojo(FakeService):
         conversation_id = _get(payload, "conversation_id", str, "payload.")
         sender = _get(payload, "sender", dict, "payload.")
         sender_id = _get(sender, "id", str, "payload.sender.")
+        # Kommo requires the sender's name on import, as on chat creation.
+        _get(sender, "name", str, "payload.sender.")
         message = _get(payload, "message", dict, "payload.")
         _get(message, "type", str, "payload.message.")
         with self._lock:

@@ -289,10 +289,14 @@ class AmojoTest(unittest.TestCase):
             "event_type": "new_message",
             "payload": {
                 "timestamp": 1700000000, "msec_timestamp": 1700000000000, "msgid": "m1",
-                "conversation_id": "conv", "sender": {"id": "u1"},
+                "conversation_id": "conv", "sender": {"id": "u1", "name": "Ann"},
                 "message": {"type": "text", "text": "hi"},
             },
         }
+        nameless = {**message, "payload": {**message["payload"], "sender": {"id": "u1"}}}
+        status, body = self.send("POST", base, nameless, conn)
+        self.assertEqual(status, 400, "Kommo requires the sender's name on import")
+        self.assertIn("payload.sender.name", body["error_description"])
         status, imported = self.send("POST", base, message, conn)
         self.assertEqual(status, 200)
         new = imported["new_message"]

@@ -151,6 +151,11 @@ fn malformed_configuration_is_refused_by_name() {
         run_refusing("dev-server", &[("PORT", "0"), ("KOMMO_AMOJO_URL", "amojo.kommo.com")])
             .contains("KOMMO_AMOJO_URL")
     );
+    assert!(
+        run_refusing("dev-server", &[("PORT", "0"), ("KOMMO_AMOJO_URL", "https://amojo.kommo.com/v2")])
+            .contains("KOMMO_AMOJO_URL"),
+        "a path in amojo's URL would be signed wrong: refused at start"
+    );
 }
 
 #[test]

@@ -146,3 +146,26 @@ async fn a_client_message_is_imported_into_a_new_chat_with_valid_signatures() {
     assert_eq!(calls[1]["body"]["payload"]["msgid"], "chat-1");
     assert!(calls[1]["body"]["payload"].get("receiver").is_none());
 }
+
+#[tokio::test]
+async fn a_client_without_a_name_reaches_kommo_under_a_readable_one() {
+    // Kommo refuses a chat or an import without a name, and so does the fake amojo: the bridge
+    // names the client by their phone, else their email, else "Client" and their id (#13).
+    let e2e = E2e::start(&FAST_RETRIES);
+    for (conversation, msgid, user, shown) in [
+        ("conv-p", "chat-p", json!({"id": "client-p", "phone": "+15550100"}), "+15550100"),
+        ("conv-x", "chat-x", json!({"id": "client-x"}), "Client client-x"),
+    ] {
+        let message = json!({"type": "message.created", "scope_id": e2e.scope, "conversation_id": conversation,
+                             "msgid": msgid, "user": user, "message": {"type": "text", "text": "Hello"},
+                             "timestamp_ms": 1_700_000_000_000i64});
+        e2e.chat_event_ok(message.to_string()).await;
+        let imported =
+            |calls: &[Value]| calls.iter().any(|c| c["body"]["payload"]["msgid"] == msgid && c["reply_status"] == 200);
+        let calls = e2e.wait_for(&e2e.amojo, Duration::from_secs(5), imported).await;
+        let chat = calls.iter().find(|c| c["body"]["conversation_id"] == conversation).expect("the chat was created");
+        assert_eq!((chat["reply_status"].clone(), chat["body"]["user"]["name"].clone()), (json!(200), json!(shown)));
+        let import = calls.iter().find(|c| c["body"]["payload"]["msgid"] == msgid).unwrap();
+        assert_eq!(import["body"]["payload"]["sender"]["name"], shown);
+    }
+}

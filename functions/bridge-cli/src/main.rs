@@ -55,7 +55,7 @@ Usage:
 Environment (the same names as the functions):
   KOMMO_CHANNEL_ID          connect, disconnect
   KOMMO_CHANNEL_SECRET      connect, disconnect, sign kommo, send kommo
-  KOMMO_AMOJO_URL           amojo's base URL for connect and disconnect (default https://amojo.kommo.com)
+  KOMMO_AMOJO_URL           amojo's origin for connect and disconnect (default https://amojo.kommo.com)
   CHAT_SERVICE_SECRET       sign chat, send chat (whsec_...)
   KOMMO_INTEGRATION_SECRET  sign token
   KOMMO_ACCOUNTS            read by connect, to print the whole new value
@@ -170,9 +170,14 @@ async fn disconnect(options: &Options) -> Result<(), Failure> {
 fn amojo_client() -> Result<(AmojoClient, String), Failure> {
     let channel_id = required_env("KOMMO_CHANNEL_ID")?;
     let secret = required_env("KOMMO_CHANNEL_SECRET")?;
-    let amojo_url = env("KOMMO_AMOJO_URL").unwrap_or_else(|| DEFAULT_AMOJO_URL.to_owned());
-    if !(amojo_url.starts_with("http://") || amojo_url.starts_with("https://")) {
-        return Err(Failure::Config("KOMMO_AMOJO_URL must be an http:// or https:// URL".into()));
+    let amojo_url =
+        env("KOMMO_AMOJO_URL").map_or_else(|| DEFAULT_AMOJO_URL.to_owned(), |u| u.trim_end_matches('/').to_owned());
+    let is_url = amojo_url.starts_with("http://") || amojo_url.starts_with("https://");
+    if !is_url || !shared::app::config::is_origin(&amojo_url) {
+        // amojo signs the path it is sent: a path here would make every signature wrong.
+        return Err(Failure::Config(
+            "KOMMO_AMOJO_URL must be an http:// or https:// origin (scheme, host, optional port; no path)".into(),
+        ));
     }
     let http = shared::adapters::outbound::http_client(HTTP_TIMEOUT);
     let client = AmojoClient::new(

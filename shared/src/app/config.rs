@@ -117,7 +117,7 @@ impl Config {
         // Read in the order an operator sets them: the channel first, then each peer.
         let channel_id = required("KOMMO_CHANNEL_ID")?;
         let channel_secret = Secret::new(required("KOMMO_CHANNEL_SECRET")?);
-        let amojo_url = url(env, "KOMMO_AMOJO_URL")?.unwrap_or_else(|| DEFAULT_AMOJO_URL.into());
+        let amojo_url = origin(env, "KOMMO_AMOJO_URL")?.unwrap_or_else(|| DEFAULT_AMOJO_URL.into());
         let integration_secret = match function.uses("KOMMO_INTEGRATION_SECRET") {
             true => Some(Secret::new(required("KOMMO_INTEGRATION_SECRET")?)),
             false => None,
@@ -174,7 +174,7 @@ impl Config {
             hex::encode(random_bytes::<20>())
         });
         let amojo_url =
-            or_generated("KOMMO_AMOJO_URL", url(env, "KOMMO_AMOJO_URL")?, &|| format!("{sink_base}/_sink/amojo"));
+            or_generated("KOMMO_AMOJO_URL", origin(env, "KOMMO_AMOJO_URL")?, &|| format!("{sink_base}/_sink/amojo"));
         let integration_secret =
             or_generated("KOMMO_INTEGRATION_SECRET", non_empty(env, "KOMMO_INTEGRATION_SECRET"), &|| {
                 hex::encode(random_bytes::<32>())
@@ -253,6 +253,42 @@ fn url(env: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<Optio
         }
         Some(_) => Err(ConfigError::new(name, "must be an http:// or https:// URL")),
     }
+}
+
+/// An origin: scheme, host and an optional port, nothing after (a trailing `/` is dropped).
+/// amojo's signature covers the path of the request, so a base URL with a path of its own
+/// would sign one path and send another: every call refused, and only at run time.
+fn origin(env: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<String>, ConfigError> {
+    let Some(text) = url(env, name)? else { return Ok(None) };
+    if is_origin(&text) {
+        Ok(Some(text))
+    } else {
+        Err(ConfigError::new(name, "must be an origin (scheme, host and optional port), with no path, query or user"))
+    }
+}
+
+/// Whether `text` (an http:// or https:// URL, trailing `/` dropped) is an origin.
+pub fn is_origin(text: &str) -> bool {
+    let Some((_, authority)) = text.split_once("://") else { return false };
+    // An IPv6 literal is bracketed, its colons inside the brackets.
+    let (host_ok, after_host) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((address, after)) => {
+                (!address.is_empty() && address.chars().all(|c| c.is_ascii_hexdigit() || c == ':'), after)
+            }
+            None => (false, ""),
+        },
+        None => {
+            let (host, after) = authority.find(':').map_or((authority, ""), |at| authority.split_at(at));
+            (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')), after)
+        }
+    };
+    // After the host: nothing, or `:` and a port number.
+    let port_ok = after_host.is_empty()
+        || after_host
+            .strip_prefix(':')
+            .is_some_and(|port| !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
 }
 
 fn webhook_secret(text: &str) -> Result<WebhookSecret, ConfigError> {
@@ -416,6 +452,37 @@ mod tests {
             assert_eq!(config.integration_secret.is_some(), !unread.contains(&"KOMMO_INTEGRATION_SECRET"));
             assert_eq!(config.chat_service_secret.is_some(), !unread.contains(&"CHAT_SERVICE_SECRET"));
             assert_eq!(config.chat_service_url.is_some(), !unread.contains(&"CHAT_SERVICE_URL"));
+        }
+    }
+
+    #[test]
+    fn the_amojo_url_must_be_an_origin() {
+        // (given, what the bridge uses; None: refused at start, naming the variable)
+        let cases = [
+            ("https://amojo.kommo.com", Some("https://amojo.kommo.com")),
+            ("https://amojo.kommo.com/", Some("https://amojo.kommo.com")),
+            ("https://amojo.amocrm.ru", Some("https://amojo.amocrm.ru")),
+            ("http://127.0.0.1:8080", Some("http://127.0.0.1:8080")),
+            ("http://[::1]:8080", Some("http://[::1]:8080")),
+            ("https://amojo.kommo.com/v2", None),
+            ("https://amojo.kommo.com/v2/origin/custom", None),
+            ("https://amojo.kommo.com?x=1", None),
+            ("https://amojo.kommo.com#x", None),
+            ("https://user@amojo.kommo.com", None),
+            ("https://amojo.kommo.com:port", None),
+            ("https://amojo.kommo.com:", None),
+            ("https://", None),
+            ("https://amojo kommo.com", None),
+            ("amojo.kommo.com", None),
+        ];
+        for (given, used) in cases {
+            let mut env: Vec<_> = FULL.to_vec();
+            env.push(("KOMMO_AMOJO_URL", given));
+            let config = Config::from_env_strict(&env_of(&env), Function::ChatCallback);
+            match used {
+                Some(url) => assert_eq!(config.unwrap().amojo_url, url, "{given}"),
+                None => assert_eq!(config.unwrap_err().variable, "KOMMO_AMOJO_URL", "{given}"),
+            }
         }
     }
 

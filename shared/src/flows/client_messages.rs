@@ -12,6 +12,7 @@ use crate::models::kommo::{CreateChatRequest, ImportMessageRequest, ImportPayloa
 use crate::ports::kommo::{KommoApi, KommoError};
 use crate::ports::store::{Conversations, LeaseKey, MessageRecords, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
+use crate::rules::names::client_display_name;
 use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
 use crate::rules::validation::check_client_message;
 use crate::time::Clock;
@@ -134,10 +135,11 @@ impl MessageImport {
     }
 }
 
-/// The client as amojo takes them.
+/// The client as amojo takes them, always named ([`client_display_name`]): Kommo refuses a
+/// chat or an import without a name.
 fn participant(user: &ChatUser) -> Participant {
     let mut participant = Participant::with_id(user.id.clone());
-    participant.name = user.name.clone();
+    participant.name = Some(client_display_name(user));
     participant.avatar = user.avatar.clone();
     participant.profile_link = user.profile_link.clone();
     if user.phone.is_some() || user.email.is_some() {

@@ -116,7 +116,11 @@ impl ManagerMessages {
             let request =
                 DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: DeliveryStatus::Failed(RELAY_GIVEN_UP) };
             let report = self.kommo.delivery_status(scope_id, &request);
-            let _ = tokio::time::timeout(FAULT_REPORT_BUDGET, report).await;
+            if let Ok(Ok(())) = tokio::time::timeout(FAULT_REPORT_BUDGET, report).await {
+                // The manager sees the failure: an error answer now would only count against
+                // the channel, since Kommo never sends the webhook again.
+                return Ok(());
+            }
             return Err(error.into());
         }
         tracing::info!(kommo_msgid, "manager message accepted");

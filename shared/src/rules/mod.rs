@@ -3,6 +3,7 @@
 //! the flows above only read, decide with these, write and send.
 
 pub mod lanes;
+pub mod names;
 pub mod presence;
 pub mod rejection;
 pub mod retry;

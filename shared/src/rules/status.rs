@@ -5,12 +5,13 @@
 
 use crate::models::status::{DeliveryError, DeliveryStatus, ErrorText};
 
-/// What the chat service's refusal of a message means to Kommo: its code if it names 901,
-/// 902 or 904; 902 for 403 and 410 (the channel is disabled there); 905 with its text otherwise.
+/// What the chat service's refusal of a message means to Kommo: its code if it names one of
+/// 901–904; 902 for 403 and 410 (the channel is disabled there); 905 with its text otherwise.
 pub fn refusal_to_error(status: u16, code: &str, message: &str) -> DeliveryError {
     match code.trim() {
         "901" => return DeliveryError::Deleted,
         "902" => return DeliveryError::IntegrationDisabled,
+        "903" => return DeliveryError::Internal,
         "904" => return DeliveryError::ConversationNotCreated,
         _ => {}
     }
@@ -62,7 +63,8 @@ mod tests {
             (422, "blocked", "The user blocked this business\n  at x.rs:1", other("The user blocked this business")),
             (400, "bad", "", other("The chat service refused the message (HTTP 400 bad)")),
             (400, "bad", "  \n ", other("The chat service refused the message (HTTP 400 bad)")),
-            (404, "903", "down", other("down")),
+            (500, "903", "down", DeliveryError::Internal), // its own fault, named (#13)
+            (422, "903", "", DeliveryError::Internal),
             (409, "905", "duplicate", other("duplicate")),
         ];
         for (status, code, message, expected) in cases {
