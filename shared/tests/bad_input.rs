@@ -17,6 +17,13 @@ struct Case {
     status: u16,
 }
 
+/// A client's `message.created` naming `source` as its source's external id (JSON-escaped).
+fn client_message_with_source(source: &str) -> String {
+    format!(
+        r#"{{"type":"message.created","scope_id":"{SCOPE}","conversation_id":"c","msgid":"m","user":{{"id":"u","name":"U"}},"message":{{"type":"text","text":"hi"}},"timestamp_ms":1,"source":{{"external_id":"{source}"}}}}"#
+    )
+}
+
 fn nested(depth: usize) -> String {
     format!("{}{}", "[".repeat(depth), "]".repeat(depth))
 }
@@ -267,6 +274,9 @@ fn cases(sim: &Sim) -> Vec<Case> {
         ),
         chat("heartbeat with an empty user_id", &event("presence.heartbeat", r#","user_id":"""#), 400),
         chat("status whose reference is a path", &status_with_reference("a b?c#d"), 400),
+        chat("message with a 41-character source", &client_message_with_source(&"s".repeat(41)), 400),
+        chat("message with an empty source", &client_message_with_source(""), 400),
+        chat("message with a source that is not printable ASCII", &client_message_with_source("line\u{e9}"), 400),
         chat("status whose reference is not ASCII", &status_with_reference("g\\u00adqp"), 400),
         chat(
             "typing with a negative ttl",

@@ -276,3 +276,38 @@ async fn a_relay_that_cannot_be_queued_is_reported_903_and_its_webhook_answered_
     sim.advance_to(T0 + 60_000).await;
     assert!(sim.chat_events().is_empty(), "neither message was relayed");
 }
+
+#[tokio::test]
+async fn a_source_travels_with_messages_both_ways() {
+    // Kommo's source.external_id (one channel, several numbers or pages) reaches the chat
+    // service with a manager's message, and the chat service's reaches Kommo with a client's,
+    // on chat creation and on import (#13).
+    let sim = Sim::new();
+    let manager = serde_json::json!({"account_id": "acc-1", "time": 1, "message": {
+        "receiver": {"id": "r", "client_id": "client-1"}, "sender": {"id": "manager-1"},
+        "conversation": {"id": "kommo-conv-1", "client_id": "conv-1"}, "source": {"external_id": "line-2"},
+        "timestamp": 1, "message": {"id": "kommo-1", "type": "text", "text": "hello"}}});
+    assert_eq!(sim.kommo_webhook(&manager.to_string()).await.status(), 200);
+    let client = serde_json::json!({"type": "message.created", "scope_id": SCOPE, "conversation_id": "conv-2",
+        "msgid": "chat-1", "user": {"id": "client-2", "name": "Eve"}, "message": {"type": "text", "text": "hi"},
+        "timestamp_ms": T0, "source": {"external_id": "+1 555 0100"}});
+    assert_eq!(sim.chat_event(&client.to_string()).await.status(), 200);
+    sim.advance_to(T0 + 60_000).await;
+
+    let created: Vec<_> = sim.chat.events().into_iter().map(|recorded| recorded.call).collect();
+    let [BridgeEvent::MessageCreated { source, .. }] = &created[..] else { panic!("{created:?}") };
+    assert_eq!(source.as_ref().map(|s| s.external_id.as_str()), Some("line-2"));
+    let sources: Vec<_> = sim
+        .kommo
+        .calls()
+        .into_iter()
+        .filter_map(|recorded| match recorded.call {
+            KommoCall::CreateChat(request) => Some(("chat", request.source)),
+            KommoCall::Import(request) => Some(("import", request.payload.source)),
+            _ => None,
+        })
+        .map(|(call, source)| (call, source.and_then(|s| s.external_id)))
+        .collect();
+    let expected = Some("+1 555 0100".to_owned());
+    assert_eq!(sources, [("chat", expected.clone()), ("import", expected)]);
+}

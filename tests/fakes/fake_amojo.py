@@ -54,6 +54,16 @@ class BadRequest(Exception):
     """The JSON body is malformed or misses a required field."""
 
 
+def _check_source(obj: dict, prefix: str) -> None:
+    """Kommo's `source`, when given: an object whose `external_id` is 1 to 40 printable ASCII
+    characters."""
+    if "source" not in obj:
+        return
+    external_id = _get(_get(obj, "source", dict, prefix), "external_id", str, f"{prefix}source.")
+    if len(external_id) > 40 or not all(" " <= ch <= "~" for ch in external_id):
+        raise BadRequest(f"{prefix}source.external_id must be at most 40 printable ASCII characters")
+
+
 def _get(obj: Any, key: str, kind: type, prefix: str) -> Any:
     """obj[key], checked to be of `kind`; strings must be non-empty and bools
     do not count as integers. `prefix` locates obj in error messages."""
@@ -187,6 +197,7 @@ class Amojo(FakeService):
         user = _get(body, "user", dict, "")
         client_id = _get(user, "id", str, "user.")
         name = _get(user, "name", str, "user.")
+        _check_source(body, "")
         answer_user = {"id": self._user_id(scope, client_id), "client_id": client_id, "name": name}
         # Kommo echoes the avatar and flattens the profile's contact fields.
         if isinstance(user.get("avatar"), str):
@@ -208,6 +219,7 @@ class Amojo(FakeService):
         sender_id = _get(sender, "id", str, "payload.sender.")
         # Kommo requires the sender's name on import, as on chat creation.
         _get(sender, "name", str, "payload.sender.")
+        _check_source(payload, "payload.")
         message = _get(payload, "message", dict, "payload.")
         _get(message, "type", str, "payload.message.")
         with self._lock:

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::FlowError;
 use crate::ids::random_bytes;
 use crate::models::chat::{ChatUser, ClientMessage};
-use crate::models::kommo::{CreateChatRequest, ImportMessageRequest, ImportPayload, Participant, Profile};
+use crate::models::kommo::{CreateChatRequest, ImportMessageRequest, ImportPayload, Participant, Profile, Source};
 use crate::ports::kommo::{KommoApi, KommoError};
 use crate::ports::store::{Conversations, LeaseKey, MessageRecords, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
@@ -87,7 +87,7 @@ impl MessageImport {
             if known.and_then(|conversation| conversation.kommo_chat_id).is_none() {
                 let request = CreateChatRequest {
                     conversation_id: message.conversation_id.clone(),
-                    source: None,
+                    source: kommo_source(message),
                     user: sender.clone(),
                 };
                 match self.kommo.create_chat(scope_id, &request).await {
@@ -108,7 +108,7 @@ impl MessageImport {
                 conversation_ref_id: None,
                 sender,
                 receiver: None,
-                source: None,
+                source: kommo_source(message),
                 message: message.message.clone(),
                 silent: false,
             };
@@ -133,6 +133,12 @@ impl MessageImport {
         }
         Ok(())
     }
+}
+
+/// The source the client wrote to, as amojo takes it.
+fn kommo_source(message: &ClientMessage) -> Option<Source> {
+    let external_id = message.source.as_ref()?.external_id.clone();
+    Some(Source { external_id: Some(external_id), extra: Default::default() })
 }
 
 /// The client as amojo takes them, always named ([`client_display_name`]): Kommo refuses a

@@ -12,7 +12,7 @@ use super::FlowError;
 use super::chat_delivery::typing_stopped;
 use super::delivery_status::StatusRegister;
 use crate::ids::{new_webhook_id, random_bytes};
-use crate::models::chat::{BridgeEvent, ManagerRef};
+use crate::models::chat::{BridgeEvent, ManagerRef, MessageSource};
 use crate::models::kommo::ManagerMessage;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
 use crate::ports::chat::{ChatError, ChatService};
@@ -101,6 +101,11 @@ impl ManagerMessages {
             sender: manager,
             message: Box::new(message.message.clone()),
             timestamp_ms: created_at_ms,
+            source: message
+                .source
+                .as_ref()
+                .and_then(|source| source.external_id.clone())
+                .map(|external_id| MessageSource { external_id }),
         };
         let relay = DueWork::RelayManagerMessage {
             scope_id: scope_id.to_owned(),

@@ -100,6 +100,16 @@ pub struct ClientMessage {
     pub message: MessageContent,
     /// Unix milliseconds when the client sent it.
     pub timestamp_ms: i64,
+    /// Which of the channel's sources (numbers, pages) the client wrote to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<MessageSource>,
+}
+
+/// One of a channel's sources in Kommo (several numbers or pages behind one channel): Kommo's
+/// `source.external_id`, at most 40 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSource {
+    pub external_id: String,
 }
 
 /// How a status names its message: the chat service's id, or Kommo's (`reference`).
@@ -166,6 +176,9 @@ pub enum BridgeEvent {
         sender: ManagerRef,
         message: Box<MessageContent>,
         timestamp_ms: i64,
+        /// The source the manager wrote from, as Kommo's webhook named it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<MessageSource>,
     },
     /// A manager opened the conversation: the client's messages up to `msgid` are read.
     #[serde(rename = "message.read")]

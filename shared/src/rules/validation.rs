@@ -24,13 +24,25 @@ pub fn check_chat_event(event: &ChatEvent) -> Result<(), Rejection> {
     }
 }
 
-/// A `message.created` names its conversation, message and sender.
+/// A `message.created` names its conversation, message and sender, and a source only as Kommo
+/// takes one.
 pub fn check_client_message(message: &ClientMessage) -> Result<(), Rejection> {
     require_non_empty(&[
         ("conversation_id", &message.conversation_id),
         ("msgid", &message.msgid),
         ("user.id", &message.user.id),
-    ])
+    ])?;
+    match &message.source {
+        Some(source) if !is_source_id(&source.external_id) => {
+            Err(Rejection::invalid("source.external_id must be 1 to 40 printable ASCII characters"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Kommo's `source.external_id`: 1 to 40 printable ASCII characters.
+fn is_source_id(id: &str) -> bool {
+    (1..=40).contains(&id.len()) && id.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
 /// What a `message.status` report says: a status the register knows, error codes only with
@@ -111,6 +123,21 @@ mod tests {
         for (fields, expected) in cases {
             let outcome = reported_status(&report(fields.clone())).map_err(|e| e.to_string());
             assert_eq!(outcome, expected.map_err(str::to_owned), "{fields}");
+        }
+    }
+
+    #[test]
+    fn a_source_is_what_kommo_takes() {
+        for (id, valid) in [
+            ("whatsapp-1", true),
+            ("+1 555 0100", true),
+            (&"x".repeat(40)[..], true),
+            (&"x".repeat(41)[..], false),
+            ("", false),
+            ("tab\there", false),
+            ("café", false),
+        ] {
+            assert_eq!(is_source_id(id), valid, "{id:?}");
         }
     }
 
