@@ -14,7 +14,7 @@ shows the message delivered after it was read.
 2. "race": 40 manager messages, each reported delivered and read back to back (each request
    acknowledged before the next); counts the messages whose calls reached amojo out of order.
 
-Fixed since 27 Nov by the status lane (shared/src/lanes.rs): both cases now show the order kept.
+Fixed since 27 Nov by the status lane (shared/src/rules/lanes.rs): both cases now show the order kept.
 Exits 1 when the order goes backwards.
 """
 

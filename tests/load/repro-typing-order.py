@@ -11,7 +11,7 @@ with-servers started, then, on fresh scopes:
    manager sends a message 0.5 s after starting to type. The relay sends typing.stopped and
    message.created at once; the retried typing.started arrives after them: the chat service,
    applying events in order, shows the manager typing with no typing.stopped ever to come.
-   (shared/src/due.rs checks the lease before sending a typing.started since 27 Nov 01:50.)
+   (shared/src/flows/chat_delivery.rs checks the lease before sending a typing.started since 27 Nov 01:50.)
 2. "send then type again": typing, then the manager's message and at once a new typing webhook
    (the manager writes the next message), 20 conversations. The relay's typing.stopped (of the
    first lease) and the new lease's typing.started are two independent queued deliveries; when
@@ -24,7 +24,7 @@ with-servers started, then, on fresh scopes:
    lease and answers Started, so a second typing.started goes out, and the lapsed lease's
    typing.stopped never does (the timer then finds a live lease): started, started, stopped.
 
-Fixed since 27 Nov (the typing lane, shared/src/lanes.rs; a lapsed lease not yet ended is
+Fixed since 27 Nov (the typing lane, shared/src/rules/lanes.rs; a lapsed lease not yet ended is
 extended): every case now shows 0. Prints what the chat service received, in arrival order, and
 exits 1 when the reordering shows.
 """

@@ -143,6 +143,19 @@ pub struct Relay<'a> {
     pub attempt: u32,
 }
 
+impl Relay<'_> {
+    /// The same relay as queued work again, unchanged but for what the caller set.
+    fn into_work(self) -> DueWork {
+        DueWork::RelayManagerMessage {
+            scope_id: self.scope_id.to_owned(),
+            kommo_msgid: self.kommo_msgid.to_owned(),
+            event: self.event,
+            webhook_id: self.webhook_id,
+            attempt: self.attempt,
+        }
+    }
+}
+
 /// The queued half: the relay.
 #[derive(Clone)]
 pub struct MessageRelay {
@@ -167,15 +180,7 @@ impl MessageRelay {
                 // Another delivery holds it, or an earlier claim of this one landed after its
                 // call had given up: look again when the hold ends, or the message could be
                 // left unrelayed for good.
-                let Relay { scope_id, kommo_msgid, event, webhook_id, attempt } = relay;
-                let again = DueWork::RelayManagerMessage {
-                    scope_id: scope_id.to_owned(),
-                    kommo_msgid: kommo_msgid.to_owned(),
-                    event,
-                    webhook_id,
-                    attempt,
-                };
-                self.timers.schedule(again, until_ms.max(now)).await?;
+                self.timers.schedule(relay.into_work(), until_ms.max(now)).await?;
                 return Ok(());
             }
         }
@@ -292,16 +297,8 @@ impl MessageRelay {
 
     /// Queues the relay again for `at_ms`, keeping other deliveries of it off until then.
     async fn requeue(&self, relay: Relay<'_>, at_ms: i64) -> Result<(), FlowError> {
-        let Relay { scope_id, kommo_msgid, event, webhook_id, attempt } = relay;
-        self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::RetryAt(at_ms)).await?;
-        let again = DueWork::RelayManagerMessage {
-            scope_id: scope_id.to_owned(),
-            kommo_msgid: kommo_msgid.to_owned(),
-            event,
-            webhook_id,
-            attempt,
-        };
-        self.timers.schedule(again, at_ms).await?;
+        self.records.finish_relay(relay.scope_id, relay.kommo_msgid, &RelayOutcome::RetryAt(at_ms)).await?;
+        self.timers.schedule(relay.into_work(), at_ms).await?;
         Ok(())
     }
 }
