@@ -170,7 +170,7 @@ impl Harness {
     /// - Kommo's delivery status of a message only moves forward (read after delivered, a
     ///   failure only first), so no status is reported twice;
     /// - a client message is imported once, a manager message relayed once, a client message
-    ///   reported read once;
+    ///   reported read once, and what became of a client message told once (delivered or failed);
     /// - a manager's typing is never started twice without a stop in between.
     pub fn check_invariants(&self) {
         use shared::models::chat::BridgeEvent;
@@ -179,6 +179,7 @@ impl Harness {
         self.check_kommo_invariants();
         let mut relayed = HashSet::new();
         let mut read = HashSet::new();
+        let mut outcomes = HashSet::new();
         let mut typing: HashMap<(String, String, String), bool> = HashMap::new();
         for recorded in self.chat.events() {
             match recorded.call {
@@ -198,7 +199,12 @@ impl Harness {
                 BridgeEvent::TypingStopped { scope_id, conversation_id, manager } => {
                     typing.insert((scope_id, conversation_id, manager.id), false);
                 }
-                BridgeEvent::PresenceChanged { .. } => {}
+                BridgeEvent::MessageDelivered { scope_id, msgid, .. }
+                | BridgeEvent::MessageFailed { scope_id, msgid, .. } => {
+                    let key = (scope_id, msgid);
+                    assert!(outcomes.insert(key.clone()), "a client message's outcome told twice: {key:?}");
+                }
+                BridgeEvent::PresenceChanged { .. } | BridgeEvent::ReactionAdded(_) | BridgeEvent::ReactionRemoved(_) => {}
             }
         }
     }

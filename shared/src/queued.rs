@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use crate::flows::FlowError;
 use crate::flows::chat_delivery::ChatDelivery;
-use crate::flows::client_messages::MessageImport;
+use crate::flows::client_messages::IntoKommo;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::StatusReports;
 use crate::flows::manager_messages::{MessageRelay, Relay};
@@ -25,7 +25,7 @@ pub struct Dispatcher {
     pub delivery: ChatDelivery,
     pub relay: MessageRelay,
     pub reports: StatusReports,
-    pub import: MessageImport,
+    pub into_kommo: IntoKommo,
 }
 
 impl Dispatcher {
@@ -54,7 +54,11 @@ impl Dispatcher {
                 DueWork::ReportDeliveryStatus { scope_id, request, attempt } => {
                     self.reports.report(&scope_id, request, attempt).await
                 }
-                DueWork::ImportClientMessage { message, attempt } => self.import.import(&message, attempt).await,
+                DueWork::ImportClientMessage { message, attempt } => self.into_kommo.import(&message, attempt).await,
+                DueWork::EditClientMessage { edit, attempt } => self.into_kommo.edit(&edit, attempt).await,
+                DueWork::SendClientReaction { reaction, added, attempt } => {
+                    self.into_kommo.react(&reaction, added, attempt).await
+                }
             }
         }
         .instrument(span)
@@ -134,6 +138,12 @@ fn work_span(work: &DueWork) -> tracing::Span {
             Some(message.msgid.as_str()),
             Some(*attempt),
         ),
+        DueWork::EditClientMessage { edit, attempt } => {
+            (edit.scope_id.as_str(), Some(edit.conversation_id.as_str()), Some(edit.msgid.as_str()), Some(*attempt))
+        }
+        DueWork::SendClientReaction { reaction, attempt, .. } => {
+            (reaction.scope_id.as_str(), Some(reaction.conversation_id.as_str()), reaction.message.id(), Some(*attempt))
+        }
     };
     span.record("scope_id", scope_id);
     if let Some(conversation_id) = conversation_id {

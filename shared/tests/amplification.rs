@@ -140,7 +140,7 @@ async fn each_event_kind_costs_what_the_table_says() {
             "manager message webhook (relayed, then delivered)",
             vec![],
             Step::Kommo(manager_msg()),
-            Counts { reads: 1, writes: 5, queued: 1, amojo: 0, chat: 1 },
+            Counts { reads: 1, writes: 6, queued: 1, amojo: 0, chat: 1 },
         ),
         (
             "client typing.started, new lease (with its refreshes)",
@@ -158,7 +158,7 @@ async fn each_event_kind_costs_what_the_table_says() {
             "client message.created (imported into Kommo)",
             vec![],
             Step::Chat(client_message("conv-1", "chat-1")),
-            Counts { reads: 2, writes: 5, queued: 1, amojo: 2, chat: 0 },
+            Counts { reads: 2, writes: 6, queued: 2, amojo: 2, chat: 1 },
         ),
         (
             "message.status delivered",

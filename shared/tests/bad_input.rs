@@ -318,6 +318,72 @@ fn cases(sim: &Sim) -> Vec<Case> {
             400,
         ),
         chat("presence without user_id", &event("presence.online", r#","conversation_id":"c""#), 400),
+        // --- #13: per-type content, replies, edits and reactions
+        chat("text message without text", &client_message("c", "m").replace(r#","text":"hi""#, ""), 400),
+        chat(
+            "picture without file_size",
+            &client_message("c", "m")
+                .replace(r#""type":"text","text":"hi""#, r#""type":"picture","media":"https://example.com/p.png""#),
+            400,
+        ),
+        chat(
+            "location without lon",
+            &client_message("c", "m")
+                .replace(r#""type":"text","text":"hi""#, r#""type":"location","location":{"lat":1}"#),
+            400,
+        ),
+        chat(
+            "contact without name or phone",
+            &client_message("c", "m").replace(r#""type":"text","text":"hi""#, r#""type":"contact","contact":{}"#),
+            400,
+        ),
+        chat("message of unknown type", &client_message("c", "m").replace(r#""type":"text""#, r#""type":"poll""#), 400),
+        chat(
+            "reply naming both ids",
+            &client_message("c", "m")
+                .replace(r#""timestamp_ms""#, r#""reply_to":{"msgid":"a","reference":"b"},"timestamp_ms""#),
+            400,
+        ),
+        chat(
+            "reply naming no message",
+            &client_message("c", "m").replace(r#""timestamp_ms""#, r#""reply_to":{},"timestamp_ms""#),
+            400,
+        ),
+        chat(
+            "empty conversation_ref_id",
+            &client_message("c", "m").replace(r#""timestamp_ms""#, r#""conversation_ref_id":"","timestamp_ms""#),
+            400,
+        ),
+        chat("edit without message", &event("message.edited", r#","conversation_id":"c","msgid":"m""#), 400),
+        chat(
+            "edit to an empty text",
+            &event("message.edited", r#","conversation_id":"c","msgid":"m","message":{"type":"text","text":""}"#),
+            400,
+        ),
+        chat(
+            "reaction added without emoji",
+            &event("reaction.added", r#","conversation_id":"c","user_id":"u","msgid":"m""#),
+            400,
+        ),
+        chat(
+            "reaction with a 17-character emoji",
+            &event(
+                "reaction.added",
+                &format!(r#","conversation_id":"c","user_id":"u","msgid":"m","emoji":"{}""#, "x".repeat(17)),
+            ),
+            400,
+        ),
+        chat("reaction naming no message", &event("reaction.removed", r#","conversation_id":"c","user_id":"u""#), 400),
+        chat(
+            "reaction whose reference is a path",
+            &event("reaction.removed", r#","conversation_id":"c","user_id":"u","reference":"../x""#),
+            400,
+        ),
+        chat(
+            "reaction without user_id",
+            &event("reaction.added", r#","conversation_id":"c","msgid":"m","emoji":"x""#),
+            400,
+        ),
         chat("event nested 10,000 deep", &nested(10_000), 400),
         chat(
             "event over 256 KiB",

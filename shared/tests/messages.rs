@@ -6,7 +6,7 @@ mod support;
 use proptest::prelude::*;
 use shared::models::chat::BridgeEvent;
 use shared::ports::chat::ChatError;
-use shared::ports::store::{MessageRecords, RelayState};
+use shared::ports::store::{IncomingState, MessageRecords, RelayState};
 use shared::testing::KommoCall;
 use support::*;
 
@@ -195,7 +195,20 @@ async fn a_client_message_creates_the_chat_once_and_is_imported_once() {
     let payload = imported.unwrap().payload;
     assert!(payload.receiver.is_none(), "a client message carries the sender only");
     assert_eq!(payload.sender.profile.unwrap().phone.as_deref(), Some("+100"));
-    assert_eq!(sim.store.incoming_kommo_msgid(SCOPE, "chat-1").await.unwrap().as_deref(), Some("kommo-chat-1"));
+    let imported = IncomingState::Imported { kommo_msgid: Some("kommo-chat-1".into()) };
+    assert_eq!(sim.store.incoming_state(SCOPE, "chat-1").await.unwrap(), Some(imported));
+    let told: Vec<_> = sim
+        .chat
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.call {
+            BridgeEvent::MessageDelivered { msgid, reference, .. } => Some((msgid, reference)),
+            _ => None,
+        })
+        .collect();
+    let expected = [("chat-1", "kommo-chat-1"), ("chat-2", "kommo-chat-2")]
+        .map(|(msgid, reference)| (msgid.to_owned(), Some(reference.to_owned())));
+    assert_eq!(told, expected, "message.delivered once per msgid, naming Kommo's msgid");
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -294,7 +307,13 @@ async fn a_source_travels_with_messages_both_ways() {
     assert_eq!(sim.chat_event(&client.to_string()).await.status(), 200);
     sim.advance_to(T0 + 60_000).await;
 
-    let created: Vec<_> = sim.chat.events().into_iter().map(|recorded| recorded.call).collect();
+    let created: Vec<_> = sim
+        .chat
+        .events()
+        .into_iter()
+        .map(|recorded| recorded.call)
+        .filter(|event| matches!(event, BridgeEvent::MessageCreated { .. }))
+        .collect();
     let [BridgeEvent::MessageCreated { source, .. }] = &created[..] else { panic!("{created:?}") };
     assert_eq!(source.as_ref().map(|s| s.external_id.as_str()), Some("line-2"));
     let sources: Vec<_> = sim

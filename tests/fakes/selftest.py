@@ -26,6 +26,9 @@ from fake_amojo import INVALID_SIGNATURE_BODY, content_md5, kommo_signature  # n
 from standardwebhooks import Webhook  # noqa: E402
 
 AMOJO_SECRET = "5a44c5dff55f3c15a4cce8d7c4cc27e207c7e189"
+# A request any scope accepts, for the tests of scripts and faults.
+STATUS_BODY = {"msgid": "m-1", "delivery_status": 1}
+STATUS_RAW = json.dumps(STATUS_BODY).encode()
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"selftest-webhook-key-0123456789ab").decode()
 
 
@@ -212,26 +215,26 @@ class AmojoTest(unittest.TestCase):
         scope = "close_acc"
         self.fake.admin("POST", "script", {"scope": scope, "responses": [{"close": True}]})
         with self.assertRaises(http.client.RemoteDisconnected):
-            self.send("POST", f"/v2/origin/custom/{scope}/react", {})
-        self.assertEqual(self.send("POST", f"/v2/origin/custom/{scope}/react", {}), (200, {}))
+            self.send("POST", f"/v2/origin/custom/{scope}/m-1/delivery_status", STATUS_BODY)
+        self.assertEqual(self.send("POST", f"/v2/origin/custom/{scope}/m-1/delivery_status", STATUS_BODY), (200, {}))
 
     def test_fault_window_answers_every_matching_request_until_it_ends(self) -> None:
         scope = "fault_acc"
-        react = f"/v2/origin/custom/{scope}/react"
+        status_path = f"/v2/origin/custom/{scope}/m-1/delivery_status"
         typing = f"/v2/origin/custom/{scope}/typing"
         typing_body = {"conversation_id": "c", "sender": {"id": "u"}}
-        fault = {"scope": scope, "seconds": 0.6, "match": "/react",
+        fault = {"scope": scope, "seconds": 0.6, "match": "/delivery_status",
                  "reply": {"status": 429, "headers": {"Retry-After": "7"}}}
         self.assertEqual(self.fake.admin("POST", "fault", fault), (200, {}))
         self.fake.admin("POST", "script", {"scope": scope, "responses": [{"status": 500}]})
         for _ in range(3):
-            status, resp, _ = self.fake.request("POST", react, b"{}", amojo_headers("POST", react, b"{}"))
+            status, resp, _ = self.fake.request("POST", status_path, STATUS_RAW, amojo_headers("POST", status_path, STATUS_RAW))
             self.assertEqual((status, resp.getheader("Retry-After")), (429, "7"))
         # A badly signed request is rejected, not faulted; an unmatched path is not faulted.
-        self.assertEqual(self.send("POST", react, {}, **{"X-Signature": "0" * 40})[0], 403)
+        self.assertEqual(self.send("POST", status_path, STATUS_BODY, **{"X-Signature": "0" * 40})[0], 403)
         self.assertEqual(self.send("POST", typing, typing_body), (500, None), "the script, untouched by the fault")
         time.sleep(0.7)
-        self.assertEqual(self.send("POST", react, {}), (200, {}), "the window has ended")
+        self.assertEqual(self.send("POST", status_path, STATUS_BODY), (200, {}), "the window has ended")
         calls = self.fake.calls(scope)
         self.assertEqual([c["reply_status"] for c in calls], [429, 429, 429, 403, 500, 200])
         self.assertEqual([c["fault"] for c in calls], [True, True, True, False, False, False])
@@ -239,18 +242,18 @@ class AmojoTest(unittest.TestCase):
 
     def test_fault_window_can_close_one_request_in_n_and_be_cleared(self) -> None:
         scope = "fault_close_acc"
-        react = f"/v2/origin/custom/{scope}/react"
+        status_path = f"/v2/origin/custom/{scope}/m-1/delivery_status"
         fault = {"scope": scope, "seconds": 30, "every": 2, "reply": {"close": True}}
         self.assertEqual(self.fake.admin("POST", "fault", fault), (200, {}))
         outcomes = []
         for _ in range(4):
             try:
-                outcomes.append(self.send("POST", react, {})[0])
+                outcomes.append(self.send("POST", status_path, STATUS_BODY)[0])
             except http.client.RemoteDisconnected:
                 outcomes.append("closed")
         self.assertEqual(outcomes, ["closed", 200, "closed", 200])
         self.assertEqual(self.fake.admin("DELETE", f"fault?scope={scope}"), (200, {}))
-        self.assertEqual(self.send("POST", react, {}), (200, {}))
+        self.assertEqual(self.send("POST", status_path, STATUS_BODY), (200, {}))
         self.assertEqual([c["reply_status"] for c in self.fake.calls(scope)], [None, 200, None, 200, 200])
 
     def test_bad_fault_requests_are_refused(self) -> None:
@@ -329,6 +332,212 @@ class AmojoTest(unittest.TestCase):
         self.assertEqual(self.send("DELETE", "/v2/origin/custom/chan/disconnect", {"account_id": "a"}, conn), (200, {}))
         self.assertEqual(self.send("POST", f"{base}/nope", {}, conn)[0], 404)
         self.assertIs(conn.sock, sock)
+
+    def import_(self, scope: str, msgid: str, conversation: str, /, **more: Any) -> tuple[int, Any]:
+        payload = {"timestamp": 1700000000, "msec_timestamp": 1700000000000, "msgid": msgid,
+                   "conversation_id": conversation, "sender": {"id": "u1", "name": "Ann"},
+                   "message": {"type": "text", "text": "hi"}, **more}
+        return self.send("POST", f"/v2/origin/custom/{scope}", {"event_type": "new_message", "payload": payload})
+
+    def edit(self, scope: str, msgid: str, conversation: str, /, **more: Any) -> tuple[int, Any]:
+        payload = {"timestamp": 1700000001, "msec_timestamp": 1700000001000, "msgid": msgid,
+                   "conversation_id": conversation, "message": {"type": "text", "text": "edited text"}, **more}
+        return self.send("POST", f"/v2/origin/custom/{scope}", {"event_type": "edit_message", "payload": payload})
+
+    def react(self, scope: str, **fields: Any) -> tuple[int, Any]:
+        body = {"user": {"id": "u1"}, "type": "react", "emoji": "\U0001f44d", **fields}
+        return self.send("POST", f"/v2/origin/custom/{scope}/react", {k: v for k, v in body.items() if v is not None})
+
+    def state(self, scope: str) -> dict:
+        status, state = self.fake.admin("GET", f"state?scope={scope}")
+        self.assertEqual(status, 200)
+        self.assertNotIn("edited text", json.dumps(state), "the state never holds message text")
+        self.assertNotIn('"hi"', json.dumps(state), "the state never holds message text")
+        return state
+
+    def test_admin_kommo_chat_and_state(self) -> None:
+        scope = "admin_state_acc"
+        self.assertEqual(self.state(scope), {"chats": {}, "messages": {}, "reactions": []})
+        status, started = self.fake.admin("POST", "kommo_chat", {"scope": scope})
+        self.assertEqual(status, 200)
+        self.assertEqual(set(started), {"chat_id", "client_id"})
+        self.assertNotEqual(started["chat_id"], started["client_id"])
+        self.assertEqual(self.state(scope)["chats"],
+                         {started["chat_id"]: {"conversation_ids": [], "started_in_kommo": True, "messages": []}})
+        self.assertEqual(self.state("other_" + scope)["chats"], {}, "state is per scope")
+        for bad in ({}, {"scope": ""}, {"scope": 7}):
+            self.assertEqual(self.fake.admin("POST", "kommo_chat", bad)[0], 400, bad)
+        self.assertEqual(self.fake.admin("GET", "state")[0], 400)
+        self.assertEqual(self.fake.admin("GET", "state?scope=")[0], 400)
+
+    def test_a_reply_in_a_chat_a_manager_started_lands_in_that_chat(self) -> None:
+        scope = "write_first_acc"
+        status, started = self.fake.admin("POST", "kommo_chat", {"scope": scope})
+        self.assertEqual(status, 200)
+        chat = started["chat_id"]
+        status, body = self.import_(scope, "m0", "conv-x", conversation_ref_id="no-such-chat")
+        self.assertEqual((status, body["error_description"]), (400, "unknown conversation_ref_id"))
+        self.assertEqual(self.import_(scope, "m0", "conv-x", conversation_ref_id="")[0], 400)
+        self.assertEqual(self.import_(scope, "m0", "conv-x", conversation_ref_id=None)[0], 400)
+        other_scope = self.fake.admin("POST", "kommo_chat", {"scope": "elsewhere_acc"})[1]["chat_id"]
+        self.assertEqual(self.import_(scope, "m0", "conv-x", conversation_ref_id=other_scope)[0], 400,
+                         "a chat of another scope is unknown here")
+        bad_sender = {"id": "u1", "name": "Ann", "ref_id": ""}
+        self.assertEqual(self.import_(scope, "m0", chat, conversation_ref_id=chat, sender=bad_sender)[0], 400)
+        # Under the chat's own id, and under an id of the integration's: one chat.
+        status, first = self.import_(scope, "m1", chat, conversation_ref_id=chat)
+        self.assertEqual((status, first["new_message"]["conversation_id"]), (200, chat))
+        sender = {"id": "u1", "name": "Ann", "ref_id": started["client_id"]}
+        status, second = self.import_(scope, "m2", "conv-own", conversation_ref_id=chat, sender=sender)
+        self.assertEqual((status, second["new_message"]["conversation_id"]), (200, chat))
+        self.assertEqual(second["new_message"]["sender_id"], started["client_id"], "Kommo's id of the client")
+        self.assertEqual(self.import_(scope, "m3", "conv-own")[1]["new_message"]["conversation_id"], chat)
+        # Another chat cannot take a conversation bound to this one.
+        other = self.fake.admin("POST", "kommo_chat", {"scope": scope})[1]["chat_id"]
+        self.assertEqual(self.import_(scope, "m4", "conv-own", conversation_ref_id=other)[0], 400)
+        # A chat made by an import can be named by its ref too.
+        status, plain = self.import_(scope, "m5", "conv-plain")
+        plain_chat = plain["new_message"]["conversation_id"]
+        self.assertNotIn(plain_chat, (chat, other))
+        status, again = self.import_(scope, "m6", "conv-plain-2", conversation_ref_id=plain_chat)
+        self.assertEqual((status, again["new_message"]["conversation_id"]), (200, plain_chat))
+        # A chat made by /chats as well.
+        made = self.send("POST", f"/v2/origin/custom/{scope}/chats",
+                         {"conversation_id": "conv-made", "user": {"id": "u2", "name": "Bob"}})[1]["id"]
+        self.assertEqual(self.import_(scope, "m7", "conv-made-2", conversation_ref_id=made)[1]["new_message"]
+                         ["conversation_id"], made)
+
+        state = self.state(scope)
+        self.assertEqual(state["chats"][chat], {"conversation_ids": sorted([chat, "conv-own"]),
+                                                "started_in_kommo": True, "messages": ["m1", "m2", "m3"]})
+        self.assertEqual(state["chats"][other], {"conversation_ids": [], "started_in_kommo": True, "messages": []})
+        self.assertEqual(state["chats"][plain_chat], {"conversation_ids": ["conv-plain", "conv-plain-2"],
+                                                      "started_in_kommo": False, "messages": ["m5", "m6"]})
+        self.assertEqual(state["chats"][made]["conversation_ids"], ["conv-made", "conv-made-2"])
+        self.assertEqual(set(state["chats"]), {chat, other, plain_chat, made}, "refused imports made no chat")
+        self.assertEqual(state["messages"]["m2"], {"kommo_msgid": second["new_message"]["msgid"], "chat_id": chat,
+                                                   "edits": 0, "type": "text"})
+        self.assertNotIn("m0", state["messages"])
+        self.assertNotIn("m4", state["messages"])
+
+    def test_imports_are_deduplicated_by_msgid_within_one_chat(self) -> None:
+        scope = "dedupe_acc"
+        status, first = self.import_(scope, "m1", "conv-a")
+        self.assertEqual(status, 200)
+        self.assertEqual(self.import_(scope, "m1", "conv-a"), (200, first))
+        # Under another id bound to the same chat: still the same message.
+        chat = first["new_message"]["conversation_id"]
+        self.assertEqual(self.import_(scope, "m1", "conv-a2", conversation_ref_id=chat), (200, first))
+        # Into another chat: refused, and nothing is left behind.
+        status, body = self.import_(scope, "m1", "conv-b")
+        self.assertEqual((status, body["error_type"]), (400, "BAD_REQUEST"))
+        other = self.fake.admin("POST", "kommo_chat", {"scope": scope})[1]["chat_id"]
+        self.assertEqual(self.import_(scope, "m1", "conv-c", conversation_ref_id=other)[0], 400)
+        state = self.state(scope)
+        self.assertEqual(state["chats"][chat]["conversation_ids"], ["conv-a", "conv-a2"])
+        self.assertEqual(state["chats"][chat]["messages"], ["m1"])
+        self.assertEqual(state["chats"][other]["conversation_ids"], [], "a refused import binds nothing")
+        self.assertEqual(set(state["chats"]), {chat, other})
+
+    def test_message_content_is_checked_per_type(self) -> None:
+        scope = "content_acc"
+        for n, good in enumerate((
+            {"type": "text", "text": "hi"},
+            *({"type": kind, "media": "https://example.com/f"} for kind in
+              ("picture", "video", "file", "voice", "audio", "sticker")),
+            {"type": "location", "location": {"lat": 1.5, "lon": -2}},
+            {"type": "contact", "contact": {"name": "Ann"}},
+            {"type": "contact", "contact": {"phone": "+10000000000"}},
+            {"type": "something_new"},
+        )):
+            self.assertEqual(self.import_(scope, f"ok{n}", "conv", message=good)[0], 200, good)
+        for bad in (
+            {"text": "no type"}, {"type": ""}, {"type": "text"}, {"type": "text", "text": ""},
+            {"type": "picture"}, {"type": "video", "media": ""}, {"type": "sticker", "media": 5},
+            {"type": "location"}, {"type": "location", "location": {"lat": 1}},
+            {"type": "location", "location": {"lat": "1", "lon": 2}}, {"type": "location", "location": {"lat": True, "lon": 2}},
+            {"type": "contact"}, {"type": "contact", "contact": {"name": ""}}, {"type": "contact", "contact": {}},
+        ):
+            status, body = self.import_(scope, "bad", "conv", message=bad)
+            self.assertEqual((status, body["error_type"]), (400, "BAD_REQUEST"), bad)
+        state = self.state(scope)
+        self.assertNotIn("bad", state["messages"])
+        self.assertEqual(state["messages"]["ok8"]["type"], "contact")
+        self.assertEqual(state["messages"]["ok10"]["type"], "something_new", "unknown types are taken")
+
+    def test_reply_to_names_one_message(self) -> None:
+        scope = "reply_acc"
+        self.assertEqual(self.import_(scope, "m1", "conv")[0], 200)
+        status, body = self.import_(scope, "m2", "conv", reply_to={"message": {"msgid": "nope"}})
+        self.assertEqual((status, body["error_description"]), (400, "unknown reply_to message"))
+        for bad in ({"message": {"msgid": "m1", "id": "k"}}, {"message": {}}, {"message": {"id": ""}},
+                    {"message": {"msgid": 1}}, {"msgid": "m1"}, {"message": "m1"}, "m1"):
+            self.assertEqual(self.import_(scope, "m2", "conv", reply_to=bad)[0], 400, bad)
+        self.assertEqual(self.import_(scope, "m2", "conv", reply_to={"message": {"msgid": "m1"}})[0], 200)
+        self.assertEqual(self.import_(scope, "m3", "conv", reply_to={"message": {"id": "kommo-9"}})[0], 200)
+        self.assertEqual(self.state(scope)["chats"][self.import_(scope, "m1", "conv")[1]["new_message"]
+                                                    ["conversation_id"]]["messages"], ["m1", "m2", "m3"])
+
+    def test_edits_name_a_message_imported_in_that_chat(self) -> None:
+        scope = "edit_acc"
+        status, imported = self.import_(scope, "m1", "conv")
+        self.assertEqual(status, 200)
+        chat = imported["new_message"]["conversation_id"]
+        self.assertEqual(self.import_(scope, "m9", "conv-other")[0], 200)
+        self.assertEqual(self.edit(scope, "m1", "conv"), (200, imported), "the import's answer")
+        # Under another id bound to the same chat.
+        self.assertEqual(self.import_(scope, "m2", "conv-2", conversation_ref_id=chat)[0], 200)
+        self.assertEqual(self.edit(scope, "m1", "conv-2"), (200, imported))
+        status, body = self.edit(scope, "nope", "conv")
+        self.assertEqual((status, body["error_type"]), (404, "NOT_FOUND"))
+        for bad in ({"conversation_id": "conv-other"}, {"conversation_id": "unbound"}, {"conversation_id": ""},
+                    {"message": {"type": "text"}}, {"message": None}, {"timestamp": "1"}, {"msec_timestamp": None},
+                    {"msgid": ""}):
+            self.assertEqual(self.edit(scope, "m1", "conv", **bad)[0], 400, bad)
+        state = self.state(scope)
+        self.assertEqual((state["messages"]["m1"]["edits"], state["messages"]["m2"]["edits"]), (2, 0))
+        self.assertEqual(state["chats"][chat]["messages"], ["m1", "m2"], "an edit adds no message")
+
+    def test_reactions_are_checked_and_recorded(self) -> None:
+        scope = "react_acc"
+        chat = self.import_(scope, "m1", "conv")[1]["new_message"]["conversation_id"]
+        self.assertEqual(self.import_(scope, "m9", "conv-other")[0], 200)
+        started = self.fake.admin("POST", "kommo_chat", {"scope": scope})[1]["chat_id"]
+
+        self.assertEqual(self.react(scope, conversation_id="conv", msgid="m1"), (200, {}))
+        self.assertEqual(self.react(scope, conversation_id="conv", id="kommo-9", type="unreact", emoji=None,
+                                    user={"ref_id": "mgr"}), (200, {}))
+        self.assertEqual(self.react(scope, conversation_ref_id=chat, msgid="m1", type="unreact"), (200, {}))
+        # A chat a manager started: named by its ref, next to an id not bound yet.
+        self.assertEqual(self.react(scope, conversation_id=started, conversation_ref_id=started, id="kommo-1"),
+                         (200, {}))
+        for fields, expected in (
+            ({"conversation_id": "conv", "msgid": "m1", "type": "like"}, 400),
+            ({"conversation_id": "conv", "msgid": "m1", "type": None}, 400),
+            ({"conversation_id": "conv", "msgid": "m1", "emoji": ""}, 400),
+            ({"conversation_id": "conv", "msgid": "m1", "emoji": None}, 400),
+            ({"conversation_id": "conv", "msgid": "m1", "type": "unreact", "emoji": 5}, 400),
+            ({"msgid": "m1"}, 400),
+            ({"conversation_id": "nope", "msgid": "m1"}, 404),
+            ({"conversation_id": "", "msgid": "m1"}, 400),
+            ({"conversation_ref_id": "nope", "msgid": "m1"}, 400),
+            ({"conversation_id": "conv", "conversation_ref_id": started, "msgid": "m1"}, 400),
+            ({"conversation_id": "conv", "msgid": "nope"}, 404),
+            ({"conversation_id": "conv-other", "msgid": "m1"}, 400),
+            ({"conversation_id": "conv", "msgid": "m1", "id": "k"}, 400),
+            ({"conversation_id": "conv"}, 400),
+            ({"conversation_id": "conv", "id": ""}, 400),
+            ({"conversation_id": "conv", "msgid": "m1", "user": {}}, 400),
+            ({"conversation_id": "conv", "msgid": "m1", "user": {"id": ""}}, 400),
+            ({"conversation_id": "conv", "msgid": "m1", "user": "u1"}, 400),
+        ):
+            self.assertEqual(self.react(scope, **fields)[0], expected, fields)
+        self.assertEqual(self.state(scope)["reactions"], [
+            {"type": "react", "emoji": "\U0001f44d", "msgid": "m1", "user": {"id": "u1"}, "chat_id": chat},
+            {"type": "unreact", "emoji": None, "id": "kommo-9", "user": {"ref_id": "mgr"}, "chat_id": chat},
+            {"type": "unreact", "emoji": "\U0001f44d", "msgid": "m1", "user": {"id": "u1"}, "chat_id": chat},
+            {"type": "react", "emoji": "\U0001f44d", "id": "kommo-1", "user": {"id": "u1"}, "chat_id": started},
+        ])
 
 
 class ChatServiceTest(unittest.TestCase):

@@ -45,7 +45,7 @@ async fn every_call_is_accepted_by_the_fake_amojo() {
         .create_chat(&scope, &CreateChatRequest { conversation_id: "conv-1".into(), source: None, user: user.clone() })
         .await
         .unwrap();
-    assert!(!chat.id.is_empty());
+    let chat_id = chat.id.expect("the fake names the chat");
 
     let payload = ImportPayload {
         timestamp: 1_700_000_000,
@@ -57,14 +57,33 @@ async fn every_call_is_accepted_by_the_fake_amojo() {
         receiver: None,
         source: None,
         message: MessageContent::text("Hello, café ☕"),
+        reply_to: None,
         silent: false,
     };
     let imported = client.import_message(&scope, &ImportMessageRequest::new_message(payload)).await.unwrap();
-    assert_eq!(imported.new_message.ref_id.as_deref(), Some("chat-msg-1"));
-    assert_eq!(imported.new_message.conversation_id, chat.id);
+    let imported = imported.new_message.expect("the fake names the message");
+    assert_eq!(imported.ref_id.as_deref(), Some("chat-msg-1"));
+    assert_eq!(imported.conversation_id, Some(chat_id));
 
     client.typing(&scope, &typing("conv-1")).await.unwrap();
-    let kommo_msgid = imported.new_message.msgid;
+    let kommo_msgid = imported.msgid.expect("the fake names Kommo's msgid");
+    let edit = EditPayload {
+        timestamp: 1_700_000_001,
+        msec_timestamp: 1_700_000_001_000,
+        msgid: "chat-msg-1".into(),
+        conversation_id: "conv-1".into(),
+        message: MessageContent::text("Hello again"),
+    };
+    client.edit_message(&scope, &EditMessageRequest::edit_message(edit)).await.unwrap();
+    let reaction = ReactRequest {
+        conversation_id: "conv-1".into(),
+        conversation_ref_id: None,
+        message: KommoMessageRef { msgid: Some("chat-msg-1".into()), id: None },
+        user: SenderRef { id: "client-1".into() },
+        kind: "react".into(),
+        emoji: Some("👍".into()),
+    };
+    client.react(&scope, &reaction).await.unwrap();
     for status in [
         DeliveryStatus::Delivered,
         DeliveryStatus::Read,
@@ -76,7 +95,7 @@ async fn every_call_is_accepted_by_the_fake_amojo() {
     client.disconnect(&DisconnectRequest { account_id: "acc-1".into() }).await.unwrap();
 
     let calls = [amojo.calls(&channel).await, amojo.calls(&scope).await].concat();
-    assert_eq!(calls.len(), 8);
+    assert_eq!(calls.len(), 10);
     for call in &calls {
         assert_eq!(call["signature_ok"], true, "{call}");
     }

@@ -101,8 +101,12 @@ struct Ledger {
     /// Manager messages the chat service refused or never took: each owes Kommo one error
     /// status (listed in `statuses`) and the chat service no acceptance.
     dead_letters: BTreeSet<String>,
-    /// Chat-service msgids of client messages acknowledged: each owes Kommo one import.
+    /// Chat-service msgids of client messages acknowledged: each owes Kommo one import and the
+    /// chat service one `message.delivered`, unless it is one of `client_dead_letters`.
     client_messages: BTreeSet<String>,
+    /// Client messages Kommo never takes: each owes the chat service one `message.failed` and
+    /// Kommo no accepted import.
+    client_dead_letters: BTreeSet<String>,
     /// Statuses acknowledged: each owes Kommo one call, unless a better status of the same
     /// message overtook it while it waited (then at most one, and never after the better one).
     statuses: BTreeSet<StatusKey>,
@@ -192,7 +196,10 @@ fn amojo_accepted(scope: &str, calls: &[Value]) -> BTreeMap<AmojoKey, usize> {
 /// Every import and status the ledger owes Kommo has been accepted at least once.
 fn amojo_complete(scope: &str, calls: &[Value], ledger: &Ledger) -> bool {
     let accepted = amojo_accepted(scope, calls);
-    ledger.client_messages.iter().all(|msgid| accepted.contains_key(&AmojoKey::Import(msgid.clone())))
+    ledger
+        .client_messages
+        .difference(&ledger.client_dead_letters)
+        .all(|msgid| accepted.contains_key(&AmojoKey::Import(msgid.clone())))
         && ledger
             .statuses
             .iter()
@@ -205,7 +212,7 @@ fn amojo_complete(scope: &str, calls: &[Value], ledger: &Ledger) -> bool {
 fn assert_amojo_exactly_once(scope: &str, calls: &[Value], ledger: &Ledger) {
     assert!(calls.iter().all(|call| call["signature_ok"] == true), "every amojo call is correctly signed");
     let accepted = amojo_accepted(scope, calls);
-    for msgid in &ledger.client_messages {
+    for msgid in ledger.client_messages.difference(&ledger.client_dead_letters) {
         let times = accepted.get(&AmojoKey::Import(msgid.clone())).copied().unwrap_or(0);
         if ledger.imports_may_repeat {
             assert!(times >= 1, "client message {msgid} never imported into Kommo");
@@ -260,10 +267,25 @@ fn first_acceptance(call: &Value) -> bool {
     answered_ok(call) && call["duplicate_id"] == false
 }
 
-/// Every manager message the ledger owes the chat service has been accepted by it.
+/// The chat service's `message.delivered` / `message.failed` calls, by chat-service msgid.
+fn outcomes(calls: &[Value]) -> BTreeMap<String, Vec<&Value>> {
+    let mut by_msgid: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    let told = calls
+        .iter()
+        .filter(|call| matches!(call["body"]["type"].as_str(), Some("message.delivered" | "message.failed")));
+    for call in told {
+        by_msgid.entry(call["body"]["msgid"].as_str().unwrap_or_default().to_owned()).or_default().push(call);
+    }
+    by_msgid
+}
+
+/// Every manager message and every client message's outcome the ledger owes the chat service
+/// has been accepted by it.
 fn chat_complete(calls: &[Value], ledger: &Ledger) -> bool {
-    let relays = relays(calls);
-    ledger.relayed().all(|msgid| relays.get(msgid).is_some_and(|calls| calls.iter().any(|c| first_acceptance(c))))
+    let accepted = |calls: Option<&Vec<&Value>>| calls.is_some_and(|calls| calls.iter().any(|c| first_acceptance(c)));
+    let (relays, outcomes) = (relays(calls), outcomes(calls));
+    ledger.relayed().all(|msgid| accepted(relays.get(msgid)))
+        && ledger.client_messages.iter().all(|msgid| accepted(outcomes.get(msgid)))
 }
 
 /// The chat service got every manager message the ledger owes it exactly once after
@@ -288,6 +310,20 @@ fn assert_chat_exactly_once(calls: &[Value], ledger: &Ledger) {
     }
     for msgid in relays.keys() {
         assert!(ledger.manager_messages.contains(msgid), "the chat service got a message nobody sent: {msgid}");
+    }
+    // What became of each client message: told once (after deduplication), and truly.
+    let outcomes = outcomes(calls);
+    for msgid in &ledger.client_messages {
+        let told = outcomes.get(msgid).unwrap_or_else(|| panic!("client message {msgid}: its outcome never told"));
+        let ids: BTreeSet<&str> = told.iter().map(|c| c["headers"]["webhook-id"].as_str().unwrap_or("")).collect();
+        assert_eq!(ids.len(), 1, "{msgid}: its outcome told under one webhook-id, got {ids:?}");
+        let accepted: Vec<_> = told.iter().filter(|c| first_acceptance(c)).collect();
+        assert_eq!(accepted.len(), 1, "{msgid}: outcome accepted {} times after deduplication", accepted.len());
+        let expected = if ledger.client_dead_letters.contains(msgid) { "message.failed" } else { "message.delivered" };
+        assert_eq!(accepted[0]["body"]["type"], expected, "{msgid}");
+    }
+    for msgid in outcomes.keys() {
+        assert!(ledger.client_messages.contains(msgid), "an outcome of a message nobody sent: {msgid}");
     }
 }
 
@@ -656,6 +692,62 @@ async fn a_chat_service_failing_for_good_dead_letters_each_message_and_kommo_hea
         assert_eq!(record.relay, RelayState::Failed, "{msgid} is dead-lettered");
         assert_eq!(record.status_rank, Some(-1), "{msgid} carries the error status");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (5b) Kommo refusing or unreachable for good, for client messages
+
+#[tokio::test]
+async fn client_messages_kommo_never_takes_are_dead_lettered_and_told_failed_once() {
+    let endpoint = support::required_env("TEST_DYNAMODB_ENDPOINT");
+    let table = support::unique("faults-client-dead-letters-");
+    let mut env = give_up_env();
+    env.extend([("DYNAMODB_ENDPOINT", endpoint.as_str()), ("TABLE_NAME", table.as_str())]);
+    let e2e = E2e::start(&env);
+    let scope = e2e.scope.clone();
+    let mut ledger = Ledger::default();
+
+    // c-1 is refused at once (400); c-2 and c-3 find amojo answering 503 until their attempts
+    // run out; c-4 comes after amojo is back.
+    let refusal =
+        json!({"status": 400, "body": {"error_code": 400, "error_type": "BAD_REQUEST", "error_description": "no"}});
+    e2e.amojo.script(&scope, json!([refusal])).await;
+    e2e.chat_event_ok(client_message(&scope, "c-1", "conv-a")).await;
+    settle(&e2e, &e2e.chat, Duration::from_secs(10), |calls| !outcomes(calls).is_empty()).await;
+    e2e.amojo.fault(&scope, 6.0, None, 1, json!({"status": 503})).await;
+    for (msgid, conversation) in [("c-2", "conv-b"), ("c-3", "conv-c")] {
+        e2e.chat_event_ok(client_message(&scope, msgid, conversation)).await;
+    }
+    ledger.client_messages.extend(["c-1", "c-2", "c-3"].map(String::from));
+    ledger.client_dead_letters.extend(["c-1", "c-2", "c-3"].map(String::from));
+    settle(&e2e, &e2e.chat, Duration::from_secs(20), |calls| chat_complete(calls, &ledger)).await;
+    e2e.amojo.clear_faults(&scope).await;
+    e2e.chat_event_ok(client_message(&scope, "c-4", "conv-d")).await;
+    ledger.client_messages.insert("c-4".into());
+    let chat = settle(&e2e, &e2e.chat, Duration::from_secs(10), |calls| chat_complete(calls, &ledger)).await;
+    assert_chat_exactly_once(&chat, &ledger);
+    let failed: Vec<_> =
+        outcomes(&chat).into_iter().map(|(msgid, told)| (msgid, told[0]["body"]["error"]["code"].clone())).collect();
+    assert_eq!(
+        failed,
+        [
+            ("c-1".to_owned(), json!("kommo_refused")),
+            ("c-2".to_owned(), json!("kommo_unavailable")),
+            ("c-3".to_owned(), json!("kommo_unavailable")),
+            ("c-4".to_owned(), Value::Null),
+        ]
+    );
+    assert_amojo_exactly_once(&scope, &e2e.amojo.calls(&scope).await, &ledger);
+
+    // The dead-letter state, as stored.
+    use shared::ports::store::{IncomingState, MessageRecords};
+    let store =
+        shared::adapters::dynamo::DynamoStore::new(shared::adapters::dynamo::client_from_env(Some(&endpoint)), table);
+    for msgid in ["c-1", "c-2", "c-3"] {
+        assert_eq!(store.incoming_state(&scope, msgid).await.unwrap(), Some(IncomingState::Failed), "{msgid}");
+    }
+    let taken = store.incoming_state(&scope, "c-4").await.unwrap();
+    assert!(matches!(taken, Some(IncomingState::Imported { kommo_msgid: Some(_) })), "{taken:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::outbound::{Attempt, retry_after, transport_retry, with_retries};
 use crate::models::kommo::{
     ConnectRequest, ConnectResponse, CreateChatRequest, CreateChatResponse, DeliveryStatusRequest, DisconnectRequest,
-    ImportMessageRequest, ImportMessageResponse, TypingRequest,
+    EditMessageRequest, ImportMessageRequest, ImportMessageResponse, ReactRequest, TypingRequest,
 };
 use crate::ports::kommo::{KommoApi, KommoError};
 use crate::rules::retry::{RetryPolicy, is_retryable_status};
@@ -113,6 +113,20 @@ impl AmojoClient {
         let bytes = self.call(method, path, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
         serde_json::from_slice(&bytes).map_err(|e| KommoError::InvalidResponse(e.to_string()))
     }
+
+    /// A call whose 2xx answer is read for ids the bridge can do without: an answer that is
+    /// not the JSON expected reads as one naming none, since the call did succeed.
+    async fn call_lenient<T: DeserializeOwned + Default>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, KommoError> {
+        let bytes = self.call(reqwest::Method::POST, path, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(%error, "amojo's 2xx answer is not the JSON expected; read as naming no ids");
+            T::default()
+        }))
+    }
 }
 
 #[async_trait]
@@ -128,7 +142,7 @@ impl KommoApi for AmojoClient {
     }
 
     async fn create_chat(&self, scope_id: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError> {
-        self.call_json(reqwest::Method::POST, &format!("{scope_id}/chats"), request).await
+        self.call_lenient(&format!("{scope_id}/chats"), request).await
     }
 
     async fn import_message(
@@ -136,7 +150,16 @@ impl KommoApi for AmojoClient {
         scope_id: &str,
         request: &ImportMessageRequest,
     ) -> Result<ImportMessageResponse, KommoError> {
-        self.call_json(reqwest::Method::POST, scope_id, request).await
+        self.call_lenient(scope_id, request).await
+    }
+
+    async fn edit_message(&self, scope_id: &str, request: &EditMessageRequest) -> Result<(), KommoError> {
+        self.call(reqwest::Method::POST, scope_id, request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
+    }
+
+    async fn react(&self, scope_id: &str, request: &ReactRequest) -> Result<(), KommoError> {
+        let path = format!("{scope_id}/react");
+        self.call(reqwest::Method::POST, &path, request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
     }
 
     async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError> {

@@ -717,19 +717,35 @@ impl MessageRecords for DynamoStore {
         Ok(output.items().first().and_then(|item| Some((num(item, "sent_at_ms")?, text(item, "chat_msgid")?))))
     }
 
-    async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError> {
-        self.update(format!("{scope_id}#in#{chat_msgid}"), "in")
-            .update_expression("SET kommo_msgid = :kommo")
-            .expression_attribute_values(":kommo", s(kommo_msgid))
-            .send()
-            .await
-            .map_err(unavailable)?;
+    async fn finish_incoming(&self, scope_id: &str, chat_msgid: &str, state: &IncomingState) -> Result<(), StoreError> {
+        let update = self.update(format!("{scope_id}#in#{chat_msgid}"), "in");
+        let update = match state {
+            IncomingState::Pending => update.update_expression("REMOVE import_state, kommo_msgid"),
+            IncomingState::Imported { kommo_msgid: Some(kommo_msgid) } => update
+                .update_expression("SET import_state = :state, kommo_msgid = :kommo")
+                .expression_attribute_values(":state", s("imported"))
+                .expression_attribute_values(":kommo", s(kommo_msgid)),
+            IncomingState::Imported { kommo_msgid: None } => update
+                .update_expression("SET import_state = :state")
+                .expression_attribute_values(":state", s("imported")),
+            IncomingState::Failed => {
+                update.update_expression("SET import_state = :state").expression_attribute_values(":state", s("failed"))
+            }
+        };
+        update.send().await.map_err(unavailable)?;
         Ok(())
     }
 
-    async fn incoming_kommo_msgid(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError> {
-        let item = self.get_item(format!("{scope_id}#in#{chat_msgid}"), "in").await?;
-        Ok(item.and_then(|item| text(&item, "kommo_msgid")))
+    async fn incoming_state(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<IncomingState>, StoreError> {
+        let Some(item) = self.get_item(format!("{scope_id}#in#{chat_msgid}"), "in").await? else {
+            return Ok(None);
+        };
+        Ok(Some(match text(&item, "import_state").as_deref() {
+            None => IncomingState::Pending,
+            Some("imported") => IncomingState::Imported { kommo_msgid: text(&item, "kommo_msgid") },
+            Some("failed") => IncomingState::Failed,
+            Some(other) => return Err(StoreError::Corrupt(format!("import_state {other:?}"))),
+        }))
     }
 }
 
@@ -739,23 +755,27 @@ impl Conversations for DynamoStore {
         &self,
         scope_id: &str,
         conversation_id: &str,
-        kommo_chat_id: Option<&str>,
-        client_user_id: Option<&str>,
+        facts: &ConversationFacts<'_>,
     ) -> Result<(), StoreError> {
-        let mut sets = vec!["conversation_id = :conv"];
+        let mut sets = vec!["conversation_id = :conv".to_owned()];
         let mut update = self
             .update(format!("{scope_id}#conv#{conversation_id}"), "conv")
             .expression_attribute_values(":conv", s(conversation_id));
-        if let Some(chat_id) = kommo_chat_id {
-            sets.push("kommo_chat_id = :chat");
-            update = update.expression_attribute_values(":chat", s(chat_id));
-        }
-        if let Some(user_id) = client_user_id {
-            sets.push("client_user_id = :client");
-            update = update.expression_attribute_values(":client", s(user_id));
+        let fields = [
+            ("kommo_chat_id", facts.kommo_chat_id),
+            ("client_user_id", facts.client_user_id),
+            ("kommo_client_id", facts.kommo_client_id),
+            ("answered_as", facts.answered_as),
+        ];
+        for (attribute, value) in fields {
+            if let Some(value) = value {
+                sets.push(format!("{attribute} = :{attribute}"));
+                update = update.expression_attribute_values(format!(":{attribute}"), s(value));
+            }
         }
         update.update_expression(format!("SET {}", sets.join(", "))).send().await.map_err(unavailable)?;
-        if let Some(chat_id) = kommo_chat_id {
+        // A conversation named by Kommo's chat id needs no second name.
+        if let Some(chat_id) = facts.kommo_chat_id.filter(|chat_id| *chat_id != conversation_id) {
             self.ops.write();
             self.client
                 .put_item()
@@ -772,17 +792,27 @@ impl Conversations for DynamoStore {
 
     async fn find_conversation(&self, scope_id: &str, id: &str) -> Result<Option<ConversationInfo>, StoreError> {
         let mut item = self.get_item(format!("{scope_id}#conv#{id}"), "conv").await?;
-        if item.is_none() {
-            // Not the integration's id: maybe Kommo's chat id.
-            let alias = self.get_item(format!("{scope_id}#chat#{id}"), "chat").await?;
-            if let Some(conversation_id) = alias.and_then(|alias| text(&alias, "conversation_id")) {
-                item = self.get_item(format!("{scope_id}#conv#{conversation_id}"), "conv").await?;
+        match &item {
+            // Answered under the chat service's own id: that conversation is this one now.
+            Some(found) => {
+                if let Some(answered_as) = text(found, "answered_as") {
+                    item = self.get_item(format!("{scope_id}#conv#{answered_as}"), "conv").await?;
+                }
+            }
+            None => {
+                // Not the integration's id: maybe Kommo's chat id.
+                let alias = self.get_item(format!("{scope_id}#chat#{id}"), "chat").await?;
+                if let Some(conversation_id) = alias.and_then(|alias| text(&alias, "conversation_id")) {
+                    item = self.get_item(format!("{scope_id}#conv#{conversation_id}"), "conv").await?;
+                }
             }
         }
         Ok(item.map(|item| ConversationInfo {
             conversation_id: text(&item, "conversation_id").unwrap_or_default(),
             kommo_chat_id: text(&item, "kommo_chat_id"),
             client_user_id: text(&item, "client_user_id"),
+            kommo_client_id: text(&item, "kommo_client_id"),
+            answered_as: text(&item, "answered_as"),
         }))
     }
 

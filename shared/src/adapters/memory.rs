@@ -24,7 +24,7 @@ struct State {
     /// (scope, conversation) → (created_at_ms, kommo msgid) of its manager messages.
     outgoing: HashMap<(String, String), std::collections::BTreeSet<(i64, String)>>,
     chat_msgids: HashMap<(String, String), String>,
-    incoming: HashMap<(String, String), Option<String>>,
+    incoming: HashMap<(String, String), IncomingState>,
     /// (scope, conversation) → (sent_at_ms, chat msgid) of its client messages.
     inbox: HashMap<(String, String), std::collections::BTreeSet<(i64, String)>>,
     conversations: HashMap<(String, String), StoredConversation>,
@@ -399,7 +399,7 @@ impl MessageRecords for MemoryStore {
         if state.incoming.contains_key(&key) {
             return Ok(false);
         }
-        state.incoming.insert(key, None);
+        state.incoming.insert(key, IncomingState::Pending);
         state.inbox.entry(slot(scope_id, conversation_id)).or_default().insert((sent_at_ms, chat_msgid.to_owned()));
         Ok(true)
     }
@@ -429,15 +429,15 @@ impl MessageRecords for MemoryStore {
         Ok(self.state().inbox.get(&slot(scope_id, conversation_id)).and_then(|inbox| inbox.last().cloned()))
     }
 
-    async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError> {
+    async fn finish_incoming(&self, scope_id: &str, chat_msgid: &str, state: &IncomingState) -> Result<(), StoreError> {
         self.ops.write();
-        self.state().incoming.insert(slot(scope_id, chat_msgid), Some(kommo_msgid.to_owned()));
+        self.state().incoming.insert(slot(scope_id, chat_msgid), state.clone());
         Ok(())
     }
 
-    async fn incoming_kommo_msgid(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError> {
+    async fn incoming_state(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<IncomingState>, StoreError> {
         self.ops.read();
-        Ok(self.state().incoming.get(&slot(scope_id, chat_msgid)).cloned().flatten())
+        Ok(self.state().incoming.get(&slot(scope_id, chat_msgid)).cloned())
     }
 }
 
@@ -447,20 +447,27 @@ impl Conversations for MemoryStore {
         &self,
         scope_id: &str,
         conversation_id: &str,
-        kommo_chat_id: Option<&str>,
-        client_user_id: Option<&str>,
+        facts: &ConversationFacts<'_>,
     ) -> Result<(), StoreError> {
         self.ops.write();
         let mut state = self.state();
         let stored = state.conversations.entry(slot(scope_id, conversation_id)).or_default();
-        stored.info.conversation_id = conversation_id.to_owned();
-        if let Some(chat_id) = kommo_chat_id {
-            stored.info.kommo_chat_id = Some(chat_id.to_owned());
+        let info = &mut stored.info;
+        info.conversation_id = conversation_id.to_owned();
+        let fields = [
+            (&mut info.kommo_chat_id, facts.kommo_chat_id),
+            (&mut info.client_user_id, facts.client_user_id),
+            (&mut info.kommo_client_id, facts.kommo_client_id),
+            (&mut info.answered_as, facts.answered_as),
+        ];
+        for (field, fact) in fields {
+            if let Some(value) = fact {
+                *field = Some(value.to_owned());
+            }
         }
-        if let Some(user_id) = client_user_id {
-            stored.info.client_user_id = Some(user_id.to_owned());
-        }
-        if let Some(chat_id) = kommo_chat_id {
+        // A conversation named by Kommo's chat id needs no second name.
+        if let Some(chat_id) = facts.kommo_chat_id.filter(|chat_id| *chat_id != conversation_id) {
+            self.ops.write();
             state.chats_by_kommo_id.insert(slot(scope_id, chat_id), conversation_id.to_owned());
         }
         Ok(())
@@ -469,10 +476,19 @@ impl Conversations for MemoryStore {
     async fn find_conversation(&self, scope_id: &str, id: &str) -> Result<Option<ConversationInfo>, StoreError> {
         self.ops.read();
         let state = self.state();
-        let conversation_id = match state.conversations.contains_key(&slot(scope_id, id)) {
-            true => id.to_owned(),
-            false => match state.chats_by_kommo_id.get(&slot(scope_id, id)) {
-                Some(conversation_id) => conversation_id.clone(),
+        let conversation_id = match state.conversations.get(&slot(scope_id, id)) {
+            Some(stored) => match &stored.info.answered_as {
+                Some(answered_as) => {
+                    self.ops.read();
+                    answered_as.clone()
+                }
+                None => return Ok(Some(stored.info.clone())),
+            },
+            None => match state.chats_by_kommo_id.get(&slot(scope_id, id)) {
+                Some(conversation_id) => {
+                    self.ops.read();
+                    conversation_id.clone()
+                }
                 None => return Ok(None),
             },
         };

@@ -12,11 +12,13 @@ use super::http::{
     ApiError, HttpRequest, HttpResponse, header_str, json_response, parse_json, standard_webhook_headers,
 };
 use crate::flows::FlowError;
+use crate::flows::client_edits::ClientEdits;
 use crate::flows::client_messages::ClientMessages;
 use crate::flows::client_presence::ClientPresence;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::DeliveryStatuses;
 use crate::flows::manager_presence::ManagerPresence;
+use crate::flows::reactions::ClientReactions;
 use crate::models::chat::ChatEvent;
 use crate::ports::store::DedupeKeys;
 use crate::rules::validation::check_chat_event;
@@ -36,6 +38,8 @@ pub struct ChatSide {
     pub replays: Arc<dyn DedupeKeys>,
     pub client_typing: ClientTyping,
     pub client_messages: ClientMessages,
+    pub client_edits: ClientEdits,
+    pub client_reactions: ClientReactions,
     pub statuses: DeliveryStatuses,
     pub client_presence: ClientPresence,
     pub manager_presence: ManagerPresence,
@@ -103,6 +107,9 @@ impl ChatSide {
                 self.client_presence.on_heartbeat(presence).await
             }
             ChatEvent::PresenceOffline(presence) => self.client_presence.on_offline(presence).await,
+            ChatEvent::MessageEdited(edit) => self.client_edits.on_edit(edit).await,
+            ChatEvent::ReactionAdded(reaction) => self.client_reactions.on_reaction(reaction, true).await,
+            ChatEvent::ReactionRemoved(reaction) => self.client_reactions.on_reaction(reaction, false).await,
         }
     }
 

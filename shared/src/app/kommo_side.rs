@@ -20,6 +20,7 @@ use crate::flows::client_presence::ClientPresence;
 use crate::flows::manager_messages::ManagerMessages;
 use crate::flows::manager_presence::ManagerPresence;
 use crate::flows::manager_typing::ManagerTyping;
+use crate::flows::reactions::ManagerReactions;
 use crate::flows::read_receipts::ReadReceipts;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::ports::store::Conversations;
@@ -37,6 +38,7 @@ pub struct KommoSide {
     pub conversations: Arc<dyn Conversations>,
     pub manager_typing: ManagerTyping,
     pub manager_messages: ManagerMessages,
+    pub manager_reactions: ManagerReactions,
     pub manager_presence: ManagerPresence,
     pub client_presence: ClientPresence,
     pub read_receipts: ReadReceipts,
@@ -81,8 +83,12 @@ impl KommoSide {
                 }
                 self.manager_messages.on_webhook(scope_id, message).await?
             }
-            WebhookKind::Reaction(_) => {
+            WebhookKind::Reaction(reaction) => {
                 span.record("kind", "reaction");
+                if let Some(conversation) = &reaction.conversation {
+                    span.record("conversation_id", conversation.integration_id());
+                }
+                self.manager_reactions.on_webhook(scope_id, reaction).await?
             }
             WebhookKind::Other => {
                 span.record("kind", "other");

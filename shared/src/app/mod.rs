@@ -24,13 +24,15 @@ use self::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use self::kommo_side::KommoSide;
 use self::routes::{EntryPoint, RouteId};
 use crate::flows::chat_delivery::ChatDelivery;
-use crate::flows::client_messages::{ClientMessages, MessageImport};
+use crate::flows::client_edits::ClientEdits;
+use crate::flows::client_messages::{ClientMessages, IntoKommo};
 use crate::flows::client_presence::ClientPresence;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::{DeliveryStatuses, StatusRegister, StatusReports};
 use crate::flows::manager_messages::{ManagerMessages, MessageRelay};
 use crate::flows::manager_presence::{ManagerPresence, ManagerPresenceExpiry};
 use crate::flows::manager_typing::{ManagerTyping, ManagerTypingExpiry};
+use crate::flows::reactions::{ClientReactions, ManagerReactions};
 use crate::flows::read_receipts::ReadReceipts;
 use crate::ports::chat::ChatService;
 use crate::ports::kommo::KommoApi;
@@ -106,6 +108,7 @@ impl Bridge {
                 kommo: kommo.clone(),
                 clock: clock.clone(),
             },
+            manager_reactions: ManagerReactions { timers: timers.clone(), clock: clock.clone() },
             manager_presence: manager_presence.clone(),
             client_presence: client_presence.clone(),
             read_receipts: ReadReceipts {
@@ -124,10 +127,13 @@ impl Bridge {
             client_typing: client_typing.clone(),
             client_messages: ClientMessages {
                 records: store.clone(),
+                conversations: store.clone(),
                 leases: store.clone(),
                 timers: timers.clone(),
                 clock: clock.clone(),
             },
+            client_edits: ClientEdits { timers: timers.clone(), clock: clock.clone() },
+            client_reactions: ClientReactions { timers: timers.clone(), clock: clock.clone() },
             statuses: DeliveryStatuses { records: store.clone(), register: register.clone(), clock: clock.clone() },
             client_presence,
             manager_presence,
@@ -173,7 +179,7 @@ impl Bridge {
                     clock: clock.clone(),
                     retry,
                 },
-                import: MessageImport { records: store.clone(), conversations: store, timers, kommo, clock, retry },
+                into_kommo: IntoKommo { records: store.clone(), conversations: store, timers, kommo, clock, retry },
                 delivery,
             }
         });

@@ -1,19 +1,24 @@
 //! A client's message, chat service → Kommo. The event records it once per chat-service msgid,
 //! ends the client's typing and queues the import, all before the 200; the import (queued work)
-//! creates the chat first when the bridge has not seen the conversation, and retries with
-//! backoff while amojo is unavailable.
+//! creates the chat first when the bridge has not seen the conversation (none on a chat a
+//! manager started: the import names Kommo's chat id instead), retries with backoff while amojo
+//! is unavailable, and tells the chat service how it ended: `message.delivered` or
+//! `message.failed`, so no client message ends in a log line alone.
 
 use std::sync::Arc;
 
-use super::FlowError;
-use crate::ids::random_bytes;
-use crate::models::chat::{ChatUser, ClientMessage};
-use crate::models::kommo::{CreateChatRequest, ImportMessageRequest, ImportPayload, Participant, Profile, Source};
+use super::kommo_names::{kommo_conversation, kommo_message, link_answer};
+use super::{FlowError, requeue};
+use crate::ids::derived_webhook_id;
+use crate::models::chat::{BridgeEvent, ChatUser, ClientMessage, ImportFailure, ImportFailureCode, MessageRef};
+use crate::models::kommo::{
+    CreateChatRequest, ImportMessageRequest, ImportPayload, KommoMessageRef, Participant, Profile, ReplyTo, Source,
+};
 use crate::ports::kommo::{KommoApi, KommoError};
-use crate::ports::store::{Conversations, LeaseKey, MessageRecords, TypingLeases};
+use crate::ports::store::{ConversationFacts, Conversations, IncomingState, LeaseKey, MessageRecords, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::names::client_display_name;
-use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
+use crate::rules::retry::RetryPolicy;
 use crate::rules::validation::check_client_message;
 use crate::time::Clock;
 
@@ -21,6 +26,8 @@ use crate::time::Clock;
 #[derive(Clone)]
 pub struct ClientMessages {
     pub records: Arc<dyn MessageRecords>,
+    /// Where a reply to a chat a manager started is linked to it.
+    pub conversations: Arc<dyn Conversations>,
     /// The client's typing lease, ended by their message.
     pub leases: Arc<dyn TypingLeases>,
     pub timers: Arc<dyn Timers>,
@@ -42,6 +49,12 @@ impl ClientMessages {
             return Ok(());
         }
         let queued = async {
+            if let Some(ref_id) = message.conversation_ref_id.as_deref() {
+                // Linked now, before the 200, so that the conversation's next messages (which
+                // need not name the bridge's id again) find the chat even while this one waits.
+                let conversations = self.conversations.as_ref();
+                link_answer(conversations, scope_id, &message.conversation_id, ref_id, &message.user.id).await?;
+            }
             let typing = LeaseKey::client(scope_id, &message.conversation_id, &message.user.id);
             self.leases.end(&typing, now).await?;
             let import = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0 };
@@ -63,9 +76,11 @@ impl ClientMessages {
     }
 }
 
-/// The queued half: the import into Kommo.
+/// The queued half of what a client sends: their messages imported into Kommo (here), with what
+/// became of each told back to the chat service, their edits ([`super::client_edits`]) and
+/// their reactions ([`super::reactions`]).
 #[derive(Clone)]
-pub struct MessageImport {
+pub struct IntoKommo {
     pub records: Arc<dyn MessageRecords>,
     pub conversations: Arc<dyn Conversations>,
     pub timers: Arc<dyn Timers>,
@@ -74,64 +89,173 @@ pub struct MessageImport {
     pub retry: RetryPolicy,
 }
 
-impl MessageImport {
-    /// Imports a client's message into Kommo, the chat created first if needed.
+impl IntoKommo {
+    /// Imports a client's message into Kommo, the chat created first if needed. Its end is told
+    /// to the chat service: `message.delivered`, or `message.failed` when Kommo refuses it or
+    /// the attempts run out (the record then stays, dead-lettered).
     pub async fn import(&self, message: &ClientMessage, attempt: u32) -> Result<(), FlowError> {
         let scope_id = message.scope_id.as_str();
-        if self.records.incoming_kommo_msgid(scope_id, &message.msgid).await?.is_some() {
-            return Ok(()); // imported by an earlier delivery of this work
+        if let Some(IncomingState::Imported { .. } | IncomingState::Failed) =
+            self.records.incoming_state(scope_id, &message.msgid).await?
+        {
+            return Ok(()); // ended by an earlier delivery of this work
         }
-        let sender = participant(&message.user);
-        let outcome = async {
-            let known = self.conversations.find_conversation(scope_id, &message.conversation_id).await?;
-            if known.and_then(|conversation| conversation.kommo_chat_id).is_none() {
-                let request = CreateChatRequest {
-                    conversation_id: message.conversation_id.clone(),
-                    source: kommo_source(message),
-                    user: sender.clone(),
-                };
-                match self.kommo.create_chat(scope_id, &request).await {
-                    Ok(chat) => {
-                        let client = Some(message.user.id.as_str());
-                        self.conversations
-                            .remember_conversation(scope_id, &message.conversation_id, Some(&chat.id), client)
-                            .await?
-                    }
-                    Err(error) => return Ok(Err(error)),
+        let reply_to = match &message.reply_to {
+            None => None,
+            Some(reply_to) => match self.replied_to(scope_id, reply_to, attempt).await? {
+                Replied::To(named) => Some(ReplyTo { message: named }),
+                Replied::Unquoted => None,
+                Replied::NotInKommoYet => {
+                    let again = |attempt| DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt };
+                    let now = self.clock.now_ms();
+                    requeue(self.timers.as_ref(), &self.retry, attempt, None, now, again).await?;
+                    return Ok(());
                 }
+            },
+        };
+        let conversations = self.conversations.as_ref();
+        let target = match message.conversation_ref_id.as_deref() {
+            Some(ref_id) => {
+                link_answer(conversations, scope_id, &message.conversation_id, ref_id, &message.user.id).await?
             }
-            let payload = ImportPayload {
-                timestamp: message.timestamp_ms.div_euclid(1000),
-                msec_timestamp: message.timestamp_ms,
-                msgid: message.msgid.clone(),
-                conversation_id: message.conversation_id.clone(),
-                conversation_ref_id: None,
-                sender,
-                receiver: None,
+            None => kommo_conversation(conversations, scope_id, &message.conversation_id).await?,
+        };
+        let mut sender = participant(&message.user);
+        // Kommo's id of the client, on a chat a manager started: the reply is theirs.
+        sender.ref_id = target.kommo_client_id.clone();
+        if !target.chat_exists {
+            let request = CreateChatRequest {
+                conversation_id: target.conversation_id.clone(),
                 source: kommo_source(message),
-                message: message.message.clone(),
-                silent: false,
+                user: sender.clone(),
             };
-            Ok::<_, FlowError>(self.kommo.import_message(scope_id, &ImportMessageRequest::new_message(payload)).await)
+            let chat = match self.kommo.create_chat(scope_id, &request).await {
+                Ok(chat) => chat,
+                Err(error) => return self.unsuccessful(message, attempt, error).await,
+            };
+            let facts = ConversationFacts {
+                kommo_chat_id: chat.id.as_deref(),
+                client_user_id: Some(&message.user.id),
+                ..Default::default()
+            };
+            self.conversations.remember_conversation(scope_id, &target.conversation_id, &facts).await?;
         }
-        .await?;
-        match outcome {
-            Ok(imported) => {
-                self.records.link_incoming(scope_id, &message.msgid, &imported.new_message.msgid).await?;
-                tracing::info!(msgid = %message.msgid, kommo_msgid = %imported.new_message.msgid, "client message imported");
-            }
-            Err(KommoError::Unavailable { reason, retry_after, .. }) if attempt + 1 < self.retry.max_attempts => {
-                let random = u64::from_le_bytes(random_bytes::<8>());
-                let at = self.clock.now_ms() + requeue_delay_ms(&self.retry, attempt + 1, retry_after, random);
-                tracing::warn!(msgid = %message.msgid, %reason, "import failed; queued again");
-                let again = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: attempt + 1 };
-                self.timers.schedule(again, at).await?;
-            }
-            Err(error) => {
-                tracing::error!(msgid = %message.msgid, %error, "client message not imported; given up");
+        let payload = ImportPayload {
+            timestamp: message.timestamp_ms.div_euclid(1000),
+            msec_timestamp: message.timestamp_ms,
+            msgid: message.msgid.clone(),
+            conversation_id: target.conversation_id,
+            conversation_ref_id: target.conversation_ref_id,
+            sender,
+            receiver: None,
+            source: kommo_source(message),
+            message: message.message.clone(),
+            reply_to,
+            silent: false,
+        };
+        match self.kommo.import_message(scope_id, &ImportMessageRequest::new_message(payload)).await {
+            Ok(answer) => self.imported(message, answer.kommo_msgid()).await,
+            Err(error) => self.unsuccessful(message, attempt, error).await,
+        }
+    }
+
+    /// The message a reply quotes, as amojo takes it. A client's own message is quoted once it
+    /// is in Kommo (which refuses a reply to a message it does not have): the reply waits for
+    /// it while attempts remain, and goes unquoted rather than not at all if it never gets in.
+    async fn replied_to(&self, scope_id: &str, reply_to: &MessageRef, attempt: u32) -> Result<Replied, FlowError> {
+        if let Some(msgid) = &reply_to.msgid {
+            match self.records.incoming_state(scope_id, msgid).await? {
+                Some(IncomingState::Pending) if attempt + 1 < self.retry.max_attempts => {
+                    return Ok(Replied::NotInKommoYet);
+                }
+                Some(IncomingState::Pending | IncomingState::Failed) => {
+                    tracing::warn!(msgid, "the quoted message is not in Kommo; the reply goes unquoted");
+                    return Ok(Replied::Unquoted);
+                }
+                Some(IncomingState::Imported { .. }) | None => {}
             }
         }
+        Ok(Replied::To(kommo_message(self.records.as_ref(), scope_id, reply_to).await?))
+    }
+
+    /// The message is in Kommo: `message.delivered`, then the record.
+    async fn imported(&self, message: &ClientMessage, kommo_msgid: Option<&str>) -> Result<(), FlowError> {
+        let delivered = BridgeEvent::MessageDelivered {
+            scope_id: message.scope_id.clone(),
+            conversation_id: message.conversation_id.clone(),
+            msgid: message.msgid.clone(),
+            reference: kommo_msgid.map(str::to_owned),
+        };
+        // Told first: should the record's write fail, this work runs again and tells it again
+        // under the same webhook-id, which the chat service drops; the other order could lose it.
+        self.tell(message, delivered).await?;
+        let state = IncomingState::Imported { kommo_msgid: kommo_msgid.map(str::to_owned) };
+        self.records.finish_incoming(&message.scope_id, &message.msgid, &state).await?;
+        tracing::info!(msgid = %message.msgid, kommo_msgid, "client message imported");
         Ok(())
+    }
+
+    /// Kommo did not take the message: tried again later while that may help, else
+    /// dead-lettered and `message.failed` told.
+    async fn unsuccessful(&self, message: &ClientMessage, attempt: u32, error: KommoError) -> Result<(), FlowError> {
+        let now = self.clock.now_ms();
+        let retry_after = match &error {
+            KommoError::Unavailable { retry_after, .. } => Some(*retry_after),
+            // A 2xx the bridge could not read: the import may have landed, and Kommo takes a
+            // msgid once, so trying again is safe and learns Kommo's answer.
+            KommoError::InvalidResponse(_) => Some(None),
+            KommoError::Rejected { .. } => None,
+        };
+        if let Some(retry_after) = retry_after {
+            let again = |attempt| DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt };
+            if requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, now, again).await? {
+                tracing::warn!(msgid = %message.msgid, %error, "import failed; queued again");
+                return Ok(());
+            }
+        }
+        tracing::error!(msgid = %message.msgid, %error, "client message not imported; dead-lettered");
+        let code = match error {
+            KommoError::Rejected { .. } => ImportFailureCode::KommoRefused,
+            _ => ImportFailureCode::KommoUnavailable,
+        };
+        let failed = BridgeEvent::MessageFailed {
+            scope_id: message.scope_id.clone(),
+            conversation_id: message.conversation_id.clone(),
+            msgid: message.msgid.clone(),
+            error: ImportFailure { code, message: failure_text(&error) },
+        };
+        self.tell(message, failed).await?;
+        self.records.finish_incoming(&message.scope_id, &message.msgid, &IncomingState::Failed).await?;
+        Ok(())
+    }
+
+    /// Queues the one outcome event of a client message, under an id derived from the message.
+    async fn tell(&self, message: &ClientMessage, event: BridgeEvent) -> Result<(), FlowError> {
+        let webhook_id = derived_webhook_id(&[&message.scope_id, &message.msgid, "outcome"]);
+        let work = DueWork::DeliverChatEvent { event, webhook_id, attempt: 0 };
+        self.timers.schedule(work, self.clock.now_ms()).await?;
+        Ok(())
+    }
+}
+
+/// What a reply quotes, for Kommo.
+enum Replied {
+    To(KommoMessageRef),
+    /// Quoting a client's message that Kommo does not have.
+    Unquoted,
+    NotInKommoYet,
+}
+
+/// What the chat service reads in `message.failed`: Kommo's own words, never the message.
+fn failure_text(error: &KommoError) -> String {
+    match error {
+        KommoError::Rejected { status, error_type, description } => {
+            format!("Kommo refused the message ({status} {error_type}): {description}")
+        }
+        KommoError::Unavailable { attempts, reason, .. } => {
+            format!("Kommo could not be reached; the last of {attempts} attempts failed: {reason}")
+        }
+        KommoError::InvalidResponse(reason) => format!("Kommo's answers could not be read: {reason}"),
     }
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use super::FlowError;
 use crate::models::chat::ClientPresence as PresenceSignal;
-use crate::ports::store::{Conversations, LeaseKey, PresenceKey, PresenceView, PresenceWindows, TypingLeases};
+use crate::ports::store::{
+    ConversationFacts, Conversations, LeaseKey, PresenceKey, PresenceView, PresenceWindows, TypingLeases,
+};
 use crate::rules::presence::{PresenceSettings, coalesce_ms, is_transition};
 use crate::time::Clock;
 
@@ -38,7 +40,11 @@ impl ClientPresence {
             && let Some(conversation_id) = presence.conversation_id.as_deref().filter(|id| !id.is_empty())
         {
             self.conversations
-                .remember_conversation(&presence.scope_id, conversation_id, None, Some(&presence.user_id))
+                .remember_conversation(
+                    &presence.scope_id,
+                    conversation_id,
+                    &ConversationFacts { client_user_id: Some(&presence.user_id), ..Default::default() },
+                )
                 .await?;
         }
         Ok(())

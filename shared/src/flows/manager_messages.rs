@@ -12,14 +12,14 @@ use super::FlowError;
 use super::chat_delivery::typing_stopped;
 use super::delivery_status::StatusRegister;
 use crate::ids::{new_webhook_id, random_bytes};
-use crate::models::chat::{BridgeEvent, ManagerRef, MessageSource};
+use crate::models::chat::{BridgeEvent, ManagerRef, MessageSource, Receiver};
 use crate::models::kommo::ManagerMessage;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
 use crate::ports::chat::{ChatError, ChatService};
 use crate::ports::kommo::KommoApi;
 use crate::ports::store::{
-    Conversations, Direction, LeaseKey, MessageRecord, MessageRecords, RelayClaim, RelayOutcome, RelayState, SendTurns,
-    Turn, TypingLeases,
+    ConversationFacts, Conversations, Direction, LeaseKey, MessageRecord, MessageRecords, RelayClaim, RelayOutcome,
+    RelayState, SendTurns, Turn, TypingLeases,
 };
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
@@ -86,10 +86,17 @@ impl ManagerMessages {
             tracing::info!(kommo_msgid, "manager message recorded but not yet relayed; relaying");
         }
         // What the webhook tells of the conversation: Kommo's chat id (what the Kommo UI sees)
-        // and the client, so the UI can ask about either.
-        let client_user_id = message.receiver.client_id.as_deref().filter(|id| !id.is_empty());
-        let kommo_chat_id = (message.conversation.id != conversation_id).then_some(message.conversation.id.as_str());
-        self.conversations.remember_conversation(scope_id, conversation_id, kommo_chat_id, client_user_id).await?;
+        // and the client, so the UI can ask about either. A chat a manager started ("write
+        // first") has no id of the integration's: it is named by Kommo's chat id, and Kommo's id
+        // of the client is kept for the client's reply.
+        let write_first = message.conversation.client_id.as_deref().is_none_or(str::is_empty);
+        let facts = ConversationFacts {
+            kommo_chat_id: Some(message.conversation.id.as_str()),
+            client_user_id: message.receiver.client_id.as_deref().filter(|id| !id.is_empty()),
+            kommo_client_id: write_first.then_some(message.receiver.id.as_str()),
+            answered_as: None,
+        };
+        self.conversations.remember_conversation(scope_id, conversation_id, &facts).await?;
         let manager = ManagerRef { id: message.sender.id.clone(), name: message.sender.name.clone() };
         // Their typing is over, at once; the relay tells the chat service, just before the message.
         self.leases.end(&LeaseKey::manager(scope_id, conversation_id, &manager.id), now).await?;
@@ -106,6 +113,7 @@ impl ManagerMessages {
                 .as_ref()
                 .and_then(|source| source.external_id.clone())
                 .map(|external_id| MessageSource { external_id }),
+            receiver: Box::new(receiver_of(message)),
         };
         let relay = DueWork::RelayManagerMessage {
             scope_id: scope_id.to_owned(),
@@ -314,6 +322,20 @@ enum Before {
     },
     /// The chat service could not be reached.
     Unavailable(String),
+}
+
+/// Whom a manager's message is for, as Kommo's webhook names them (contact details at the top
+/// level or in `profile`).
+fn receiver_of(message: &ManagerMessage) -> Receiver {
+    let receiver = &message.receiver;
+    let profile = receiver.profile.as_ref();
+    Receiver {
+        id: receiver.id.clone(),
+        name: receiver.name.clone(),
+        phone: receiver.phone.clone().or_else(|| profile.and_then(|p| p.phone.clone())),
+        email: receiver.email.clone().or_else(|| profile.and_then(|p| p.email.clone())),
+        avatar: receiver.avatar.clone(),
+    }
 }
 
 /// The typing lease of the manager who sent a relayed message.

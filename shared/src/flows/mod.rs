@@ -9,26 +9,37 @@
 //! | [`manager_typing`] | Kommo's typing webhook | the lease's expiry check |
 //! | [`client_typing`] | the chat service's `typing.*` | the 4 s refresh of Kommo's indicator |
 //! | [`manager_messages`] | Kommo's message webhook | the relay to the chat service |
-//! | [`client_messages`] | the chat service's `message.created` | the import into Kommo |
+//! | [`client_messages`] | the chat service's `message.created` | the import into Kommo, its outcome told back |
+//! | [`client_edits`] | the chat service's `message.edited` | the edit in Kommo |
+//! | [`reactions`] | Kommo's reaction webhook, the chat service's `reaction.*` | the reaction in Kommo |
 //! | [`delivery_status`] | the chat service's `message.status` | the report to Kommo |
 //! | [`client_presence`] | the chat service's `presence.*`, the widget's read | |
 //! | [`manager_presence`] | the widget's `viewing` / `left`, the chat service's pull | the window's check |
 //! | [`read_receipts`] | the widget's conversation opened | |
 //! | [`chat_delivery`] | | every event to the chat service, a manager's typing in its lane |
+//!
+//! [`kommo_names`] turns the chat service's names for conversations and messages into amojo's.
 
 pub mod chat_delivery;
+pub mod client_edits;
 pub mod client_messages;
 pub mod client_presence;
 pub mod client_typing;
 pub mod delivery_status;
+pub mod kommo_names;
 pub mod manager_messages;
 pub mod manager_presence;
 pub mod manager_typing;
+pub mod reactions;
 pub mod read_receipts;
 
+use std::time::Duration;
+
+use crate::ids::random_bytes;
 use crate::ports::store::StoreError;
-use crate::ports::timers::TimerError;
+use crate::ports::timers::{DueWork, TimerError, Timers};
 use crate::rules::rejection::Rejection;
+use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
 
 /// Why a flow did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,4 +53,24 @@ pub enum FlowError {
     /// Work could not be queued: transient, as above.
     #[error(transparent)]
     Timer(#[from] TimerError),
+}
+
+/// Queues work that failed for now (`attempt` counts the tries before this one) to run again
+/// after the policy's backoff (at least `retry_after`): false when its attempts are spent and
+/// nothing was queued. `again` makes the work for its next attempt.
+pub(crate) async fn requeue(
+    timers: &dyn Timers,
+    retry: &RetryPolicy,
+    attempt: u32,
+    retry_after: Option<Duration>,
+    now_ms: i64,
+    again: impl FnOnce(u32) -> DueWork,
+) -> Result<bool, TimerError> {
+    let next = attempt + 1;
+    if next >= retry.max_attempts {
+        return Ok(false);
+    }
+    let random = u64::from_le_bytes(random_bytes::<8>());
+    timers.schedule(again(next), now_ms + requeue_delay_ms(retry, next, retry_after, random)).await?;
+    Ok(true)
 }

@@ -27,6 +27,12 @@ pub enum ChatEvent {
     PresenceHeartbeat(ClientPresence),
     #[serde(rename = "presence.offline")]
     PresenceOffline(ClientPresence),
+    #[serde(rename = "message.edited")]
+    MessageEdited(Box<ClientEdit>),
+    #[serde(rename = "reaction.added")]
+    ReactionAdded(ClientReaction),
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved(ClientReaction),
 }
 
 impl ChatEvent {
@@ -36,6 +42,8 @@ impl ChatEvent {
             Self::MessageStatus(e) => &e.scope_id,
             Self::TypingStarted(e) | Self::TypingStopped(e) => &e.scope_id,
             Self::PresenceOnline(e) | Self::PresenceHeartbeat(e) | Self::PresenceOffline(e) => &e.scope_id,
+            Self::MessageEdited(e) => &e.scope_id,
+            Self::ReactionAdded(e) | Self::ReactionRemoved(e) => &e.scope_id,
         }
     }
 
@@ -48,6 +56,9 @@ impl ChatEvent {
             Self::PresenceOnline(_) => "presence.online",
             Self::PresenceHeartbeat(_) => "presence.heartbeat",
             Self::PresenceOffline(_) => "presence.offline",
+            Self::MessageEdited(_) => "message.edited",
+            Self::ReactionAdded(_) => "reaction.added",
+            Self::ReactionRemoved(_) => "reaction.removed",
         }
     }
 
@@ -59,6 +70,8 @@ impl ChatEvent {
             Self::PresenceOnline(e) | Self::PresenceHeartbeat(e) | Self::PresenceOffline(e) => {
                 e.conversation_id.as_deref()
             }
+            Self::MessageEdited(e) => Some(&e.conversation_id),
+            Self::ReactionAdded(e) | Self::ReactionRemoved(e) => Some(&e.conversation_id),
         }
     }
 
@@ -68,6 +81,8 @@ impl ChatEvent {
         match self {
             Self::MessageCreated(e) => Some(&e.msgid),
             Self::MessageStatus(e) => e.reference.as_deref().or(e.msgid.as_deref()),
+            Self::MessageEdited(e) => Some(&e.msgid),
+            Self::ReactionAdded(e) | Self::ReactionRemoved(e) => e.message.id(),
             _ => None,
         }
     }
@@ -103,6 +118,56 @@ pub struct ClientMessage {
     /// Which of the channel's sources (numbers, pages) the client wrote to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<MessageSource>,
+    /// On a conversation a manager started in Kommo: the conversation id the bridge gave for it,
+    /// when the chat service answers under an id of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_ref_id: Option<String>,
+    /// The message this one replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageRef>,
+}
+
+/// A message named by the chat service's id (`msgid`) or by Kommo's (`reference`): exactly one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+impl MessageRef {
+    /// Whichever id names the message.
+    pub fn id(&self) -> Option<&str> {
+        self.reference.as_deref().or(self.msgid.as_deref())
+    }
+}
+
+/// `message.edited` from the chat service: a client changed a message they sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientEdit {
+    pub scope_id: String,
+    pub conversation_id: String,
+    /// The chat service's id of the edited message.
+    pub msgid: String,
+    /// The message as it reads now.
+    pub message: MessageContent,
+    /// Unix milliseconds of the edit (the bridge's clock when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
+}
+
+/// `reaction.added` / `reaction.removed` from the chat service: a client reacted to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientReaction {
+    pub scope_id: String,
+    pub conversation_id: String,
+    pub user_id: String,
+    /// Required with `reaction.added`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(flatten)]
+    pub message: MessageRef,
 }
 
 /// One of a channel's sources in Kommo (several numbers or pages behind one channel): Kommo's
@@ -179,7 +244,28 @@ pub enum BridgeEvent {
         /// The source the manager wrote from, as Kommo's webhook named it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<MessageSource>,
+        /// Whom the message is for, as Kommo knows them (on a chat a manager started, all the
+        /// chat service learns of the client).
+        receiver: Box<Receiver>,
     },
+    /// A client's message is in Kommo; `reference` is Kommo's msgid when its answer named one.
+    #[serde(rename = "message.delivered")]
+    MessageDelivered {
+        scope_id: String,
+        conversation_id: String,
+        msgid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// A client's message could not be put into Kommo, for good.
+    #[serde(rename = "message.failed")]
+    MessageFailed { scope_id: String, conversation_id: String, msgid: String, error: ImportFailure },
+    /// A manager reacted to a message: `msgid` names a client's message by the chat service's
+    /// id, `reference` any message by Kommo's.
+    #[serde(rename = "reaction.added")]
+    ReactionAdded(ManagerReaction),
+    #[serde(rename = "reaction.removed")]
+    ReactionRemoved(ManagerReaction),
     /// A manager opened the conversation: the client's messages up to `msgid` are read.
     #[serde(rename = "message.read")]
     MessageRead { scope_id: String, conversation_id: String, msgid: String, read_at: i64 },
@@ -189,6 +275,49 @@ pub enum BridgeEvent {
     TypingStopped { scope_id: String, conversation_id: String, manager: ManagerRef },
     #[serde(rename = "presence.changed")]
     PresenceChanged { scope_id: String, conversation_id: String, manager: ManagerRef, online: bool },
+}
+
+/// The receiver of a manager's message as Kommo's webhook names them; `id` is Kommo's id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receiver {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+}
+
+/// Why a client's message is not in Kommo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportFailure {
+    pub code: ImportFailureCode,
+    /// A short description for people (never the message's text).
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportFailureCode {
+    /// Kommo refused the message (a 4xx): sending it again as it is would not help.
+    KommoRefused,
+    /// Kommo could not be reached until the attempts ran out.
+    KommoUnavailable,
+}
+
+/// A manager's reaction, as the chat service receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerReaction {
+    pub scope_id: String,
+    pub conversation_id: String,
+    pub manager: ManagerRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(flatten)]
+    pub message: MessageRef,
 }
 
 /// A Kommo user (manager), by Kommo's id.
@@ -204,9 +333,12 @@ impl BridgeEvent {
         match self {
             Self::MessageCreated { scope_id, .. }
             | Self::MessageRead { scope_id, .. }
+            | Self::MessageDelivered { scope_id, .. }
+            | Self::MessageFailed { scope_id, .. }
             | Self::TypingStarted { scope_id, .. }
             | Self::TypingStopped { scope_id, .. }
             | Self::PresenceChanged { scope_id, .. } => scope_id,
+            Self::ReactionAdded(reaction) | Self::ReactionRemoved(reaction) => &reaction.scope_id,
         }
     }
 
@@ -214,9 +346,12 @@ impl BridgeEvent {
         match self {
             Self::MessageCreated { conversation_id, .. }
             | Self::MessageRead { conversation_id, .. }
+            | Self::MessageDelivered { conversation_id, .. }
+            | Self::MessageFailed { conversation_id, .. }
             | Self::TypingStarted { conversation_id, .. }
             | Self::TypingStopped { conversation_id, .. }
             | Self::PresenceChanged { conversation_id, .. } => conversation_id,
+            Self::ReactionAdded(reaction) | Self::ReactionRemoved(reaction) => &reaction.conversation_id,
         }
     }
 
@@ -225,7 +360,10 @@ impl BridgeEvent {
     pub fn msgid(&self) -> Option<&str> {
         match self {
             Self::MessageCreated { reference, .. } => Some(reference),
-            Self::MessageRead { msgid, .. } => Some(msgid),
+            Self::MessageRead { msgid, .. }
+            | Self::MessageDelivered { msgid, .. }
+            | Self::MessageFailed { msgid, .. } => Some(msgid),
+            Self::ReactionAdded(reaction) | Self::ReactionRemoved(reaction) => reaction.message.id(),
             Self::TypingStarted { .. } | Self::TypingStopped { .. } | Self::PresenceChanged { .. } => None,
         }
     }

@@ -28,7 +28,7 @@ pub struct KommoWebhook {
 pub enum WebhookKind<'a> {
     ManagerMessage(&'a ManagerMessage),
     ManagerTyping(&'a TypingAction),
-    Reaction(&'a serde_json::Value),
+    Reaction(&'a ReactionAction),
     /// Acknowledged and otherwise ignored, so Kommo never demotes the channel for it.
     Other,
 }
@@ -50,9 +50,8 @@ impl KommoWebhook {
 pub struct WebhookAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub typing: Option<TypingAction>,
-    /// The shape of reactions is not documented; kept as it came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reaction: Option<serde_json::Value>,
+    pub reaction: Option<ReactionAction>,
     #[serde(flatten)]
     pub extra: ExtraFields,
 }
@@ -64,6 +63,50 @@ pub struct TypingAction {
     pub conversation: ConversationRef,
     /// Unix seconds at which Kommo considers the typing over.
     pub expired_at: i64,
+    #[serde(flatten)]
+    pub extra: ExtraFields,
+}
+
+/// A manager reacting to a message in Kommo. Kommo does not document this webhook; public
+/// clients read it in two shapes, both taken here: the message as `msgid` (Kommo's id), or as
+/// `message: {id, client_id}` (Kommo's id and the integration's). Every field is optional so
+/// that a shape seen nowhere yet is refused by the flow with a clear error, not by the parser.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReactionAction {
+    /// `react` or `unreact`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ReactionUser>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<ConversationRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<ReactedMessage>,
+    #[serde(flatten)]
+    pub extra: ExtraFields,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReactionUser {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub extra: ExtraFields,
+}
+
+/// The message reacted to: Kommo's id, and the integration's when Kommo knows one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReactedMessage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     #[serde(flatten)]
     pub extra: ExtraFields,
 }
@@ -299,11 +342,13 @@ pub struct CreateChatRequest {
     pub user: Participant,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the bridge reads of amojo's answer: only the ids it uses, each optional, so that a
+/// thinner answer than documented never turns a chat that was made into a failure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateChatResponse {
     /// Kommo's chat id for the conversation.
-    pub id: String,
-    pub user: Participant,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     #[serde(flatten)]
     pub extra: ExtraFields,
 }
@@ -322,6 +367,64 @@ impl ImportMessageRequest {
     }
 }
 
+/// `POST /v2/origin/custom/{scope_id}` with `event_type: "edit_message"`: a message imported
+/// before, as it reads now (documented in Kommo's Russian Chat API pages only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditMessageRequest {
+    /// Always `"edit_message"`.
+    pub event_type: String,
+    pub payload: EditPayload,
+}
+
+impl EditMessageRequest {
+    pub fn edit_message(payload: EditPayload) -> Self {
+        Self { event_type: "edit_message".into(), payload }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditPayload {
+    pub timestamp: i64,
+    pub msec_timestamp: i64,
+    /// The integration's id of the message edited.
+    pub msgid: String,
+    pub conversation_id: String,
+    pub message: MessageContent,
+}
+
+/// The message a new one replies to, as amojo takes it: `msgid` is the integration's id,
+/// `id` Kommo's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    pub message: KommoMessageRef,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KommoMessageRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `POST /v2/origin/custom/{scope_id}/react`: a client's reaction to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactRequest {
+    pub conversation_id: String,
+    /// Kommo's chat id, on a chat a manager started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_ref_id: Option<String>,
+    /// The message, by the integration's id (`msgid`) or Kommo's (`id`).
+    #[serde(flatten)]
+    pub message: KommoMessageRef,
+    pub user: SenderRef,
+    /// `react` or `unreact`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImportPayload {
     pub timestamp: i64,
@@ -338,25 +441,38 @@ pub struct ImportPayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
     pub message: MessageContent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyTo>,
     #[serde(default)]
     pub silent: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// amojo's answer to an import, read for the ids only (see [`CreateChatResponse`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImportMessageResponse {
-    pub new_message: ImportedMessage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_message: Option<ImportedMessage>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl ImportMessageResponse {
+    /// Kommo's msgid for the message, when the answer names it.
+    pub fn kommo_msgid(&self) -> Option<&str> {
+        self.new_message.as_ref()?.msgid.as_deref().filter(|id| !id.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImportedMessage {
     /// Kommo's chat id.
-    pub conversation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver_id: Option<String>,
     /// Kommo's message id.
-    pub msgid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgid: Option<String>,
     /// The integration's message id, echoed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ref_id: Option<String>,
@@ -370,7 +486,7 @@ pub struct TypingRequest {
     pub sender: SenderRef,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SenderRef {
     /// The integration's user id of the client.
     pub id: String,

@@ -1,5 +1,5 @@
 //! What the bridge asks of Kommo's Chat API (amojo): connect, create chat, import message,
-//! typing, delivery status (the adapter is `crate::adapters::amojo`, or a fake in tests).
+//! edit, react, typing, delivery status (the adapter is `crate::adapters::amojo`, or a fake in tests).
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::models::kommo::{
     ConnectRequest, ConnectResponse, CreateChatRequest, CreateChatResponse, DeliveryStatusRequest, DisconnectRequest,
-    ImportMessageRequest, ImportMessageResponse, TypingRequest,
+    EditMessageRequest, ImportMessageRequest, ImportMessageResponse, ReactRequest, TypingRequest,
 };
 
 /// Why an amojo call did not succeed.
@@ -36,6 +36,10 @@ pub trait KommoApi: Send + Sync {
         scope_id: &str,
         request: &ImportMessageRequest,
     ) -> Result<ImportMessageResponse, KommoError>;
+    /// Changes a message imported before.
+    async fn edit_message(&self, scope_id: &str, request: &EditMessageRequest) -> Result<(), KommoError>;
+    /// A client's reaction to a message, or its withdrawal.
+    async fn react(&self, scope_id: &str, request: &ReactRequest) -> Result<(), KommoError>;
     /// Shows the client typing for 5 s. One quick retry at most: typing is ephemeral.
     async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError>;
     async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError>;

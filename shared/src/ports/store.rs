@@ -278,10 +278,22 @@ pub trait MessageRecords: Send + Sync {
     /// The newest client message of a conversation: (sent_at_ms, chat msgid).
     async fn newest_incoming(&self, scope_id: &str, conversation_id: &str)
     -> Result<Option<(i64, String)>, StoreError>;
-    /// Remembers Kommo's msgid for an imported client message.
-    async fn link_incoming(&self, scope_id: &str, chat_msgid: &str, kommo_msgid: &str) -> Result<(), StoreError>;
-    /// Kommo's msgid for an imported client message, once imported.
-    async fn incoming_kommo_msgid(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<String>, StoreError>;
+    /// Records how a client message's import ended: in Kommo (with Kommo's msgid when its answer
+    /// named one), or dead-lettered.
+    async fn finish_incoming(&self, scope_id: &str, chat_msgid: &str, state: &IncomingState) -> Result<(), StoreError>;
+    /// Where a client message stands; `None` if the bridge never recorded it.
+    async fn incoming_state(&self, scope_id: &str, chat_msgid: &str) -> Result<Option<IncomingState>, StoreError>;
+}
+
+/// Where importing a client message into Kommo stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncomingState {
+    /// Recorded, not in Kommo yet.
+    Pending,
+    /// In Kommo, under Kommo's msgid when its answer named one.
+    Imported { kommo_msgid: Option<String> },
+    /// Refused by Kommo, or the attempts ran out: the dead-letter state.
+    Failed,
 }
 
 /// What the bridge knows of a conversation.
@@ -292,20 +304,44 @@ pub struct ConversationInfo {
     pub kommo_chat_id: Option<String>,
     /// The client's user id in the chat service.
     pub client_user_id: Option<String>,
+    /// Kommo's id of the client, on a conversation a manager started in Kommo (the chat service
+    /// did not know it then).
+    pub kommo_client_id: Option<String>,
+    /// On a conversation a manager started, the id the chat service answered under instead of
+    /// the bridge's: [`Conversations::find_conversation`] leads there.
+    pub answered_as: Option<String>,
+}
+
+impl ConversationInfo {
+    /// A manager started it in Kommo ("write first"): Kommo gave no id of the integration's, so
+    /// the bridge named it by Kommo's chat id.
+    pub fn started_in_kommo(&self) -> bool {
+        self.kommo_chat_id.as_deref() == Some(self.conversation_id.as_str())
+    }
+}
+
+/// What [`Conversations::remember_conversation`] learned; a field left `None` is kept as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConversationFacts<'a> {
+    pub kommo_chat_id: Option<&'a str>,
+    pub client_user_id: Option<&'a str>,
+    pub kommo_client_id: Option<&'a str>,
+    pub answered_as: Option<&'a str>,
 }
 
 /// Conversations: the integration's ids, Kommo's chat ids, the client, and the read mark.
 #[async_trait]
 pub trait Conversations: Send + Sync {
-    /// Records what is known of a conversation; a field given as `None` is left as it is.
+    /// Records what is known of a conversation; a field given as `None` is left as it is. A
+    /// Kommo chat id also becomes a name of the conversation (the last one given wins).
     async fn remember_conversation(
         &self,
         scope_id: &str,
         conversation_id: &str,
-        kommo_chat_id: Option<&str>,
-        client_user_id: Option<&str>,
+        facts: &ConversationFacts<'_>,
     ) -> Result<(), StoreError>;
-    /// A conversation named by the integration's id or by Kommo's chat id (what the Kommo UI sees).
+    /// A conversation named by the integration's id or by Kommo's chat id (what the Kommo UI
+    /// sees); one that was answered under another id leads to that one.
     async fn find_conversation(&self, scope_id: &str, id: &str) -> Result<Option<ConversationInfo>, StoreError>;
     /// Moves the conversation's read mark forward to the client message (sent_at_ms, chat msgid):
     /// true when it moved, so the one `message.read` is due.

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::models::chat::{BridgeEvent, ClientMessage};
+use crate::models::chat::{BridgeEvent, ClientEdit, ClientMessage, ClientReaction};
 use crate::models::status::DeliveryStatusRequest;
 
 /// One piece of deferred work, as it travels in an SQS message body.
@@ -41,6 +41,10 @@ pub enum DueWork {
     },
     /// Import a client's message into Kommo.
     ImportClientMessage { message: Box<ClientMessage>, attempt: u32 },
+    /// Change a client's message in Kommo, once it is imported.
+    EditClientMessage { edit: Box<ClientEdit>, attempt: u32 },
+    /// Put a client's reaction into Kommo (`added`), or take it back.
+    SendClientReaction { reaction: Box<ClientReaction>, added: bool, attempt: u32 },
 }
 
 impl DueWork {
@@ -53,6 +57,8 @@ impl DueWork {
             Self::RelayManagerMessage { .. } => "relay_manager_message",
             Self::ReportDeliveryStatus { .. } => "report_delivery_status",
             Self::ImportClientMessage { .. } => "import_client_message",
+            Self::EditClientMessage { .. } => "edit_client_message",
+            Self::SendClientReaction { .. } => "send_client_reaction",
         }
     }
 

@@ -3,7 +3,10 @@
 //! the composition root alone turns it into an HTTP answer.
 
 use super::rejection::Rejection;
-use crate::models::chat::{ChatEvent, ClientMessage, ReportedStatus, StatusReport};
+use crate::models::chat::{
+    ChatEvent, ClientEdit, ClientMessage, ClientReaction, MessageRef, ReportedStatus, StatusReport,
+};
+use crate::models::kommo::{MessageContent, MessageKind};
 use crate::models::status::{DeliveryError, DeliveryStatus};
 
 /// The checks of a chat event that need no store.
@@ -21,8 +24,14 @@ pub fn check_chat_event(event: &ChatEvent) -> Result<(), Rejection> {
         ChatEvent::PresenceOnline(presence)
         | ChatEvent::PresenceHeartbeat(presence)
         | ChatEvent::PresenceOffline(presence) => require_non_empty(&[("user_id", &presence.user_id)]),
+        ChatEvent::MessageEdited(edit) => check_client_edit(edit),
+        ChatEvent::ReactionAdded(reaction) => check_client_reaction(reaction, true),
+        ChatEvent::ReactionRemoved(reaction) => check_client_reaction(reaction, false),
     }
 }
+
+/// Emoji longer than this are not one emoji (a family with skin tones is 7 to 11 characters).
+const MAX_EMOJI_CHARS: usize = 16;
 
 /// A `message.created` names its conversation, message and sender, and a source only as Kommo
 /// takes one.
@@ -32,10 +41,91 @@ pub fn check_client_message(message: &ClientMessage) -> Result<(), Rejection> {
         ("msgid", &message.msgid),
         ("user.id", &message.user.id),
     ])?;
-    match &message.source {
-        Some(source) if !is_source_id(&source.external_id) => {
-            Err(Rejection::invalid("source.external_id must be 1 to 40 printable ASCII characters"))
+    if let Some(source) = &message.source
+        && !is_source_id(&source.external_id)
+    {
+        return Err(Rejection::invalid("source.external_id must be 1 to 40 printable ASCII characters"));
+    }
+    if message.conversation_ref_id.as_deref().is_some_and(str::is_empty) {
+        return Err(Rejection::invalid("conversation_ref_id must not be empty"));
+    }
+    if let Some(reply_to) = &message.reply_to {
+        one_message(reply_to, "reply_to")?;
+    }
+    check_message_content(&message.message)
+}
+
+/// A `message.edited` names the message and says what it reads now, as a new message would.
+pub fn check_client_edit(edit: &ClientEdit) -> Result<(), Rejection> {
+    require_non_empty(&[("conversation_id", &edit.conversation_id), ("msgid", &edit.msgid)])?;
+    check_message_content(&edit.message)
+}
+
+/// A reaction names its conversation, client and message, and an emoji when one is added.
+pub fn check_client_reaction(reaction: &ClientReaction, added: bool) -> Result<(), Rejection> {
+    require_non_empty(&[("conversation_id", &reaction.conversation_id), ("user_id", &reaction.user_id)])?;
+    match reaction.emoji.as_deref() {
+        None | Some("") if added => return Err(Rejection::invalid("reaction.added needs an emoji")),
+        Some(emoji) if emoji.chars().count() > MAX_EMOJI_CHARS => {
+            return Err(Rejection::invalid(format!("emoji must be at most {MAX_EMOJI_CHARS} characters")));
         }
+        _ => {}
+    }
+    one_message(&reaction.message, "the reaction")
+}
+
+/// Exactly one of `msgid` and `reference`, not empty; a reference is a Kommo msgid.
+fn one_message(message: &MessageRef, what: &str) -> Result<(), Rejection> {
+    match (message.msgid.as_deref(), message.reference.as_deref()) {
+        (Some(msgid), None) if !msgid.is_empty() => Ok(()),
+        (None, Some(reference)) if is_url_safe_id(reference) && !reference.is_empty() => Ok(()),
+        (None, Some(_)) => Err(Rejection::invalid(format!("{what}: reference is not a Kommo msgid"))),
+        _ => Err(Rejection::invalid(format!("{what} names its message by exactly one of msgid and reference"))),
+    }
+}
+
+/// What Kommo needs of each type of message, so that a message it would refuse is refused at
+/// once, while the chat service is still there to hear it, rather than dead-lettered later.
+pub fn check_message_content(message: &MessageContent) -> Result<(), Rejection> {
+    let given = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let field = |name: &str| message.extra.get(name).and_then(serde_json::Value::as_object);
+    let kind: String = message.kind.clone().into();
+    match &message.kind {
+        MessageKind::Text if !given(&message.text) => Err(Rejection::invalid("a text message needs message.text")),
+        MessageKind::Picture | MessageKind::Video | MessageKind::File
+            if !given(&message.media) || message.file_size.is_none() =>
+        {
+            Err(Rejection::invalid(format!("a {kind} message needs message.media and message.file_size")))
+        }
+        MessageKind::Voice | MessageKind::Audio | MessageKind::Sticker if !given(&message.media) => {
+            Err(Rejection::invalid(format!("a {kind} message needs message.media")))
+        }
+        MessageKind::Location => {
+            let coordinate = |name, range: std::ops::RangeInclusive<f64>| {
+                field("location")
+                    .and_then(|l| l.get(name))
+                    .and_then(serde_json::Value::as_f64)
+                    .filter(|v| range.contains(v))
+            };
+            match (coordinate("lat", -90.0..=90.0), coordinate("lon", -180.0..=180.0)) {
+                (Some(_), Some(_)) => Ok(()),
+                _ => Err(Rejection::invalid("a location message needs message.location.lat and .lon")),
+            }
+        }
+        MessageKind::Contact => {
+            let named = |name| {
+                field("contact")
+                    .and_then(|c| c.get(name))
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|v| !v.trim().is_empty())
+            };
+            if named("name") || named("phone") {
+                Ok(())
+            } else {
+                Err(Rejection::invalid("a contact message needs message.contact.name or .phone"))
+            }
+        }
+        MessageKind::Other(_) => Err(Rejection::invalid(format!("message.type {kind:?} is not one Kommo takes"))),
         _ => Ok(()),
     }
 }
@@ -139,6 +229,46 @@ mod tests {
         ] {
             assert_eq!(is_source_id(id), valid, "{id:?}");
         }
+    }
+
+    #[test]
+    fn each_message_type_has_what_kommo_needs() {
+        let cases = [
+            (json!({"type": "text", "text": "hi"}), true),
+            (json!({"type": "text"}), false),
+            (json!({"type": "text", "text": "  "}), false),
+            (json!({"type": "picture", "media": "https://example.com/p.png", "file_size": 10}), true),
+            (json!({"type": "picture", "media": "https://example.com/p.png"}), false),
+            (json!({"type": "file", "file_size": 10}), false),
+            (json!({"type": "video", "media": "https://example.com/v.mp4", "file_size": 0}), true),
+            (json!({"type": "voice", "media": "https://example.com/v.ogg"}), true),
+            (json!({"type": "sticker"}), false),
+            (json!({"type": "location", "location": {"lat": 52.5, "lon": 13.4}}), true),
+            (json!({"type": "location", "location": {"lat": 91, "lon": 13.4}}), false),
+            (json!({"type": "location", "location": {"lat": "52.5", "lon": 13.4}}), false),
+            (json!({"type": "location"}), false),
+            (json!({"type": "contact", "contact": {"phone": "+1 555 0100"}}), true),
+            (json!({"type": "contact", "contact": {"name": "Ann"}}), true),
+            (json!({"type": "contact", "contact": {"name": ""}}), false),
+            (json!({"type": "hologram", "text": "hi"}), false),
+        ];
+        for (content, valid) in cases {
+            let message: MessageContent = serde_json::from_value(content.clone()).unwrap();
+            assert_eq!(check_message_content(&message).is_ok(), valid, "{content}");
+        }
+    }
+
+    #[test]
+    fn a_message_is_named_by_exactly_one_id() {
+        let named = |msgid: Option<&str>, reference: Option<&str>| {
+            one_message(&MessageRef { msgid: msgid.map(Into::into), reference: reference.map(Into::into) }, "x").is_ok()
+        };
+        assert!(named(Some("m-1"), None));
+        assert!(named(None, Some("k-1")));
+        assert!(!named(None, None));
+        assert!(!named(Some("m-1"), Some("k-1")));
+        assert!(!named(Some(""), None));
+        assert!(!named(None, Some("../x")));
     }
 
     #[test]

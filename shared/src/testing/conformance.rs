@@ -26,8 +26,9 @@ macro_rules! store_conformance_tests {
             a_relay_is_claimed_by_one_worker_and_finished_once,
             a_status_names_a_message_by_the_chat_services_id_once_relayed,
             read_up_to_lists_a_conversations_messages_newest_first,
-            a_client_message_is_recorded_once_and_linked,
+            a_client_message_is_recorded_once_and_its_import_ends_once,
             conversations_are_found_by_either_id_and_read_marks_only_move_forward,
+            a_chat_a_manager_started_leads_to_the_id_it_was_answered_under,
             the_newest_client_message_of_a_conversation_is_found,
             a_presence_push_is_due_only_when_what_was_told_changes,
             a_dedupe_key_is_claimed_once_until_it_lapses,
@@ -297,14 +298,25 @@ pub async fn read_up_to_lists_a_conversations_messages_newest_first(store: &dyn 
     assert!(store.outgoing_up_to(&scope, "conv-1", now - 1, 50).await.unwrap().is_empty());
 }
 
-pub async fn a_client_message_is_recorded_once_and_linked(store: &dyn Store) {
+pub async fn a_client_message_is_recorded_once_and_its_import_ends_once(store: &dyn Store) {
     let scope = fresh_scope();
     let now = base_ms();
     assert!(store.insert_incoming(&scope, "chat-7", "conv-1", now).await.unwrap());
     assert!(!store.insert_incoming(&scope, "chat-7", "conv-1", now + 1).await.unwrap());
-    assert_eq!(store.incoming_kommo_msgid(&scope, "chat-7").await.unwrap(), None);
-    store.link_incoming(&scope, "chat-7", "kommo-7").await.unwrap();
-    assert_eq!(store.incoming_kommo_msgid(&scope, "chat-7").await.unwrap().as_deref(), Some("kommo-7"));
+    assert_eq!(store.incoming_state(&scope, "chat-7").await.unwrap(), Some(IncomingState::Pending));
+    assert_eq!(store.incoming_state(&scope, "chat-unknown").await.unwrap(), None);
+    let imported = IncomingState::Imported { kommo_msgid: Some("kommo-7".into()) };
+    store.finish_incoming(&scope, "chat-7", &imported).await.unwrap();
+    assert_eq!(store.incoming_state(&scope, "chat-7").await.unwrap(), Some(imported));
+    // Kommo's answer may name no msgid; a message Kommo refused stays, dead-lettered.
+    assert!(store.insert_incoming(&scope, "chat-9", "conv-1", now).await.unwrap());
+    let unnamed = IncomingState::Imported { kommo_msgid: None };
+    store.finish_incoming(&scope, "chat-9", &unnamed).await.unwrap();
+    assert_eq!(store.incoming_state(&scope, "chat-9").await.unwrap(), Some(unnamed));
+    assert!(store.insert_incoming(&scope, "chat-10", "conv-1", now).await.unwrap());
+    store.finish_incoming(&scope, "chat-10", &IncomingState::Failed).await.unwrap();
+    assert_eq!(store.incoming_state(&scope, "chat-10").await.unwrap(), Some(IncomingState::Failed));
+    assert!(!store.insert_incoming(&scope, "chat-10", "conv-1", now).await.unwrap(), "dead-lettered, not forgotten");
     // A message refused after it was recorded is forgotten, index entry included.
     assert!(store.insert_incoming(&scope, "chat-8", "conv-2", now).await.unwrap());
     store.forget_incoming(&scope, "chat-8", "conv-2", now).await.unwrap();
@@ -315,12 +327,15 @@ pub async fn a_client_message_is_recorded_once_and_linked(store: &dyn Store) {
 pub async fn conversations_are_found_by_either_id_and_read_marks_only_move_forward(store: &dyn Store) {
     let scope = fresh_scope();
     assert_eq!(store.find_conversation(&scope, "conv-1").await.unwrap(), None);
-    store.remember_conversation(&scope, "conv-1", Some("kommo-chat-1"), None).await.unwrap();
-    store.remember_conversation(&scope, "conv-1", None, Some("client-1")).await.unwrap();
+    let chat = ConversationFacts { kommo_chat_id: Some("kommo-chat-1"), ..Default::default() };
+    store.remember_conversation(&scope, "conv-1", &chat).await.unwrap();
+    let client = ConversationFacts { client_user_id: Some("client-1"), ..Default::default() };
+    store.remember_conversation(&scope, "conv-1", &client).await.unwrap();
     let expected = ConversationInfo {
         conversation_id: "conv-1".into(),
         kommo_chat_id: Some("kommo-chat-1".into()),
         client_user_id: Some("client-1".into()),
+        ..Default::default()
     };
     assert_eq!(store.find_conversation(&scope, "conv-1").await.unwrap(), Some(expected.clone()));
     assert_eq!(store.find_conversation(&scope, "kommo-chat-1").await.unwrap(), Some(expected), "by Kommo's chat id");
@@ -335,6 +350,40 @@ pub async fn conversations_are_found_by_either_id_and_read_marks_only_move_forwa
         store.find_conversation(&scope, "conv-1").await.unwrap().unwrap().kommo_chat_id.as_deref(),
         Some("kommo-chat-1")
     );
+}
+
+pub async fn a_chat_a_manager_started_leads_to_the_id_it_was_answered_under(store: &dyn Store) {
+    let scope = fresh_scope();
+    // Started in Kommo: named by Kommo's chat id, Kommo's id of the client kept.
+    let started = ConversationFacts {
+        kommo_chat_id: Some("kommo-chat-9"),
+        kommo_client_id: Some("kommo-client-9"),
+        ..Default::default()
+    };
+    store.remember_conversation(&scope, "kommo-chat-9", &started).await.unwrap();
+    let found = store.find_conversation(&scope, "kommo-chat-9").await.unwrap().unwrap();
+    assert!(found.started_in_kommo());
+    assert_eq!(found.kommo_client_id.as_deref(), Some("kommo-client-9"));
+    // The chat service answers under its own id: both ids lead there from now on.
+    let answer = ConversationFacts {
+        kommo_chat_id: Some("kommo-chat-9"),
+        client_user_id: Some("client-9"),
+        kommo_client_id: Some("kommo-client-9"),
+        ..Default::default()
+    };
+    store.remember_conversation(&scope, "conv-9", &answer).await.unwrap();
+    let link = ConversationFacts { answered_as: Some("conv-9"), ..Default::default() };
+    store.remember_conversation(&scope, "kommo-chat-9", &link).await.unwrap();
+    let expected = ConversationInfo {
+        conversation_id: "conv-9".into(),
+        kommo_chat_id: Some("kommo-chat-9".into()),
+        client_user_id: Some("client-9".into()),
+        kommo_client_id: Some("kommo-client-9".into()),
+        answered_as: None,
+    };
+    assert_eq!(store.find_conversation(&scope, "kommo-chat-9").await.unwrap(), Some(expected.clone()));
+    assert_eq!(store.find_conversation(&scope, "conv-9").await.unwrap(), Some(expected));
+    assert!(!store.find_conversation(&scope, "conv-9").await.unwrap().unwrap().started_in_kommo());
 }
 
 pub async fn the_newest_client_message_of_a_conversation_is_found(store: &dyn Store) {

@@ -134,6 +134,8 @@ pub enum KommoCall {
     Disconnect(DisconnectRequest),
     CreateChat(Box<CreateChatRequest>),
     Import(Box<ImportMessageRequest>),
+    Edit(Box<EditMessageRequest>),
+    React(ReactRequest),
     Typing(TypingRequest),
     DeliveryStatus(DeliveryStatusRequest),
 }
@@ -179,11 +181,7 @@ impl KommoApi for RecordingKommo {
 
     async fn create_chat(&self, scope_id: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError> {
         self.record(scope_id, KommoCall::CreateChat(Box::new(request.clone())))?;
-        Ok(CreateChatResponse {
-            id: format!("chat-{}", request.conversation_id),
-            user: Participant::with_id(format!("user-{}", request.user.id)),
-            extra: Default::default(),
-        })
+        Ok(CreateChatResponse { id: Some(format!("chat-{}", request.conversation_id)), extra: Default::default() })
     }
 
     async fn import_message(
@@ -193,14 +191,22 @@ impl KommoApi for RecordingKommo {
     ) -> Result<ImportMessageResponse, KommoError> {
         self.record(scope_id, KommoCall::Import(Box::new(request.clone())))?;
         Ok(ImportMessageResponse {
-            new_message: ImportedMessage {
-                conversation_id: format!("chat-{}", request.payload.conversation_id),
+            new_message: Some(ImportedMessage {
+                conversation_id: Some(format!("chat-{}", request.payload.conversation_id)),
                 sender_id: None,
                 receiver_id: None,
-                msgid: format!("kommo-{}", request.payload.msgid),
+                msgid: Some(format!("kommo-{}", request.payload.msgid)),
                 ref_id: Some(request.payload.msgid.clone()),
-            },
+            }),
         })
+    }
+
+    async fn edit_message(&self, scope_id: &str, request: &EditMessageRequest) -> Result<(), KommoError> {
+        self.record(scope_id, KommoCall::Edit(Box::new(request.clone())))
+    }
+
+    async fn react(&self, scope_id: &str, request: &ReactRequest) -> Result<(), KommoError> {
+        self.record(scope_id, KommoCall::React(request.clone()))
     }
 
     async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError> {
@@ -272,11 +278,7 @@ impl KommoApi for NullOutbound {
         Ok(())
     }
     async fn create_chat(&self, _: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError> {
-        Ok(CreateChatResponse {
-            id: request.conversation_id.clone(),
-            user: request.user.clone(),
-            extra: Default::default(),
-        })
+        Ok(CreateChatResponse { id: Some(request.conversation_id.clone()), extra: Default::default() })
     }
     async fn import_message(
         &self,
@@ -284,14 +286,20 @@ impl KommoApi for NullOutbound {
         request: &ImportMessageRequest,
     ) -> Result<ImportMessageResponse, KommoError> {
         Ok(ImportMessageResponse {
-            new_message: ImportedMessage {
-                conversation_id: request.payload.conversation_id.clone(),
+            new_message: Some(ImportedMessage {
+                conversation_id: Some(request.payload.conversation_id.clone()),
                 sender_id: None,
                 receiver_id: None,
-                msgid: request.payload.msgid.clone(),
+                msgid: Some(request.payload.msgid.clone()),
                 ref_id: None,
-            },
+            }),
         })
+    }
+    async fn edit_message(&self, _: &str, _: &EditMessageRequest) -> Result<(), KommoError> {
+        Ok(())
+    }
+    async fn react(&self, _: &str, _: &ReactRequest) -> Result<(), KommoError> {
+        Ok(())
     }
     async fn typing(&self, _: &str, _: &TypingRequest) -> Result<(), KommoError> {
         Ok(())

@@ -67,6 +67,13 @@ impl Fake {
         assert!(status.is_success(), "the fake refused the script: {status}");
     }
 
+    /// An /__admin/ read (`path` may carry a query).
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let response = self.http.get(format!("{}/__admin/{path}", self.url)).send().await.expect("the fake answers");
+        assert!(response.status().is_success(), "the fake refused GET /__admin/{path}: {}", response.status());
+        response.json().await.expect("the fake answers JSON")
+    }
+
     pub async fn admin_post(&self, path: &str, body: Value) -> Value {
         self.http
             .post(format!("{}/__admin/{path}", self.url))
