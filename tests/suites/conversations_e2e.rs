@@ -52,6 +52,7 @@ fn write_first_message(kommo_chat: &str, kommo_client: &str, kommo_msgid: &str) 
     json!({"account_id": "acc-1", "time": 1_700_000_000, "message": {
         "receiver": {"id": kommo_client, "name": "Eve", "phone": "+15550100"},
         "sender": {"id": "manager-1", "name": "Ann"}, "conversation": {"id": kommo_chat},
+        "source": {"external_id": "line-2"},
         "timestamp": 1_700_000_000, "message": {"id": kommo_msgid, "type": "text", "text": "Hello first"}}})
     .to_string()
 }
@@ -67,9 +68,11 @@ async fn both_answers_to_chats_a_manager_started_land_in_those_chats(on_dynamodb
     let first = created.iter().find(|c| c["body"]["reference"] == "kommo-a").unwrap();
     assert_eq!(first["body"]["conversation_id"], json!(chat_a), "named by Kommo's chat id");
     assert_eq!(first["body"]["receiver"], json!({"id": client_a, "name": "Eve", "phone": "+15550100"}));
+    assert_eq!(first["body"]["source"], json!({"external_id": "line-2"}), "Kommo's source, forwarded");
 
     // (a) under the id the bridge gave; (b) under the chat service's own, naming the bridge's.
-    e2e.chat_event_ok(client_message(&e2e.scope, &chat_a, "chat-a", json!({})).to_string()).await;
+    let source = json!({"source": {"external_id": "line-2"}});
+    e2e.chat_event_ok(client_message(&e2e.scope, &chat_a, "chat-a", source)).await;
     let own = json!({"conversation_ref_id": chat_b});
     e2e.chat_event_ok(client_message(&e2e.scope, "conv-own", "chat-b", own)).await;
     e2e.chat_event_ok(client_message(&e2e.scope, "conv-own", "chat-b2", json!({}))).await;
@@ -84,6 +87,9 @@ async fn both_answers_to_chats_a_manager_started_land_in_those_chats(on_dynamodb
     assert_eq!(messages(&chat_a), ["chat-a"]);
     assert_eq!(messages(&chat_b), ["chat-b", "chat-b2"]);
     assert_eq!(state["chats"].as_object().unwrap().len(), 2, "no second chat (and so no second lead): {state}");
+    let imports = e2e.amojo.calls(&e2e.scope).await;
+    let reply = imports.iter().find(|c| c["body"]["payload"]["msgid"] == "chat-a").expect("imported");
+    assert_eq!(reply["body"]["payload"]["source"], json!({"external_id": "line-2"}), "the source, sent on import");
     for delivered in accepted(&calls, "message.delivered") {
         let msgid = delivered["body"]["msgid"].as_str().unwrap();
         assert_eq!(delivered["body"]["reference"], state["messages"][msgid]["kommo_msgid"], "{msgid}");
