@@ -346,3 +346,26 @@ async fn a_reply_to_a_message_not_in_kommo_yet_waits_for_it() {
         "the reply only after what it quotes, and quoting it"
     );
 }
+
+#[tokio::test]
+async fn read_up_to_reaches_the_opening_of_a_chat_the_manager_started_under_either_id() {
+    let sim = Sim::new();
+    sim.kommo_webhook(&write_first_message("kommo-chat-7", "kommo-1")).await;
+    let reply = client_message_with("conv-eve", "chat-1", json!({"conversation_ref_id": "kommo-chat-7"}));
+    sim.chat_event(&reply).await;
+    sim.advance_to(T0 + 10_000).await;
+    // Kommo names the chat service's id from now on.
+    let later = json!({"account_id": "acc-1", "time": 2, "message": {
+        "receiver": {"id": "kommo-client-7", "client_id": "client-7"}, "sender": {"id": "manager-1"},
+        "conversation": {"id": "kommo-chat-7", "client_id": "conv-eve"},
+        "timestamp": 2, "message": {"id": "kommo-2", "type": "text", "text": "and another"}}});
+    sim.kommo_webhook(&later.to_string()).await;
+    sim.advance_to(T0 + 20_000).await;
+    let read =
+        json!({"type": "message.status", "scope_id": SCOPE, "reference": "kommo-2", "status": "read", "up_to": true});
+    assert_eq!(sim.chat_event(&read.to_string()).await.status(), 200);
+    sim.advance_to(T0 + 30_000).await;
+    let mut reported: Vec<_> = kommo_statuses(&sim).into_iter().map(|(msgid, status, _)| (msgid, status)).collect();
+    reported.sort();
+    assert_eq!(reported, [("kommo-1".to_owned(), 2), ("kommo-2".to_owned(), 2)]);
+}

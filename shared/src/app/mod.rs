@@ -134,7 +134,12 @@ impl Bridge {
             },
             client_edits: ClientEdits { timers: timers.clone(), clock: clock.clone() },
             client_reactions: ClientReactions { timers: timers.clone(), clock: clock.clone() },
-            statuses: DeliveryStatuses { records: store.clone(), register: register.clone(), clock: clock.clone() },
+            statuses: DeliveryStatuses {
+                records: store.clone(),
+                conversations: store.clone(),
+                register: register.clone(),
+                clock: clock.clone(),
+            },
             client_presence,
             manager_presence,
         });

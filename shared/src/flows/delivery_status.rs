@@ -10,7 +10,7 @@ use crate::ids::random_bytes;
 use crate::models::chat::StatusReport;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
 use crate::ports::kommo::{KommoApi, KommoError};
-use crate::ports::store::{MessageRecords, SendTurns, StatusChange, Turn};
+use crate::ports::store::{Conversations, MessageRecords, SendTurns, StatusChange, Turn};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, status_lane};
 use crate::rules::rejection::Rejection;
@@ -56,6 +56,8 @@ impl StatusRegister {
 #[derive(Clone)]
 pub struct DeliveryStatuses {
     pub records: Arc<dyn MessageRecords>,
+    /// For `up_to` across the two ids of a chat a manager started.
+    pub conversations: Arc<dyn Conversations>,
     pub register: StatusRegister,
     pub clock: Arc<dyn Clock>,
 }
@@ -83,6 +85,19 @@ impl DeliveryStatuses {
                 .records
                 .outgoing_up_to(scope_id, &record.conversation_id, record.created_at_ms, READ_UP_TO_LIMIT)
                 .await?;
+            // A chat a manager started and the chat service answered under its own id: the
+            // manager's first messages were relayed under Kommo's chat id, and are earlier too.
+            let known = self.conversations.find_conversation(scope_id, &record.conversation_id).await?;
+            if let Some(started_as) = known
+                .filter(|c| c.kommo_client_id.is_some())
+                .and_then(|c| c.kommo_chat_id)
+                .filter(|kommo_chat_id| *kommo_chat_id != record.conversation_id)
+            {
+                let opening =
+                    self.records.outgoing_up_to(scope_id, &started_as, record.created_at_ms, READ_UP_TO_LIMIT).await?;
+                targets.extend(opening);
+                targets.truncate(READ_UP_TO_LIMIT);
+            }
         }
         for target in targets {
             self.register.apply(scope_id, &target, &status, now).await?;

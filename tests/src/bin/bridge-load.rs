@@ -5,11 +5,13 @@
 //! service (FAKE_AMOJO_URL/SECRET, FAKE_CHAT_URL/SECRET), on scopes of its own. N conversations
 //! then each play, at a fixed pace, both sides of a live chat for S seconds: the client typing,
 //! writing and coming online (the chat service's events), the manager typing and writing
-//! (Kommo's webhooks), receipts for the manager's messages, and the Kommo UI widget (viewing
-//! heartbeats, presence reads, read on open, preflights). Every request is timed per route.
+//! (Kommo's webhooks), receipts for the manager's messages, reactions both ways, and the Kommo
+//! UI widget (viewing heartbeats, presence reads, read on open, preflights); one conversation in
+//! ten is a chat the manager started in Kommo ("write first"). Every request is timed per route.
 //! After the load it waits (bounded) for the in-process timers to settle and reconciles what
 //! the fakes recorded with what the bridge acknowledged: nothing lost, nothing delivered twice,
-//! no status backwards, no indicator left on, every presence read as the model says. It prints
+//! no status backwards, no indicator left on, every presence read as the model says, every
+//! write-first reply in Kommo's chat without a chat created. It prints
 //! tables, writes target/bench/load-<N>x<S>.json, and exits 1 on any non-2xx, loss,
 //! duplication, presence mismatch, ERROR line in the dev server's log, or category that
 //! reconciled fewer than its minimum.
@@ -41,7 +43,7 @@ use shared::signing::standard_webhooks::WebhookSecret;
 use crate::presence::ReadTally;
 use crate::reconcile::{Fetched, reconcile};
 use crate::servers::{DevServer, FakeAdmin, Servers};
-use crate::sim::{Conversation, Ctx, Outcome, Spec};
+use crate::sim::{Conversation, Ctx, Outcome, Spec, WriteFirst};
 
 const USAGE: &str = "\
 usage: bridge-load [--conversations N] [--seconds S] [options]
@@ -69,6 +71,8 @@ const LOG_LINE_MAX_CHARS: usize = 300;
 const PRESENCE_MISMATCH_EXAMPLES: usize = 10;
 /// shared::app::config's default `PRESENCE_WINDOW_S`.
 const DEFAULT_PRESENCE_WINDOW_S: i64 = 60;
+/// One conversation in this many is a chat the manager started in Kommo ("write first").
+const WRITE_FIRST_EVERY: usize = 10;
 
 struct Args {
     conversations: usize,
@@ -234,21 +238,57 @@ async fn run(args: Args, servers: Servers) -> Result<bool, String> {
             * 1000,
         forward_manager_presence: !switched_off(&args.dev_env, "FORWARD_MANAGER_PRESENCE"),
     });
-    let specs: Vec<Spec> = (0..args.conversations)
-        .map(|index| {
-            let (account_numeric, amojo_account) = accounts[index % accounts.len()].clone();
-            Spec {
-                index,
-                scope: format!("{channel}_{amojo_account}"),
-                account_numeric,
-                amojo_account,
-                conversation_id: format!("conv-{index}"),
-                client_id: format!("client-{index}"),
-                manager: 1000 + index as u64,
-                kommo_chat_id: format!("kommo-chat-{index}"),
+    // The fakes' admin API: the write-first chats now, the reconciliation after the load.
+    let admin_http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let amojo = FakeAdmin::new(&servers.amojo_url, admin_http.clone());
+    let chat = FakeAdmin::new(&servers.chat_url, admin_http);
+    let mut specs: Vec<Spec> = Vec::with_capacity(args.conversations);
+    // Which conversations are write-first: one in each WRITE_FIRST_EVERY, at an offset drawn from
+    // the seed and shifted by one each block (so that they spread over the accounts), at least
+    // one however few the conversations; answered in variants a and b by turns.
+    let write_first_offset = (seed % WRITE_FIRST_EVERY.min(args.conversations) as u64) as usize;
+    for index in 0..args.conversations {
+        let (account_numeric, amojo_account) = accounts[index % accounts.len()].clone();
+        let scope = format!("{channel}_{amojo_account}");
+        let in_block = (index % WRITE_FIRST_EVERY + index / WRITE_FIRST_EVERY) % WRITE_FIRST_EVERY;
+        let write_first = (in_block == write_first_offset).then(|| {
+            if (index / WRITE_FIRST_EVERY).is_multiple_of(2) { WriteFirst::KommoId } else { WriteFirst::OwnId }
+        });
+        let (conversation_id, kommo_chat_id, kommo_client_id) = match write_first {
+            None => (format!("conv-{index}"), format!("kommo-chat-{index}"), format!("kommo-client-{index}")),
+            Some(variant) => {
+                // A chat the manager started: Kommo's ids of it and of the client, from the fake.
+                let (chat_id, client_id) = amojo.kommo_chat(&scope).await?;
+                let conversation_id = match variant {
+                    WriteFirst::KommoId => chat_id.clone(),
+                    WriteFirst::OwnId => format!("conv-{index}"),
+                };
+                (conversation_id, chat_id, client_id)
             }
-        })
-        .collect();
+        };
+        specs.push(Spec {
+            index,
+            scope,
+            account_numeric,
+            amojo_account,
+            conversation_id,
+            client_id: format!("client-{index}"),
+            manager: 1000 + index as u64,
+            kommo_chat_id,
+            kommo_client_id,
+            write_first,
+        });
+    }
+    let write_first_count = specs.iter().filter(|spec| spec.write_first.is_some()).count();
+    if write_first_count > 0 {
+        println!(
+            "bridge-load: {write_first_count} conversations start as chats the manager started in Kommo (write first: one in {WRITE_FIRST_EVERY})"
+        );
+    }
     let scopes: Vec<String> = accounts.iter().map(|(_, amojo)| format!("{channel}_{amojo}")).collect();
 
     let load_before = load_average();
@@ -287,13 +327,6 @@ async fn run(args: Args, servers: Servers) -> Result<bool, String> {
 
     // Settle: the in-process timers (relays, imports, status reports, typing and presence
     // checks) finish behind the acknowledgements; poll the fakes until nothing is missing.
-    let admin_http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(120))
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let amojo = FakeAdmin::new(&servers.amojo_url, admin_http.clone());
-    let chat = FakeAdmin::new(&servers.chat_url, admin_http);
     let settle_started = Instant::now();
     let settle_bound = Duration::from_secs(args.settle_seconds);
     let (reconciliation, settled_after) = loop {
@@ -505,12 +538,13 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Every call the fakes recorded for the run's scopes.
+/// Every call the fakes recorded for the run's scopes, and what the fake amojo holds of them.
 async fn fetch(amojo: &FakeAdmin, chat: &FakeAdmin, scopes: &[String]) -> Result<Fetched, String> {
     let mut fetched = Fetched::default();
     for scope in scopes {
         fetched.amojo.extend(amojo.calls(scope).await?);
         fetched.chat.extend(chat.calls(scope).await?);
+        fetched.amojo_state.insert(scope.clone(), amojo.state(scope).await?);
     }
     Ok(fetched)
 }

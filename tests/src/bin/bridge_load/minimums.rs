@@ -45,6 +45,11 @@ const PRESENCE_PUSHES: Category =
 const CLIENT_TYPING_CALLS: Category = category("client_typing_calls", "client typing calls to amojo", 4.0);
 const WIDGET_PRESENCE_READS: Category = category("widget_presence_reads", "widget presence reads checked", 2.0);
 const CHAT_PRESENCE_READS: Category = category("chat_presence_reads", "GET /chat/presence reads checked", 1.0);
+const MESSAGE_DELIVERED: Category = category("message_delivered", "message.delivered reconciled", 3.0);
+const MANAGER_REACTIONS: Category = category("manager_reactions", "manager reactions reconciled", 0.25);
+const CLIENT_REACTIONS: Category = category("client_reactions", "client reactions reconciled", 0.25);
+// One conversation in ten is write-first whatever the pace: this only catches none reconciled.
+const WRITE_FIRST: Category = category("write_first_conversations", "write-first chats reconciled whole", 0.05);
 
 /// One category: what the run reached against the least it must.
 #[derive(Debug, Clone)]
@@ -87,6 +92,10 @@ pub fn coverage(
         (CLIENT_TYPING_CALLS, reconciliation.client_typing_calls),
         (WIDGET_PRESENCE_READS, widget_reads.checked),
         (CHAT_PRESENCE_READS, chat_reads.checked),
+        (MESSAGE_DELIVERED, reconciliation.delivered.expected),
+        (MANAGER_REACTIONS, reconciliation.manager_reactions.expected),
+        (CLIENT_REACTIONS, reconciliation.client_reactions.expected),
+        (WRITE_FIRST, reconciliation.write_first.reconciled),
     ]
     .into_iter()
     .map(|(category, count)| Coverage {

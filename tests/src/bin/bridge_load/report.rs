@@ -138,11 +138,14 @@ pub fn reconciliation_table(r: &Reconciliation) -> String {
         "{:<40} {:>8} {:>9} {:>5} {:>10} {:>7} {:>10} {:>9}",
         "reconciliation", "expected", "delivered", "lost", "duplicated", "retries", "unexpected", "uncertain"
     );
-    let rows: [(&str, Tally); 4] = [
+    let rows: [(&str, Tally); 7] = [
         ("client message → amojo (by msgid)", r.client_messages),
+        ("client message → chat message.delivered", r.delivered),
         ("manager message → chat (by reference)", r.manager_messages),
         ("status → amojo (by msgid, status)", r.statuses),
         ("widget read → chat message.read", r.reads),
+        ("manager reaction → chat reaction.*", r.manager_reactions),
+        ("client reaction → amojo react", r.client_reactions),
     ];
     for (name, t) in rows {
         let _ = writeln!(
@@ -155,6 +158,27 @@ pub fn reconciliation_table(r: &Reconciliation) -> String {
         out,
         "statuses arriving backwards at amojo: {}; overtaken (a later one was there first, so not sent): {}",
         r.statuses_backwards, r.statuses_overtaken
+    );
+    let _ = writeln!(
+        out,
+        "client message outcomes: message.failed {}; message.delivered references checked against amojo's msgid {}, differing {}",
+        r.outcomes.failed, r.outcomes.reference_checked, r.outcomes.reference_mismatched
+    );
+    let w = &r.write_first;
+    let _ = writeln!(
+        out,
+        "write-first chats: {} ({} answered under Kommo's id, {} under their own), {} reconciled whole, {} uncertain; \
+         opening misrelayed {}, chats created {}, client messages in Kommo's chat {} / elsewhere {}, chat missing {}",
+        w.conversations,
+        w.variant_a,
+        w.variant_b,
+        w.reconciled,
+        w.uncertain,
+        w.opening_misrelayed,
+        w.chats_created,
+        w.messages_in_kommo_chat,
+        w.messages_elsewhere,
+        w.chat_missing
     );
     let _ = writeln!(
         out,

@@ -152,31 +152,60 @@ impl FakeAdmin {
         Self { url: url.to_owned(), http }
     }
 
-    /// Every call the fake recorded for `scope`, in arrival order. A few tries: the fake is a
-    /// small threaded Python server that the bridge may still be keeping busy.
+    /// Every call the fake recorded for `scope`, in arrival order.
     pub async fn calls(&self, scope: &str) -> Result<Vec<Value>, String> {
         // Scopes here are [A-Za-z0-9_-]: nothing to escape.
-        let url = format!("{}/__admin/calls?scope={scope}", self.url);
+        let answer = self.admin(reqwest::Method::GET, &format!("calls?scope={scope}"), None).await?;
+        Ok(answer["calls"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The fake amojo's `GET /__admin/state?scope=`: its chats (which conversation ids name
+    /// each, whether a manager started it, the msgids imported into it) and its messages
+    /// (Kommo's msgid and chat of each imported msgid).
+    pub async fn state(&self, scope: &str) -> Result<Value, String> {
+        self.admin(reqwest::Method::GET, &format!("state?scope={scope}"), None).await
+    }
+
+    /// The fake amojo's `POST /__admin/kommo_chat`: a chat a manager started in Kommo ("write
+    /// first"). Kommo's ids of the chat and of the client.
+    pub async fn kommo_chat(&self, scope: &str) -> Result<(String, String), String> {
+        let answer = self.admin(reqwest::Method::POST, "kommo_chat", Some(serde_json::json!({"scope": scope}))).await?;
+        match (answer["chat_id"].as_str(), answer["client_id"].as_str()) {
+            (Some(chat), Some(client)) if !chat.is_empty() && !client.is_empty() => {
+                Ok((chat.to_owned(), client.to_owned()))
+            }
+            _ => Err(format!("POST {}/__admin/kommo_chat answered {answer} (no chat_id and client_id)", self.url)),
+        }
+    }
+
+    /// An admin call, with a few tries: the fake is a small threaded Python server that the
+    /// bridge may still be keeping busy.
+    async fn admin(&self, method: reqwest::Method, tail: &str, body: Option<Value>) -> Result<Value, String> {
+        let url = format!("{}/__admin/{tail}", self.url);
         let mut last_error = String::new();
         for attempt in 0..5u64 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
-            match self.fetch(&url).await {
-                Ok(calls) => return Ok(calls),
+            match self.fetch(method.clone(), &url, body.as_ref()).await {
+                Ok(answer) => return Ok(answer),
                 Err(error) => last_error = error,
             }
         }
         Err(last_error)
     }
 
-    async fn fetch(&self, url: &str) -> Result<Vec<Value>, String> {
-        let response = self.http.get(url).send().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
-        if !response.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", response.status()));
+    async fn fetch(&self, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Value, String> {
+        let mut request = self.http.request(method.clone(), url);
+        if let Some(body) = body {
+            request = request.json(body);
         }
-        let answer: Value = response.json().await.map_err(|e| format!("GET {url}: not JSON: {}", error_chain(&e)))?;
-        Ok(answer["calls"].as_array().cloned().unwrap_or_default())
+        let what = format!("{method} {url}");
+        let response = request.send().await.map_err(|e| format!("{what}: {}", error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!("{what}: HTTP {}", response.status()));
+        }
+        response.json().await.map_err(|e| format!("{what}: not JSON: {}", error_chain(&e)))
     }
 }
 

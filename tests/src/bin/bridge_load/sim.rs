@@ -1,7 +1,9 @@
 //! One conversation of the load: a task that, at a fixed pace with jitter, plays both sides of a
 //! live chat against the dev server (the chat service's events, Kommo's webhooks, the Kommo UI
 //! widget's calls), records each request's latency, and keeps a model of what the bridge must
-//! have delivered, for the reconciliation.
+//! have delivered, for the reconciliation. One conversation in ten opens as a chat the manager
+//! started in Kommo ("write first"): the manager's message without the integration's ids, then
+//! the client's reply naming Kommo's chat.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,13 @@ const MANAGER_TYPING_AHEAD_S: i64 = 5;
 const VIEWING_HEARTBEAT: Duration = Duration::from_secs(5);
 /// `read` with `up_to` marks at most this many earlier messages (shared::flows::delivery_status::READ_UP_TO_LIMIT).
 const READ_UP_TO_LIMIT: usize = shared::flows::delivery_status::READ_UP_TO_LIMIT;
+/// A client reacts to a manager's message (by `reference`) only this long after the conversation's
+/// first client message was acknowledged: amojo's `react` names the conversation, which the fake
+/// amojo knows once a client message of it is imported (the bridge calls amojo at once for a
+/// reference; for a client's own message, by msgid, it waits for that message's import).
+const REFERENCE_REACTION_AFTER: Duration = Duration::from_secs(10);
+/// What reactions are made of.
+const EMOJIS: [&str; 4] = ["👍", "❤️", "😂", "🔥"];
 
 // The routes, as the report names them (shared/src/app/routes.rs; /healthz and the sinks are the
 // dev server's own and never seen by a deployment).
@@ -118,7 +127,30 @@ pub struct Spec {
     pub client_id: String,
     /// The manager, numeric as in the widget's tokens.
     pub manager: u64,
+    /// Kommo's chat id: the fake amojo's, on a chat the manager started.
     pub kommo_chat_id: String,
+    /// Kommo's id of the client (the manager message webhook's `receiver.id`).
+    pub kommo_client_id: String,
+    /// Started by the manager in Kommo ("write first"), and how the chat service answers.
+    pub write_first: Option<WriteFirst>,
+}
+
+/// How the chat service answers a chat the manager started in Kommo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFirst {
+    /// (a) under the bridge's id for it, Kommo's chat id, as its own `conversation_id`.
+    KommoId,
+    /// (b) under a new id of its own, naming Kommo's chat id in `conversation_ref_id`.
+    OwnId,
+}
+
+impl WriteFirst {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KommoId => "a",
+            Self::OwnId => "b",
+        }
+    }
 }
 
 impl Spec {
@@ -156,6 +188,35 @@ pub struct ExpectedStatus {
     pub code: i8,
     /// When the request that moved the register was sent.
     pub sent_ms: i64,
+}
+
+/// A reaction sent to the bridge, by the manager (Kommo's webhook) or the client (the chat
+/// service's event), as what it owes at the other end.
+#[derive(Debug, Clone)]
+pub struct ReactionSent {
+    /// At the chat service `reaction.added` / `reaction.removed`; at amojo `react` / `unreact`.
+    pub kind: &'static str,
+    /// The message as the other end must name it: `reference:<Kommo msgid>` or
+    /// `msgid:<chat service msgid>` at the chat service, `id:<Kommo msgid>` or
+    /// `msgid:<chat service msgid>` at amojo.
+    pub target: String,
+    /// The emoji the chat service must be told (manager reactions only; amojo's `unreact`
+    /// carries none).
+    pub emoji: Option<String>,
+    pub sent_ms: i64,
+    /// The bridge answered 2xx: it owes exactly one delivery. Without one, at most one.
+    pub accepted: bool,
+}
+
+/// The opening of a write-first conversation.
+#[derive(Debug, Clone, Default)]
+pub struct WriteFirstOpening {
+    /// The manager's first message (no `conversation.client_id`), and whether it was accepted.
+    pub manager_msgid: Option<String>,
+    pub manager_accepted: bool,
+    /// The client's reply (the conversation's first client message).
+    pub reply_msgid: Option<String>,
+    pub reply_accepted: bool,
 }
 
 /// A request that did not get a 2xx.
@@ -197,6 +258,11 @@ pub struct Outcome {
     pub chat_presence_reads: ReadTally,
     /// The first few presence reads that disagreed with the model, described.
     pub presence_mismatches: Vec<String>,
+    /// Kommo's reaction webhooks, as the chat service's `reaction.*` they owe.
+    pub manager_reactions: Vec<ReactionSent>,
+    /// The chat service's reactions, as the amojo `react` calls they owe.
+    pub client_reactions: Vec<ReactionSent>,
+    pub write_first: Option<WriteFirstOpening>,
 }
 
 /// Presence mismatches described per conversation (the counts are complete).
@@ -224,6 +290,7 @@ enum Action {
     ManagerTypingStart,
     ManagerMessage,
     Reaction,
+    ClientReaction,
     WidgetOpen,
     WidgetViewing,
     WidgetLeave,
@@ -265,6 +332,16 @@ pub struct Conversation {
     /// The bridge's window of the manager's viewing, to check `GET /chat/presence` against.
     viewing_window: WindowModel,
     last_viewing: Instant,
+    /// The write-first opening's steps done (0: none, 1: the manager's message, 2: the reply).
+    opening_steps: u8,
+    /// When the conversation's first client message was acknowledged.
+    first_client_ack: Option<Instant>,
+    /// The manager's reactions in place: (Kommo msgid, emoji).
+    manager_reacted: Vec<(String, String)>,
+    /// The client's reactions in place: (`msgid:…` / `reference:…`, emoji).
+    client_reacted: Vec<(String, String)>,
+    /// Kommo's reaction webhooks sent, to alternate their two shapes.
+    reaction_webhooks: u64,
 }
 
 impl Conversation {
@@ -283,6 +360,11 @@ impl Conversation {
             viewing: Some(false),
             viewing_window: WindowModel::new(window_ms),
             last_viewing: Instant::now(),
+            opening_steps: 0,
+            first_client_ack: None,
+            manager_reacted: Vec::new(),
+            client_reacted: Vec::new(),
+            reaction_webhooks: 0,
         }
     }
 
@@ -307,6 +389,19 @@ impl Conversation {
     }
 
     async fn step(&mut self) {
+        // A chat the manager started: their message, then the client's reply, before anything.
+        if let Some(variant) = self.spec.write_first
+            && self.opening_steps < 2
+        {
+            self.opening_steps += 1;
+            if self.opening_steps == 1 {
+                self.manager_message(true).await;
+            } else {
+                let ref_id = (variant == WriteFirst::OwnId).then(|| self.spec.kommo_chat_id.clone());
+                self.client_message(ref_id.as_deref()).await;
+            }
+            return;
+        }
         // Kommo's own timer: while the manager types, the webhook comes every 5 s.
         if let Some(since) = self.manager_typing_since
             && since.elapsed() >= MANAGER_TYPING_REFRESH
@@ -320,15 +415,16 @@ impl Conversation {
         match self.choose() {
             Action::ClientTypingStart => self.client_typing_start().await,
             Action::ClientTypingStop => self.client_typing_stop().await,
-            Action::ClientMessage => self.client_message().await,
+            Action::ClientMessage => self.client_message(None).await,
             Action::ClientOnline => self.client_presence("presence.online").await,
             Action::ClientHeartbeat => self.client_presence("presence.heartbeat").await,
             Action::ClientOffline => self.client_presence("presence.offline").await,
             Action::Status => self.status().await,
             Action::ChatPresence => self.chat_presence().await,
             Action::ManagerTypingStart => self.manager_typing().await,
-            Action::ManagerMessage => self.manager_message().await,
+            Action::ManagerMessage => self.manager_message(false).await,
             Action::Reaction => self.reaction().await,
+            Action::ClientReaction => self.client_reaction().await,
             Action::WidgetOpen => self.widget_open().await,
             Action::WidgetViewing => self.widget_state("viewing").await,
             Action::WidgetLeave => self.widget_state("left").await,
@@ -342,6 +438,8 @@ impl Conversation {
         let online = self.client_online == Some(true);
         let viewing = self.viewing == Some(true);
         let open_messages = self.out.manager_msgs.iter().any(ManagerMsg::status_known);
+        let accepted_manager_messages = self.out.manager_msgs.iter().any(|m| m.accepted);
+        let client_reaction_targets = !self.out.client_msgs.is_empty() || !self.client_reacted.is_empty();
         let weights = [
             (Action::ClientTypingStart, 20),
             (Action::ClientTypingStop, if self.client_typing { 6 } else { 0 }),
@@ -353,7 +451,8 @@ impl Conversation {
             (Action::ChatPresence, 3),
             (Action::ManagerTypingStart, if self.manager_typing_since.is_none() { 4 } else { 0 }),
             (Action::ManagerMessage, if self.manager_typing_since.is_some() { 10 } else { 5 }),
-            (Action::Reaction, 1),
+            (Action::Reaction, if accepted_manager_messages { 2 } else { 0 }),
+            (Action::ClientReaction, if client_reaction_targets { 2 } else { 0 }),
             (Action::WidgetOpen, if viewing { 0 } else { 3 }),
             (Action::WidgetViewing, if viewing && self.last_viewing.elapsed() >= VIEWING_HEARTBEAT { 8 } else { 0 }),
             (Action::WidgetLeave, if viewing { 1 } else { 0 }),
@@ -541,19 +640,32 @@ impl Conversation {
         }
     }
 
-    async fn client_message(&mut self) {
+    /// A client's message; `ref_id`: the reply to a chat the manager started, under the chat
+    /// service's own id, naming Kommo's chat (write first, variant b).
+    async fn client_message(&mut self, ref_id: Option<&str>) {
         let n = self.next_seq();
         let msgid = format!("cm-{}-{n}", self.spec.index);
         let sent = now_ms();
-        let body = json!({"type": "message.created", "scope_id": self.spec.scope,
-                          "conversation_id": self.spec.conversation_id, "msgid": msgid,
-                          "user": {"id": self.spec.client_id, "name": format!("Client {}", self.spec.index)},
-                          "message": {"type": "text", "text": format!("client message {n}")}, "timestamp_ms": sent})
-        .to_string();
-        if self.chat_new("message.created", &body).await.is_none() {
+        let mut body = json!({"type": "message.created", "scope_id": self.spec.scope,
+                              "conversation_id": self.spec.conversation_id, "msgid": msgid,
+                              "user": {"id": self.spec.client_id, "name": format!("Client {}", self.spec.index)},
+                              "message": {"type": "text", "text": format!("client message {n}")}, "timestamp_ms": sent});
+        if let Some(ref_id) = ref_id {
+            body["conversation_ref_id"] = json!(ref_id);
+        }
+        let body = body.to_string();
+        let accepted = self.chat_new("message.created", &body).await.is_some();
+        if let Some(opening) = self.out.write_first.as_mut()
+            && opening.reply_msgid.is_none()
+        {
+            opening.reply_msgid = Some(msgid.clone());
+            opening.reply_accepted = accepted;
+        }
+        if !accepted {
             self.out.client_uncertain.push(msgid);
             return;
         }
+        self.first_client_ack.get_or_insert_with(Instant::now);
         self.out.client_msgs.push((msgid, sent));
         // A client's message ends their typing.
         self.out.client_typing_marks.push((false, now_ms()));
@@ -658,7 +770,8 @@ impl Conversation {
             _ => (-1, -1),
         };
         // The bridge's targets: the message, or with up_to the conversation's manager messages
-        // up to it, the newest READ_UP_TO_LIMIT.
+        // up to it, the newest READ_UP_TO_LIMIT (a write-first chat's opening, relayed under
+        // Kommo's chat id, included: it is older than everything under the chat service's id).
         let targets: Vec<usize> = if up_to {
             let created = self.out.manager_msgs[index].created_ms;
             let mut earlier: Vec<usize> =
@@ -724,20 +837,41 @@ impl Conversation {
         self.kommo("typing", &body).await;
     }
 
-    async fn manager_message(&mut self) {
+    /// A manager's message; `opening`: the one that starts a write-first chat, which Kommo
+    /// sends without the integration's ids (no `conversation.client_id`, no `receiver.client_id`;
+    /// the client as Kommo knows them).
+    async fn manager_message(&mut self, opening: bool) {
         let n = self.next_seq();
         let msgid = format!("km-{}-{n}", self.spec.index);
         let sent = now_ms();
+        let (receiver, conversation) = if opening {
+            let receiver = json!({"id": self.spec.kommo_client_id, "name": format!("Client {}", self.spec.index),
+                                  "phone": format!("+1555{:07}", self.spec.index)});
+            (receiver, json!({"id": self.spec.kommo_chat_id}))
+        } else {
+            (
+                json!({"id": self.spec.kommo_client_id, "client_id": self.spec.client_id}),
+                json!({"id": self.spec.kommo_chat_id, "client_id": self.spec.conversation_id}),
+            )
+        };
         let body = json!({"account_id": self.spec.amojo_account, "time": sent / 1000,
-                          "message": {"receiver": {"id": format!("kommo-client-{}", self.spec.index), "client_id": self.spec.client_id},
+                          "message": {"receiver": receiver,
                                       "sender": {"id": self.spec.manager_id(), "name": "Manager"},
-                                      "conversation": {"id": self.spec.kommo_chat_id, "client_id": self.spec.conversation_id},
+                                      "conversation": conversation,
                                       "timestamp": sent / 1000, "msec_timestamp": sent,
                                       "message": {"id": msgid, "type": "text", "text": format!("manager message {n}")}}})
         .to_string();
-        let accepted = self.kommo("message", &body).await.is_some();
+        let accepted = self.kommo(if opening { "message (write first)" } else { "message" }, &body).await.is_some();
         // Sending ends the manager's typing in Kommo.
         self.manager_typing_since = None;
+        if opening {
+            let opened = WriteFirstOpening {
+                manager_msgid: Some(msgid.clone()),
+                manager_accepted: accepted,
+                ..Default::default()
+            };
+            self.out.write_first = Some(opened);
+        }
         let record =
             ManagerMsg { msgid, created_ms: sent, sent_ms: sent, rank: None, accepted, status_uncertain: false };
         self.out.manager_msgs.push(record);
@@ -746,13 +880,96 @@ impl Conversation {
         }
     }
 
+    /// Kommo's reaction webhook: the manager reacts to (or withdraws a reaction from) one of
+    /// their messages, named by Kommo's msgid in either shape Kommo sends, alternately: `msgid`
+    /// (A) or `message.id` (B).
     async fn reaction(&mut self) {
-        let target = self.out.manager_msgs.last().map_or_else(|| "none".to_owned(), |m| m.msgid.clone());
-        let body = json!({"account_id": self.spec.amojo_account, "time": SystemClock.now_s(),
-                          "action": {"reaction": {"type": "react", "emoji": "👍", "message": {"id": target},
-                                                  "conversation": {"id": self.spec.kommo_chat_id}}}})
-        .to_string();
-        self.kommo("reaction", &body).await;
+        let (kind, kommo_msgid, emoji) = if !self.manager_reacted.is_empty() && self.rng.percent(35) {
+            let index = self.rng.below(self.manager_reacted.len() as u64) as usize;
+            let (kommo_msgid, emoji) = self.manager_reacted.swap_remove(index);
+            ("unreact", kommo_msgid, emoji)
+        } else {
+            let accepted: Vec<&ManagerMsg> = self.out.manager_msgs.iter().filter(|m| m.accepted).collect();
+            let Some(target) = accepted.get(self.rng.below(accepted.len() as u64) as usize) else { return };
+            let target = target.msgid.clone();
+            let emoji = EMOJIS[self.rng.below(EMOJIS.len() as u64) as usize].to_owned();
+            ("react", target, emoji)
+        };
+        let mut reaction = json!({"type": kind, "emoji": emoji,
+                                  "user": {"id": self.spec.manager_id(), "name": "Manager"},
+                                  "conversation": {"id": self.spec.kommo_chat_id, "client_id": self.spec.conversation_id}});
+        self.reaction_webhooks += 1;
+        let shape = if self.reaction_webhooks % 2 == 1 {
+            reaction["msgid"] = json!(kommo_msgid);
+            "reaction (msgid)"
+        } else {
+            reaction["message"] = json!({"id": kommo_msgid});
+            "reaction (message.id)"
+        };
+        let sent = now_ms();
+        let body =
+            json!({"account_id": self.spec.amojo_account, "time": sent / 1000, "action": {"reaction": reaction}})
+                .to_string();
+        let accepted = self.kommo(shape, &body).await.is_some();
+        if accepted && kind == "react" {
+            self.manager_reacted.push((kommo_msgid.clone(), emoji.clone()));
+        }
+        let kind = if kind == "react" { "reaction.added" } else { "reaction.removed" };
+        let owed = ReactionSent {
+            kind,
+            target: format!("reference:{kommo_msgid}"),
+            emoji: Some(emoji),
+            sent_ms: sent,
+            accepted,
+        };
+        self.out.manager_reactions.push(owed);
+    }
+
+    /// The chat service's reaction of the client: on their own message (by msgid, which the
+    /// bridge sends once the message is imported) or, once the conversation is in the fake
+    /// amojo, on a manager's (by reference, Kommo's msgid), or a reaction withdrawn.
+    async fn client_reaction(&mut self) {
+        let (added, target, emoji) = if !self.client_reacted.is_empty() && self.rng.percent(35) {
+            let index = self.rng.below(self.client_reacted.len() as u64) as usize;
+            let (target, emoji) = self.client_reacted.swap_remove(index);
+            // reaction.removed may leave the emoji out.
+            (false, target, self.rng.percent(50).then_some(emoji))
+        } else {
+            let mut targets: Vec<String> =
+                self.out.client_msgs.iter().map(|(msgid, _)| format!("msgid:{msgid}")).collect();
+            if self.first_client_ack.is_some_and(|at| at.elapsed() >= REFERENCE_REACTION_AFTER) {
+                let manager = self.out.manager_msgs.iter().filter(|m| m.accepted);
+                targets.extend(manager.map(|m| format!("reference:{}", m.msgid)));
+            }
+            let Some(target) = targets.get(self.rng.below(targets.len() as u64) as usize).cloned() else { return };
+            (true, target, Some(EMOJIS[self.rng.below(EMOJIS.len() as u64) as usize].to_owned()))
+        };
+        let kind = if added { "reaction.added" } else { "reaction.removed" };
+        let mut body = json!({"type": kind, "scope_id": self.spec.scope, "conversation_id": self.spec.conversation_id,
+                              "user_id": self.spec.client_id});
+        if let Some(emoji) = &emoji {
+            body["emoji"] = json!(emoji);
+        }
+        let (field, id) = target.split_once(':').expect("targets are field:id");
+        body[field] = json!(id);
+        let sent = now_ms();
+        let accepted = self.chat_new(kind, &body.to_string()).await.is_some();
+        if accepted && added {
+            self.client_reacted.push((target.clone(), emoji.unwrap_or_default()));
+        }
+        // amojo names a client's message by its msgid, a manager's by Kommo's (`id`).
+        let owed_target = match field {
+            "msgid" => format!("msgid:{id}"),
+            _ => format!("id:{id}"),
+        };
+        let kind = if added { "react" } else { "unreact" };
+        self.out.client_reactions.push(ReactionSent {
+            kind,
+            target: owed_target,
+            emoji: None,
+            sent_ms: sent,
+            accepted,
+        });
     }
 
     // --- the Kommo UI widget -------------------------------------------------------------------
