@@ -27,11 +27,11 @@ start() {
   fail "$name did not start"
 }
 
-# start_bridge_servers DYNAMODB_SERVER: Dynoxide, the fake amojo and the fake chat service, each
-# with a fresh secret, exported under the names the suites read (TEST_DYNAMODB_ENDPOINT,
-# FAKE_AMOJO_URL/SECRET, FAKE_CHAT_URL/SECRET).
+# start_bridge_servers DYNAMODB_SERVER: Dynoxide, the fake amojo, the fake chat service and the
+# fake Kommo (OAuth and REST), each with a fresh secret, exported under the names the suites read
+# (TEST_DYNAMODB_ENDPOINT, FAKE_AMOJO_URL/SECRET, FAKE_CHAT_URL/SECRET, FAKE_KOMMO_URL/SECRET).
 start_bridge_servers() {
-  local amojo_secret chat_secret
+  local amojo_secret chat_secret kommo_secret
   amojo_secret=$("$python" -c 'import secrets; print(secrets.token_hex(20))')
   chat_secret=whsec_$("$python" -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')
   start dynamodb "$1" --port 0
@@ -40,4 +40,7 @@ start_bridge_servers() {
   export FAKE_AMOJO_URL=http://127.0.0.1:$port FAKE_AMOJO_SECRET=$amojo_secret
   start fake-chat "$python" tests/fakes/fake_chat_service.py --port 0 --secret "$chat_secret"
   export FAKE_CHAT_URL=http://127.0.0.1:$port FAKE_CHAT_SECRET=$chat_secret
+  kommo_secret=$("$python" -c 'import secrets; print(secrets.token_hex(32))')
+  start fake-kommo "$python" tests/fakes/fake_kommo.py --port 0 --secret "$kommo_secret"
+  export FAKE_KOMMO_URL=http://127.0.0.1:$port FAKE_KOMMO_SECRET=$kommo_secret
 }

@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 import unittest
+import uuid
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -634,6 +636,396 @@ class ChatServiceTest(unittest.TestCase):
         status, _, _ = self.fake.request("POST", "/hooks/kommo", payload.encode(), signed)
         self.assertEqual(status, 200)
         self.assertEqual(self.fake.admin("POST", "sign", {"msg_id": "m", "timestamp": "now", "payload": ""})[0], 400)
+
+
+KOMMO_SECRET = "selftest-kommo-client-secret-0123456789"
+KOMMO_CLIENT = "4a1b0c9e-0000-4000-8000-000000000001"
+KOMMO_REDIRECT = "https://bridge.example.com/kommo/install"
+
+
+class KommoTest(unittest.TestCase):
+    fake: Fake
+    accounts = 0
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.fake = Fake("fake_kommo.py", KOMMO_SECRET)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        assert cls.fake.stop() == 0, "SIGTERM should exit cleanly"
+
+    def account(self, **fields: Any) -> dict:
+        """A new account, under a subdomain of its own."""
+        KommoTest.accounts += 1
+        subdomain = f"acme{KommoTest.accounts}-{self._testMethodName[5:20].replace('_', '-').strip('-')}"
+        status, account = self.fake.admin("POST", "accounts", {"subdomain": subdomain, **fields})
+        self.assertEqual(status, 200, account)
+        return account
+
+    def code(self, subdomain: str, client_id: str = KOMMO_CLIENT, redirect_uri: str = KOMMO_REDIRECT) -> str:
+        status, issued = self.fake.admin(
+            "POST", "codes", {"subdomain": subdomain, "client_id": client_id, "redirect_uri": redirect_uri}
+        )
+        self.assertEqual(status, 200, issued)
+        return issued["code"]
+
+    def token(self, form: bool = False, headers: dict[str, str] | None = None, **params: Any) -> tuple[int, Any]:
+        params = {"client_id": KOMMO_CLIENT, "client_secret": KOMMO_SECRET, "redirect_uri": KOMMO_REDIRECT, **params}
+        params = {k: v for k, v in params.items() if v is not None}
+        if form:
+            body = urlencode(params).encode()
+            sent = {"Content-Type": "application/x-www-form-urlencoded"}
+        else:
+            body = json.dumps(params).encode()
+            sent = {"Content-Type": "application/json"}
+        sent.update(headers or {})
+        status, _, data = self.fake.request("POST", "/oauth2/access_token", body, sent)
+        return status, json.loads(data) if data else None
+
+    def exchange(self, code: str, **more: Any) -> tuple[int, Any]:
+        return self.token(grant_type="authorization_code", code=code, **more)
+
+    def refresh(self, refresh_token: str, **more: Any) -> tuple[int, Any]:
+        return self.token(grant_type="refresh_token", refresh_token=refresh_token, **more)
+
+    def api(self, path: str, access_token: str | None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        sent = {} if access_token is None else {"Authorization": f"Bearer {access_token}"}
+        sent.update(headers or {})
+        status, _, data = self.fake.request("GET", path, b"", sent)
+        return status, json.loads(data) if data else None
+
+    def installed(self, **fields: Any) -> tuple[dict, dict]:
+        """A new account and the tokens its installation gave."""
+        account = self.account(**fields)
+        status, tokens = self.exchange(self.code(account["subdomain"]))
+        self.assertEqual(status, 200, tokens)
+        return account, tokens
+
+    def assert_refused(self, answer: tuple[int, Any], hint: str) -> None:
+        status, body = answer
+        self.assertEqual((status, body.get("hint")), (400, hint), body)
+        self.assertEqual(set(body), {"hint", "title", "type", "status", "detail"})
+        self.assertEqual(body["status"], 400)
+
+    def assert_unauthorized(self, answer: tuple[int, Any]) -> None:
+        status, body = answer
+        self.assertEqual(status, 401, body)
+        self.assertEqual((body["title"], body["status"]), ("Unauthorized", 401))
+
+    def test_install_exchange_then_account_and_users(self) -> None:
+        account = self.account()
+        sub = account["subdomain"]
+        self.assertEqual(account["host"], f"{sub}.kommo.com")
+        self.assertEqual(set(account), {"id", "name", "subdomain", "host", "amojo_id", "users"})
+        self.assertIsInstance(account["id"], int)
+        self.assertEqual(str(uuid.UUID(account["amojo_id"])), account["amojo_id"])
+        self.assertEqual([u["is_admin"] for u in account["users"]], [True, False])
+        self.assertEqual(self.fake.admin("GET", f"accounts?subdomain={sub}"), (200, account))
+
+        status, issued = self.fake.admin(
+            "POST", "codes", {"subdomain": sub, "client_id": KOMMO_CLIENT, "redirect_uri": KOMMO_REDIRECT}
+        )
+        self.assertEqual((status, set(issued), issued["referer"]), (200, {"code", "referer"}, f"{sub}.kommo.com"))
+        status, tokens = self.exchange(issued["code"])
+        self.assertEqual(status, 200, tokens)
+        self.assertEqual(set(tokens), {"token_type", "expires_in", "access_token", "refresh_token"})
+        self.assertEqual((tokens["token_type"], tokens["expires_in"]), ("Bearer", 86400))
+        self.assertNotEqual(tokens["access_token"], tokens["refresh_token"])
+
+        status, got = self.api("/api/v4/account?with=amojo_id", tokens["access_token"])
+        self.assertEqual(status, 200, got)
+        self.assertEqual((got["id"], got["subdomain"], got["amojo_id"]), (account["id"], sub, account["amojo_id"]))
+        self.assertEqual(got["name"], account["name"])
+        self.assertEqual(got["current_user_id"], account["users"][0]["id"])
+        self.assertNotIn("amojo_id", self.api("/api/v4/account", tokens["access_token"])[1],
+                         "amojo_id only when asked for, as Kommo")
+
+        status, users = self.api("/api/v4/users?with=amojo_id", tokens["access_token"])
+        self.assertEqual(status, 200, users)
+        self.assertEqual((users["_total_items"], users["_page"], users["_page_count"]), (2, 1, 1))
+        self.assertEqual(
+            [(u["id"], u["name"], u["email"], u["amojo_id"]) for u in users["_embedded"]["users"]],
+            [(u["id"], u["name"], u["email"], u["amojo_id"]) for u in account["users"]],
+        )
+        self.assertNotIn("next", users["_links"])
+        plain = self.api("/api/v4/users", tokens["access_token"])[1]["_embedded"]["users"]
+        self.assertTrue(all("amojo_id" not in u for u in plain))
+        self.assertEqual(self.api("/api/v4/leads", tokens["access_token"])[0], 404)
+
+    def test_form_encoded_exchange_and_other_domains(self) -> None:
+        account = self.account(domain="amocrm.ru", name="Shop", users=[{"name": "Ann"}])
+        sub = account["subdomain"]
+        self.assertEqual((account["host"], account["name"]), (f"{sub}.amocrm.ru", "Shop"))
+        self.assertTrue(account["users"][0]["email"].endswith("@example.com"))
+        status, issued = self.fake.admin(
+            "POST", "codes", {"subdomain": sub, "client_id": KOMMO_CLIENT, "redirect_uri": KOMMO_REDIRECT}
+        )
+        self.assertEqual(issued["referer"], f"{sub}.amocrm.ru")
+        status, tokens = self.token(form=True, grant_type="authorization_code", code=issued["code"])
+        self.assertEqual(status, 200, tokens)
+        status, refreshed = self.token(form=True, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+        self.assertEqual(status, 200, refreshed)
+        self.assertEqual(self.api("/api/v4/account", refreshed["access_token"])[1]["subdomain"], sub)
+
+    def test_a_code_is_exchanged_once(self) -> None:
+        account = self.account()
+        code = self.code(account["subdomain"])
+        self.assertEqual(self.exchange(code)[0], 200)
+        self.assert_refused(self.exchange(code), "Authorization code has been revoked")
+        self.assertEqual(len(self.fake.admin("GET", f"tokens?subdomain={account['subdomain']}")[1]["tokens"]), 1)
+
+    def test_exchange_refusals_leave_the_code_usable(self) -> None:
+        account = self.account()
+        sub = account["subdomain"]
+        code = self.code(sub)
+        for changes, hint in (
+            ({"client_secret": "wrong"}, "Check the `client_secret` parameter"),
+            ({"client_secret": None}, "Check the `client_secret` parameter"),
+            ({"redirect_uri": "https://bridge.example.com/other"}, "Redirect URI is not associated with client"),
+            ({"redirect_uri": None}, "Check the `redirect_uri` parameter"),
+            ({"client_id": "another-client"}, "Check the `client_id` parameter"),
+            ({"client_id": ""}, "Check the `client_id` parameter"),
+            ({"code": "def50200nope"}, "Cannot decrypt the authorization code"),
+            ({"code": ""}, "Check the `code` parameter"),
+            ({"grant_type": "password"}, "Check the `grant_type` parameter"),
+            ({"grant_type": None}, "Check the `grant_type` parameter"),
+        ):
+            with self.subTest(changes):
+                params = {"grant_type": "authorization_code", "code": code, **changes}
+                self.assert_refused(self.token(**params), hint)
+        status, _, data = self.fake.request("POST", "/oauth2/access_token", b"{not json",
+                                            {"Content-Type": "application/json"})
+        self.assertEqual((status, json.loads(data)["hint"]), (400, "Check the `grant_type` parameter"))
+        self.assertEqual(self.exchange(code)[0], 200, "refused attempts did not use the code up")
+
+        expiring = self.code(sub)
+        self.assertEqual(self.fake.admin("POST", "expire", {"code": expiring}), (200, {}))
+        self.assert_refused(self.exchange(expiring), "Authorization code has expired")
+        other = self.code(sub, client_id="other-client", redirect_uri="https://other.example.com/cb")
+        self.assert_refused(self.exchange(other), "Check the `client_id` parameter")
+        self.assertEqual(self.exchange(other, client_id="other-client", redirect_uri="https://other.example.com/cb")[0],
+                         200)
+
+    def test_refresh_tokens_rotate(self) -> None:
+        account, first = self.installed()
+        sub = account["subdomain"]
+        status, second = self.refresh(first["refresh_token"])
+        self.assertEqual(status, 200, second)
+        self.assertEqual((second["token_type"], second["expires_in"]), ("Bearer", 86400))
+        self.assertNotEqual(second["refresh_token"], first["refresh_token"])
+        self.assertNotEqual(second["access_token"], first["access_token"])
+        self.assert_refused(self.refresh(first["refresh_token"]), "Token has been revoked")
+        self.assert_unauthorized(self.api("/api/v4/account", first["access_token"]))
+        self.assertEqual(self.api("/api/v4/account", second["access_token"])[0], 200)
+
+        for changes, hint in (
+            ({"redirect_uri": "https://bridge.example.com/other"}, "Redirect URI is not associated with client"),
+            ({"client_id": "another-client"}, "Check the `client_id` parameter"),
+            ({"client_secret": "wrong"}, "Check the `client_secret` parameter"),
+            ({"refresh_token": "def50200nope"}, "Cannot decrypt the refresh token"),
+            ({"refresh_token": ""}, "Check the `refresh_token` parameter"),
+        ):
+            with self.subTest(changes):
+                params = {"grant_type": "refresh_token", "refresh_token": second["refresh_token"], **changes}
+                self.assert_refused(self.token(**params), hint)
+
+        status, third = self.refresh(second["refresh_token"])
+        self.assertEqual(status, 200, third)
+        [current] = self.fake.admin("GET", f"tokens?subdomain={sub}")[1]["tokens"]
+        self.assertAlmostEqual(current.pop("expires_at"), time.time() + 86400, delta=5)
+        self.assertEqual(current, {"access_token": third["access_token"], "refresh_token": third["refresh_token"],
+                                   "client_id": KOMMO_CLIENT, "access_live": True}, "only the current pair")
+
+        self.assertEqual(self.fake.admin("POST", "expire", {"refresh_token": third["refresh_token"]}), (200, {}))
+        self.assert_refused(self.refresh(third["refresh_token"]), "Token has expired")
+        self.assertEqual(self.fake.admin("GET", f"tokens?subdomain={sub}")[1]["tokens"], [])
+
+    def test_old_access_token_can_outlive_a_refresh_when_set(self) -> None:
+        account = self.account()
+        sub = account["subdomain"]
+        status, settings = self.fake.admin("POST", "settings", {"subdomain": sub, "revoke_access_on_refresh": False})
+        self.assertEqual((status, settings["revoke_access_on_refresh"]), (200, False))
+        status, first = self.exchange(self.code(sub))
+        self.assertEqual(self.refresh(first["refresh_token"])[0], 200)
+        self.assertEqual(self.api("/api/v4/account", first["access_token"])[0], 200)
+        self.assertTrue(self.fake.admin("GET", "settings")[1]["revoke_access_on_refresh"], "the default is unchanged")
+
+    def test_expired_and_revoked_access_tokens_are_401(self) -> None:
+        account, tokens = self.installed()
+        sub = account["subdomain"]
+        self.assertEqual(self.fake.admin("POST", "expire", {"access_token": tokens["access_token"]}), (200, {}))
+        self.assert_unauthorized(self.api("/api/v4/account?with=amojo_id", tokens["access_token"]))
+        self.assert_unauthorized(self.api("/api/v4/users?with=amojo_id", tokens["access_token"]))
+        self.assertIn("expired", self.fake.calls(sub)[-1]["error"])
+        self.assertFalse(self.fake.calls(sub)[-1]["signature_ok"])
+        self.assertFalse(self.fake.admin("GET", f"tokens?subdomain={sub}")[1]["tokens"][0]["access_live"])
+        status, fresh = self.refresh(tokens["refresh_token"])
+        self.assertEqual(status, 200, "an expired access token is refreshed")
+
+        for header in ({}, {"Authorization": "Bearer"}, {"Authorization": f"Basic {fresh['access_token']}"},
+                       {"Authorization": "Bearer not-a-token"}):
+            with self.subTest(header):
+                self.assert_unauthorized(self.api("/api/v4/account", None, header))
+
+        waiting_code = self.code(sub)
+        self.assertEqual(self.fake.admin("POST", "revoke", {"subdomain": sub}), (200, {"revoked": 1}))
+        self.assert_unauthorized(self.api("/api/v4/account", fresh["access_token"]))
+        self.assertIn("revoked", self.fake.calls(sub)[-1]["error"])
+        self.assert_refused(self.refresh(fresh["refresh_token"]), "Token has been revoked")
+        self.assert_refused(self.exchange(waiting_code), "Authorization code has been revoked")
+        self.assertEqual(self.fake.admin("GET", f"tokens?subdomain={sub}"), (200, {"tokens": []}))
+        # Installed again: a new code works.
+        status, again = self.exchange(self.code(sub))
+        self.assertEqual(status, 200)
+        self.assertEqual(self.api("/api/v4/account", again["access_token"])[0], 200)
+
+    def test_access_token_lifetime_is_settable(self) -> None:
+        account = self.account()
+        sub = account["subdomain"]
+        status, settings = self.fake.admin("POST", "settings", {"subdomain": sub, "expires_in": 1})
+        self.assertEqual((status, settings),
+                         (200, {"expires_in": 1, "require_host": False, "revoke_access_on_refresh": True}))
+        self.assertEqual(self.fake.admin("GET", f"settings?subdomain={sub}"), (200, settings))
+        self.assertEqual(self.fake.admin("GET", "settings")[1]["expires_in"], 86400, "only this account")
+        status, tokens = self.exchange(self.code(sub))
+        self.assertEqual((status, tokens["expires_in"]), (200, 1))
+        self.assertEqual(self.api("/api/v4/account", tokens["access_token"])[0], 200)
+        time.sleep(1.1)
+        self.assert_unauthorized(self.api("/api/v4/account", tokens["access_token"]))
+        self.assertEqual(self.refresh(tokens["refresh_token"])[1]["expires_in"], 1)
+
+    def test_account_hosts_named_by_a_request_must_be_its_own(self) -> None:
+        account, tokens = self.installed()
+        sub = account["subdomain"]
+        other = self.account()
+        access = tokens["access_token"]
+        for header in ({"Host": f"{sub}.kommo.com"}, {"Host": f"{sub}.kommo.com:443"},
+                       {"X-Kommo-Account-Host": f"{sub}.kommo.com"}):
+            with self.subTest(header):
+                self.assertEqual(self.api("/api/v4/account", access, header)[0], 200)
+        for header in ({"Host": f"{other['subdomain']}.kommo.com"}, {"Host": f"{sub}.amocrm.ru"},
+                       {"X-Kommo-Account-Host": f"{other['subdomain']}.kommo.com"}):
+            with self.subTest(header):
+                self.assert_unauthorized(self.api("/api/v4/account", access, header))
+        self.assertIn("names", self.fake.calls(sub)[-1]["error"])
+        # The Host wins over the header when it is an account host.
+        self.assert_unauthorized(self.api("/api/v4/account", access, {
+            "Host": f"{other['subdomain']}.kommo.com", "X-Kommo-Account-Host": f"{sub}.kommo.com"}))
+
+        code = self.code(sub)
+        self.assert_refused(self.exchange(code, headers={"X-Kommo-Account-Host": f"{other['subdomain']}.kommo.com"}),
+                            "Invalid account")
+        self.assert_refused(self.refresh(tokens["refresh_token"], headers={"Host": f"{other['subdomain']}.kommo.com"}),
+                            "Invalid account")
+
+        # require_host: a request must name the host.
+        self.assertEqual(self.fake.admin("POST", "settings", {"subdomain": sub, "require_host": True})[0], 200)
+        self.assert_unauthorized(self.api("/api/v4/account", access))
+        self.assertIn("require_host", self.fake.calls(sub)[-1]["error"])
+        self.assert_refused(self.exchange(code), "Invalid account")
+        status, fresh = self.exchange(code, headers={"Host": f"{sub}.kommo.com"})
+        self.assertEqual(status, 200, fresh)
+        named = {"X-Kommo-Account-Host": f"{sub}.kommo.com"}
+        self.assertEqual(self.api("/api/v4/users", fresh["access_token"], named)[0], 200)
+
+    def test_users_are_paged(self) -> None:
+        account, tokens = self.installed(users=[{"name": "A"}, {"name": "B", "email": "b@example.com"}, {"name": "C"}])
+        access = tokens["access_token"]
+        status, first = self.api("/api/v4/users?with=amojo_id&limit=2", access)
+        self.assertEqual(status, 200)
+        self.assertEqual((first["_total_items"], first["_page"], first["_page_count"]), (3, 1, 2))
+        self.assertEqual([u["name"] for u in first["_embedded"]["users"]], ["A", "B"])
+        self.assertIn("page=2", first["_links"]["next"]["href"])
+        status, second = self.api("/api/v4/users?with=amojo_id&limit=2&page=2", access)
+        self.assertEqual([u["amojo_id"] for u in second["_embedded"]["users"]], [account["users"][2]["amojo_id"]])
+        self.assertNotIn("next", second["_links"])
+        self.assertEqual(self.api("/api/v4/users?limit=2&page=3", access), (204, None))
+        for query in ("limit=0", "limit=251", "page=0", "page=x", "limit=-1"):
+            with self.subTest(query):
+                status, body = self.api(f"/api/v4/users?{query}", access)
+                self.assertEqual((status, body["status"]), (400, 400))
+
+    def test_calls_are_recorded_per_account_with_secrets_redacted(self) -> None:
+        account = self.account()
+        sub = account["subdomain"]
+        code = self.code(sub)
+        status, tokens = self.exchange(code)
+        self.assertEqual(status, 200)
+        self.token(form=True, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+        self.api("/api/v4/account?with=amojo_id", tokens["access_token"])
+        self.token(grant_type="refresh_token", refresh_token=tokens["refresh_token"], client_secret="wrong-secret")
+        calls = self.fake.calls(sub)
+        self.assertEqual([(c["method"], c["path"], c["reply_status"]) for c in calls], [
+            ("POST", "/oauth2/access_token", 200), ("POST", "/oauth2/access_token", 200),
+            ("GET", "/api/v4/account", 401), ("POST", "/oauth2/access_token", 400)])
+        self.assertEqual(calls[0]["body"], {"client_id": KOMMO_CLIENT, "client_secret": "<redacted>",
+                                            "redirect_uri": KOMMO_REDIRECT, "grant_type": "authorization_code",
+                                            "code": "<redacted>"})
+        self.assertEqual(calls[1]["body"]["refresh_token"], "<redacted>", "a form is redacted too")
+        self.assertEqual([c["grant_type"] for c in (calls[0], calls[1], calls[3])],
+                         ["authorization_code", "refresh_token", "refresh_token"])
+        self.assertEqual(calls[2]["headers"]["authorization"], "Bearer <redacted>")
+        self.assertEqual(calls[2]["query"], "with=amojo_id")
+        self.assertEqual((calls[3]["signature_ok"], calls[3]["error"]), (False, "client_secret is wrong"))
+        recorded = json.dumps(calls)
+        for secret in (KOMMO_SECRET, "wrong-secret", code, tokens["access_token"], tokens["refresh_token"]):
+            self.assertNotIn(secret, recorded)
+        self.fake.request("POST", "/oauth2/access_token", f"secret={KOMMO_SECRET}".encode(),
+                          {"Content-Type": "text/plain", "X-Kommo-Account-Host": f"{sub}.kommo.com"})
+        self.assertEqual(self.fake.calls(sub)[-1]["body"], "<redacted>")
+
+    def test_scripts_and_faults_are_per_account(self) -> None:
+        account = self.account()
+        sub = account["subdomain"]
+        code = self.code(sub)
+        script = {"scope": sub, "match": "/oauth2/", "responses": [{"status": 503, "body": {"title": "busy"}}]}
+        self.assertEqual(self.fake.admin("POST", "script", script), (200, {}))
+        self.assert_refused(self.exchange(code, client_secret="wrong"), "Check the `client_secret` parameter")
+        self.assertEqual(self.exchange(code), (503, {"title": "busy"}), "a verified request takes the script")
+        status, tokens = self.exchange(code)
+        self.assertEqual(status, 200, "the scripted answer did not use the code")
+        fault = {"scope": sub, "seconds": 30, "match": "/api/v4/", "reply": {"close": True}}
+        self.assertEqual(self.fake.admin("POST", "fault", fault), (200, {}))
+        with self.assertRaises(http.client.RemoteDisconnected):
+            self.api("/api/v4/account", tokens["access_token"])
+        self.assertEqual(self.fake.admin("DELETE", f"fault?scope={sub}"), (200, {}))
+        self.assertEqual(self.api("/api/v4/account", tokens["access_token"])[0], 200)
+
+    def test_admin_routes_check_their_input(self) -> None:
+        account = self.account()
+        sub = account["subdomain"]
+        self.assertEqual(self.fake.admin("POST", "accounts", {"subdomain": sub})[0], 409)
+        for bad in ({}, {"subdomain": ""}, {"subdomain": "Acme"}, {"subdomain": "a.b"}, {"subdomain": "-a"},
+                    {"subdomain": "ok1", "domain": "example.com"}, {"subdomain": "ok2", "users": []},
+                    {"subdomain": "ok3", "users": [{"email": "x@example.com"}]},
+                    {"subdomain": "ok4", "users": [{"name": "A", "role": "x"}]}, {"subdomain": "ok5", "extra": 1}):
+            self.assertEqual(self.fake.admin("POST", "accounts", bad)[0], 400, bad)
+        self.assertEqual(self.fake.admin("GET", "accounts?subdomain=nobody")[0], 404)
+        self.assertEqual(self.fake.admin("GET", "accounts")[0], 400)
+        for bad, expected in (
+            ({"subdomain": "nobody", "client_id": "c", "redirect_uri": "r"}, 404),
+            ({"subdomain": sub, "redirect_uri": "r"}, 400),
+            ({"subdomain": sub, "client_id": "c", "redirect_uri": ""}, 400),
+            ({"subdomain": sub, "client_id": "c", "redirect_uri": "r", "state": "s"}, 400),
+        ):
+            self.assertEqual(self.fake.admin("POST", "codes", bad)[0], expected, bad)
+        for bad, expected in (({"access_token": "nope"}, 404), ({"code": "nope"}, 404),
+                              ({"refresh_token": "nope"}, 404), ({}, 400),
+                              ({"access_token": "a", "code": "b"}, 400), ({"access_token": 1}, 400), ({"x": "y"}, 400)):
+            self.assertEqual(self.fake.admin("POST", "expire", bad)[0], expected, bad)
+        self.assertEqual(self.fake.admin("POST", "revoke", {"subdomain": "nobody"})[0], 404)
+        self.assertEqual(self.fake.admin("POST", "revoke", {})[0], 400)
+        self.assertEqual(self.fake.admin("POST", "revoke", {"subdomain": sub}), (200, {"revoked": 0}))
+        self.assertEqual(self.fake.admin("GET", "tokens?subdomain=nobody")[0], 404)
+        self.assertEqual(self.fake.admin("GET", "tokens")[0], 400)
+        for bad, expected in (({"expires_in": -1}, 400), ({"expires_in": "60"}, 400), ({"expires_in": True}, 400),
+                              ({"require_host": 1}, 400), ({"other": 1}, 400),
+                              ({"subdomain": "nobody", "expires_in": 5}, 404)):
+            self.assertEqual(self.fake.admin("POST", "settings", bad)[0], expected, bad)
+        self.assertEqual(self.fake.admin("GET", "settings?subdomain=nobody")[0], 404)
+        self.assertEqual(self.fake.admin("GET", "settings"),
+                         (200, {"expires_in": 86400, "require_host": False, "revoke_access_on_refresh": True}))
 
 
 if __name__ == "__main__":

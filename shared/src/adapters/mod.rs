@@ -6,6 +6,8 @@
 //! - [`in_process_timers`]: timers as tokio tasks (the dev server); [`sqs`]: SQS message timers.
 //! - [`amojo`], [`chat_http`]: the HTTPS clients of Kommo's Chat API and the chat service,
 //!   over [`outbound`]'s one client and retry loop.
+//! - [`kommo_rest`]: Kommo's OAuth and REST API on an account's host; [`sealer`]: AES-256-GCM
+//!   for the OAuth tokens at rest.
 
 #[cfg(feature = "adapters")]
 pub mod amojo;
@@ -16,8 +18,12 @@ pub mod chat_http;
 #[cfg(feature = "adapters")]
 pub mod dynamo;
 pub mod in_process_timers;
+#[cfg(feature = "adapters")]
+pub mod kommo_rest;
 pub mod memory;
 #[cfg(feature = "adapters")]
 pub mod outbound;
+#[cfg(feature = "adapters")]
+pub mod sealer;
 #[cfg(feature = "adapters")]
 pub mod sqs;

@@ -19,6 +19,7 @@
 //! | [`chat_delivery`] | | every event to the chat service, a manager's typing in its lane |
 //!
 //! [`kommo_names`] turns the chat service's names for conversations and messages into amojo's.
+//! [`installs`] installs the integration in a Kommo account (OAuth, the channel connected).
 
 pub mod chat_delivery;
 pub mod client_edits;
@@ -26,6 +27,7 @@ pub mod client_messages;
 pub mod client_presence;
 pub mod client_typing;
 pub mod delivery_status;
+pub mod installs;
 pub mod kommo_names;
 pub mod manager_messages;
 pub mod manager_presence;

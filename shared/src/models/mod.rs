@@ -1,8 +1,9 @@
 //! Typed wire models: what Kommo sends and accepts ([`kommo`]) and the chat-service
-//! contract ([`chat`]).
+//! contract ([`chat`]), and Kommo's OAuth and REST API for installs ([`oauth`]).
 
 pub mod chat;
 pub mod kommo;
+pub mod oauth;
 pub mod status;
 
 /// Fields a model does not name, kept so that nothing Kommo or the chat service adds is lost

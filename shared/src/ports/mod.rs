@@ -5,7 +5,9 @@
 //!   send lanes.
 //! - [`timers`]: work that falls due later, and who runs it.
 //! - [`kommo`]: Kommo's Chat API (amojo); [`chat`]: the chat service.
+//! - [`accounts`]: Kommo's OAuth and REST API for installs, and the sealer of their tokens.
 
+pub mod accounts;
 pub mod chat;
 pub mod kommo;
 pub mod store;

@@ -29,6 +29,7 @@ macro_rules! store_conformance_tests {
             a_client_message_is_recorded_once_and_its_import_ends_once,
             conversations_are_found_by_either_id_and_read_marks_only_move_forward,
             a_chat_a_manager_started_leads_to_the_id_it_was_answered_under,
+            an_account_is_registered_and_its_tokens_replaced_only_over_what_was_read,
             the_newest_client_message_of_a_conversation_is_found,
             a_presence_push_is_due_only_when_what_was_told_changes,
             a_dedupe_key_is_claimed_once_until_it_lapses,
@@ -384,6 +385,41 @@ pub async fn a_chat_a_manager_started_leads_to_the_id_it_was_answered_under(stor
     assert_eq!(store.find_conversation(&scope, "kommo-chat-9").await.unwrap(), Some(expected.clone()));
     assert_eq!(store.find_conversation(&scope, "conv-9").await.unwrap(), Some(expected));
     assert!(!store.find_conversation(&scope, "conv-9").await.unwrap().unwrap().started_in_kommo());
+}
+
+pub async fn an_account_is_registered_and_its_tokens_replaced_only_over_what_was_read(store: &dyn Store) {
+    let scope = fresh_scope();
+    let account_id = u64::from_le_bytes(crate::ids::random_bytes::<8>()) >> 12;
+    assert_eq!(store.get_account(account_id).await.unwrap(), None);
+    let installed = AccountRecord {
+        account_id,
+        host: "acme.kommo.com".into(),
+        amojo_id: "amojo-1".into(),
+        scope_id: scope.clone(),
+        state: AccountState::Connected,
+        sealed_tokens: Some("sealed-1".into()),
+        access_expires_at_ms: 1000,
+        token_version: 1,
+        installed_at_ms: 5,
+    };
+    store.put_account(&installed).await.unwrap();
+    assert_eq!(store.get_account(account_id).await.unwrap(), Some(installed.clone()));
+    assert_eq!(store.account_of_scope(&scope).await.unwrap(), Some(account_id));
+    assert_eq!(store.account_of_scope(&fresh_scope()).await.unwrap(), None);
+    // Two refreshes read version 1; only the first write lands, the second must read again.
+    assert!(store.replace_tokens(account_id, 1, "sealed-2", 2000).await.unwrap());
+    assert!(!store.replace_tokens(account_id, 1, "sealed-3", 3000).await.unwrap());
+    let refreshed = store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!((refreshed.sealed_tokens.as_deref(), refreshed.token_version), (Some("sealed-2"), 2));
+    assert_eq!(refreshed.access_expires_at_ms, 2000);
+    assert!(store.list_accounts().await.unwrap().iter().any(|a| a.account_id == account_id));
+    // Disabled: the tokens go, and no refresh can bring them back.
+    store.set_account_state(account_id, AccountState::Disconnected).await.unwrap();
+    let disconnected = store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!((disconnected.state, disconnected.sealed_tokens), (AccountState::Disconnected, None));
+    assert!(!store.replace_tokens(account_id, disconnected.token_version, "sealed-4", 4000).await.unwrap());
+    store.set_account_state(account_id + 1, AccountState::NeedsReinstall).await.unwrap(); // unknown: nothing
+    assert_eq!(store.get_account(account_id + 1).await.unwrap(), None);
 }
 
 pub async fn the_newest_client_message_of_a_conversation_is_found(store: &dyn Store) {

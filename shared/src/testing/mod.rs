@@ -15,6 +15,7 @@ use async_trait::async_trait;
 
 use crate::models::chat::BridgeEvent;
 use crate::models::kommo::*;
+use crate::ports::accounts::{KommoRest, KommoRestError, SealError, TokenSealer};
 use crate::ports::chat::{ChatAnswer, ChatError, ChatService};
 use crate::ports::kommo::{KommoApi, KommoError};
 use crate::ports::timers::{DueWork, TimerError, Timers};
@@ -261,6 +262,102 @@ impl ChatService for RecordingChat {
             _ => None,
         };
         Ok(ChatAnswer { msgid })
+    }
+}
+
+/// Kommo's OAuth and REST API in memory, for one account: each exchange or refresh issues the
+/// next numbered pair of tokens; records each call (`exchange {host} {code}`, `account {host}
+/// {access token}`, `refresh {host} {refresh token}`), or fails as told.
+#[derive(Default)]
+pub struct RecordingKommoRest {
+    calls: Mutex<Vec<String>>,
+    failures: Mutex<VecDeque<KommoRestError>>,
+    issued: std::sync::atomic::AtomicU64,
+}
+
+impl RecordingKommoRest {
+    pub const ACCOUNT_ID: u64 = 42;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The next call fails with `error`.
+    pub fn fail_next(&self, error: KommoRestError) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).push_back(error);
+    }
+
+    /// The account's Chat API id.
+    pub fn amojo_id(&self) -> String {
+        "amojo-account-42".into()
+    }
+
+    fn record(&self, call: String) -> Result<(), KommoRestError> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).pop_front().map_or(Ok(()), Err)
+    }
+
+    fn issue(&self) -> crate::models::oauth::Tokens {
+        let n = self.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        crate::models::oauth::Tokens {
+            access_token: format!("access-{n}"),
+            refresh_token: format!("refresh-{n}"),
+            expires_in: 86_400,
+            token_type: Some("Bearer".into()),
+        }
+    }
+}
+
+#[async_trait]
+impl KommoRest for RecordingKommoRest {
+    async fn exchange_code(&self, host: &str, code: &str) -> Result<crate::models::oauth::Tokens, KommoRestError> {
+        self.record(format!("exchange {host} {code}"))?;
+        Ok(self.issue())
+    }
+
+    async fn refresh(&self, host: &str, refresh_token: &str) -> Result<crate::models::oauth::Tokens, KommoRestError> {
+        self.record(format!("refresh {host} {refresh_token}"))?;
+        Ok(self.issue())
+    }
+
+    async fn account(
+        &self,
+        host: &str,
+        access_token: &str,
+    ) -> Result<crate::models::oauth::KommoAccount, KommoRestError> {
+        self.record(format!("account {host} {access_token}"))?;
+        Ok(crate::models::oauth::KommoAccount {
+            id: Self::ACCOUNT_ID,
+            subdomain: host.split('.').next().map(str::to_owned),
+            amojo_id: self.amojo_id(),
+            extra: Default::default(),
+        })
+    }
+}
+
+/// A sealer for tests and the pure core: not encryption, but never the plaintext as it is, and
+/// bound to its context like the real one (`crate::adapters::sealer`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TestSealer;
+
+impl TokenSealer for TestSealer {
+    fn seal(&self, plaintext: &[u8], context: &str) -> String {
+        let masked: Vec<u8> = plaintext.iter().map(|b| b ^ 0x5a).collect();
+        format!("test.{}.{}", hex::encode(context), hex::encode(masked))
+    }
+
+    fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, SealError> {
+        let rest = sealed.strip_prefix("test.").ok_or_else(|| SealError("unknown format".into()))?;
+        let (sealed_context, masked) = rest.split_once('.').ok_or_else(|| SealError("unknown format".into()))?;
+        if sealed_context != hex::encode(context) {
+            return Err(SealError("another context".into()));
+        }
+        let masked = hex::decode(masked).map_err(|e| SealError(e.to_string()))?;
+        Ok(masked.iter().map(|b| b ^ 0x5a).collect())
     }
 }
 

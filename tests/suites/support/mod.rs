@@ -35,6 +35,11 @@ impl Fake {
         Self::from_env("FAKE_CHAT_URL", "FAKE_CHAT_SECRET")
     }
 
+    /// The fake Kommo (OAuth and REST); its secret is the integration's client secret.
+    pub fn kommo() -> Self {
+        Self::from_env("FAKE_KOMMO_URL", "FAKE_KOMMO_SECRET")
+    }
+
     fn from_env(url: &str, secret: &str) -> Self {
         Self { url: required_env(url), secret: required_env(secret), http: reqwest::Client::new() }
     }

@@ -1,0 +1,100 @@
+//! Installing the integration (#14, first slice), simulated: the referer checked before anything
+//! is sent, the code exchanged once, the channel connected, the account registered with its
+//! tokens sealed; a failure stores nothing.
+
+use std::sync::Arc;
+
+use shared::adapters::memory::MemoryStore;
+use shared::flows::installs::{InstallError, Installs, sealing_context};
+use shared::ports::accounts::{KommoRestError, TokenSealer};
+use shared::ports::kommo::KommoError;
+use shared::ports::store::{AccountRegistry, AccountState};
+use shared::testing::{KommoCall, ManualClock, RecordingKommo, RecordingKommoRest, TestSealer};
+
+struct Setup {
+    installs: Installs,
+    rest: Arc<RecordingKommoRest>,
+    kommo: Arc<RecordingKommo>,
+    store: Arc<MemoryStore>,
+    sealer: Arc<TestSealer>,
+}
+
+fn setup() -> Setup {
+    let clock = Arc::new(ManualClock::at_ms(1_700_000_000_000));
+    let rest = Arc::new(RecordingKommoRest::new());
+    let kommo = Arc::new(RecordingKommo::new(clock.clone()));
+    let store = Arc::new(MemoryStore::new());
+    let sealer = Arc::new(TestSealer);
+    let installs = Installs {
+        rest: rest.clone(),
+        kommo: kommo.clone(),
+        accounts: store.clone(),
+        sealer: sealer.clone(),
+        clock,
+        channel_title: "Bridge".into(),
+    };
+    Setup { installs, rest, kommo, store, sealer }
+}
+
+#[tokio::test]
+async fn an_install_connects_the_channel_and_registers_the_account_with_its_tokens_sealed() {
+    let s = setup();
+    let record = s.installs.install("code-1", "acme.kommo.com").await.unwrap();
+    assert_eq!(s.rest.calls(), ["exchange acme.kommo.com code-1", "account acme.kommo.com access-1"]);
+    let connects: Vec<_> = s
+        .kommo
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c.call {
+            KommoCall::Connect(request) => Some(request.account_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connects, [s.rest.amojo_id()]);
+    assert_eq!(record.state, AccountState::Connected);
+    assert_eq!(record.scope_id, format!("channel_{}", s.rest.amojo_id()));
+    assert_eq!(s.store.get_account(record.account_id).await.unwrap(), Some(record.clone()));
+    assert_eq!(s.store.account_of_scope(&record.scope_id).await.unwrap(), Some(record.account_id));
+    let sealed = record.sealed_tokens.clone().unwrap();
+    assert!(!sealed.contains("refresh-1") && !sealed.contains("access-1"), "never stored in plaintext");
+    let opened = s.sealer.open(&sealed, &sealing_context(record.account_id)).unwrap();
+    assert!(String::from_utf8(opened).unwrap().contains("refresh-1"));
+    // Installing again (the integration re-enabled) is the same account, newer tokens.
+    let again = s.installs.install("code-2", "acme.kommo.com").await.unwrap();
+    assert_eq!((again.account_id, again.token_version), (record.account_id, record.token_version + 1));
+}
+
+#[tokio::test]
+async fn a_redirect_kommo_would_not_make_sends_nothing_and_stores_nothing() {
+    for (code, referer) in [
+        ("code-1", "evil.example.com"),
+        ("code-1", "acme.kommo.com.evil.example.com"),
+        ("code-1", "acme.kommo.com/path"),
+        ("", "acme.kommo.com"),
+        ("code 1", "acme.kommo.com"),
+    ] {
+        let s = setup();
+        let outcome = s.installs.install(code, referer).await;
+        assert!(matches!(outcome, Err(InstallError::Rejected(_))), "{code:?} {referer:?}: {outcome:?}");
+        assert!(s.rest.calls().is_empty(), "{referer:?}: nothing sent");
+        assert!(s.store.list_accounts().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_refused_code_or_a_failed_connect_stores_nothing() {
+    let s = setup();
+    s.rest.fail_next(KommoRestError::Refused { status: 400, detail: "Authorization code has been revoked".into() });
+    let refused = s.installs.install("code-1", "acme.kommo.com").await;
+    assert_eq!(refused, Err(InstallError::Refused("Authorization code has been revoked".into())));
+    s.kommo.fail_next([KommoError::Unavailable {
+        attempts: 3,
+        status: Some(503),
+        reason: "HTTP 503".into(),
+        retry_after: None,
+    }]);
+    let unavailable = s.installs.install("code-2", "acme.kommo.com").await;
+    assert!(matches!(unavailable, Err(InstallError::Unavailable(_))), "{unavailable:?}");
+    assert!(s.store.list_accounts().await.unwrap().is_empty(), "nothing half-done");
+    assert!(s.installs.install("code-3", "acme.kommo.com").await.is_ok(), "installing again is the retry");
+}
