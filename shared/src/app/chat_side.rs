@@ -119,7 +119,7 @@ impl ChatSide {
         self.verify_signature(request)?;
         let query = request.uri().query().unwrap_or_default();
         let param = |name: &str| {
-            query_param(query, name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            super::http::query_param(query, name).filter(|v| !v.is_empty()).ok_or_else(|| {
                 ApiError::bad_request("invalid_query", format!("the {name} query parameter is required"))
             })
         };
@@ -142,52 +142,5 @@ impl ChatSide {
             StatusCode::OK,
             &json!({"scope_id": scope_id, "conversation_id": conversation_id, "managers": managers}),
         ))
-    }
-}
-
-/// One query parameter, percent-decoded (`+` as a space).
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| percent_decode(value))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parameters_are_found_and_decoded() {
-        let query = "scope_id=chan_acc%2D1&conversation_id=conv+1&x=%zz";
-        assert_eq!(query_param(query, "scope_id").as_deref(), Some("chan_acc-1"));
-        assert_eq!(query_param(query, "conversation_id").as_deref(), Some("conv 1"));
-        assert_eq!(query_param(query, "x").as_deref(), Some("%zz"));
-        assert_eq!(query_param(query, "missing"), None);
-        assert_eq!(percent_decode("100%"), "100%");
     }
 }

@@ -43,6 +43,33 @@ pub struct Config {
     /// Origins the Kommo UI widget may call from (`KOMMO_UI_ORIGINS`), `*` standing for one
     /// DNS label or a port.
     pub ui_origins: Vec<String>,
+    /// Installs through Kommo's OAuth (`kommo-webhook`, when `KOMMO_CLIENT_ID` is set).
+    pub installs: Option<InstallSettings>,
+}
+
+/// What installing the integration through Kommo's OAuth needs. The client secret is the
+/// integration's secret key, which the bridge holds already (`KOMMO_INTEGRATION_SECRET`).
+#[derive(Debug, Clone)]
+pub struct InstallSettings {
+    /// `KOMMO_CLIENT_ID`: the integration's id.
+    pub client_id: String,
+    /// `KOMMO_REDIRECT_URI`: the integration's Redirect URI, exactly as registered in Kommo.
+    pub redirect_uri: String,
+    /// `KOMMO_TOKEN_KEY`: 64 hex digits, the AES-256 key that seals the accounts' tokens.
+    pub token_key: Secret,
+    /// `KOMMO_API_URL` (tests, local use): replaces `https://{account host}` for Kommo's REST API.
+    pub api_url: Option<String>,
+    /// The channel's title in Kommo (`KOMMO_CHANNEL_TITLE`).
+    pub channel_title: String,
+}
+
+impl InstallSettings {
+    /// The 32-byte key.
+    pub fn token_key_bytes(&self) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(self.token_key.expose(), &mut key).expect("checked when loaded");
+        key
+    }
 }
 
 /// Per-deployment switches; off, the bridge forwards nothing of that kind and never invents it.
@@ -87,7 +114,7 @@ impl Function {
     /// SecureString parameter (`NAME_PARAM`).
     pub fn secrets(self) -> &'static [&'static str] {
         match self {
-            Self::KommoWebhook => &["KOMMO_CHANNEL_SECRET", "KOMMO_INTEGRATION_SECRET"],
+            Self::KommoWebhook => &["KOMMO_CHANNEL_SECRET", "KOMMO_INTEGRATION_SECRET", "KOMMO_TOKEN_KEY"],
             Self::ChatCallback | Self::TypingExpiry => &["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_SECRET"],
         }
     }
@@ -152,6 +179,10 @@ impl Config {
             privacy: privacy(env)?,
             accounts: accounts(env, None)?,
             ui_origins: list(env, "KOMMO_UI_ORIGINS").unwrap_or_else(|| split_list(DEFAULT_UI_ORIGINS)),
+            installs: match function {
+                Function::KommoWebhook => install_settings(env)?,
+                _ => None,
+            },
         })
     }
 
@@ -205,6 +236,7 @@ impl Config {
             accounts: accounts(env, Some(&mut defaults))?,
             ui_origins: list(env, "KOMMO_UI_ORIGINS")
                 .unwrap_or_else(|| split_list(&format!("{DEFAULT_UI_ORIGINS},{LOCAL_UI_ORIGINS}"))),
+            installs: install_settings(env)?,
         };
         Ok((config, defaults))
     }
@@ -239,6 +271,30 @@ pub fn port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
             .parse::<u16>()
             .map_err(|_| ConfigError::new("PORT", format!("must be a port number from 0 to 65535, not {text:?}"))),
     }
+}
+
+/// Installs are on when `KOMMO_CLIENT_ID` is set; then the Redirect URI and the token key are
+/// required too.
+fn install_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<InstallSettings>, ConfigError> {
+    let Some(client_id) = non_empty(env, "KOMMO_CLIENT_ID") else { return Ok(None) };
+    let required = |name: &'static str| {
+        non_empty(env, name).ok_or_else(|| ConfigError::new(name, "is required with KOMMO_CLIENT_ID"))
+    };
+    let redirect_uri = required("KOMMO_REDIRECT_URI")?;
+    if !redirect_uri.starts_with("https://") && !redirect_uri.starts_with("http://") {
+        return Err(ConfigError::new("KOMMO_REDIRECT_URI", "must be the http(s) URL registered in Kommo"));
+    }
+    let token_key = required("KOMMO_TOKEN_KEY")?;
+    if token_key.len() != 64 || !token_key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ConfigError::new("KOMMO_TOKEN_KEY", "must be 64 hex digits (a 256-bit key)"));
+    }
+    Ok(Some(InstallSettings {
+        client_id,
+        redirect_uri,
+        token_key: Secret::new(token_key),
+        api_url: origin(env, "KOMMO_API_URL")?,
+        channel_title: non_empty(env, "KOMMO_CHANNEL_TITLE").unwrap_or_else(|| "Chat".into()),
+    }))
 }
 
 fn non_empty(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {

@@ -122,3 +122,50 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         ApiError::bad_request(code, e.to_string())
     })
 }
+
+/// One query parameter, percent-decoded (`+` as a space).
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| percent_decode(value))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_found_and_decoded() {
+        let query = "scope_id=chan_acc%2D1&conversation_id=conv+1&x=%zz";
+        assert_eq!(query_param(query, "scope_id").as_deref(), Some("chan_acc-1"));
+        assert_eq!(query_param(query, "conversation_id").as_deref(), Some("conv 1"));
+        assert_eq!(query_param(query, "x").as_deref(), Some("%zz"));
+        assert_eq!(query_param(query, "missing"), None);
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

@@ -17,13 +17,15 @@ use super::config::Config;
 use super::http::{ApiError, HttpRequest, HttpResponse, header_str, json_response, parse_json};
 use super::routes::RouteId;
 use crate::flows::client_presence::ClientPresence;
+use crate::flows::installs::{InstallError, Installs};
 use crate::flows::manager_messages::ManagerMessages;
 use crate::flows::manager_presence::ManagerPresence;
 use crate::flows::manager_typing::ManagerTyping;
 use crate::flows::reactions::ManagerReactions;
 use crate::flows::read_receipts::ReadReceipts;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
-use crate::ports::store::Conversations;
+use crate::ports::kommo::KommoApi;
+use crate::ports::store::{AccountRegistry, AccountState, Conversations};
 use crate::signing::{Secret, kommo_webhook, one_time_token};
 use crate::time::Clock;
 
@@ -36,6 +38,13 @@ pub struct KommoSide {
     pub integration_secret: Secret,
     pub clock: Arc<dyn Clock>,
     pub conversations: Arc<dyn Conversations>,
+    /// The accounts installed through Kommo's OAuth: the Kommo UI's account → scope where
+    /// `KOMMO_ACCOUNTS` does not name it.
+    pub accounts: Arc<dyn AccountRegistry>,
+    /// Installs through Kommo's OAuth, when configured (`Bridge::with_installs`).
+    pub installs: Option<Installs>,
+    /// amojo, for the channel's `connect` at install.
+    pub amojo: Arc<dyn KommoApi>,
     pub manager_typing: ManagerTyping,
     pub manager_messages: ManagerMessages,
     pub manager_reactions: ManagerReactions,
@@ -126,13 +135,16 @@ impl KommoSide {
         let claims =
             one_time_token::verify(self.integration_secret.expose(), header_str(request, "x-auth-token"), now_s)
                 .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))?;
-        let scope_id = self.config.scope_of_account(&claims.account_id).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "account_not_linked",
-                "this Kommo account is not served by this bridge",
-            )
-        })?;
+        let scope_id = match self.config.scope_of_account(&claims.account_id) {
+            Some(scope_id) => scope_id,
+            None => self.installed_scope(&claims.account_id).await?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "account_not_linked",
+                    "this Kommo account is not served by this bridge",
+                )
+            })?,
+        };
         let known = self
             .conversations
             .find_conversation(&scope_id, conversation)
@@ -175,6 +187,79 @@ impl KommoSide {
             }
         }
     }
+}
+
+impl KommoSide {
+    /// The scope of an account installed through Kommo's OAuth and not disconnected since.
+    async fn installed_scope(&self, account_id: &str) -> Result<Option<String>, ApiError> {
+        let Ok(numeric) = account_id.parse::<u64>() else { return Ok(None) };
+        let account = self.accounts.get_account(numeric).await.map_err(crate::flows::FlowError::from)?;
+        Ok(account.filter(|account| account.state != AccountState::Disconnected).map(|account| account.scope_id))
+    }
+
+    /// `GET /kommo/oauth/callback?code=…&referer=…`: the integration's Redirect URI. Kommo sends
+    /// the installing admin here (or, for a widget, calls it itself): the account is installed
+    /// and its channel connected, and a small page says so, or what went wrong. Nothing is
+    /// stored unless everything went through, so installing again is the retry.
+    pub async fn oauth_callback(&self, request: &HttpRequest) -> HttpResponse {
+        let span = tracing::Span::current();
+        span.record("kind", "oauth_callback");
+        let Some(installs) = &self.installs else {
+            return ApiError::not_found("installs_not_configured", "installs through Kommo are not configured here")
+                .into_response();
+        };
+        let query = request.uri().query().unwrap_or_default();
+        let param = |name: &str| super::http::query_param(query, name).unwrap_or_default();
+        match installs.install(&param("code"), &param("referer")).await {
+            Ok(account) => {
+                span.record("scope_id", account.scope_id.as_str());
+                let message = format!("The chat channel is connected to {}. You can close this page.", account.host);
+                install_page(StatusCode::OK, "Installed", &message)
+            }
+            Err(InstallError::Rejected(rejection)) => install_page(
+                StatusCode::BAD_REQUEST,
+                "Not installed",
+                &format!("This is not a Kommo installation: {rejection}."),
+            ),
+            Err(InstallError::Refused(reason)) => install_page(
+                StatusCode::FORBIDDEN,
+                "Not installed",
+                &format!("Kommo refused the installation ({reason}). Install the integration again from Kommo."),
+            ),
+            Err(InstallError::Unavailable(reason)) => {
+                tracing::error!(%reason, "install not completed");
+                install_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Not installed yet",
+                    "Kommo or the bridge could not be reached. Nothing was saved: install the integration again from Kommo in a minute.",
+                )
+            }
+        }
+    }
+}
+
+/// The page the person installing sees: plain HTML, the text escaped, nothing to load.
+fn install_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{message}</p></body></html>\n",
+        title = escape(title),
+        message = escape(message),
+    );
+    let mut response = HttpResponse::new(bytes::Bytes::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'"));
+    response
 }
 
 fn preflight(origin: Option<&str>) -> HttpResponse {

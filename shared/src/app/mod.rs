@@ -29,11 +29,13 @@ use crate::flows::client_messages::{ClientMessages, IntoKommo};
 use crate::flows::client_presence::ClientPresence;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::{DeliveryStatuses, StatusRegister, StatusReports};
+use crate::flows::installs::Installs;
 use crate::flows::manager_messages::{ManagerMessages, MessageRelay};
 use crate::flows::manager_presence::{ManagerPresence, ManagerPresenceExpiry};
 use crate::flows::manager_typing::{ManagerTyping, ManagerTypingExpiry};
 use crate::flows::reactions::{ClientReactions, ManagerReactions};
 use crate::flows::read_receipts::ReadReceipts;
+use crate::ports::accounts::{KommoRest, TokenSealer};
 use crate::ports::chat::ChatService;
 use crate::ports::kommo::KommoApi;
 use crate::ports::store::Store;
@@ -94,6 +96,9 @@ impl Bridge {
             integration_secret,
             clock: clock.clone(),
             conversations: store.clone(),
+            accounts: store.clone(),
+            installs: None,
+            amojo: kommo.clone(),
             manager_typing: ManagerTyping {
                 leases: store.clone(),
                 timers: timers.clone(),
@@ -215,12 +220,31 @@ impl Bridge {
         );
         let chat = match (&config.chat_service_url, &config.chat_service_secret) {
             (Some(url), Some(secret)) => {
-                let client = HttpChatService::new(http, url, secret.clone(), clock.clone());
+                let client = HttpChatService::new(http.clone(), url, secret.clone(), clock.clone());
                 Some(Arc::new(client) as Arc<dyn ChatService>)
             }
             _ => None,
         };
-        Self::new(config, Ports { clock, store, kommo: Arc::new(kommo), chat, timers })
+        let installs = match (&config.installs, &config.integration_secret) {
+            (Some(settings), Some(client_secret)) => {
+                use crate::adapters::kommo_rest::KommoRestClient;
+                use crate::adapters::sealer::AesGcmSealer;
+                let rest = KommoRestClient::new(
+                    http,
+                    &settings.client_id,
+                    client_secret.clone(),
+                    &settings.redirect_uri,
+                    settings.api_url.as_deref(),
+                );
+                Some((rest, AesGcmSealer::new(&settings.token_key_bytes())))
+            }
+            _ => None,
+        };
+        let bridge = Self::new(config, Ports { clock, store, kommo: Arc::new(kommo), chat, timers });
+        match installs {
+            Some((rest, sealer)) => bridge.with_installs(Arc::new(rest), Arc::new(sealer)),
+            None => bridge,
+        }
     }
 
     /// Answers one HTTP request for the routes `entry` serves; every failure is a JSON error.
@@ -265,6 +289,9 @@ impl Bridge {
             RouteId::KommoWebhook => {
                 self.kommo_side.as_ref().ok_or_else(not_served)?.webhook(matched.params[0], request).await
             }
+            RouteId::OAuthCallback => {
+                Ok(self.kommo_side.as_ref().ok_or_else(not_served)?.oauth_callback(request).await)
+            }
             RouteId::ChatEvents => self.chat_side.as_ref().ok_or_else(not_served)?.event(request).await,
             RouteId::ChatPresence => self.chat_side.as_ref().ok_or_else(not_served)?.presence_pull(request).await,
             RouteId::UiPresence | RouteId::UiRead => {
@@ -274,6 +301,22 @@ impl Bridge {
                 Err(ApiError::not_found("no_route", format!("no route for {path}")))
             }
         }
+    }
+
+    /// Turns installs through Kommo's OAuth on (when the configuration has them): `rest` is
+    /// Kommo's OAuth and REST API, `sealer` seals the tokens for the store.
+    pub fn with_installs(mut self, rest: Arc<dyn KommoRest>, sealer: Arc<dyn TokenSealer>) -> Self {
+        if let (Some(side), Some(settings)) = (self.kommo_side.as_mut(), self.config.installs.as_ref()) {
+            side.installs = Some(Installs {
+                rest,
+                kommo: side.amojo.clone(),
+                accounts: side.accounts.clone(),
+                sealer,
+                clock: side.clock.clone(),
+                channel_title: settings.channel_title.clone(),
+            });
+        }
+        self
     }
 
     /// The dispatcher of due work, where this bridge runs it (see [`Ports::chat`]).

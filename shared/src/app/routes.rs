@@ -19,6 +19,7 @@ pub enum EntryPoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteId {
     KommoWebhook,
+    OAuthCallback,
     UiPresence,
     UiRead,
     ChatEvents,
@@ -40,8 +41,9 @@ pub struct RouteDef {
 const UI_PRESENCE: &str = "/kommo/ui/conversations/{conversation_id}/presence";
 const UI_READ: &str = "/kommo/ui/conversations/{conversation_id}/read";
 
-pub static ROUTES: [RouteDef; 12] = [
+pub static ROUTES: [RouteDef; 13] = [
     route(Method::POST, "/kommo/webhook/{scope_id}", RouteId::KommoWebhook, EntryPoint::KommoWebhook),
+    route(Method::GET, "/kommo/oauth/callback", RouteId::OAuthCallback, EntryPoint::KommoWebhook),
     route(Method::GET, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),
     route(Method::POST, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),
     route(Method::OPTIONS, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),

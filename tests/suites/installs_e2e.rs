@@ -1,0 +1,139 @@
+//! Installing the integration with no manual step (#14), end to end over real HTTP: the dev
+//! server's Redirect URI between the fake Kommo (OAuth and REST: codes work once, the account
+//! host checked) and the fake amojo (the channel's `connect`, its signature checked), on the
+//! in-memory store and on the DynamoDB-compatible server.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{E2e, Fake, unique};
+
+const REDIRECT_URI: &str = "https://bridge.example.com/kommo/oauth/callback";
+const TOKEN_KEY: &str = "5f0e1d2c3b4a59687766554433221100ffeeddccbbaa99887766554433221100";
+
+struct Installing {
+    e2e: E2e,
+    kommo: Fake,
+    client_id: String,
+    http: reqwest::Client,
+}
+
+impl Installing {
+    fn start(on_dynamodb: bool) -> Self {
+        let kommo = Fake::kommo();
+        let client_id = unique("client-");
+        let mut env: Vec<(&str, String)> = vec![
+            ("KOMMO_CLIENT_ID", client_id.clone()),
+            ("KOMMO_REDIRECT_URI", REDIRECT_URI.into()),
+            ("KOMMO_TOKEN_KEY", TOKEN_KEY.into()),
+            ("KOMMO_API_URL", kommo.url.clone()),
+            // The client secret of Kommo's OAuth is the integration's secret key.
+            ("KOMMO_INTEGRATION_SECRET", kommo.secret.clone()),
+        ];
+        if on_dynamodb {
+            env.push(("DYNAMODB_ENDPOINT", support::required_env("TEST_DYNAMODB_ENDPOINT")));
+            env.push(("TABLE_NAME", unique("installs-")));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let e2e = E2e::between(Fake::amojo(), Fake::chat_service(), &env);
+        Self { e2e, kommo, client_id, http: reqwest::Client::new() }
+    }
+
+    /// An account in the fake Kommo and a code issued for it: (account, code, referer).
+    async fn account_with_code(&self) -> (Value, String, String) {
+        let subdomain = unique("shop-");
+        let account = self.kommo.admin_post("accounts", json!({"subdomain": subdomain})).await;
+        let code = self.code_for(&subdomain).await;
+        (account, code, format!("{subdomain}.kommo.com"))
+    }
+
+    async fn code_for(&self, subdomain: &str) -> String {
+        let issued = self
+            .kommo
+            .admin_post(
+                "codes",
+                json!({"subdomain": subdomain, "client_id": self.client_id, "redirect_uri": REDIRECT_URI}),
+            )
+            .await;
+        issued["code"].as_str().unwrap().to_owned()
+    }
+
+    async fn callback(&self, query: &str) -> (u16, String) {
+        let url = format!("{}/kommo/oauth/callback?{query}", self.e2e.server.base);
+        let response = self.http.get(url).send().await.expect("the dev server answers");
+        let status = response.status().as_u16();
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        (status, response.text().await.unwrap())
+    }
+
+    /// A Kommo UI call with a one-time token for `account_id`, as the widget makes it.
+    async fn ui_presence(&self, account_id: u64) -> u16 {
+        let now = shared::time::Clock::now_s(&shared::time::SystemClock);
+        let claims = json!({"account_id": account_id, "user_id": 7, "iat": now, "nbf": now, "exp": now + 60});
+        let token = shared::signing::one_time_token::issue(&self.kommo.secret, &claims);
+        let url = format!("{}/kommo/ui/conversations/conv-1/presence", self.e2e.server.base);
+        let request = self.http.get(url).header("origin", "https://acme.kommo.com").header("x-auth-token", token);
+        request.send().await.expect("the dev server answers").status().as_u16()
+    }
+}
+
+async fn an_install_connects_the_channel_and_serves_the_account(on_dynamodb: bool) {
+    let t = Installing::start(on_dynamodb);
+    let (account, code, referer) = t.account_with_code().await;
+    let account_id = account["id"].as_u64().unwrap();
+    let amojo_id = account["amojo_id"].as_str().unwrap();
+    assert_eq!(t.ui_presence(account_id).await, 403, "not served before it is installed");
+
+    let (status, page) = t.callback(&format!("code={code}&referer={referer}&from_widget=1")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(&referer));
+    let channel = t.e2e.scope.trim_end_matches("_acc-1");
+    let connects = t.e2e.amojo.calls(channel).await;
+    let connect = connects.iter().find(|c| c["body"]["account_id"] == amojo_id).expect("the channel connected");
+    assert_eq!(connect["signature_ok"], true);
+    assert_eq!(connect["path"], format!("/v2/origin/custom/{channel}/connect"));
+    assert_eq!(t.ui_presence(account_id).await, 200, "the widget's token works with no KOMMO_ACCOUNTS entry");
+
+    // The same code again: Kommo refuses it, and nothing changes.
+    let (status, page) = t.callback(&format!("code={code}&referer={referer}")).await;
+    assert_eq!(status, 403, "{page}");
+    // Installing again with a new code is the same account, connected again.
+    let subdomain = referer.split('.').next().unwrap();
+    let (status, _) = t.callback(&format!("code={}&referer={referer}", t.code_for(subdomain).await)).await;
+    assert_eq!(status, 200);
+    assert_eq!(t.ui_presence(account_id).await, 200);
+}
+
+#[tokio::test]
+async fn an_install_connects_the_channel_and_serves_the_account_in_memory() {
+    an_install_connects_the_channel_and_serves_the_account(false).await;
+}
+
+#[tokio::test]
+async fn an_install_connects_the_channel_and_serves_the_account_on_dynamodb() {
+    an_install_connects_the_channel_and_serves_the_account(true).await;
+}
+
+#[tokio::test]
+async fn a_redirect_kommo_would_not_make_is_refused_and_sends_nothing() {
+    let t = Installing::start(true);
+    let (account, code, referer) = t.account_with_code().await;
+    let subdomain = referer.split('.').next().unwrap().to_owned();
+    for (query, expected) in [
+        (format!("referer={referer}"), 400),
+        (format!("code={code}&referer=evil.example.com"), 400),
+        (format!("code={code}&referer={referer}.example.com"), 400),
+        (format!("code={code}&referer={subdomain}.kommo.com%2Fx"), 400),
+        (format!("code={code}"), 400),
+        (format!("code=not-a-code&referer={referer}"), 403),
+    ] {
+        let (status, page) = t.callback(&query).await;
+        assert_eq!(status, expected, "{query}: {page}");
+    }
+    let asked: Vec<_> = [t.kommo.calls(&subdomain).await, t.kommo.calls("").await].concat();
+    assert_eq!(asked.len(), 1, "only the well-formed code went to Kommo, to its account host: {asked:?}");
+    assert_eq!(t.ui_presence(account["id"].as_u64().unwrap()).await, 403, "nothing was installed");
+    // The code was never spent: the real install still works.
+    assert_eq!(t.callback(&format!("code={code}&referer={referer}")).await.0, 200);
+}
