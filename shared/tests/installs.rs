@@ -13,6 +13,7 @@ use shared::testing::{KommoCall, ManualClock, RecordingKommo, RecordingKommoRest
 
 struct Setup {
     installs: Installs,
+    clock: Arc<ManualClock>,
     rest: Arc<RecordingKommoRest>,
     kommo: Arc<RecordingKommo>,
     store: Arc<MemoryStore>,
@@ -30,10 +31,10 @@ fn setup() -> Setup {
         kommo: kommo.clone(),
         accounts: store.clone(),
         sealer: sealer.clone(),
-        clock,
+        clock: clock.clone(),
         channel_title: "Bridge".into(),
     };
-    Setup { installs, rest, kommo, store, sealer }
+    Setup { installs, clock, rest, kommo, store, sealer }
 }
 
 #[tokio::test]
@@ -97,4 +98,66 @@ async fn a_refused_code_or_a_failed_connect_stores_nothing() {
     assert!(matches!(unavailable, Err(InstallError::Unavailable(_))), "{unavailable:?}");
     assert!(s.store.list_accounts().await.unwrap().is_empty(), "nothing half-done");
     assert!(s.installs.install("code-3", "acme.kommo.com").await.is_ok(), "installing again is the retry");
+}
+
+fn tokens_of(s: &Setup) -> shared::flows::installs::AccountTokens {
+    shared::flows::installs::AccountTokens {
+        rest: s.rest.clone(),
+        accounts: s.store.clone(),
+        sealer: s.sealer.clone(),
+        clock: s.clock.clone(),
+    }
+}
+
+#[tokio::test]
+async fn an_access_token_is_refreshed_before_it_expires_and_on_a_401_and_stored_once() {
+    let s = setup();
+    let account_id = s.installs.install("code-1", "acme.kommo.com").await.unwrap().account_id;
+    let tokens = tokens_of(&s);
+    assert_eq!(tokens.access_token(account_id, None).await.unwrap(), "access-1", "fresh: no refresh");
+    // Kommo answered 401 to access-1: refreshed at once.
+    assert_eq!(tokens.access_token(account_id, Some("access-1")).await.unwrap(), "access-2");
+    assert_eq!(s.store.get_account(account_id).await.unwrap().unwrap().token_version, 2);
+    // Nearly expired: refreshed ahead of time.
+    let expires = s.store.get_account(account_id).await.unwrap().unwrap().access_expires_at_ms;
+    s.clock.set_ms(expires - shared::flows::installs::REFRESH_AHEAD_MS + 1);
+    assert_eq!(tokens.access_token(account_id, None).await.unwrap(), "access-3");
+    assert_eq!(s.rest.calls().iter().filter(|c| c.starts_with("refresh")).count(), 2);
+}
+
+#[tokio::test]
+async fn two_refreshes_at_once_keep_the_newer_tokens_and_the_account_connected() {
+    let s = setup();
+    let account_id = s.installs.install("code-1", "acme.kommo.com").await.unwrap().account_id;
+    let tokens = tokens_of(&s);
+    // The first refresh is held on its way to Kommo; a second one overtakes it and spends the
+    // refresh token; Kommo then refuses the first, which finds the second's tokens.
+    let gate = s.rest.hold_next_refresh();
+    let first = tokens.access_token(account_id, Some("access-1"));
+    let second = async {
+        tokio::task::yield_now().await;
+        let renewed = tokens.access_token(account_id, Some("access-1")).await;
+        gate.notify_one();
+        renewed
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!((first.unwrap(), second.unwrap()), ("access-2".to_owned(), "access-2".to_owned()));
+    let stored = s.store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, AccountState::Connected);
+    let opened = s.sealer.open(stored.sealed_tokens.as_deref().unwrap(), &sealing_context(account_id)).unwrap();
+    assert!(String::from_utf8(opened).unwrap().contains("refresh-2"), "the newer refresh token kept");
+}
+
+#[tokio::test]
+async fn a_refresh_token_kommo_refuses_marks_the_account_for_reinstall() {
+    let s = setup();
+    let account_id = s.installs.install("code-1", "acme.kommo.com").await.unwrap().account_id;
+    s.rest.fail_next(KommoRestError::Refused { status: 400, detail: "Token has been revoked".into() });
+    let tokens = tokens_of(&s);
+    let outcome = tokens.access_token(account_id, Some("access-1")).await;
+    assert_eq!(outcome, Err(shared::flows::installs::TokenError::NeedsReinstall));
+    let stored = s.store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, AccountState::NeedsReinstall);
+    assert!(stored.sealed_tokens.is_some(), "kept: chats go on; an install replaces them");
+    assert_eq!(s.installs.install("code-2", "acme.kommo.com").await.unwrap().state, AccountState::Connected);
 }

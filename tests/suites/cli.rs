@@ -233,3 +233,39 @@ fn bad_usage_exits_2_with_the_usage_and_help_lists_every_command() {
     }
     assert_eq!(cli(&["sign", "kommo", "--help"], &[], b"").code, 0);
 }
+
+#[tokio::test]
+async fn accounts_lists_the_registry_with_states_and_expiry_never_a_token() {
+    use shared::ports::store::{AccountRecord, AccountRegistry, AccountState};
+    let endpoint = support::required_env("TEST_DYNAMODB_ENDPOINT");
+    let table = unique("cli-accounts-");
+    let client = shared::adapters::dynamo::client_from_env(Some(&endpoint));
+    shared::adapters::dynamo::ensure_table(&client, &table).await.unwrap();
+    let store = shared::adapters::dynamo::DynamoStore::new(client, table.clone());
+    for (account_id, state) in [(31_001, AccountState::Connected), (31_002, AccountState::NeedsReinstall)] {
+        let record = AccountRecord {
+            account_id,
+            host: format!("shop{account_id}.kommo.com"),
+            amojo_id: format!("amojo-{account_id}"),
+            scope_id: format!("chan_amojo-{account_id}"),
+            state,
+            sealed_tokens: Some("v1.SEALED-TOKENS-NEVER-PRINTED".into()),
+            access_expires_at_ms: 1_700_086_400_000,
+            token_version: 1,
+            installed_at_ms: 1_700_000_000_000,
+        };
+        store.put_account(&record).await.unwrap();
+    }
+    store.set_account_state(31_003, AccountState::Disconnected).await.unwrap(); // unknown: nothing
+    let run = cli(&["accounts"], &[("TABLE_NAME", table.as_str()), ("DYNAMODB_ENDPOINT", endpoint.as_str())], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("31001") && run.stdout.contains("shop31001.kommo.com") && run.stdout.contains("connected")
+    );
+    assert!(run.stdout.contains("31002") && run.stdout.contains("needs_reinstall"));
+    assert!(run.stdout.contains("Wed, 15 Nov 2023 22:13:20 +0000"), "{}", run.stdout);
+    assert!(run.stdout.contains("2 account(s)"));
+    assert!(!run.stdout.contains("SEALED") && !run.stderr.contains("SEALED"), "never a token");
+    let unconfigured = cli(&["accounts"], &[], b"");
+    assert_eq!((unconfigured.code, unconfigured.stderr.contains("TABLE_NAME")), (2, true));
+}

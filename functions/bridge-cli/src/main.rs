@@ -32,6 +32,10 @@ Usage:
       prints its scope_id; with --kommo-account-id, also the KOMMO_ACCOUNTS entry to add.
   bridge-cli disconnect --account-id <amojo account id>
       Disconnects the account from the channel.
+  bridge-cli accounts
+      Lists the accounts installed through Kommo's OAuth (the registry in the table): numeric
+      id, host, scope, state (connected, needs_reinstall, disconnected) and when the access
+      token expires. Never a token.
   bridge-cli sign kommo --body <file|->
       Prints the X-Signature Kommo would put on the body (KOMMO_CHANNEL_SECRET).
   bridge-cli sign chat --body <file|->
@@ -59,6 +63,8 @@ Environment (the same names as the functions):
   CHAT_SERVICE_SECRET       sign chat, send chat (whsec_...)
   KOMMO_INTEGRATION_SECRET  sign token
   KOMMO_ACCOUNTS            read by connect, to print the whole new value
+  TABLE_NAME                accounts (the deployment's table)
+  DYNAMODB_ENDPOINT         accounts: a DynamoDB endpoint instead of AWS's (a local server)
 
 Exit status: 0 done; 1 failed (an error, or a bridge answering other than 2xx); 2 bad usage or configuration.
 ";
@@ -115,6 +121,10 @@ async fn run(argv: &[String]) -> Result<(), Failure> {
     match command.as_str() {
         "connect" => connect(&args::parse(rest, &["account-id", "title", "kommo-account-id"])?).await,
         "disconnect" => disconnect(&args::parse(rest, &["account-id"])?).await,
+        "accounts" => {
+            args::parse(rest, &[])?;
+            accounts().await
+        }
         "sign" => match args::target(rest, &["kommo", "chat", "token"])? {
             ("kommo", rest) => sign_kommo(&args::parse(rest, &["body"])?),
             ("chat", rest) => sign_chat(&args::parse(rest, &["body"])?),
@@ -164,6 +174,24 @@ async fn disconnect(options: &Options) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Failed(format!("disconnect failed: {e}")))?;
     println!("disconnected: account {account_id} from channel {channel_id}");
+    Ok(())
+}
+
+async fn accounts() -> Result<(), Failure> {
+    use shared::ports::store::AccountRegistry;
+    let table = required_env("TABLE_NAME")?;
+    let endpoint = env("DYNAMODB_ENDPOINT");
+    let client = shared::adapters::dynamo::client_from_env(endpoint.as_deref());
+    let store = shared::adapters::dynamo::DynamoStore::new(client, table);
+    let accounts = store.list_accounts().await.map_err(|e| Failure::Failed(format!("the registry: {e}")))?;
+    println!("{:<12} {:<32} {:<16} {:<31} scope_id", "account", "host", "state", "access token expires");
+    for account in &accounts {
+        let expires = shared::time::rfc2822(account.access_expires_at_ms.div_euclid(1000));
+        let expires = if account.sealed_tokens.is_some() { expires } else { "(no tokens)".into() };
+        let state = account.state.as_str();
+        println!("{:<12} {:<32} {:<16} {:<31} {}", account.account_id, account.host, state, expires, account.scope_id);
+    }
+    println!("{} account(s)", accounts.len());
     Ok(())
 }
 

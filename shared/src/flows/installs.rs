@@ -95,6 +95,94 @@ impl Installs {
     }
 }
 
+/// An access token is refreshed this long before it expires, so no call to Kommo races its end.
+pub const REFRESH_AHEAD_MS: i64 = 10 * 60_000;
+/// A refresh that lost to another finds the winner's tokens on its next read; past this many
+/// reads something else is wrong.
+const TOKEN_READS: usize = 3;
+
+/// An installed account's tokens, kept fresh for the calls the bridge makes to Kommo's REST API.
+#[derive(Clone)]
+pub struct AccountTokens {
+    pub rest: Arc<dyn KommoRest>,
+    pub accounts: Arc<dyn AccountRegistry>,
+    pub sealer: Arc<dyn TokenSealer>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Why no access token could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the account is not installed, or was disconnected")]
+    NotInstalled,
+    /// Kommo refused the refresh token: only installing again brings access back (chats go on).
+    #[error("Kommo refused the account's refresh token: it needs installing again")]
+    NeedsReinstall,
+    #[error("the tokens could not be refreshed now: {0}")]
+    Unavailable(String),
+}
+
+impl AccountTokens {
+    /// A live access token of the account. Refreshed when it expires within
+    /// [`REFRESH_AHEAD_MS`], or when `refused` is the one Kommo just answered 401 to. Kommo
+    /// rotates refresh tokens, so of two refreshes at once Kommo takes one and refuses the other;
+    /// the new tokens are written only over the version they were read at, and the refresh that
+    /// lost reads again and finds the winner's. Only a refusal nobody else explains marks the
+    /// account as needing a new install.
+    pub async fn access_token(&self, account_id: u64, refused: Option<&str>) -> Result<String, TokenError> {
+        let context = sealing_context(account_id);
+        for _ in 0..TOKEN_READS {
+            let record = self.accounts.get_account(account_id).await.map_err(unavailable)?;
+            let record = match record {
+                Some(record) if record.state == AccountState::Connected => record,
+                Some(record) if record.state == AccountState::NeedsReinstall => return Err(TokenError::NeedsReinstall),
+                _ => return Err(TokenError::NotInstalled),
+            };
+            let sealed = record.sealed_tokens.as_deref().ok_or(TokenError::NotInstalled)?;
+            let opened = self.sealer.open(sealed, &context).map_err(|e| TokenError::Unavailable(e.to_string()))?;
+            let tokens: Tokens =
+                serde_json::from_slice(&opened).map_err(|e| TokenError::Unavailable(format!("sealed tokens: {e}")))?;
+            let now = self.clock.now_ms();
+            let fresh = record.access_expires_at_ms - now > REFRESH_AHEAD_MS;
+            if fresh && refused != Some(tokens.access_token.as_str()) {
+                return Ok(tokens.access_token);
+            }
+            match self.rest.refresh(&record.host, &tokens.refresh_token).await {
+                Ok(renewed) => {
+                    let sealed = self.sealer.seal(&serde_json::to_vec(&renewed).expect("tokens serialise"), &context);
+                    let expires_at_ms = now + renewed.expires_in.max(0) * 1000;
+                    let written =
+                        self.accounts.replace_tokens(account_id, record.token_version, &sealed, expires_at_ms);
+                    if written.await.map_err(unavailable)? {
+                        tracing::info!(account_id, "account tokens refreshed");
+                        return Ok(renewed.access_token);
+                    }
+                    // Another writer (an install, or a refresh whose write landed first) moved
+                    // the tokens on: theirs are the ones to use.
+                }
+                Err(KommoRestError::Refused { detail, .. }) => {
+                    let now_stored = self.accounts.get_account(account_id).await.map_err(unavailable)?;
+                    if now_stored.is_some_and(|stored| stored.token_version != record.token_version) {
+                        continue; // spent by a refresh that won: read its tokens
+                    }
+                    tracing::error!(account_id, %detail, "Kommo refused the refresh token; the account needs installing again");
+                    self.accounts
+                        .set_account_state(account_id, AccountState::NeedsReinstall)
+                        .await
+                        .map_err(unavailable)?;
+                    return Err(TokenError::NeedsReinstall);
+                }
+                Err(other) => return Err(TokenError::Unavailable(other.to_string())),
+            }
+        }
+        Err(TokenError::Unavailable("the tokens kept changing while being refreshed".into()))
+    }
+}
+
+fn unavailable(error: crate::ports::store::StoreError) -> TokenError {
+    TokenError::Unavailable(error.to_string())
+}
+
 /// What a sealed value of an account is bound to: opened for another account, it fails.
 pub fn sealing_context(account_id: u64) -> String {
     format!("account#{account_id}")

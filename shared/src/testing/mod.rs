@@ -273,6 +273,9 @@ pub struct RecordingKommoRest {
     calls: Mutex<Vec<String>>,
     failures: Mutex<VecDeque<KommoRestError>>,
     issued: std::sync::atomic::AtomicU64,
+    /// Refresh tokens not yet spent: Kommo rotates them, so each works once.
+    live_refresh_tokens: Mutex<std::collections::HashSet<String>>,
+    held_refresh: Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>,
 }
 
 impl RecordingKommoRest {
@@ -291,6 +294,14 @@ impl RecordingKommoRest {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).push_back(error);
     }
 
+    /// The next refresh waits, after it is recorded and before Kommo decides, until the gate is
+    /// notified: so another refresh can overtake it.
+    pub fn hold_next_refresh(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        *self.held_refresh.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        gate
+    }
+
     /// The account's Chat API id.
     pub fn amojo_id(&self) -> String {
         "amojo-account-42".into()
@@ -303,6 +314,7 @@ impl RecordingKommoRest {
 
     fn issue(&self) -> crate::models::oauth::Tokens {
         let n = self.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.live_refresh_tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("refresh-{n}"));
         crate::models::oauth::Tokens {
             access_token: format!("access-{n}"),
             refresh_token: format!("refresh-{n}"),
@@ -321,6 +333,13 @@ impl KommoRest for RecordingKommoRest {
 
     async fn refresh(&self, host: &str, refresh_token: &str) -> Result<crate::models::oauth::Tokens, KommoRestError> {
         self.record(format!("refresh {host} {refresh_token}"))?;
+        let gate = self.held_refresh.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(gate) = gate {
+            gate.notified().await;
+        }
+        if !self.live_refresh_tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(refresh_token) {
+            return Err(KommoRestError::Refused { status: 400, detail: "Token has been revoked".into() });
+        }
         Ok(self.issue())
     }
 
