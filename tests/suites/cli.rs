@@ -269,3 +269,34 @@ async fn accounts_lists_the_registry_with_states_and_expiry_never_a_token() {
     let unconfigured = cli(&["accounts"], &[], b"");
     assert_eq!((unconfigured.code, unconfigured.stderr.contains("TABLE_NAME")), (2, true));
 }
+
+#[tokio::test]
+async fn connect_with_a_table_registers_the_account_for_the_kommo_ui() {
+    use shared::ports::store::{AccountRegistry, AccountState};
+    let amojo = Fake::amojo();
+    let channel = unique("chan");
+    let endpoint = support::required_env("TEST_DYNAMODB_ENDPOINT");
+    let table = unique("cli-connect-");
+    let client = shared::adapters::dynamo::client_from_env(Some(&endpoint));
+    shared::adapters::dynamo::ensure_table(&client, &table).await.unwrap();
+    let env = [
+        ("KOMMO_CHANNEL_ID", channel.as_str()),
+        ("KOMMO_CHANNEL_SECRET", amojo.secret.as_str()),
+        ("KOMMO_AMOJO_URL", amojo.url.as_str()),
+        ("TABLE_NAME", table.as_str()),
+        ("DYNAMODB_ENDPOINT", endpoint.as_str()),
+    ];
+    let connected = cli(&["connect", "--account-id", "acc-9", "--kommo-account-id", "31000009"], &env, b"");
+    assert_eq!(connected.code, 0, "{}", connected.stderr);
+    assert!(connected.stdout.contains("registered: account 31000009"), "{}", connected.stdout);
+    assert!(!connected.stdout.contains("KOMMO_ACCOUNTS"));
+    let store = shared::adapters::dynamo::DynamoStore::new(client, table.clone());
+    let account = store.get_account(31_000_009).await.unwrap().expect("registered");
+    assert_eq!(
+        (account.scope_id.as_str(), account.state),
+        (format!("{channel}_acc-9").as_str(), AccountState::Connected)
+    );
+    assert_eq!(store.account_of_scope(&account.scope_id).await.unwrap(), Some(31_000_009));
+    let listed = cli(&["accounts"], &env[3..], b"");
+    assert!(listed.stdout.contains("31000009") && listed.stdout.contains("(no tokens)"), "{}", listed.stdout);
+}

@@ -29,7 +29,8 @@ bridge-cli: the operator's one-off steps for the Kommo bridge
 Usage:
   bridge-cli connect --account-id <amojo account id> [--title <title>] [--kommo-account-id <numeric id>]
       Connects a Kommo account to the channel (signed amojo connect, hook_api_version v2) and
-      prints its scope_id; with --kommo-account-id, also the KOMMO_ACCOUNTS entry to add.
+      prints its scope_id; with --kommo-account-id, registers it in TABLE_NAME's registry (the
+      Kommo UI then serves it), or without TABLE_NAME prints the KOMMO_ACCOUNTS entry to add.
   bridge-cli disconnect --account-id <amojo account id>
       Disconnects the account from the channel.
   bridge-cli accounts
@@ -63,8 +64,8 @@ Environment (the same names as the functions):
   CHAT_SERVICE_SECRET       sign chat, send chat (whsec_...)
   KOMMO_INTEGRATION_SECRET  sign token
   KOMMO_ACCOUNTS            read by connect, to print the whole new value
-  TABLE_NAME                accounts (the deployment's table)
-  DYNAMODB_ENDPOINT         accounts: a DynamoDB endpoint instead of AWS's (a local server)
+  TABLE_NAME                accounts, and connect --kommo-account-id (the deployment's table)
+  DYNAMODB_ENDPOINT         accounts, connect: a DynamoDB endpoint instead of AWS's (a local server)
 
 Exit status: 0 done; 1 failed (an error, or a bridge answering other than 2xx); 2 bad usage or configuration.
 ";
@@ -157,13 +158,44 @@ async fn connect(options: &Options) -> Result<(), Failure> {
     println!("scope_id: {}", connected.scope_id);
     println!("connected: account {account_id} to channel {channel_id} (hook_api_version v2)");
     if let Some(numeric) = kommo_account {
-        let entry = format!("{numeric}:{account_id}");
-        println!("add to KOMMO_ACCOUNTS: {entry}");
-        if let Some(current) = env("KOMMO_ACCOUNTS") {
-            println!("KOMMO_ACCOUNTS={current},{entry}");
+        match env("TABLE_NAME") {
+            // The registry: the Kommo UI serves the account with no KOMMO_ACCOUNTS entry.
+            Some(table) => {
+                register(numeric, account_id, &connected.scope_id, &table).await?;
+                println!("registered: account {numeric} in table {table} (the Kommo UI serves it)");
+            }
+            None => {
+                let entry = format!("{numeric}:{account_id}");
+                println!("add to KOMMO_ACCOUNTS: {entry}");
+                if let Some(current) = env("KOMMO_ACCOUNTS") {
+                    println!("KOMMO_ACCOUNTS={current},{entry}");
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// An account connected by hand, in the registry: connected, with no OAuth tokens (installing
+/// through Kommo later adds them).
+async fn register(account_id: u64, amojo_id: &str, scope_id: &str, table: &str) -> Result<(), Failure> {
+    use shared::ports::store::{AccountRecord, AccountRegistry, AccountState};
+    let client = shared::adapters::dynamo::client_from_env(env("DYNAMODB_ENDPOINT").as_deref());
+    let store = shared::adapters::dynamo::DynamoStore::new(client, table);
+    let failed = |e: shared::ports::store::StoreError| Failure::Failed(format!("the registry: {e}"));
+    let previous = store.get_account(account_id).await.map_err(failed)?;
+    let record = AccountRecord {
+        account_id,
+        host: previous.as_ref().map(|p| p.host.clone()).unwrap_or_default(),
+        amojo_id: amojo_id.to_owned(),
+        scope_id: scope_id.to_owned(),
+        state: AccountState::Connected,
+        sealed_tokens: previous.as_ref().and_then(|p| p.sealed_tokens.clone()),
+        access_expires_at_ms: previous.as_ref().map_or(0, |p| p.access_expires_at_ms),
+        token_version: previous.as_ref().map_or(1, |p| p.token_version + 1),
+        installed_at_ms: SystemClock.now_ms(),
+    };
+    store.put_account(&record).await.map_err(failed)
 }
 
 async fn disconnect(options: &Options) -> Result<(), Failure> {
