@@ -86,3 +86,30 @@ async fn kommo_unreachable_is_unavailable_not_refused() {
     let outcome = rest.exchange_code("acme.kommo.com", "code").await;
     assert!(matches!(outcome, Err(KommoRestError::Unavailable(_))), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn every_user_of_the_account_is_read_with_their_chat_api_id_across_pages() {
+    let kommo = Fake::kommo();
+    let client_id = unique("client");
+    let rest = client(&kommo, &client_id, &kommo.secret);
+    let subdomain = unique("team").to_lowercase().replace('_', "-");
+    // More users than one page holds (250), so the reader must follow the pages.
+    let users: Vec<_> = (0..260).map(|i| json!({"name": format!("Manager {i}")})).collect();
+    let account = kommo.admin_post("accounts", json!({"subdomain": subdomain, "users": users})).await;
+    let code = kommo
+        .admin_post("codes", json!({"subdomain": subdomain, "client_id": client_id, "redirect_uri": REDIRECT_URI}))
+        .await;
+    let host = code["referer"].as_str().unwrap();
+    let tokens = rest.exchange_code(host, code["code"].as_str().unwrap()).await.unwrap();
+    let read = rest.users(host, &tokens.access_token).await.unwrap();
+    assert_eq!(read.len(), 260);
+    let expected: Vec<(u64, String)> = account["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["id"].as_u64().unwrap(), u["amojo_id"].as_str().unwrap().to_owned()))
+        .collect();
+    let got: Vec<(u64, String)> = read.iter().map(|u| (u.id, u.amojo_id.clone().unwrap())).collect();
+    assert_eq!(got, expected);
+    assert!(matches!(rest.users(host, "not-a-token").await, Err(KommoRestError::Refused { status: 401, .. })));
+}

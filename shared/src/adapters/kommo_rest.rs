@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::models::oauth::{KommoAccount, TokenRequest, Tokens};
+use crate::models::oauth::{KommoAccount, KommoUser, KommoUsersPage, TokenRequest, Tokens};
 use crate::ports::accounts::{KommoRest, KommoRestError};
 use crate::signing::Secret;
 
@@ -20,6 +20,9 @@ use crate::signing::Secret;
 /// waits on the page otherwise.
 pub const KOMMO_REST_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_ATTEMPTS: u32 = 2;
+/// Users per page (Kommo's most), and the most pages read: 50,000 users.
+const USERS_PER_PAGE: u32 = 250;
+const MAX_USER_PAGES: u32 = 200;
 
 pub struct KommoRestClient {
     http: reqwest::Client,
@@ -120,6 +123,27 @@ impl KommoRest for KommoRestClient {
             })
             .await?;
         serde_json::from_slice(&body).map_err(|e| KommoRestError::InvalidResponse(e.to_string()))
+    }
+
+    async fn users(&self, host: &str, access_token: &str) -> Result<Vec<KommoUser>, KommoRestError> {
+        let mut users = Vec::new();
+        for page in 1..=MAX_USER_PAGES {
+            let path = format!("/api/v4/users?with=amojo_id&limit={USERS_PER_PAGE}&page={page}");
+            let body = self.send(|| self.request(reqwest::Method::GET, host, &path).bearer_auth(access_token)).await?;
+            // Past the last page Kommo answers 204 with no body.
+            if body.is_empty() {
+                break;
+            }
+            let listed: KommoUsersPage =
+                serde_json::from_slice(&body).map_err(|e| KommoRestError::InvalidResponse(e.to_string()))?;
+            let last = listed.embedded.users.len() < USERS_PER_PAGE as usize
+                || listed.page_count.is_some_and(|count| page >= count);
+            users.extend(listed.embedded.users);
+            if last {
+                break;
+            }
+        }
+        Ok(users)
     }
 }
 

@@ -45,3 +45,29 @@ pub struct KommoAccount {
     #[serde(flatten)]
     pub extra: ExtraFields,
 }
+
+/// One page of `GET /api/v4/users?with=amojo_id`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct KommoUsersPage {
+    #[serde(default, rename = "_embedded")]
+    pub embedded: KommoUsersEmbedded,
+    #[serde(default, rename = "_page_count")]
+    pub page_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct KommoUsersEmbedded {
+    #[serde(default)]
+    pub users: Vec<KommoUser>,
+}
+
+/// A Kommo user (a manager): the numeric id the Kommo UI's tokens carry, and the Chat API id
+/// (`amojo_id`) Kommo's chat webhooks name them by.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct KommoUser {
+    pub id: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub amojo_id: Option<String>,
+}

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use crate::models::oauth::{KommoAccount, Tokens};
+use crate::models::oauth::{KommoAccount, KommoUser, Tokens};
 
 /// Why a call to Kommo's OAuth or REST API did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +32,8 @@ pub trait KommoRest: Send + Sync {
     async fn refresh(&self, host: &str, refresh_token: &str) -> Result<Tokens, KommoRestError>;
     /// The account the access token belongs to, with its Chat API id.
     async fn account(&self, host: &str, access_token: &str) -> Result<KommoAccount, KommoRestError>;
+    /// The account's users with their Chat API ids (every page).
+    async fn users(&self, host: &str, access_token: &str) -> Result<Vec<KommoUser>, KommoRestError>;
 }
 
 /// Seals secrets for storage and opens them again. `context` binds a sealed value to what it

@@ -356,6 +356,20 @@ impl KommoRest for RecordingKommoRest {
             extra: Default::default(),
         })
     }
+
+    async fn users(
+        &self,
+        host: &str,
+        access_token: &str,
+    ) -> Result<Vec<crate::models::oauth::KommoUser>, KommoRestError> {
+        self.record(format!("users {host} {access_token}"))?;
+        let user = |id: u64, name: &str| crate::models::oauth::KommoUser {
+            id,
+            name: Some(name.to_owned()),
+            amojo_id: Some(format!("amojo-user-{id}")),
+        };
+        Ok(vec![user(7, "Ann"), user(8, "Bob")])
+    }
 }
 
 /// A sealer for tests and the pure core: not encryption, but never the plaintext as it is, and
