@@ -120,7 +120,7 @@ async fn an_access_token_is_refreshed_before_it_expires_and_on_a_401_and_stored_
     assert_eq!(s.store.get_account(account_id).await.unwrap().unwrap().token_version, 2);
     // Nearly expired: refreshed ahead of time.
     let expires = s.store.get_account(account_id).await.unwrap().unwrap().access_expires_at_ms;
-    s.clock.set_ms(expires - shared::flows::installs::REFRESH_AHEAD_MS + 1);
+    s.clock.set_ms(expires - shared::rules::install::REFRESH_AHEAD_MS + 1);
     assert_eq!(tokens.access_token(account_id, None).await.unwrap(), "access-3");
     assert_eq!(s.rest.calls().iter().filter(|c| c.starts_with("refresh")).count(), 2);
 }

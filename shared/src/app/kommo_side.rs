@@ -277,3 +277,19 @@ fn preflight(origin: Option<&str>) -> HttpResponse {
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_install_page_escapes_what_it_shows() {
+        let page =
+            install_page(StatusCode::FORBIDDEN, "Not <installed>", "Kommo said: <script>alert('x')</script> & \"q\"");
+        let body = std::str::from_utf8(page.body()).unwrap();
+        assert!(!body.contains("<script>") && !body.contains("<installed>"), "{body}");
+        assert!(body.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"), "{body}");
+        assert_eq!(page.status(), StatusCode::FORBIDDEN);
+        assert_eq!(page.headers()[header::CONTENT_SECURITY_POLICY], "default-src 'none'");
+    }
+}

@@ -13,7 +13,7 @@ use crate::models::oauth::Tokens;
 use crate::ports::accounts::{KommoRest, KommoRestError, TokenSealer};
 use crate::ports::kommo::{KommoApi, KommoError};
 use crate::ports::store::{AccountRecord, AccountRegistry, AccountState};
-use crate::rules::install::{check_authorization_code, kommo_account_host};
+use crate::rules::install::{check_authorization_code, kommo_account_host, refresh_due};
 use crate::time::Clock;
 
 #[derive(Clone)]
@@ -95,8 +95,6 @@ impl Installs {
     }
 }
 
-/// An access token is refreshed this long before it expires, so no call to Kommo races its end.
-pub const REFRESH_AHEAD_MS: i64 = 10 * 60_000;
 /// A refresh that lost to another finds the winner's tokens on its next read; past this many
 /// reads something else is wrong.
 const TOKEN_READS: usize = 3;
@@ -123,8 +121,8 @@ pub enum TokenError {
 }
 
 impl AccountTokens {
-    /// A live access token of the account. Refreshed when it expires within
-    /// [`REFRESH_AHEAD_MS`], or when `refused` is the one Kommo just answered 401 to. Kommo
+    /// A live access token of the account, refreshed when [`refresh_due`] says so (near its end,
+    /// or `refused` by Kommo with a 401). Kommo
     /// rotates refresh tokens, so of two refreshes at once Kommo takes one and refuses the other;
     /// the new tokens are written only over the version they were read at, and the refresh that
     /// lost reads again and finds the winner's. Only a refusal nobody else explains marks the
@@ -143,8 +141,7 @@ impl AccountTokens {
             let tokens: Tokens =
                 serde_json::from_slice(&opened).map_err(|e| TokenError::Unavailable(format!("sealed tokens: {e}")))?;
             let now = self.clock.now_ms();
-            let fresh = record.access_expires_at_ms - now > REFRESH_AHEAD_MS;
-            if fresh && refused != Some(tokens.access_token.as_str()) {
+            if !refresh_due(record.access_expires_at_ms, now, refused == Some(tokens.access_token.as_str())) {
                 return Ok(tokens.access_token);
             }
             match self.rest.refresh(&record.host, &tokens.refresh_token).await {

@@ -45,6 +45,16 @@ pub fn check_authorization_code(code: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// An access token is refreshed this long before it expires, so no call to Kommo races its end.
+pub const REFRESH_AHEAD_MS: i64 = 10 * 60_000;
+
+/// Whether an account's stored access token must be refreshed before use: it expires within
+/// [`REFRESH_AHEAD_MS`], or it is the very token Kommo just refused (a 401). A 401 for an older
+/// token says nothing of the stored one, which another refresh has already replaced.
+pub fn refresh_due(access_expires_at_ms: i64, now_ms: i64, stored_is_the_refused_one: bool) -> bool {
+    stored_is_the_refused_one || access_expires_at_ms - now_ms <= REFRESH_AHEAD_MS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +90,23 @@ mod tests {
         }
         assert!(kommo_account_host(&format!("{}.kommo.com", "a".repeat(64))).is_err());
         assert!(kommo_account_host(&format!("{}.kommo.com", "a".repeat(63))).is_ok());
+    }
+
+    #[test]
+    fn a_token_is_refreshed_ahead_of_its_end_or_when_kommo_refused_it() {
+        let now = 1_000_000_000;
+        // (expires in, the stored token is the one refused, refresh due)
+        let cases = [
+            (REFRESH_AHEAD_MS + 1, false, false),
+            (REFRESH_AHEAD_MS, false, true),
+            (1, false, true),
+            (-5_000, false, true),
+            (24 * 3_600_000, true, true),
+            (24 * 3_600_000, false, false),
+        ];
+        for (expires_in, refused, due) in cases {
+            assert_eq!(refresh_due(now + expires_in, now, refused), due, "{expires_in} {refused}");
+        }
     }
 
     #[test]
