@@ -145,8 +145,12 @@ async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadab
 #[tokio::test]
 async fn a_lambda_function_reads_its_own_secrets_from_ssm_on_its_first_event() {
     let endpoint = support::required_env("TEST_SQS_ENDPOINT");
-    let timeouts =
-        aws_sdk_ssm::config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(30)).build();
+    // moto loads its SSM backend on the first call, which under a loaded machine can take longer
+    // than the bridge's own 1 s per attempt: the test's setup client waits (seen in CI once).
+    let timeouts = aws_sdk_ssm::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_secs(30))
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .build();
     let ssm = aws_sdk_ssm::Client::from_conf(
         aws_sdk_ssm::config::Builder::from(&shared::adapters::aws::sdk_config())
             .endpoint_url(&endpoint)
