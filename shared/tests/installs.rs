@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use shared::adapters::memory::MemoryStore;
-use shared::flows::installs::{InstallError, Installs, sealing_context};
+use shared::flows::installs::{InstallError, Installs, TokenError, sealing_context};
 use shared::ports::accounts::{KommoRestError, TokenSealer};
 use shared::ports::kommo::KommoError;
 use shared::ports::store::{AccountRegistry, AccountState};
@@ -55,7 +55,10 @@ async fn an_install_connects_the_channel_and_registers_the_account_with_its_toke
     assert_eq!(record.state, AccountState::Connected);
     assert_eq!(record.scope_id, format!("channel_{}", s.rest.amojo_id()));
     assert_eq!(s.store.get_account(record.account_id).await.unwrap(), Some(record.clone()));
-    assert_eq!(s.store.account_of_scope(&record.scope_id).await.unwrap(), Some(record.account_id));
+    assert_eq!(
+        s.store.account_of_scope(&record.scope_id).await.unwrap().map(|a| a.account_id),
+        Some(record.account_id)
+    );
     let sealed = record.sealed_tokens.clone().unwrap();
     assert!(!sealed.contains("refresh-1") && !sealed.contains("access-1"), "never stored in plaintext");
     let opened = s.sealer.open(&sealed, &sealing_context(record.account_id)).unwrap();
@@ -160,4 +163,31 @@ async fn a_refresh_token_kommo_refuses_marks_the_account_for_reinstall() {
     assert_eq!(stored.state, AccountState::NeedsReinstall);
     assert!(stored.sealed_tokens.is_some(), "kept: chats go on; an install replaces them");
     assert_eq!(s.installs.install("code-2", "acme.kommo.com").await.unwrap().state, AccountState::Connected);
+}
+
+#[tokio::test]
+async fn a_disable_disconnects_the_account_even_when_amojo_cannot_be_reached() {
+    let s = setup();
+    assert_eq!(s.installs.disable(31_000_001).await.unwrap(), None, "never installed: nothing to disable");
+    let record = s.installs.install("code-1", "acme.kommo.com").await.unwrap();
+    // Kommo disconnects the channel itself on disable: amojo failing changes nothing here.
+    s.kommo.fail_next([KommoError::Unavailable {
+        attempts: 3,
+        status: Some(503),
+        reason: "down".into(),
+        retry_after: None,
+    }]);
+    let disabled = s.installs.disable(record.account_id).await.unwrap().unwrap();
+    assert_eq!((disabled.state, disabled.sealed_tokens.as_deref()), (AccountState::Disconnected, None));
+    let stored = s.store.get_account(record.account_id).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.sealed_tokens), (AccountState::Disconnected, None));
+    let scope = s.store.account_of_scope(&record.scope_id).await.unwrap().unwrap();
+    assert_eq!(scope.state, AccountState::Disconnected);
+    let disconnects =
+        |s: &Setup| s.kommo.calls().into_iter().filter(|c| matches!(c.call, KommoCall::Disconnect(_))).count();
+    assert_eq!(disconnects(&s), 1);
+    // Kommo calling again: the same answer, no second call to amojo.
+    assert_eq!(s.installs.disable(record.account_id).await.unwrap().unwrap().state, AccountState::Disconnected);
+    assert_eq!(disconnects(&s), 1);
+    assert_eq!(tokens_of(&s).access_token(record.account_id, None).await, Err(TokenError::NotInstalled));
 }

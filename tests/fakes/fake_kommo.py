@@ -86,6 +86,13 @@ Admin routes, beyond common.py's:
                           expires it now; {} (404 if never issued)
   POST /__admin/revoke    {"subdomain"}: the integration uninstalled: every token and unexchanged
                           code of the account revoked; {"revoked": live token pairs revoked}
+  POST /__admin/disable   {"subdomain", "client_id", "url"}: an admin disables the integration:
+                          the account's tokens and codes are revoked (as /__admin/revoke), then
+                          Kommo's disable hook is called as Kommo calls it: GET {url}?account_id=
+                          {numeric id}&client_uuid={client_id}&signature={lowercase hex
+                          HMAC-SHA256(the secret, "{client_id}|{account_id}")}; answers
+                          {"revoked", "status": the hook's HTTP status, "body": its body (JSON,
+                          else text)}, or 502 {"error"} when the hook could not be reached
   GET  /__admin/tokens?subdomain=S   the account's current token pairs, oldest first: those
                           whose refresh token still works: {"tokens": [{"access_token",
                           "refresh_token", "client_id", "expires_at" (the access token's, unix
@@ -100,7 +107,9 @@ Defaults: expires_in 86400, require_host false, revoke_access_on_refresh true.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import re
 import secrets
 import threading
@@ -108,7 +117,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import parse_qs
+from urllib.error import HTTPError
+from urllib.parse import parse_qs, urlencode
+from urllib.request import urlopen
 
 from common import AdminRoute, BadAdminRequest, FakeService, Reply, Request, admin_error, admin_json, json_reply, run
 
@@ -557,6 +568,7 @@ class KommoApi(FakeService):
             ("POST", "/__admin/codes"): self._admin_code,
             ("POST", "/__admin/expire"): self._admin_expire,
             ("POST", "/__admin/revoke"): self._admin_revoke,
+            ("POST", "/__admin/disable"): self._admin_disable,
             ("GET", "/__admin/tokens"): self._admin_tokens,
             ("POST", "/__admin/settings"): self._admin_set_settings,
             ("GET", "/__admin/settings"): self._admin_get_settings,
@@ -686,7 +698,11 @@ class KommoApi(FakeService):
     def _admin_revoke(self, req: Request) -> Reply:
         body = admin_json(req)
         self._only(body, {"subdomain"})
-        subdomain = self._string(body, "subdomain")
+        revoked = self._revoke(self._string(body, "subdomain"))
+        return revoked if isinstance(revoked, Reply) else json_reply(200, {"revoked": revoked})
+
+    def _revoke(self, subdomain: str) -> int | Reply:
+        """Every token and unexchanged code of the account revoked: how many live pairs were."""
         now = time.time()
         with self._lock:
             account = self._account_named(subdomain)
@@ -699,7 +715,37 @@ class KommoApi(FakeService):
             for code in self._codes.values():
                 if code.account == subdomain:
                     code.revoked = True
-        return json_reply(200, {"revoked": revoked})
+        return revoked
+
+    def _admin_disable(self, req: Request) -> Reply:
+        body = admin_json(req)
+        self._only(body, {"subdomain", "client_id", "url"})
+        client_id = self._string(body, "client_id")
+        url = self._string(body, "url")
+        if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+            raise BadAdminRequest("url must be a loopback http URL (the bridge under test)")
+        subdomain = self._string(body, "subdomain")
+        revoked = self._revoke(subdomain)
+        if isinstance(revoked, Reply):
+            return revoked
+        with self._lock:
+            account_id = str(self._accounts[subdomain].id)
+        signature = hmac.new(
+            self.client_secret.encode(), f"{client_id}|{account_id}".encode(), hashlib.sha256
+        ).hexdigest()
+        query = urlencode({"account_id": account_id, "client_uuid": client_id, "signature": signature})
+        try:
+            with urlopen(f"{url}?{query}", timeout=10) as answer:
+                status, raw = answer.status, answer.read()
+        except HTTPError as error:
+            status, raw = error.code, error.read()
+        except OSError as error:
+            return admin_error(502, f"the disable hook could not be reached: {error}")
+        try:
+            answered: Any = json.loads(raw)
+        except ValueError:
+            answered = raw.decode("utf-8", "replace")
+        return json_reply(200, {"revoked": revoked, "status": status, "body": answered})
 
     def _admin_tokens(self, req: Request) -> Reply:
         subdomain = req.query_param("subdomain")

@@ -6,20 +6,24 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import http.client
+import http.server
 import json
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import uuid
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -1026,6 +1030,50 @@ class KommoTest(unittest.TestCase):
         self.assertEqual(self.fake.admin("GET", "settings?subdomain=nobody")[0], 404)
         self.assertEqual(self.fake.admin("GET", "settings"),
                          (200, {"expires_in": 86400, "require_host": False, "revoke_access_on_refresh": True}))
+
+    def test_disable_revokes_and_calls_the_hook_signed_as_kommo_signs_it(self) -> None:
+        account, tokens = self.installed()
+        sub = account["subdomain"]
+        calls: list[str] = []
+
+        class Hook(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+                calls.append(self.path)
+                body = b'{"state":"disconnected"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_port}/kommo/oauth/disabled"
+            status, answer = self.fake.admin("POST", "disable", {"subdomain": sub, "client_id": KOMMO_CLIENT,
+                                                                 "url": url})
+            self.assertEqual((status, answer), (200, {"revoked": 1, "status": 200,
+                                                      "body": {"state": "disconnected"}}))
+            (path,) = calls
+            self.assertTrue(path.startswith("/kommo/oauth/disabled?"), path)
+            query = dict(parse_qsl(path.split("?", 1)[1]))
+            self.assertEqual((query["account_id"], query["client_uuid"]), (str(account["id"]), KOMMO_CLIENT))
+            expected = hmac.new(KOMMO_SECRET.encode(), f"{KOMMO_CLIENT}|{account['id']}".encode(),
+                                hashlib.sha256).hexdigest()
+            self.assertEqual(query["signature"], expected)
+            self.assert_unauthorized(self.api("/api/v4/account", tokens["access_token"]))
+            for bad, expected_status in (({"subdomain": sub, "client_id": KOMMO_CLIENT, "url": "http://evil.example/"},
+                                          400),
+                                         ({"subdomain": sub, "client_id": KOMMO_CLIENT}, 400),
+                                         ({"subdomain": "nobody", "client_id": KOMMO_CLIENT, "url": url}, 404)):
+                self.assertEqual(self.fake.admin("POST", "disable", bad)[0], expected_status, bad)
+            self.assertEqual(len(calls), 1, "a refused admin call calls no hook")
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 if __name__ == "__main__":

@@ -296,7 +296,14 @@ async fn connect_with_a_table_registers_the_account_for_the_kommo_ui() {
         (account.scope_id.as_str(), account.state),
         (format!("{channel}_acc-9").as_str(), AccountState::Connected)
     );
-    assert_eq!(store.account_of_scope(&account.scope_id).await.unwrap(), Some(31_000_009));
+    assert_eq!(store.account_of_scope(&account.scope_id).await.unwrap().map(|a| a.account_id), Some(31_000_009));
     let listed = cli(&["accounts"], &env[3..], b"");
     assert!(listed.stdout.contains("31000009") && listed.stdout.contains("(no tokens)"), "{}", listed.stdout);
+    // Disconnected by hand: the registry follows, so the bridge refuses the scope.
+    let disconnected = cli(&["disconnect", "--account-id", "acc-9"], &env, b"");
+    assert_eq!(disconnected.code, 0, "{}", disconnected.stderr);
+    assert!(disconnected.stdout.contains("registry: account 31000009 disconnected"), "{}", disconnected.stdout);
+    let scope = store.account_of_scope(&account.scope_id).await.unwrap().unwrap();
+    assert_eq!(scope.state, AccountState::Disconnected);
+    assert!(cli(&["accounts"], &env[3..], b"").stdout.contains("disconnected"));
 }

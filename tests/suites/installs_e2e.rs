@@ -137,3 +137,94 @@ async fn a_redirect_kommo_would_not_make_is_refused_and_sends_nothing() {
     // The code was never spent: the real install still works.
     assert_eq!(t.callback(&format!("code={code}&referer={referer}")).await.0, 200);
 }
+
+/// Kommo's disable hook: a forged call changes nothing; Kommo's own call disconnects the
+/// account (tokens deleted, channel disconnected), and from then on its webhooks and events are
+/// refused and nothing is forwarded, until it is installed again.
+async fn a_disabled_account_is_refused_until_installed_again(on_dynamodb: bool) {
+    let t = Installing::start(on_dynamodb);
+    let (account, code, referer) = t.account_with_code().await;
+    let (account_id, amojo_id) = (account["id"].as_u64().unwrap(), account["amojo_id"].as_str().unwrap());
+    let subdomain = account["subdomain"].as_str().unwrap().to_owned();
+    assert_eq!(t.callback(&format!("code={code}&referer={referer}")).await.0, 200);
+    let channel = t.e2e.scope.trim_end_matches("_acc-1").to_owned();
+    let scope = format!("{channel}_{amojo_id}");
+    let typing = |conversation: &str| {
+        json!({"type": "typing.started", "scope_id": scope, "conversation_id": conversation, "user_id": "client-1"})
+            .to_string()
+    };
+    let webhook = json!({"account_id": amojo_id, "time": 1_700_000_000, "action": {"typing": {
+        "user": {"id": "manager-1"}, "conversation": {"id": "kommo-c1", "client_id": "conv-1"},
+        "expired_at": 1_700_000_005}}})
+    .to_string();
+    assert_eq!(t.e2e.chat_event(typing("conv-1")).await.status(), 200, "served once installed");
+    assert_eq!(t.e2e.kommo_webhook_to(&scope, webhook.clone()).await.status(), 200);
+
+    // Forged, or for another integration, or incomplete: refused, and nothing changes.
+    let hook = format!("{}/kommo/oauth/disabled", t.e2e.server.base);
+    let signed = shared::signing::disable_hook::sign(&t.kommo.secret, &t.client_id, &account_id.to_string());
+    let forged = shared::signing::disable_hook::sign("not-the-secret", &t.client_id, &account_id.to_string());
+    let other = shared::signing::disable_hook::sign(&t.kommo.secret, "another-integration", &account_id.to_string());
+    for (query, expected) in [
+        (format!("account_id={account_id}&client_uuid={}&signature={forged}", t.client_id), 401),
+        (format!("account_id={account_id}&client_uuid=another-integration&signature={other}"), 401),
+        (format!("account_id={}&client_uuid={}&signature={signed}", account_id + 1, t.client_id), 401),
+        (format!("account_id={account_id}&client_uuid={}", t.client_id), 401),
+        (format!("client_uuid={}&signature={signed}", t.client_id), 400),
+        (format!("account_id={account_id}&signature={signed}"), 400),
+    ] {
+        let response = t.http.get(format!("{hook}?{query}")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{query}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"]["code"].is_string(), "a JSON error: {error}");
+    }
+    assert_eq!(t.ui_presence(account_id).await, 200, "a forged disable changed nothing");
+    assert_eq!(t.e2e.chat_event(typing("conv-2")).await.status(), 200);
+
+    // Kommo's own call.
+    let disabled =
+        t.kommo.admin_post("disable", json!({"subdomain": subdomain, "client_id": t.client_id, "url": hook})).await;
+    assert_eq!(disabled["status"], 200, "{disabled}");
+    assert_eq!(disabled["body"], json!({"account_id": account_id, "state": "disconnected"}));
+    let disconnects = t.e2e.amojo.calls(&channel).await;
+    let disconnect = disconnects.iter().find(|c| c["path"] == format!("/v2/origin/custom/{channel}/disconnect"));
+    let disconnect = disconnect.expect("the channel disconnected");
+    assert_eq!(
+        (disconnect["body"]["account_id"].as_str(), &disconnect["signature_ok"]),
+        (Some(amojo_id), &json!(true))
+    );
+
+    let chat_before = t.e2e.chat.calls(&scope).await.len();
+    let amojo_before = t.e2e.amojo.calls(&scope).await.len();
+    let refused = t.e2e.chat_event(typing("conv-3")).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "scope_disconnected");
+    let refused = t.e2e.kommo_webhook_to(&scope, webhook.clone()).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(t.ui_presence(account_id).await, 403, "the widget is not served either");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(t.e2e.amojo.calls(&scope).await.len(), amojo_before, "nothing sent to Kommo");
+    assert_eq!(t.e2e.chat.calls(&scope).await.len(), chat_before, "nothing forwarded to the chat service");
+    // Disabled twice (Kommo may call again): the same answer, nothing more sent.
+    let again =
+        t.kommo.admin_post("disable", json!({"subdomain": subdomain, "client_id": t.client_id, "url": hook})).await;
+    assert_eq!((&again["status"], &again["body"]["state"]), (&json!(200), &json!("disconnected")));
+    let disconnects_now = t.e2e.amojo.calls(&channel).await;
+    assert_eq!(disconnects_now.len(), disconnects.len(), "no second disconnect call");
+
+    // Installed again: served again.
+    assert_eq!(t.callback(&format!("code={}&referer={referer}", t.code_for(&subdomain).await)).await.0, 200);
+    assert_eq!(t.e2e.chat_event(typing("conv-4")).await.status(), 200);
+    assert_eq!(t.e2e.kommo_webhook_to(&scope, webhook).await.status(), 200);
+    assert_eq!(t.ui_presence(account_id).await, 200);
+}
+
+#[tokio::test]
+async fn a_disabled_account_is_refused_until_installed_again_in_memory() {
+    a_disabled_account_is_refused_until_installed_again(false).await;
+}
+
+#[tokio::test]
+async fn a_disabled_account_is_refused_until_installed_again_on_dynamodb() {
+    a_disabled_account_is_refused_until_installed_again(true).await;
+}

@@ -32,7 +32,8 @@ Usage:
       prints its scope_id; with --kommo-account-id, registers it in TABLE_NAME's registry (the
       Kommo UI then serves it), or without TABLE_NAME prints the KOMMO_ACCOUNTS entry to add.
   bridge-cli disconnect --account-id <amojo account id>
-      Disconnects the account from the channel.
+      Disconnects the account from the channel; with TABLE_NAME also marks it disconnected in
+      the registry (its tokens deleted), so the bridge refuses its scope.
   bridge-cli accounts
       Lists the accounts installed through Kommo's OAuth (the registry in the table): numeric
       id, host, scope, state (connected, needs_reinstall, disconnected) and when the access
@@ -64,8 +65,8 @@ Environment (the same names as the functions):
   CHAT_SERVICE_SECRET       sign chat, send chat (whsec_...)
   KOMMO_INTEGRATION_SECRET  sign token
   KOMMO_ACCOUNTS            read by connect, to print the whole new value
-  TABLE_NAME                accounts, and connect --kommo-account-id (the deployment's table)
-  DYNAMODB_ENDPOINT         accounts, connect: a DynamoDB endpoint instead of AWS's (a local server)
+  TABLE_NAME                accounts, connect --kommo-account-id and disconnect (the deployment's table)
+  DYNAMODB_ENDPOINT         with TABLE_NAME: a DynamoDB endpoint instead of AWS's (a local server)
 
 Exit status: 0 done; 1 failed (an error, or a bridge answering other than 2xx); 2 bad usage or configuration.
 ";
@@ -180,8 +181,7 @@ async fn connect(options: &Options) -> Result<(), Failure> {
 /// through Kommo later adds them).
 async fn register(account_id: u64, amojo_id: &str, scope_id: &str, table: &str) -> Result<(), Failure> {
     use shared::ports::store::{AccountRecord, AccountRegistry, AccountState};
-    let client = shared::adapters::dynamo::client_from_env(env("DYNAMODB_ENDPOINT").as_deref());
-    let store = shared::adapters::dynamo::DynamoStore::new(client, table);
+    let store = registry(table);
     let failed = |e: shared::ports::store::StoreError| Failure::Failed(format!("the registry: {e}"));
     let previous = store.get_account(account_id).await.map_err(failed)?;
     let record = AccountRecord {
@@ -206,15 +206,32 @@ async fn disconnect(options: &Options) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Failed(format!("disconnect failed: {e}")))?;
     println!("disconnected: account {account_id} from channel {channel_id}");
+    if let Some(table) = env("TABLE_NAME") {
+        // The registry: the bridge refuses the scope's webhooks and events from now on.
+        use shared::ports::store::{AccountRegistry, AccountState};
+        let store = registry(&table);
+        let failed = |e: shared::ports::store::StoreError| Failure::Failed(format!("the registry: {e}"));
+        let scope_id = format!("{channel_id}_{account_id}");
+        match store.account_of_scope(&scope_id).await.map_err(failed)? {
+            Some(account) => {
+                store.set_account_state(account.account_id, AccountState::Disconnected).await.map_err(failed)?;
+                println!("registry: account {} disconnected in table {table} (its tokens deleted)", account.account_id);
+            }
+            None => println!("registry: no account of scope {scope_id} in table {table}"),
+        }
+    }
     Ok(())
+}
+
+/// The registry in the table `table` (`DYNAMODB_ENDPOINT` for a local server).
+fn registry(table: &str) -> shared::adapters::dynamo::DynamoStore {
+    let client = shared::adapters::dynamo::client_from_env(env("DYNAMODB_ENDPOINT").as_deref());
+    shared::adapters::dynamo::DynamoStore::new(client, table)
 }
 
 async fn accounts() -> Result<(), Failure> {
     use shared::ports::store::AccountRegistry;
-    let table = required_env("TABLE_NAME")?;
-    let endpoint = env("DYNAMODB_ENDPOINT");
-    let client = shared::adapters::dynamo::client_from_env(endpoint.as_deref());
-    let store = shared::adapters::dynamo::DynamoStore::new(client, table);
+    let store = registry(&required_env("TABLE_NAME")?);
     let accounts = store.list_accounts().await.map_err(|e| Failure::Failed(format!("the registry: {e}")))?;
     println!("{:<12} {:<32} {:<16} {:<31} scope_id", "account", "host", "state", "access token expires");
     for account in &accounts {

@@ -1009,6 +1009,7 @@ impl AccountRegistry for DynamoStore {
             .item("pk", s(format!("{}#account", record.scope_id)))
             .item("sk", s("account"))
             .item("account_id", n(record.account_id as i64))
+            .item("state", s(record.state.as_str()))
             .send()
             .await
             .map_err(unavailable)?;
@@ -1020,9 +1021,13 @@ impl AccountRegistry for DynamoStore {
         item.map(|item| account_record(&item)).transpose()
     }
 
-    async fn account_of_scope(&self, scope_id: &str) -> Result<Option<u64>, StoreError> {
+    async fn account_of_scope(&self, scope_id: &str) -> Result<Option<ScopeAccount>, StoreError> {
         let item = self.get_item(format!("{scope_id}#account"), "account").await?;
-        Ok(item.and_then(|item| num(&item, "account_id")).map(|id| id as u64))
+        let Some(item) = item else { return Ok(None) };
+        let account_id = num(&item, "account_id").ok_or_else(|| StoreError::Corrupt("scope without account".into()))?;
+        let state = text(&item, "state").unwrap_or_else(|| AccountState::Connected.as_str().into());
+        let state = AccountState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("scope state {state:?}")))?;
+        Ok(Some(ScopeAccount { account_id: account_id as u64, state }))
     }
 
     async fn replace_tokens(
@@ -1059,7 +1064,21 @@ impl AccountRegistry for DynamoStore {
             _ => update.update_expression("SET #state = :state"),
         };
         // `state` is a DynamoDB reserved word.
-        conditional(update.expression_attribute_names("#state", "state").send().await)?;
+        let update = update.expression_attribute_names("#state", "state").return_values(ReturnValue::AllNew);
+        let account = match update.send().await {
+            Ok(output) => output.attributes,
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => return Ok(()), // not registered
+            Err(error) => return Err(unavailable(error)),
+        };
+        // Events read the state from the scope's item (one read each): it follows the account's.
+        let Some(scope_id) = account.as_ref().and_then(|item| text(item, "scope_id")) else { return Ok(()) };
+        self.update(format!("{scope_id}#account"), "account")
+            .update_expression("SET #state = :state")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":state", s(state.as_str()))
+            .send()
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 

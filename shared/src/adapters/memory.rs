@@ -599,9 +599,13 @@ impl AccountRegistry for MemoryStore {
         Ok(self.state().accounts.get(&account_id).cloned())
     }
 
-    async fn account_of_scope(&self, scope_id: &str) -> Result<Option<u64>, StoreError> {
+    async fn account_of_scope(&self, scope_id: &str) -> Result<Option<ScopeAccount>, StoreError> {
         self.ops.read();
-        Ok(self.state().accounts_by_scope.get(scope_id).copied())
+        let state = self.state();
+        let account_id = state.accounts_by_scope.get(scope_id).copied();
+        Ok(account_id
+            .and_then(|id| state.accounts.get(&id))
+            .map(|account| ScopeAccount { account_id: account.account_id, state: account.state }))
     }
 
     async fn replace_tokens(
@@ -624,6 +628,8 @@ impl AccountRegistry for MemoryStore {
     }
 
     async fn set_account_state(&self, account_id: u64, new_state: AccountState) -> Result<(), StoreError> {
+        // The account and its scope's item, as DynamoDB writes them.
+        self.ops.write();
         self.ops.write();
         let mut state = self.state();
         if let Some(account) = state.accounts.get_mut(&account_id) {

@@ -11,6 +11,7 @@ use super::config::Config;
 use super::http::{
     ApiError, HttpRequest, HttpResponse, header_str, json_response, parse_json, standard_webhook_headers,
 };
+use super::scopes::ScopeGate;
 use crate::flows::FlowError;
 use crate::flows::client_edits::ClientEdits;
 use crate::flows::client_messages::ClientMessages;
@@ -31,6 +32,8 @@ const REPLAY_MEMORY_MS: i64 = 2 * standard_webhooks::TOLERANCE_S * 1000;
 
 pub struct ChatSide {
     pub config: Arc<Config>,
+    /// Refuses the scopes of accounts that disabled the integration.
+    pub scopes: Arc<ScopeGate>,
     /// The chat service's Standard Webhooks secret.
     pub secret: WebhookSecret,
     pub clock: Arc<dyn Clock>,
@@ -73,6 +76,7 @@ impl ChatSide {
         if self.config.account_of_scope(scope_id).is_none() {
             return Err(ApiError::unknown_scope());
         }
+        self.scopes.check(scope_id).await?;
         // Before its webhook-id is remembered, so that a malformed event changes nothing at all.
         check_chat_event(&event)?;
         let webhook_id = header_str(request, "webhook-id").unwrap_or_default(); // verified present
@@ -131,6 +135,7 @@ impl ChatSide {
         if self.config.account_of_scope(&scope_id).is_none() {
             return Err(ApiError::unknown_scope());
         }
+        self.scopes.check(&scope_id).await?;
         let managers: Vec<_> = self
             .manager_presence
             .online_in(&scope_id, &conversation_id)

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::config::Config;
 use super::http::{ApiError, HttpRequest, HttpResponse, header_str, json_response, parse_json};
 use super::routes::RouteId;
+use super::scopes::ScopeGate;
 use crate::flows::client_presence::ClientPresence;
 use crate::flows::installs::{InstallError, Installs};
 use crate::flows::manager_messages::ManagerMessages;
@@ -26,7 +27,7 @@ use crate::flows::read_receipts::ReadReceipts;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::ports::kommo::KommoApi;
 use crate::ports::store::{AccountRegistry, AccountState, Conversations};
-use crate::signing::{Secret, kommo_webhook, one_time_token};
+use crate::signing::{Secret, disable_hook, kommo_webhook, one_time_token};
 use crate::time::Clock;
 
 /// How long a browser may cache a preflight answer.
@@ -34,6 +35,8 @@ const PREFLIGHT_MAX_AGE_S: &str = "600";
 
 pub struct KommoSide {
     pub config: Arc<Config>,
+    /// Refuses the scopes of accounts that disabled the integration.
+    pub scopes: Arc<ScopeGate>,
     /// Signs the widget's one-time tokens.
     pub integration_secret: Secret,
     pub clock: Arc<dyn Clock>,
@@ -78,6 +81,7 @@ impl KommoSide {
         if webhook.account_id != account_id {
             return Err(ApiError::bad_request("scope_mismatch", "account_id does not match the scope_id in the path"));
         }
+        self.scopes.check(scope_id).await?;
         match webhook.kind() {
             WebhookKind::ManagerTyping(typing) => {
                 span.record("kind", "manager_typing");
@@ -213,6 +217,7 @@ impl KommoSide {
         match installs.install(&param("code"), &param("referer")).await {
             Ok(account) => {
                 span.record("scope_id", account.scope_id.as_str());
+                self.scopes.remember(&account.scope_id, false);
                 let message = format!("The chat channel is connected to {}. You can close this page.", account.host);
                 install_page(StatusCode::OK, "Installed", &message)
             }
@@ -235,6 +240,49 @@ impl KommoSide {
                 )
             }
         }
+    }
+}
+
+impl KommoSide {
+    /// `GET /kommo/oauth/disabled?account_id=…&client_uuid=…&signature=…`: Kommo's disable hook,
+    /// called when an account disables the integration (which also disconnects the channel).
+    /// Verified as Kommo signs it (a forged call is 401 and changes nothing); then the account
+    /// is marked disconnected, its tokens deleted and the channel disconnected, and its scope's
+    /// webhooks and events are refused until it is installed again.
+    pub async fn oauth_disabled(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+        let span = tracing::Span::current();
+        span.record("kind", "oauth_disabled");
+        let (Some(installs), Some(settings)) = (&self.installs, &self.config.installs) else {
+            return Err(ApiError::not_found(
+                "installs_not_configured",
+                "installs through Kommo are not configured here",
+            ));
+        };
+        let query = request.uri().query().unwrap_or_default();
+        let param = |name: &str| {
+            super::http::query_param(query, name).filter(|value| !value.is_empty()).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("the {name} query parameter is required"))
+            })
+        };
+        let (account, client_uuid) = (param("account_id")?, param("client_uuid")?);
+        let signature = super::http::query_param(query, "signature");
+        disable_hook::verify(
+            self.integration_secret.expose(),
+            &settings.client_id,
+            &client_uuid,
+            &account,
+            signature.as_deref(),
+        )
+        .map_err(|e| ApiError::bad_signature(e.to_string()))?;
+        let account_id = account
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("invalid_query", "account_id must be Kommo's numeric account id"))?;
+        let Some(account) = installs.disable(account_id).await? else {
+            return Err(ApiError::not_found("unknown_account", "this Kommo account is not installed here"));
+        };
+        span.record("scope_id", account.scope_id.as_str());
+        self.scopes.remember(&account.scope_id, true);
+        Ok(json_response(StatusCode::OK, &json!({"account_id": account_id, "state": account.state.as_str()})))
     }
 }
 

@@ -13,6 +13,7 @@ mod kommo_side;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod routes;
+mod scopes;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use self::config::Config;
 use self::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use self::kommo_side::KommoSide;
 use self::routes::{EntryPoint, RouteId};
+use self::scopes::ScopeGate;
 use crate::flows::chat_delivery::ChatDelivery;
 use crate::flows::client_edits::ClientEdits;
 use crate::flows::client_messages::{ClientMessages, IntoKommo};
@@ -91,8 +93,10 @@ impl Bridge {
             settings: config.presence,
             enabled: privacy.forward_manager_presence,
         };
+        let scopes = Arc::new(ScopeGate::new(store.clone(), clock.clone()));
         let kommo_side = config.integration_secret.clone().map(|integration_secret| KommoSide {
             config: config.clone(),
+            scopes: scopes.clone(),
             integration_secret,
             clock: clock.clone(),
             conversations: store.clone(),
@@ -126,6 +130,7 @@ impl Bridge {
         });
         let chat_side = config.chat_service_secret.clone().map(|secret| ChatSide {
             config: config.clone(),
+            scopes,
             secret,
             clock: clock.clone(),
             replays: store.clone(),
@@ -292,6 +297,7 @@ impl Bridge {
             RouteId::OAuthCallback => {
                 Ok(self.kommo_side.as_ref().ok_or_else(not_served)?.oauth_callback(request).await)
             }
+            RouteId::OAuthDisabled => self.kommo_side.as_ref().ok_or_else(not_served)?.oauth_disabled(request).await,
             RouteId::ChatEvents => self.chat_side.as_ref().ok_or_else(not_served)?.event(request).await,
             RouteId::ChatPresence => self.chat_side.as_ref().ok_or_else(not_served)?.presence_pull(request).await,
             RouteId::UiPresence | RouteId::UiRead => {

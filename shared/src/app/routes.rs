@@ -20,6 +20,7 @@ pub enum EntryPoint {
 pub enum RouteId {
     KommoWebhook,
     OAuthCallback,
+    OAuthDisabled,
     UiPresence,
     UiRead,
     ChatEvents,
@@ -41,9 +42,10 @@ pub struct RouteDef {
 const UI_PRESENCE: &str = "/kommo/ui/conversations/{conversation_id}/presence";
 const UI_READ: &str = "/kommo/ui/conversations/{conversation_id}/read";
 
-pub static ROUTES: [RouteDef; 13] = [
+pub static ROUTES: [RouteDef; 14] = [
     route(Method::POST, "/kommo/webhook/{scope_id}", RouteId::KommoWebhook, EntryPoint::KommoWebhook),
     route(Method::GET, "/kommo/oauth/callback", RouteId::OAuthCallback, EntryPoint::KommoWebhook),
+    route(Method::GET, "/kommo/oauth/disabled", RouteId::OAuthDisabled, EntryPoint::KommoWebhook),
     route(Method::GET, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),
     route(Method::POST, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),
     route(Method::OPTIONS, UI_PRESENCE, RouteId::UiPresence, EntryPoint::KommoWebhook),

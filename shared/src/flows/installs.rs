@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::FlowError;
-use crate::models::kommo::ConnectRequest;
+use crate::models::kommo::{ConnectRequest, DisconnectRequest};
 use crate::models::oauth::Tokens;
 use crate::ports::accounts::{KommoRest, KommoRestError, TokenSealer};
 use crate::ports::kommo::{KommoApi, KommoError};
@@ -19,7 +19,7 @@ use crate::time::Clock;
 #[derive(Clone)]
 pub struct Installs {
     pub rest: Arc<dyn KommoRest>,
-    /// amojo, for `connect`.
+    /// amojo, for `connect` and `disconnect`.
     pub kommo: Arc<dyn KommoApi>,
     pub accounts: Arc<dyn AccountRegistry>,
     pub sealer: Arc<dyn TokenSealer>,
@@ -87,6 +87,24 @@ impl Installs {
         self.accounts.put_account(&record).await.map_err(FlowError::from)?;
         tracing::info!(account_id = record.account_id, scope_id = %record.scope_id, "account installed");
         Ok(record)
+    }
+
+    /// Kommo's disable hook for `account_id` (verified by the caller): the account is marked
+    /// disconnected and its tokens deleted, then the channel is disconnected. Kommo disconnects
+    /// the channel itself when the integration is disabled, so a failure of that call is only
+    /// logged. None when the account was never installed; disabling twice changes nothing more.
+    pub async fn disable(&self, account_id: u64) -> Result<Option<AccountRecord>, FlowError> {
+        let Some(record) = self.accounts.get_account(account_id).await? else { return Ok(None) };
+        if record.state == AccountState::Disconnected {
+            return Ok(Some(record));
+        }
+        self.accounts.set_account_state(account_id, AccountState::Disconnected).await?;
+        let disconnect = DisconnectRequest { account_id: record.amojo_id.clone() };
+        if let Err(error) = self.kommo.disconnect(&disconnect).await {
+            tracing::warn!(account_id, error = %error, "the channel could not be disconnected (Kommo disconnects it on disable)");
+        }
+        tracing::info!(account_id, scope_id = %record.scope_id, "account disconnected");
+        Ok(Some(AccountRecord { state: AccountState::Disconnected, sealed_tokens: None, ..record }))
     }
 
     fn seal(&self, account_id: u64, tokens: &Tokens) -> String {

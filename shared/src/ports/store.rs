@@ -436,14 +436,21 @@ pub struct AccountRecord {
     pub installed_at_ms: i64,
 }
 
+/// A scope's account in the registry, as events check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopeAccount {
+    pub account_id: u64,
+    pub state: AccountState,
+}
+
 /// The accounts that installed the integration (global items: they map a scope to its account).
 #[async_trait]
 pub trait AccountRegistry: Send + Sync {
     /// Records an installation, or a new one of the same account (replacing what was stored).
     async fn put_account(&self, record: &AccountRecord) -> Result<(), StoreError>;
     async fn get_account(&self, account_id: u64) -> Result<Option<AccountRecord>, StoreError>;
-    /// The numeric account a scope belongs to.
-    async fn account_of_scope(&self, scope_id: &str) -> Result<Option<u64>, StoreError>;
+    /// The account a scope belongs to, and where it stands (one read: events check it).
+    async fn account_of_scope(&self, scope_id: &str) -> Result<Option<ScopeAccount>, StoreError>;
     /// Compare-and-set of the tokens: written (and the version bumped) only if the stored
     /// version is still `expected_version`; true when this call wrote them.
     async fn replace_tokens(
@@ -453,7 +460,8 @@ pub trait AccountRegistry: Send + Sync {
         sealed_tokens: &str,
         access_expires_at_ms: i64,
     ) -> Result<bool, StoreError>;
-    /// Moves the account to `state`; with `Disconnected` its tokens are deleted too.
+    /// Moves the account (and its scope) to `state`; with `Disconnected` its tokens are deleted
+    /// too.
     async fn set_account_state(&self, account_id: u64, state: AccountState) -> Result<(), StoreError>;
     /// Every account, for the operator (never their tokens' plaintext).
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;

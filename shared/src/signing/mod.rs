@@ -1,11 +1,13 @@
 //! Every signature the bridge makes or checks, each byte-exact to its protocol.
 //!
 //! - [`amojo`]: requests to Kommo's Chat API (Content-MD5 + HMAC-SHA1 over method, MD5, type, date, path).
+//! - [`disable_hook`]: Kommo's call to the disable-hook URL (HMAC-SHA256 of client id and account).
 //! - [`kommo_webhook`]: `X-Signature` on webhooks from Kommo (HMAC-SHA1 of the raw body).
 //! - [`one_time_token`]: the Kommo UI widget's `X-Auth-Token` (JWT HS256).
 //! - [`standard_webhooks`]: both directions with the chat service (www.standardwebhooks.com).
 
 pub mod amojo;
+pub mod disable_hook;
 pub mod kommo_webhook;
 pub mod one_time_token;
 pub mod standard_webhooks;

@@ -404,7 +404,8 @@ pub async fn an_account_is_registered_and_its_tokens_replaced_only_over_what_was
     };
     store.put_account(&installed).await.unwrap();
     assert_eq!(store.get_account(account_id).await.unwrap(), Some(installed.clone()));
-    assert_eq!(store.account_of_scope(&scope).await.unwrap(), Some(account_id));
+    let connected = ScopeAccount { account_id, state: AccountState::Connected };
+    assert_eq!(store.account_of_scope(&scope).await.unwrap(), Some(connected));
     assert_eq!(store.account_of_scope(&fresh_scope()).await.unwrap(), None);
     // Two refreshes read version 1; only the first write lands, the second must read again.
     assert!(store.replace_tokens(account_id, 1, "sealed-2", 2000).await.unwrap());
@@ -418,6 +419,11 @@ pub async fn an_account_is_registered_and_its_tokens_replaced_only_over_what_was
     let disconnected = store.get_account(account_id).await.unwrap().unwrap();
     assert_eq!((disconnected.state, disconnected.sealed_tokens), (AccountState::Disconnected, None));
     assert!(!store.replace_tokens(account_id, disconnected.token_version, "sealed-4", 4000).await.unwrap());
+    // The scope follows (events read it there), and a new install brings both back.
+    let scope_state = |state| Some(ScopeAccount { account_id, state });
+    assert_eq!(store.account_of_scope(&scope).await.unwrap(), scope_state(AccountState::Disconnected));
+    store.put_account(&AccountRecord { token_version: 5, ..installed.clone() }).await.unwrap();
+    assert_eq!(store.account_of_scope(&scope).await.unwrap(), scope_state(AccountState::Connected));
     store.set_account_state(account_id + 1, AccountState::NeedsReinstall).await.unwrap(); // unknown: nothing
     assert_eq!(store.get_account(account_id + 1).await.unwrap(), None);
 }

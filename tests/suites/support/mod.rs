@@ -158,9 +158,14 @@ impl E2e {
 
     /// Posts a webhook as Kommo would (signed with the channel secret).
     pub async fn kommo_webhook(&self, body: String) -> reqwest::Response {
+        self.kommo_webhook_to(&self.scope, body).await
+    }
+
+    /// Posts a webhook as Kommo would to the channel's webhook URL of `scope`.
+    pub async fn kommo_webhook_to(&self, scope: &str, body: String) -> reqwest::Response {
         let signature = shared::signing::kommo_webhook::sign(&self.amojo.secret, body.as_bytes());
         self.http
-            .post(format!("{}/kommo/webhook/{}", self.server.base, self.scope))
+            .post(format!("{}/kommo/webhook/{scope}", self.server.base))
             .header("x-signature", signature)
             .body(body)
             .send()
