@@ -8,7 +8,7 @@ use shared::adapters::memory::MemoryStore;
 use shared::flows::installs::{InstallError, Installs, TokenError, sealing_context};
 use shared::ports::accounts::{KommoRestError, TokenSealer};
 use shared::ports::kommo::KommoError;
-use shared::ports::store::{AccountRegistry, AccountState};
+use shared::ports::store::{AccountRegistry, AccountState, ManagerDirectory};
 use shared::testing::{KommoCall, ManualClock, RecordingKommo, RecordingKommoRest, TestSealer};
 
 struct Setup {
@@ -30,6 +30,7 @@ fn setup() -> Setup {
         rest: rest.clone(),
         kommo: kommo.clone(),
         accounts: store.clone(),
+        directory: store.clone(),
         sealer: sealer.clone(),
         clock: clock.clone(),
         channel_title: "Bridge".into(),
@@ -41,7 +42,14 @@ fn setup() -> Setup {
 async fn an_install_connects_the_channel_and_registers_the_account_with_its_tokens_sealed() {
     let s = setup();
     let record = s.installs.install("code-1", "acme.kommo.com").await.unwrap();
-    assert_eq!(s.rest.calls(), ["exchange acme.kommo.com code-1", "account acme.kommo.com access-1"]);
+    assert_eq!(
+        s.rest.calls(),
+        ["exchange acme.kommo.com code-1", "account acme.kommo.com access-1", "users acme.kommo.com access-1"]
+    );
+    // The managers' ids, read at install: the first events name them fully.
+    let directory = s.store.managers_of(&record.scope_id).await.unwrap().expect("the managers stored");
+    let ids: Vec<_> = directory.managers.iter().map(|m| (m.kommo_user_id, m.amojo_id.as_str())).collect();
+    assert_eq!(ids, [(7, "amojo-user-7"), (8, "amojo-user-8")]);
     let connects: Vec<_> = s
         .kommo
         .calls()
@@ -190,4 +198,35 @@ async fn a_disable_disconnects_the_account_even_when_amojo_cannot_be_reached() {
     assert_eq!(s.installs.disable(record.account_id).await.unwrap().unwrap().state, AccountState::Disconnected);
     assert_eq!(disconnects(&s), 1);
     assert_eq!(tokens_of(&s).access_token(record.account_id, None).await, Err(TokenError::NotInstalled));
+}
+
+#[tokio::test]
+async fn an_unknown_manager_makes_kommo_read_at_most_once_a_minute_per_account() {
+    use shared::flows::managers::{ManagerDirectoryRefresh, NamedBy};
+    let s = setup();
+    let record = s.installs.install("code-1", "acme.kommo.com").await.unwrap();
+    let scope = record.scope_id.clone();
+    let refresh =
+        ManagerDirectoryRefresh::new(s.store.clone(), s.store.clone(), tokens_of(&s), s.rest.clone(), s.clock.clone());
+    let users_calls = |s: &Setup| s.rest.calls().iter().filter(|call| call.starts_with("users ")).count();
+    assert_eq!(users_calls(&s), 1, "read at install");
+    // Known managers, by either id: nothing read.
+    refresh.on_named(&scope, NamedBy::Amojo("amojo-user-7")).await;
+    refresh.on_named(&scope, NamedBy::KommoUser(8)).await;
+    // Unknown, but Kommo was read less than a minute ago: nothing read either.
+    refresh.on_named(&scope, NamedBy::Amojo("amojo-user-9")).await;
+    assert_eq!(users_calls(&s), 1);
+    s.clock.advance_ms(61_000);
+    refresh.on_named(&scope, NamedBy::Amojo("amojo-user-9")).await;
+    assert_eq!(users_calls(&s), 2, "a miss a minute later reads Kommo's users again");
+    refresh.on_named(&scope, NamedBy::KommoUser(9)).await;
+    s.clock.advance_ms(30_000);
+    refresh.on_named(&scope, NamedBy::Amojo("amojo-user-9")).await;
+    assert_eq!(users_calls(&s), 2, "still unknown, within the minute: not again");
+    let stored = s.store.managers_of(&scope).await.unwrap().unwrap();
+    assert_eq!(stored.fetched_at_ms, 1_700_000_061_000);
+    // A scope with no installed account is never read from Kommo.
+    s.clock.advance_ms(120_000);
+    refresh.on_named("channel_hand-connected", NamedBy::Amojo("amojo-user-7")).await;
+    assert_eq!(users_calls(&s), 2);
 }

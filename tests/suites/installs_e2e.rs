@@ -228,3 +228,87 @@ async fn a_disabled_account_is_refused_until_installed_again_in_memory() {
 async fn a_disabled_account_is_refused_until_installed_again_on_dynamodb() {
     a_disabled_account_is_refused_until_installed_again(true).await;
 }
+
+/// One identity per manager: the manager's typing and message (Kommo names them by amojo id) and
+/// presence (the Kommo UI names them by Kommo user id) reach the chat service under one
+/// `manager.id`, the amojo id, with the Kommo user id and name beside it: the users were read
+/// from Kommo at install.
+async fn a_manager_is_named_the_same_in_typing_messages_and_presence(on_dynamodb: bool) {
+    let t = Installing::start(on_dynamodb);
+    let (account, code, referer) = t.account_with_code().await;
+    assert_eq!(t.callback(&format!("code={code}&referer={referer}")).await.0, 200);
+    let amojo_account = account["amojo_id"].as_str().unwrap();
+    let scope = format!("{}_{amojo_account}", t.e2e.scope.trim_end_matches("_acc-1"));
+    let manager = &account["users"][1];
+    let (amojo_id, user_id) = (manager["amojo_id"].as_str().unwrap(), manager["id"].as_u64().unwrap());
+    let conversation = unique("conv-");
+    let now = shared::time::Clock::now_s(&shared::time::SystemClock);
+    let typing = json!({"account_id": amojo_account, "time": now, "action": {"typing": {
+        "user": {"id": amojo_id}, "conversation": {"id": "kommo-chat-1", "client_id": conversation},
+        "expired_at": now + 5}}});
+    assert_eq!(t.e2e.kommo_webhook_to(&scope, typing.to_string()).await.status(), 200);
+    // Shown before the message ends it (a start the message overtook is never sent).
+    named_in(&t, &scope, &["typing.started"]).await;
+    let message = json!({"account_id": amojo_account, "time": now, "message": {
+        "receiver": {"id": "kommo-client-1", "client_id": "client-1"}, "sender": {"id": amojo_id},
+        "conversation": {"id": "kommo-chat-1", "client_id": conversation}, "timestamp": now,
+        "message": {"id": unique("kommo-msg-"), "type": "text", "text": "hello"}}});
+    assert_eq!(t.e2e.kommo_webhook_to(&scope, message.to_string()).await.status(), 200);
+    let claims = json!({"account_id": account["id"], "user_id": user_id, "iat": now, "nbf": now, "exp": now + 60});
+    let token = shared::signing::one_time_token::issue(&t.kommo.secret, &claims);
+    let viewing = t
+        .http
+        .post(format!("{}/kommo/ui/conversations/{conversation}/presence", t.e2e.server.base))
+        .header("origin", "https://acme.kommo.com")
+        .header("x-auth-token", token)
+        .body(r#"{"state":"viewing"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(viewing.status(), 200);
+
+    let kinds = ["typing.started", "typing.stopped", "message.created", "presence.changed"];
+    let named = named_in(&t, &scope, &kinds).await;
+    let expected = json!({"id": amojo_id, "kommo_user_id": user_id, "name": manager["name"]});
+    assert_eq!(named, vec![expected.clone(); kinds.len()], "{kinds:?}");
+
+    // The chat service's presence pull names them the same way.
+    let pulled = t.e2e.chat_get(&format!("/chat/presence?scope_id={scope}&conversation_id={conversation}")).await;
+    assert_eq!(pulled.status(), 200);
+    let pulled: Value = pulled.json().await.unwrap();
+    let online = &pulled["managers"][0];
+    assert_eq!(
+        (&online["id"], &online["kommo_user_id"], &online["name"]),
+        (&expected["id"], &expected["kommo_user_id"], &expected["name"])
+    );
+}
+
+/// The manager each of `kinds` names (`manager`, or `sender` of a message), once all arrived.
+async fn named_in(t: &Installing, scope: &str, kinds: &[&str]) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let calls = t.e2e.chat.calls(scope).await;
+        let named: Vec<Value> = kinds
+            .iter()
+            .filter_map(|kind| calls.iter().find(|c| c["body"]["type"] == *kind && c["reply_status"] == 200))
+            .map(|call| {
+                let body = &call["body"];
+                body.get("manager").or_else(|| body.get("sender")).cloned().unwrap_or_default()
+            })
+            .collect();
+        if named.len() == kinds.len() || std::time::Instant::now() > deadline {
+            return named;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_manager_is_named_the_same_in_typing_messages_and_presence_in_memory() {
+    a_manager_is_named_the_same_in_typing_messages_and_presence(false).await;
+}
+
+#[tokio::test]
+async fn a_manager_is_named_the_same_in_typing_messages_and_presence_on_dynamodb() {
+    a_manager_is_named_the_same_in_typing_messages_and_presence(true).await;
+}

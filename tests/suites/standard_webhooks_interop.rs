@@ -28,7 +28,7 @@ async fn what_the_bridge_signs_the_python_library_verifies() {
     let event = BridgeEvent::TypingStarted {
         scope_id: scope.clone(),
         conversation_id: "conv-1".into(),
-        manager: ManagerRef { id: "manager-1".into(), name: None },
+        manager: ManagerRef::by_amojo_id("manager-1", None),
         expires_at: 1_700_000_005,
     };
     client.deliver(&event, "msg_interop_1", RetryPolicy::EPHEMERAL).await.unwrap();
@@ -48,7 +48,7 @@ async fn a_wrong_secret_is_refused_by_the_python_library() {
     let event = BridgeEvent::TypingStopped {
         scope_id: scope.clone(),
         conversation_id: "conv-1".into(),
-        manager: ManagerRef { id: "manager-1".into(), name: None },
+        manager: ManagerRef::by_amojo_id("manager-1", None),
     };
     let error = client.deliver(&event, "msg_interop_2", RetryPolicy::EPHEMERAL).await.unwrap_err();
     assert!(matches!(error, shared::ports::chat::ChatError::Rejected { status: 401, .. }), "{error:?}");

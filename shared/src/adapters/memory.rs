@@ -34,6 +34,7 @@ struct State {
     turns: HashMap<(String, String), LaneState>,
     accounts: HashMap<u64, AccountRecord>,
     accounts_by_scope: HashMap<String, u64>,
+    managers: HashMap<String, ManagerList>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -579,6 +580,20 @@ impl SendTurns for MemoryStore {
         if sent_mark > lane.sent_mark {
             lane.sent_mark = sent_mark;
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ManagerDirectory for MemoryStore {
+    async fn managers_of(&self, scope_id: &str) -> Result<Option<ManagerList>, StoreError> {
+        self.ops.read();
+        Ok(self.state().managers.get(scope_id).cloned())
+    }
+
+    async fn put_managers(&self, scope_id: &str, list: &ManagerList) -> Result<(), StoreError> {
+        self.ops.write();
+        self.state().managers.insert(scope_id.to_owned(), list.clone());
         Ok(())
     }
 }

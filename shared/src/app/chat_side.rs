@@ -19,6 +19,7 @@ use crate::flows::client_presence::ClientPresence;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::DeliveryStatuses;
 use crate::flows::manager_presence::ManagerPresence;
+use crate::flows::managers::{ManagerNames, kommo_ui_manager};
 use crate::flows::reactions::ClientReactions;
 use crate::models::chat::ChatEvent;
 use crate::ports::store::DedupeKeys;
@@ -34,6 +35,8 @@ pub struct ChatSide {
     pub config: Arc<Config>,
     /// Refuses the scopes of accounts that disabled the integration.
     pub scopes: Arc<ScopeGate>,
+    /// Names the managers of the presence pull as events name them (with installs).
+    pub names: Option<Arc<ManagerNames>>,
     /// The chat service's Standard Webhooks secret.
     pub secret: WebhookSecret,
     pub clock: Arc<dyn Clock>,
@@ -136,13 +139,18 @@ impl ChatSide {
             return Err(ApiError::unknown_scope());
         }
         self.scopes.check(&scope_id).await?;
-        let managers: Vec<_> = self
-            .manager_presence
-            .online_in(&scope_id, &conversation_id)
-            .await?
-            .into_iter()
-            .map(|(id, last_seen_ms)| json!({"id": id, "last_seen_at": last_seen_ms.div_euclid(1000)}))
-            .collect();
+        let mut managers = Vec::new();
+        for (id, last_seen_ms) in self.manager_presence.online_in(&scope_id, &conversation_id).await? {
+            // Windows are kept by the Kommo UI's user id; the answer names managers as events do.
+            let manager = kommo_ui_manager(&id);
+            let manager = match &self.names {
+                Some(names) => names.identify(&scope_id, &manager).await,
+                None => manager,
+            };
+            let mut entry = serde_json::to_value(&manager).expect("a manager serialises");
+            entry["last_seen_at"] = json!(last_seen_ms.div_euclid(1000));
+            managers.push(entry);
+        }
         Ok(json_response(
             StatusCode::OK,
             &json!({"scope_id": scope_id, "conversation_id": conversation_id, "managers": managers}),

@@ -45,6 +45,9 @@ pub struct Config {
     pub ui_origins: Vec<String>,
     /// Installs through Kommo's OAuth (`kommo-webhook`, when `KOMMO_CLIENT_ID` is set).
     pub installs: Option<InstallSettings>,
+    /// Managers named from the directory of installed accounts' users (every function, when
+    /// `KOMMO_CLIENT_ID` is set: only installs fill it, so without them it is never read).
+    pub manager_directory: bool,
 }
 
 /// What installing the integration through Kommo's OAuth needs. The client secret is the
@@ -183,6 +186,7 @@ impl Config {
                 Function::KommoWebhook => install_settings(env)?,
                 _ => None,
             },
+            manager_directory: non_empty(env, "KOMMO_CLIENT_ID").is_some(),
         })
     }
 
@@ -237,6 +241,7 @@ impl Config {
             ui_origins: list(env, "KOMMO_UI_ORIGINS")
                 .unwrap_or_else(|| split_list(&format!("{DEFAULT_UI_ORIGINS},{LOCAL_UI_ORIGINS}"))),
             installs: install_settings(env)?,
+            manager_directory: non_empty(env, "KOMMO_CLIENT_ID").is_some(),
         };
         Ok((config, defaults))
     }

@@ -22,11 +22,12 @@ use crate::flows::installs::{InstallError, Installs};
 use crate::flows::manager_messages::ManagerMessages;
 use crate::flows::manager_presence::ManagerPresence;
 use crate::flows::manager_typing::ManagerTyping;
+use crate::flows::managers::{ManagerDirectoryRefresh, NamedBy};
 use crate::flows::reactions::ManagerReactions;
 use crate::flows::read_receipts::ReadReceipts;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::ports::kommo::KommoApi;
-use crate::ports::store::{AccountRegistry, AccountState, Conversations};
+use crate::ports::store::{AccountRegistry, AccountState, Conversations, ManagerDirectory};
 use crate::signing::{Secret, disable_hook, kommo_webhook, one_time_token};
 use crate::time::Clock;
 
@@ -46,6 +47,10 @@ pub struct KommoSide {
     pub accounts: Arc<dyn AccountRegistry>,
     /// Installs through Kommo's OAuth, when configured (`Bridge::with_installs`).
     pub installs: Option<Installs>,
+    /// The installed accounts' managers, read from Kommo when one is named that it does not
+    /// know (with installs).
+    pub managers: Option<Arc<ManagerDirectoryRefresh>>,
+    pub directory: Arc<dyn ManagerDirectory>,
     /// amojo, for the channel's `connect` at install.
     pub amojo: Arc<dyn KommoApi>,
     pub manager_typing: ManagerTyping,
@@ -86,6 +91,7 @@ impl KommoSide {
             WebhookKind::ManagerTyping(typing) => {
                 span.record("kind", "manager_typing");
                 span.record("conversation_id", typing.conversation.integration_id());
+                self.learn_manager(scope_id, NamedBy::Amojo(&typing.user.id)).await;
                 self.manager_typing.on_webhook(scope_id, typing).await?
             }
             WebhookKind::ManagerMessage(message) => {
@@ -94,12 +100,16 @@ impl KommoSide {
                 if let Some(msgid) = message.message.id.as_deref() {
                     span.record("msgid", msgid);
                 }
+                self.learn_manager(scope_id, NamedBy::Amojo(&message.sender.id)).await;
                 self.manager_messages.on_webhook(scope_id, message).await?
             }
             WebhookKind::Reaction(reaction) => {
                 span.record("kind", "reaction");
                 if let Some(conversation) = &reaction.conversation {
                     span.record("conversation_id", conversation.integration_id());
+                }
+                if let Some(user_id) = reaction.user.as_ref().and_then(|user| user.id.as_deref()) {
+                    self.learn_manager(scope_id, NamedBy::Amojo(user_id)).await;
                 }
                 self.manager_reactions.on_webhook(scope_id, reaction).await?
             }
@@ -172,6 +182,9 @@ impl KommoSide {
             (RouteId::UiPresence, _) => {
                 let body: PresenceBody = parse_json(request.body())?;
                 let manager = &claims.user_id;
+                if let Ok(user_id) = manager.parse::<u64>() {
+                    self.learn_manager(&scope_id, NamedBy::KommoUser(user_id)).await;
+                }
                 match body.state {
                     ManagerState::Viewing => {
                         span.record("kind", "ui_viewing");
@@ -194,6 +207,14 @@ impl KommoSide {
 }
 
 impl KommoSide {
+    /// A manager was named: with installs, the directory learns them if it does not know them
+    /// yet (see `crate::flows::managers`), so that the events sent for them name them fully.
+    async fn learn_manager(&self, scope_id: &str, named: NamedBy<'_>) {
+        if let Some(managers) = &self.managers {
+            managers.on_named(scope_id, named).await;
+        }
+    }
+
     /// The scope of an account installed through Kommo's OAuth and not disconnected since.
     async fn installed_scope(&self, account_id: &str) -> Result<Option<String>, ApiError> {
         let Ok(numeric) = account_id.parse::<u64>() else { return Ok(None) };

@@ -31,10 +31,11 @@ use crate::flows::client_messages::{ClientMessages, IntoKommo};
 use crate::flows::client_presence::ClientPresence;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::{DeliveryStatuses, StatusRegister, StatusReports};
-use crate::flows::installs::Installs;
+use crate::flows::installs::{AccountTokens, Installs};
 use crate::flows::manager_messages::{ManagerMessages, MessageRelay};
 use crate::flows::manager_presence::{ManagerPresence, ManagerPresenceExpiry};
 use crate::flows::manager_typing::{ManagerTyping, ManagerTypingExpiry};
+use crate::flows::managers::{ManagerDirectoryRefresh, ManagerNames, NamedManagers};
 use crate::flows::reactions::{ClientReactions, ManagerReactions};
 use crate::flows::read_receipts::ReadReceipts;
 use crate::ports::accounts::{KommoRest, TokenSealer};
@@ -94,6 +95,14 @@ impl Bridge {
             enabled: privacy.forward_manager_presence,
         };
         let scopes = Arc::new(ScopeGate::new(store.clone(), clock.clone()));
+        // Every event's manager named the same way, where installs keep a directory of them.
+        let names = config.manager_directory.then(|| Arc::new(ManagerNames::new(store.clone(), clock.clone())));
+        let chat = match (chat, &names) {
+            (Some(inner), Some(names)) => {
+                Some(Arc::new(NamedManagers { inner, names: names.clone() }) as Arc<dyn ChatService>)
+            }
+            (chat, _) => chat,
+        };
         let kommo_side = config.integration_secret.clone().map(|integration_secret| KommoSide {
             config: config.clone(),
             scopes: scopes.clone(),
@@ -101,7 +110,9 @@ impl Bridge {
             clock: clock.clone(),
             conversations: store.clone(),
             accounts: store.clone(),
+            directory: store.clone(),
             installs: None,
+            managers: None,
             amojo: kommo.clone(),
             manager_typing: ManagerTyping {
                 leases: store.clone(),
@@ -131,6 +142,7 @@ impl Bridge {
         let chat_side = config.chat_service_secret.clone().map(|secret| ChatSide {
             config: config.clone(),
             scopes,
+            names,
             secret,
             clock: clock.clone(),
             replays: store.clone(),
@@ -313,10 +325,24 @@ impl Bridge {
     /// Kommo's OAuth and REST API, `sealer` seals the tokens for the store.
     pub fn with_installs(mut self, rest: Arc<dyn KommoRest>, sealer: Arc<dyn TokenSealer>) -> Self {
         if let (Some(side), Some(settings)) = (self.kommo_side.as_mut(), self.config.installs.as_ref()) {
+            let tokens = AccountTokens {
+                rest: rest.clone(),
+                accounts: side.accounts.clone(),
+                sealer: sealer.clone(),
+                clock: side.clock.clone(),
+            };
+            side.managers = Some(Arc::new(ManagerDirectoryRefresh::new(
+                side.directory.clone(),
+                side.accounts.clone(),
+                tokens,
+                rest.clone(),
+                side.clock.clone(),
+            )));
             side.installs = Some(Installs {
                 rest,
                 kommo: side.amojo.clone(),
                 accounts: side.accounts.clone(),
+                directory: side.directory.clone(),
                 sealer,
                 clock: side.clock.clone(),
                 channel_title: settings.channel_title.clone(),

@@ -152,6 +152,6 @@ pub fn typing_stopped(scope_id: &str, conversation_id: &str, manager_id: &str) -
     BridgeEvent::TypingStopped {
         scope_id: scope_id.to_owned(),
         conversation_id: conversation_id.to_owned(),
-        manager: ManagerRef { id: manager_id.to_owned(), name: None },
+        manager: ManagerRef::by_amojo_id(manager_id, None),
     }
 }

@@ -12,7 +12,7 @@ use crate::models::kommo::{ConnectRequest, DisconnectRequest};
 use crate::models::oauth::Tokens;
 use crate::ports::accounts::{KommoRest, KommoRestError, TokenSealer};
 use crate::ports::kommo::{KommoApi, KommoError};
-use crate::ports::store::{AccountRecord, AccountRegistry, AccountState};
+use crate::ports::store::{AccountRecord, AccountRegistry, AccountState, ManagerDirectory, ManagerList};
 use crate::rules::install::{check_authorization_code, kommo_account_host, refresh_due};
 use crate::time::Clock;
 
@@ -22,6 +22,8 @@ pub struct Installs {
     /// amojo, for `connect` and `disconnect`.
     pub kommo: Arc<dyn KommoApi>,
     pub accounts: Arc<dyn AccountRegistry>,
+    /// The account's managers, read at install (see `super::managers`).
+    pub directory: Arc<dyn ManagerDirectory>,
     pub sealer: Arc<dyn TokenSealer>,
     pub clock: Arc<dyn Clock>,
     /// The channel's title in Kommo.
@@ -86,6 +88,17 @@ impl Installs {
         };
         self.accounts.put_account(&record).await.map_err(FlowError::from)?;
         tracing::info!(account_id = record.account_id, scope_id = %record.scope_id, "account installed");
+        // The managers' ids now, so that the first events name them fully; what fails here is
+        // read again when a manager is named (the install itself is done).
+        match self.rest.users(&record.host, &tokens.access_token).await {
+            Ok(users) => {
+                let directory = ManagerList::from_users(&users, now);
+                if let Err(error) = self.directory.put_managers(&record.scope_id, &directory).await {
+                    tracing::warn!(%error, "the managers could not be stored at install");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "the managers could not be read at install"),
+        }
         Ok(record)
     }
 

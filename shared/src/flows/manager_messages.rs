@@ -97,7 +97,7 @@ impl ManagerMessages {
             answered_as: None,
         };
         self.conversations.remember_conversation(scope_id, conversation_id, &facts).await?;
-        let manager = ManagerRef { id: message.sender.id.clone(), name: message.sender.name.clone() };
+        let manager = ManagerRef::by_amojo_id(&message.sender.id, message.sender.name.clone());
         // Their typing is over, at once; the relay tells the chat service, just before the message.
         self.leases.end(&LeaseKey::manager(scope_id, conversation_id, &manager.id), now).await?;
         let event = BridgeEvent::MessageCreated {
@@ -230,7 +230,7 @@ impl MessageRelay {
             let started = BridgeEvent::TypingStarted {
                 scope_id: key.scope_id.clone(),
                 conversation_id: key.conversation_id.clone(),
-                manager: ManagerRef { id: manager_id_of(&key).to_owned(), name: None },
+                manager: ManagerRef::by_amojo_id(manager_id_of(&key), None),
                 expires_at: kommo_expired_at_s(lease.expires_at_ms),
             };
             self.timers.schedule(DueWork::deliver(started), self.clock.now_ms()).await?;

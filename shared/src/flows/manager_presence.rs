@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::FlowError;
 use super::chat_delivery::ChatDelivery;
 use crate::ids::new_webhook_id;
-use crate::models::chat::{BridgeEvent, ManagerRef};
+use crate::models::chat::BridgeEvent;
 use crate::ports::store::{PresenceKey, PresenceWindows};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::presence::{PresenceSettings, WindowCheck, coalesce_ms, is_transition, window_check};
@@ -129,7 +129,8 @@ fn presence_changed(scope_id: &str, conversation_id: &str, manager_id: &str, onl
     BridgeEvent::PresenceChanged {
         scope_id: scope_id.into(),
         conversation_id: conversation_id.into(),
-        manager: ManagerRef { id: manager_id.into(), name: None },
+        // The Kommo UI names managers by their Kommo user id; delivery names them by amojo id.
+        manager: crate::flows::managers::kommo_ui_manager(manager_id),
         online,
     }
 }

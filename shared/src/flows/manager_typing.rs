@@ -49,7 +49,7 @@ impl ManagerTyping {
         let started = BridgeEvent::TypingStarted {
             scope_id: scope_id.to_owned(),
             conversation_id: conversation_id.to_owned(),
-            manager: ManagerRef { id: typing.user.id.clone(), name: None },
+            manager: ManagerRef::by_amojo_id(&typing.user.id, None),
             expires_at: typing.expired_at,
         };
         let scheduled = tokio::try_join!(

@@ -32,6 +32,7 @@ pub mod kommo_names;
 pub mod manager_messages;
 pub mod manager_presence;
 pub mod manager_typing;
+pub mod managers;
 pub mod reactions;
 pub mod read_receipts;
 

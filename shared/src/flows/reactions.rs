@@ -71,7 +71,7 @@ pub fn manager_reaction(scope_id: &str, reaction: &ReactionAction) -> Result<Bri
     let reaction = ManagerReaction {
         scope_id: scope_id.to_owned(),
         conversation_id: conversation.integration_id().to_owned(),
-        manager: ManagerRef { id: manager_id, name: user.and_then(|u| given(&u.name)) },
+        manager: ManagerRef::by_amojo_id(manager_id, user.and_then(|u| given(&u.name))),
         emoji,
         message,
     };

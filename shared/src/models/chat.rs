@@ -320,15 +320,38 @@ pub struct ManagerReaction {
     pub message: MessageRef,
 }
 
-/// A Kommo user (manager), by Kommo's id.
+/// A manager, named the same way in every event: `id` is their Chat API (amojo) id, with their
+/// numeric Kommo user id when the bridge knows it (see `crate::flows::managers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagerRef {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kommo_user_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
+impl ManagerRef {
+    /// A manager as Kommo's chat webhooks name them: by their amojo id.
+    pub fn by_amojo_id(id: impl Into<String>, name: Option<String>) -> Self {
+        Self { id: id.into(), kommo_user_id: None, name }
+    }
+}
+
 impl BridgeEvent {
+    /// The manager the event names (the sender of `message.created`), to name them the same way
+    /// in every event.
+    pub fn manager_mut(&mut self) -> Option<&mut ManagerRef> {
+        match self {
+            Self::MessageCreated { sender, .. } => Some(sender),
+            Self::TypingStarted { manager, .. }
+            | Self::TypingStopped { manager, .. }
+            | Self::PresenceChanged { manager, .. } => Some(manager),
+            Self::ReactionAdded(reaction) | Self::ReactionRemoved(reaction) => Some(&mut reaction.manager),
+            Self::MessageDelivered { .. } | Self::MessageFailed { .. } | Self::MessageRead { .. } => None,
+        }
+    }
+
     pub fn scope_id(&self) -> &str {
         match self {
             Self::MessageCreated { scope_id, .. }

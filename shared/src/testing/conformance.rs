@@ -30,6 +30,7 @@ macro_rules! store_conformance_tests {
             conversations_are_found_by_either_id_and_read_marks_only_move_forward,
             a_chat_a_manager_started_leads_to_the_id_it_was_answered_under,
             an_account_is_registered_and_its_tokens_replaced_only_over_what_was_read,
+            a_scopes_manager_directory_is_replaced_whole,
             the_newest_client_message_of_a_conversation_is_found,
             a_presence_push_is_due_only_when_what_was_told_changes,
             a_dedupe_key_is_claimed_once_until_it_lapses,
@@ -426,6 +427,20 @@ pub async fn an_account_is_registered_and_its_tokens_replaced_only_over_what_was
     assert_eq!(store.account_of_scope(&scope).await.unwrap(), scope_state(AccountState::Connected));
     store.set_account_state(account_id + 1, AccountState::NeedsReinstall).await.unwrap(); // unknown: nothing
     assert_eq!(store.get_account(account_id + 1).await.unwrap(), None);
+}
+
+pub async fn a_scopes_manager_directory_is_replaced_whole(store: &dyn Store) {
+    let (scope, other) = (fresh_scope(), fresh_scope());
+    assert_eq!(store.managers_of(&scope).await.unwrap(), None);
+    let anna = KnownManager { amojo_id: "amojo-anna".into(), kommo_user_id: 7, name: Some("Anna \"Q\" ü".into()) };
+    let bob = KnownManager { amojo_id: "amojo-bob".into(), kommo_user_id: 8, name: None };
+    let first = ManagerList { fetched_at_ms: 1000, managers: vec![anna.clone(), bob] };
+    store.put_managers(&scope, &first).await.unwrap();
+    assert_eq!(store.managers_of(&scope).await.unwrap(), Some(first));
+    assert_eq!(store.managers_of(&other).await.unwrap(), None);
+    let second = ManagerList { fetched_at_ms: 2000, managers: vec![anna] };
+    store.put_managers(&scope, &second).await.unwrap();
+    assert_eq!(store.managers_of(&scope).await.unwrap(), Some(second));
 }
 
 pub async fn the_newest_client_message_of_a_conversation_is_found(store: &dyn Store) {

@@ -1,0 +1,308 @@
+//! One identity per manager. Kommo names a manager by their Chat API (amojo) id in its chat
+//! webhooks (typing, messages, reactions) and by their numeric user id in the Kommo UI's tokens
+//! (presence). The chat service gets one shape everywhere, `{id, kommo_user_id?, name?}`, with
+//! `id` the amojo id, from a directory of the account's users kept in the table.
+//!
+//! - [`ManagerDirectoryRefresh`] (where Kommo's calls arrive, with the account's OAuth tokens)
+//!   reads `GET /api/v4/users?with=amojo_id` when a manager is named that the directory does
+//!   not know, at most once a minute per account, and at install.
+//! - [`ManagerNames`] (wherever events are sent, and the chat service's presence pull) fills
+//!   each event's manager from the directory: [`NamedManagers`] wraps the chat-service port, so
+//!   every event on every path is named the same way.
+//!
+//! Until the directory knows a manager (an account not installed through Kommo's OAuth, or a
+//! manager added since the last read, within its minute), an event carries what its source
+//! gave: the amojo id alone from a webhook; from the Kommo UI the Kommo user id as `id` (a
+//! decimal string) and as `kommo_user_id`. The next event after the directory learns them
+//! carries the amojo id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::installs::{AccountTokens, TokenError};
+use crate::models::chat::{BridgeEvent, ManagerRef};
+use crate::ports::accounts::{KommoRest, KommoRestError};
+use crate::ports::chat::{ChatAnswer, ChatError, ChatService};
+use crate::ports::store::{AccountRegistry, ManagerDirectory, ManagerList};
+use crate::rules::retry::RetryPolicy;
+use crate::time::Clock;
+
+/// Kommo's users are read again on a miss at most this often per account.
+pub const USERS_REFRESH_INTERVAL_MS: i64 = 60_000;
+/// How long a reader trusts the directory it read; a manager it does not know makes it read
+/// again once this much younger.
+const DIRECTORY_TTL_MS: i64 = 60_000;
+const DIRECTORY_RECHECK_MS: i64 = 5_000;
+/// A refresh never holds a Kommo webhook past this (Kommo waits 5 s for its answer).
+const REFRESH_TIME_LIMIT: Duration = Duration::from_secs(2);
+/// Past this many scopes a cache starts again empty: it never grows without bound.
+const MAX_CACHED_SCOPES: usize = 10_000;
+
+/// Who the manager is, given `directory`: the amojo id as `id`, with the Kommo user id and the
+/// name; unchanged when the directory does not know them.
+pub fn identify(directory: &ManagerList, manager: &ManagerRef) -> ManagerRef {
+    let known = match manager.kommo_user_id {
+        Some(user_id) => directory.managers.iter().find(|known| known.kommo_user_id == user_id),
+        None => directory.managers.iter().find(|known| known.amojo_id == manager.id),
+    };
+    match known {
+        Some(known) => ManagerRef {
+            id: known.amojo_id.clone(),
+            kommo_user_id: Some(known.kommo_user_id),
+            name: manager.name.clone().or_else(|| known.name.clone()),
+        },
+        None => manager.clone(),
+    }
+}
+
+/// A manager as the Kommo UI names them (its token's user id), before the directory is asked.
+pub fn kommo_ui_manager(user_id: &str) -> ManagerRef {
+    ManagerRef { id: user_id.to_owned(), kommo_user_id: user_id.parse().ok(), name: None }
+}
+
+/// A small per-instance cache of one value per scope, read at most once per `ttl`.
+struct ScopeCache<T> {
+    entries: Mutex<HashMap<String, (T, i64)>>,
+}
+
+impl<T: Clone> ScopeCache<T> {
+    fn new() -> Self {
+        Self { entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, scope_id: &str) -> Option<(T, i64)> {
+        self.lock().get(scope_id).cloned()
+    }
+
+    fn put(&self, scope_id: &str, value: T, at_ms: i64) {
+        let mut entries = self.lock();
+        if entries.len() >= MAX_CACHED_SCOPES && !entries.contains_key(scope_id) {
+            entries.clear();
+        }
+        entries.insert(scope_id.to_owned(), (value, at_ms));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (T, i64)>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Reads the directory (cached per instance) and names managers from it.
+pub struct ManagerNames {
+    directory: Arc<dyn ManagerDirectory>,
+    clock: Arc<dyn Clock>,
+    cache: ScopeCache<Option<Arc<ManagerList>>>,
+}
+
+impl ManagerNames {
+    pub fn new(directory: Arc<dyn ManagerDirectory>, clock: Arc<dyn Clock>) -> Self {
+        Self { directory, clock, cache: ScopeCache::new() }
+    }
+
+    /// `manager` as the directory knows them. A directory that cannot be read leaves the
+    /// manager as they are (logged): naming never stops an event.
+    pub async fn identify(&self, scope_id: &str, manager: &ManagerRef) -> ManagerRef {
+        let now = self.clock.now_ms();
+        let cached = self.cache.get(scope_id);
+        let fresh = |read_at: i64, limit: i64| now - read_at < limit;
+        let directory = match cached {
+            Some((directory, read_at)) if fresh(read_at, DIRECTORY_TTL_MS) => {
+                let knows = directory.as_ref().is_some_and(|d| identify(d, manager) != *manager);
+                if knows || fresh(read_at, DIRECTORY_RECHECK_MS) { directory } else { self.read(scope_id, now).await }
+            }
+            _ => self.read(scope_id, now).await,
+        };
+        directory.map_or_else(|| manager.clone(), |directory| identify(&directory, manager))
+    }
+
+    async fn read(&self, scope_id: &str, now: i64) -> Option<Arc<ManagerList>> {
+        match self.directory.managers_of(scope_id).await {
+            Ok(directory) => {
+                let directory = directory.map(Arc::new);
+                self.cache.put(scope_id, directory.clone(), now);
+                directory
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the manager directory could not be read; managers named as the source named them");
+                None
+            }
+        }
+    }
+}
+
+/// The chat-service port, every event's manager named by [`ManagerNames`] before it is sent.
+pub struct NamedManagers {
+    pub inner: Arc<dyn ChatService>,
+    pub names: Arc<ManagerNames>,
+}
+
+#[async_trait]
+impl ChatService for NamedManagers {
+    async fn deliver(
+        &self,
+        event: &BridgeEvent,
+        webhook_id: &str,
+        policy: RetryPolicy,
+    ) -> Result<ChatAnswer, ChatError> {
+        let mut named = event.clone();
+        let scope_id = event.scope_id().to_owned();
+        if let Some(manager) = named.manager_mut() {
+            *manager = self.names.identify(&scope_id, manager).await;
+        }
+        self.inner.deliver(&named, webhook_id, policy).await
+    }
+}
+
+/// How a manager was named where they were seen.
+#[derive(Debug, Clone, Copy)]
+pub enum NamedBy<'a> {
+    /// A chat webhook's user id.
+    Amojo(&'a str),
+    /// The Kommo UI token's user id.
+    KommoUser(u64),
+}
+
+/// Keeps the directory of an installed account's managers current: read from Kommo at install
+/// and when a manager is named that it does not know, at most once a minute per account.
+pub struct ManagerDirectoryRefresh {
+    pub directory: Arc<dyn ManagerDirectory>,
+    pub accounts: Arc<dyn AccountRegistry>,
+    pub tokens: AccountTokens,
+    pub rest: Arc<dyn KommoRest>,
+    pub clock: Arc<dyn Clock>,
+    /// What this instance last read or wrote per scope (None: no directory there).
+    cache: ScopeCache<Option<Arc<ManagerList>>>,
+    /// When this instance last tried Kommo for a scope (a failure waits its minute too).
+    attempts: ScopeCache<()>,
+}
+
+impl ManagerDirectoryRefresh {
+    pub fn new(
+        directory: Arc<dyn ManagerDirectory>,
+        accounts: Arc<dyn AccountRegistry>,
+        tokens: AccountTokens,
+        rest: Arc<dyn KommoRest>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { directory, accounts, tokens, rest, clock, cache: ScopeCache::new(), attempts: ScopeCache::new() }
+    }
+
+    /// A manager was named in `scope_id`: when the directory does not know them, Kommo's users
+    /// are read again (at most once a minute per account, within [`REFRESH_TIME_LIMIT`]).
+    /// Never fails the caller: what could not be learnt now is learnt on a later miss.
+    pub async fn on_named(&self, scope_id: &str, named: NamedBy<'_>) {
+        let now = self.clock.now_ms();
+        let directory = match self.cache.get(scope_id) {
+            Some((directory, read_at)) if now - read_at < DIRECTORY_TTL_MS => directory,
+            _ => match self.directory.managers_of(scope_id).await {
+                Ok(directory) => {
+                    let directory = directory.map(Arc::new);
+                    self.cache.put(scope_id, directory.clone(), now);
+                    directory
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the manager directory could not be read");
+                    return;
+                }
+            },
+        };
+        let known = directory.as_ref().is_some_and(|directory| match named {
+            NamedBy::Amojo(id) => directory.managers.iter().any(|known| known.amojo_id == id),
+            NamedBy::KommoUser(id) => directory.managers.iter().any(|known| known.kommo_user_id == id),
+        });
+        let read_lately = directory.as_ref().is_some_and(|d| now - d.fetched_at_ms < USERS_REFRESH_INTERVAL_MS)
+            || self.attempts.get(scope_id).is_some_and(|(_, at)| now - at < USERS_REFRESH_INTERVAL_MS);
+        if known || read_lately {
+            return;
+        }
+        self.attempts.put(scope_id, (), now);
+        match tokio::time::timeout(REFRESH_TIME_LIMIT, self.refresh(scope_id)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(reason)) => tracing::info!(%reason, "the managers could not be read from Kommo"),
+            Err(_) => tracing::warn!("reading the managers from Kommo took too long; a later miss reads again"),
+        }
+    }
+
+    /// Reads the account's users from Kommo and stores them as the scope's directory.
+    pub async fn refresh(&self, scope_id: &str) -> Result<ManagerList, String> {
+        let account = self.accounts.account_of_scope(scope_id).await.map_err(|e| e.to_string())?;
+        let account_id = account.ok_or("the scope's account is not installed through Kommo's OAuth")?.account_id;
+        let record = self.accounts.get_account(account_id).await.map_err(|e| e.to_string())?;
+        let host = record.map(|record| record.host).filter(|host| !host.is_empty());
+        let host = host.ok_or("the account has no Kommo host (connected by hand)")?;
+        let token = self.tokens.access_token(account_id, None).await.map_err(token_error)?;
+        let users = match self.rest.users(&host, &token).await {
+            Err(KommoRestError::Refused { status: 401, .. }) => {
+                let renewed = self.tokens.access_token(account_id, Some(&token)).await.map_err(token_error)?;
+                self.rest.users(&host, &renewed).await
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
+        let list = ManagerList::from_users(&users, self.clock.now_ms());
+        self.directory.put_managers(scope_id, &list).await.map_err(|e| e.to_string())?;
+        self.cache.put(scope_id, Some(Arc::new(list.clone())), self.clock.now_ms());
+        tracing::info!(managers = list.managers.len(), "the managers' ids read from Kommo");
+        Ok(list)
+    }
+}
+
+fn token_error(error: TokenError) -> String {
+    error.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::oauth::KommoUser;
+    use crate::ports::store::KnownManager;
+
+    fn directory() -> ManagerList {
+        ManagerList {
+            fetched_at_ms: 0,
+            managers: vec![KnownManager { amojo_id: "amojo-anna".into(), kommo_user_id: 7, name: Some("Anna".into()) }],
+        }
+    }
+
+    #[test]
+    fn a_manager_is_named_the_same_from_a_webhook_and_from_the_kommo_ui() {
+        let from_webhook = ManagerRef { id: "amojo-anna".into(), kommo_user_id: None, name: None };
+        let from_ui = kommo_ui_manager("7");
+        let expected = ManagerRef { id: "amojo-anna".into(), kommo_user_id: Some(7), name: Some("Anna".into()) };
+        assert_eq!(identify(&directory(), &from_webhook), expected);
+        assert_eq!(identify(&directory(), &from_ui), expected);
+    }
+
+    #[test]
+    fn an_unknown_manager_is_sent_as_their_source_named_them() {
+        let unknown_ui = kommo_ui_manager("8");
+        assert_eq!(unknown_ui, ManagerRef { id: "8".into(), kommo_user_id: Some(8), name: None });
+        assert_eq!(identify(&directory(), &unknown_ui), unknown_ui);
+        let unknown_webhook = ManagerRef { id: "amojo-bob".into(), kommo_user_id: None, name: Some("Bob".into()) };
+        assert_eq!(identify(&directory(), &unknown_webhook), unknown_webhook);
+        // The name Kommo's webhook gave wins over the directory's.
+        let named = ManagerRef { id: "amojo-anna".into(), kommo_user_id: None, name: Some("Anna K.".into()) };
+        assert_eq!(identify(&directory(), &named).name.as_deref(), Some("Anna K."));
+    }
+
+    #[test]
+    fn users_without_a_chat_api_id_are_left_out() {
+        let users = [
+            KommoUser { id: 1, name: Some("A".into()), amojo_id: Some("amojo-a".into()) },
+            KommoUser { id: 2, name: None, amojo_id: None },
+            KommoUser { id: 3, name: Some(String::new()), amojo_id: Some("amojo-c".into()) },
+        ];
+        let list = ManagerList::from_users(&users, 5);
+        assert_eq!(list.fetched_at_ms, 5);
+        assert_eq!(
+            list.managers,
+            [
+                KnownManager { amojo_id: "amojo-a".into(), kommo_user_id: 1, name: Some("A".into()) },
+                KnownManager { amojo_id: "amojo-c".into(), kommo_user_id: 3, name: None },
+            ]
+        );
+    }
+}
