@@ -8,38 +8,36 @@
 //! A scope the registry does not know (configured in `KOMMO_ACCOUNTS`, or connected before the
 //! registry existed) is served.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::StatusCode;
 
 use super::http::ApiError;
 use crate::flows::FlowError;
+use crate::flows::managers::ScopeCache;
 use crate::ports::store::{AccountRegistry, AccountState};
 use crate::time::Clock;
 
 /// How long an instance trusts what it read of a scope's state.
 pub const SCOPE_STATE_TTL_MS: i64 = 60_000;
-/// Past this many scopes the cache starts again empty: it never grows without bound.
-const MAX_CACHED_SCOPES: usize = 10_000;
 
 pub struct ScopeGate {
     accounts: Arc<dyn AccountRegistry>,
     clock: Arc<dyn Clock>,
-    /// scope → (disconnected, read at ms).
-    cache: Mutex<HashMap<String, (bool, i64)>>,
+    /// scope → disconnected, with when it was read.
+    cache: ScopeCache<bool>,
 }
 
 impl ScopeGate {
     pub fn new(accounts: Arc<dyn AccountRegistry>, clock: Arc<dyn Clock>) -> Self {
-        Self { accounts, clock, cache: Mutex::new(HashMap::new()) }
+        Self { accounts, clock, cache: ScopeCache::new() }
     }
 
     /// Ok when the scope is served; 403 `scope_disconnected` when its account disabled the
     /// integration.
     pub async fn check(&self, scope_id: &str) -> Result<(), ApiError> {
         let now = self.clock.now_ms();
-        let cached = self.cache().get(scope_id).copied();
+        let cached = self.cache.get(scope_id);
         let disconnected = match cached {
             Some((disconnected, read_at)) if now - read_at < SCOPE_STATE_TTL_MS => disconnected,
             _ => {
@@ -61,15 +59,6 @@ impl ScopeGate {
 
     /// What this instance just did to a scope (disabled, or installed again), known at once.
     pub fn remember(&self, scope_id: &str, disconnected: bool) {
-        let now = self.clock.now_ms();
-        let mut cache = self.cache();
-        if cache.len() >= MAX_CACHED_SCOPES && !cache.contains_key(scope_id) {
-            cache.clear();
-        }
-        cache.insert(scope_id.to_owned(), (disconnected, now));
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (bool, i64)>> {
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cache.put(scope_id, disconnected, self.clock.now_ms());
     }
 }

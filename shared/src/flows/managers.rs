@@ -63,21 +63,21 @@ pub fn kommo_ui_manager(user_id: &str) -> ManagerRef {
     ManagerRef { id: user_id.to_owned(), kommo_user_id: user_id.parse().ok(), name: None }
 }
 
-/// A small per-instance cache of one value per scope, read at most once per `ttl`.
-struct ScopeCache<T> {
+/// A small per-instance cache of one value per scope, with when it was read.
+pub(crate) struct ScopeCache<T> {
     entries: Mutex<HashMap<String, (T, i64)>>,
 }
 
 impl<T: Clone> ScopeCache<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { entries: Mutex::new(HashMap::new()) }
     }
 
-    fn get(&self, scope_id: &str) -> Option<(T, i64)> {
+    pub(crate) fn get(&self, scope_id: &str) -> Option<(T, i64)> {
         self.lock().get(scope_id).cloned()
     }
 
-    fn put(&self, scope_id: &str, value: T, at_ms: i64) {
+    pub(crate) fn put(&self, scope_id: &str, value: T, at_ms: i64) {
         let mut entries = self.lock();
         if entries.len() >= MAX_CACHED_SCOPES && !entries.contains_key(scope_id) {
             entries.clear();
@@ -119,18 +119,26 @@ impl ManagerNames {
     }
 
     async fn read(&self, scope_id: &str, now: i64) -> Option<Arc<ManagerList>> {
-        match self.directory.managers_of(scope_id).await {
-            Ok(directory) => {
-                let directory = directory.map(Arc::new);
-                self.cache.put(scope_id, directory.clone(), now);
-                directory
-            }
+        match read_directory(&*self.directory, &self.cache, scope_id, now).await {
+            Ok(directory) => directory,
             Err(error) => {
                 tracing::warn!(%error, "the manager directory could not be read; managers named as the source named them");
                 None
             }
         }
     }
+}
+
+/// Reads a scope's directory from the store into `cache`.
+async fn read_directory(
+    directory: &dyn ManagerDirectory,
+    cache: &ScopeCache<Option<Arc<ManagerList>>>,
+    scope_id: &str,
+    now: i64,
+) -> Result<Option<Arc<ManagerList>>, crate::ports::store::StoreError> {
+    let read = directory.managers_of(scope_id).await?.map(Arc::new);
+    cache.put(scope_id, read.clone(), now);
+    Ok(read)
 }
 
 /// The chat-service port, every event's manager named by [`ManagerNames`] before it is sent.
@@ -197,12 +205,8 @@ impl ManagerDirectoryRefresh {
         let now = self.clock.now_ms();
         let directory = match self.cache.get(scope_id) {
             Some((directory, read_at)) if now - read_at < DIRECTORY_TTL_MS => directory,
-            _ => match self.directory.managers_of(scope_id).await {
-                Ok(directory) => {
-                    let directory = directory.map(Arc::new);
-                    self.cache.put(scope_id, directory.clone(), now);
-                    directory
-                }
+            _ => match read_directory(&*self.directory, &self.cache, scope_id, now).await {
+                Ok(directory) => directory,
                 Err(error) => {
                     tracing::warn!(%error, "the manager directory could not be read");
                     return;
