@@ -6,9 +6,14 @@ mod support;
 use bytes::Bytes;
 use shared::app::http::HttpRequest;
 use shared::app::routes::EntryPoint;
+use shared::rules::ids::{MAX_ID_BYTES, MAX_PATH_ID_BYTES};
 use shared::signing::{kommo_webhook, one_time_token};
 use shared::time::Clock;
 use support::*;
+
+use shared::adapters::dynamo::DynamoStore;
+use shared::ports::store::Store;
+use shared::testing::CountItems;
 
 struct Case {
     name: &'static str,
@@ -28,7 +33,7 @@ fn nested(depth: usize) -> String {
     format!("{}{}", "[".repeat(depth), "]".repeat(depth))
 }
 
-fn cases(sim: &Sim) -> Vec<Case> {
+fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
     let channel_secret = sim.bridge.config.channel_secret.expose().to_owned();
     let chat_secret = sim.chat_secret().clone();
     let integration_secret = sim.integration_secret().to_owned();
@@ -104,8 +109,25 @@ fn cases(sim: &Sim) -> Vec<Case> {
         |reference: &str| event("message.status", &format!(r#","reference":"{reference}","status":"read""#));
     let ui_presence = "/kommo/ui/conversations/conv-1/presence";
     let sig = |body: &str, secret: &str| Some(kommo_webhook::sign(secret, body.as_bytes()));
-
-    vec![
+    let over = "x".repeat(MAX_ID_BYTES + 1);
+    let path_over = "k".repeat(MAX_PATH_ID_BYTES + 1);
+    let message = |fields: &str| {
+        event(
+            "message.created",
+            &format!(
+                r#","conversation_id":"c","msgid":"m","user":{{"id":"u"}},"message":{{"type":"text","text":"hi"}},"timestamp_ms":1{fields}"#
+            ),
+        )
+    };
+    let typing_event = |conversation: &str, user: &str| {
+        event("typing.started", &format!(r#","conversation_id":"{conversation}","user_id":"{user}""#))
+    };
+    let at_scope = |scope: &str| {
+        format!(r#"{{"type":"typing.started","scope_id":"{scope}","conversation_id":"c","user_id":"u"}}"#)
+    };
+    let manager_message_with =
+        |from: &str, to: &str| manager_message("conv-1", "manager-1", "kommo-1").replace(from, to);
+    let mut cases = vec![
         // --- Kommo webhooks
         kommo("webhook without X-Signature", &webhook_url, typing.as_bytes(), None, 401),
         kommo("webhook signed with another secret", &webhook_url, typing.as_bytes(), sig(&typing, "other"), 401),
@@ -477,12 +499,128 @@ fn cases(sim: &Sim) -> Vec<Case> {
             request: http::Request::post("/chat/events").body(Bytes::new()).unwrap(),
             status: 404,
         },
-    ]
+    ];
+    // --- The id discipline (rules/ids.rs): every id that becomes part of a store key or an
+    // amojo path, one byte over its limit, with the key separator, a control character, or a
+    // path to steer; each a 400 before anything is stored or signed.
+    let id_cases = [
+        ("typing conversation_id over 256 bytes", typing_event(&over, "u")),
+        ("typing user_id over 256 bytes", typing_event("c", &over)),
+        ("typing conversation_id with the key separator", typing_event("c#msg#1", "u")),
+        ("typing user_id with a newline (a forged log line)", typing_event("c", "u\\nlevel=INFO forged")),
+        ("message msgid over 256 bytes", message("").replace(r#""msgid":"m""#, &format!(r#""msgid":"{over}""#))),
+        ("message user.id over 256 bytes", message("").replace(r#""id":"u""#, &format!(r#""id":"{over}""#))),
+        ("message conversation_ref_id over 256 bytes", message(&format!(r#","conversation_ref_id":"{over}""#))),
+        ("message reply_to msgid over 256 bytes", message(&format!(r#","reply_to":{{"msgid":"{over}"}}"#))),
+        ("message reply_to reference a dot-segment", message(r#","reply_to":{"reference":".."}"#)),
+        ("status reference .", status_with_reference(".")),
+        ("status reference ..", status_with_reference("..")),
+        ("status reference over 128 bytes", status_with_reference(&path_over)),
+        ("status reference with a query", status_with_reference("k?x=1")),
+        ("status msgid over 256 bytes", event("message.status", &format!(r#","msgid":"{over}","status":"read""#))),
+        (
+            "presence device_id over 256 bytes",
+            event("presence.online", &format!(r#","user_id":"u","device_id":"{over}""#)),
+        ),
+        ("presence user_id with the key separator", event("presence.online", r#","user_id":"u#1""#)),
+        (
+            "edit msgid over 256 bytes",
+            event(
+                "message.edited",
+                &format!(r#","conversation_id":"c","msgid":"{over}","message":{{"type":"text","text":"x"}}"#),
+            ),
+        ),
+        (
+            "reaction user_id over 256 bytes",
+            event("reaction.added", &format!(r#","conversation_id":"c","user_id":"{over}","emoji":"x","msgid":"m""#)),
+        ),
+        ("scope_id with a path after the account", at_scope(&format!("{SCOPE}/extra/segment"))),
+        ("scope_id climbing the path", at_scope(&format!("{SCOPE}/../../connect"))),
+        ("scope_id with a query", at_scope(&format!("{SCOPE}?x=1"))),
+        ("scope_id with a fragment", at_scope(&format!("{SCOPE}#x"))),
+        ("scope_id with the key separator and more", at_scope(&format!("{SCOPE}#msg#1"))),
+    ];
+    for (name, body) in id_cases {
+        cases.push(chat(name, &body, 400));
+    }
+    for (name, body) in [
+        (
+            "webhook conversation client_id over 256 bytes",
+            typing.replace(r#""client_id":"conv-1""#, &format!(r#""client_id":"{over}""#)),
+        ),
+        ("webhook typing user id with the key separator", typing.replace("manager-1", "manager#1")),
+        ("webhook manager message id a dot-segment", manager_message_with(r#""id":"kommo-1""#, r#""id":"..""#)),
+        ("webhook manager message id over 128 bytes", manager_message_with("kommo-1", &path_over)),
+        ("webhook sender id over 256 bytes", manager_message_with("manager-1", &over)),
+    ] {
+        cases.push(signed(name, &body, 400));
+    }
+    let bad_scope_url = format!("{webhook_url}%2Fx");
+    cases.push(kommo(
+        "webhook scope with an escaped slash",
+        &bad_scope_url,
+        typing.as_bytes(),
+        sig(&typing, &channel_secret),
+        400,
+    ));
+    cases.push(presence_pull(
+        "presence pull conversation_id over 256 bytes",
+        &format!("scope_id={SCOPE}&conversation_id={over}"),
+        true,
+        400,
+    ));
+    cases.push(presence_pull(
+        "presence pull scope with a path",
+        &format!("scope_id={SCOPE}/x&conversation_id=c"),
+        true,
+        400,
+    ));
+    let long_conversation = format!("/kommo/ui/conversations/{over}/presence");
+    cases.push(ui(
+        "UI conversation id over 256 bytes",
+        "GET",
+        &long_conversation,
+        token(good_claims.clone(), &integration_secret),
+        "",
+        400,
+    ));
+    let signature = chat_secret.sign("msg#bad", now, typing_event("c", "u").as_bytes());
+    cases.push(chat_with(
+        "webhook-id with the key separator",
+        typing_event("c", "u").as_bytes(),
+        Some("msg#bad"),
+        Some(now.to_string()),
+        Some(signature),
+        400,
+    ));
+    cases
 }
 
 #[tokio::test]
-async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing() {
-    let sim = Sim::new();
+async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing_in_memory() {
+    every_malformed_request_gets_a_json_4xx_and_changes_nothing(Sim::new()).await;
+}
+
+/// The same table on the DynamoDB-compatible server (a fresh table): limits only DynamoDB has
+/// (key sizes) are met here, and a request that is a 400 in memory must not be a 500 there.
+#[tokio::test]
+async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing_on_dynamodb() {
+    every_malformed_request_gets_a_json_4xx_and_changes_nothing(on_dynamodb().await).await;
+}
+
+/// A simulation on a fresh table of the DynamoDB-compatible server (`TEST_DYNAMODB_ENDPOINT`,
+/// which tests/run-all and tests/load/with-servers start: never skipped without it).
+async fn on_dynamodb() -> Sim<DynamoStore> {
+    let endpoint = std::env::var("TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+        panic!("TEST_DYNAMODB_ENDPOINT is not set: run through tests/run-all or tests/load/with-servers")
+    });
+    let client = shared::adapters::dynamo::client_from_env(Some(&endpoint));
+    let table = format!("bad-input-{}", hex::encode(shared::ids::random_bytes::<6>()));
+    shared::adapters::dynamo::ensure_table(&client, &table).await.expect("a fresh table");
+    Sim::on_store(Sim::local_config(&[]), std::sync::Arc::new(DynamoStore::new(client, table)))
+}
+
+async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing<S: Store + CountItems + 'static>(sim: Sim<S>) {
     let cases = cases(&sim);
     assert!(cases.len() >= 60, "{} cases", cases.len());
     println!("{} malformed requests", cases.len());
@@ -502,10 +640,10 @@ async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing() {
         assert!(!code.is_empty() && !message.is_empty(), "{}: {body}", case.name);
         // A signed chat event refused after a store lookup (an unknown msgid) has had its
         // webhook-id remembered and forgotten again: writes, but nothing kept.
-        assert_eq!(sim.store.item_count(), 0, "{}: nothing stored", case.name);
+        assert_eq!(sim.store.count_items().await, 0, "{}: nothing stored", case.name);
     }
     sim.advance_to(support::T0 + 600_000).await;
-    assert_eq!(sim.store.item_count(), 0, "nothing stored");
+    assert_eq!(sim.store.count_items().await, 0, "nothing stored");
     assert!(sim.kommo.calls().is_empty(), "nothing sent to Kommo");
     assert!(sim.chat.events().is_empty(), "nothing sent to the chat service");
     assert!(sim.timers.pending().is_empty(), "nothing scheduled");
@@ -542,4 +680,114 @@ async fn a_replayed_webhook_id_is_refused_and_changes_nothing() {
     assert_eq!(sim.chat_event_with_id("msg_retry", &status).await.status(), 200);
     sim.advance_to(support::T0 + 251_000).await;
     assert!(support::kommo_statuses(&sim).iter().any(|(msgid, status, _)| msgid == "kommo-late" && *status == 1));
+}
+
+/// The longest ids accepted are served on both stores: every key they become part of fits
+/// DynamoDB's limits (partition key 2,048 bytes, sort key 1,024), so the largest request the
+/// id discipline lets through is never a 500 there.
+async fn ids_at_their_limit_are_served<S: Store + 'static>(sim: Sim<S>) {
+    let id = |tag: char| format!("{tag}{}", "é".repeat((MAX_ID_BYTES - 1) / 2)); // 255 bytes
+    let (conversation, client, msgid, device) = (id('c'), id('u'), id('m'), id('d'));
+    assert!(conversation.len() <= MAX_ID_BYTES && conversation.len() > MAX_ID_BYTES - 2);
+    let kommo_msgid = "k".repeat(MAX_PATH_ID_BYTES);
+    let (manager, kommo_chat) = (id('a'), id('k'));
+    let now = sim.clock.now_s();
+    let chat_events = [
+        format!(
+            r#"{{"type":"typing.started","scope_id":"{SCOPE}","conversation_id":"{conversation}","user_id":"{client}"}}"#
+        ),
+        format!(
+            r#"{{"type":"message.created","scope_id":"{SCOPE}","conversation_id":"{conversation}","msgid":"{msgid}","user":{{"id":"{client}"}},"message":{{"type":"text","text":"hi"}},"timestamp_ms":1,"conversation_ref_id":"{conversation}","reply_to":{{"reference":"{kommo_msgid}"}}}}"#
+        ),
+        format!(
+            r#"{{"type":"presence.online","scope_id":"{SCOPE}","conversation_id":"{conversation}","user_id":"{client}","device_id":"{device}"}}"#
+        ),
+        format!(
+            r#"{{"type":"message.edited","scope_id":"{SCOPE}","conversation_id":"{conversation}","msgid":"{msgid}","message":{{"type":"text","text":"hi!"}}}}"#
+        ),
+        format!(
+            r#"{{"type":"reaction.added","scope_id":"{SCOPE}","conversation_id":"{conversation}","user_id":"{client}","emoji":"👍","msgid":"{msgid}"}}"#
+        ),
+    ];
+    let webhooks = [
+        format!(
+            r#"{{"account_id":"acc-1","time":{now},"action":{{"typing":{{"user":{{"id":"{manager}"}},"conversation":{{"id":"{kommo_chat}","client_id":"{conversation}"}},"expired_at":{}}}}}}}"#,
+            now + 5
+        ),
+        format!(
+            r#"{{"account_id":"acc-1","time":{now},"message":{{"receiver":{{"id":"{client}","client_id":"{client}"}},"sender":{{"id":"{manager}"}},"conversation":{{"id":"{kommo_chat}","client_id":"{conversation}"}},"timestamp":{now},"message":{{"id":"{kommo_msgid}","type":"text","text":"hello"}}}}}}"#
+        ),
+    ];
+    for body in &chat_events {
+        let response = sim.chat_event(body).await;
+        assert_eq!(response.status(), 200, "{}", String::from_utf8_lossy(response.body()));
+    }
+    for body in &webhooks {
+        let response = sim.kommo_webhook(body).await;
+        assert_eq!(response.status(), 200, "{}", String::from_utf8_lossy(response.body()));
+    }
+    let status = status_event(&kommo_msgid, "read", "");
+    assert_eq!(sim.chat_event(&status).await.status(), 200);
+    let viewing = sim
+        .ui(
+            "POST",
+            &format!("/kommo/ui/conversations/{conversation}/presence"),
+            Some(sim.token(42)),
+            r#"{"state":"viewing"}"#,
+        )
+        .await;
+    assert_eq!(viewing.status(), 200, "{}", String::from_utf8_lossy(viewing.body()));
+    let read = sim.ui("POST", &format!("/kommo/ui/conversations/{kommo_chat}/read"), Some(sim.token(42)), "").await;
+    assert_eq!(read.status(), 200, "{}", String::from_utf8_lossy(read.body()));
+    sim.advance_to(support::T0 + 120_000).await;
+    let sent = sim.chat_events();
+    assert!(sent.contains(&"message"), "the manager's message relayed: {sent:?}");
+    assert!(sim.kommo.calls().iter().any(|c| matches!(c.call, shared::testing::KommoCall::Import(_))), "imported");
+}
+
+#[tokio::test]
+async fn ids_at_their_limit_are_served_in_memory() {
+    ids_at_their_limit_are_served(Sim::new()).await;
+}
+
+#[tokio::test]
+async fn ids_at_their_limit_are_served_on_dynamodb() {
+    ids_at_their_limit_are_served(on_dynamodb().await).await;
+}
+
+/// A request signed ahead of the clock verifies until its timestamp plus the tolerance, read in
+/// whole seconds: its `webhook-id` is remembered to that millisecond, so a replay at the edge
+/// (here +600.49 s and +600.999 s) is refused, and past it the signature itself is too old.
+async fn a_replay_at_the_edge_of_the_window_is_refused<S: Store + CountItems + 'static>(sim: Sim<S>) {
+    use shared::signing::standard_webhooks::TOLERANCE_S;
+    let body = client_typing("typing.started", "conv-edge", None);
+    let signed_at = sim.clock.now_s() + TOLERANCE_S;
+    let send = || {
+        let request = http::Request::post("/chat/events")
+            .header("webhook-id", "msg_edge")
+            .header("webhook-timestamp", signed_at.to_string())
+            .header("webhook-signature", sim.chat_secret().sign("msg_edge", signed_at, body.as_bytes()))
+            .body(Bytes::from(body.clone()))
+            .unwrap();
+        sim.bridge.handle(EntryPoint::ChatCallback, request)
+    };
+    assert_eq!(send().await.status(), 200);
+    for (at_ms, expected) in [(600_490, 409), (600_999, 409), (601_000, 401)] {
+        sim.advance_to(support::T0 + at_ms).await;
+        let before = (sim.store.count_items().await, sim.kommo.calls().len(), sim.timers.pending().len());
+        let response = send().await;
+        assert_eq!(response.status(), expected, "at +{at_ms} ms: {}", String::from_utf8_lossy(response.body()));
+        let after = (sim.store.count_items().await, sim.kommo.calls().len(), sim.timers.pending().len());
+        assert_eq!(after, before, "at +{at_ms} ms: no second typing lease, nothing changed");
+    }
+}
+
+#[tokio::test]
+async fn a_replay_at_the_edge_of_the_window_is_refused_in_memory() {
+    a_replay_at_the_edge_of_the_window_is_refused(Sim::new()).await;
+}
+
+#[tokio::test]
+async fn a_replay_at_the_edge_of_the_window_is_refused_on_dynamodb() {
+    a_replay_at_the_edge_of_the_window_is_refused(on_dynamodb().await).await;
 }

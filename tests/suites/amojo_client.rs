@@ -197,3 +197,27 @@ async fn a_long_retry_after_is_handed_back_to_the_queue_instead_of_waited_out() 
         "{error:?}"
     );
 }
+
+/// Whatever a caller passes, a path segment that a server could read another way (a
+/// dot-segment, a slash, a query, an escape) is refused before anything is signed or sent: the
+/// path signed is always the path sent.
+#[tokio::test]
+async fn a_path_segment_that_is_not_a_plain_id_is_never_sent() {
+    let amojo = Fake::amojo();
+    let scope = unique("chan_");
+    let client = client_with(&amojo, "chan", &amojo.secret);
+    for msgid in ["..", ".", "a/b", "a?b", "a#b", "a%2Fb", ""] {
+        let request = DeliveryStatusRequest { msgid: msgid.into(), status: DeliveryStatus::Read };
+        let error = client.delivery_status(&scope, &request).await.unwrap_err();
+        assert!(
+            matches!(&error, KommoError::Rejected { error_type, .. } if error_type == "invalid_path"),
+            "{msgid:?}: {error:?}"
+        );
+    }
+    for scope_id in [format!("{scope}/extra"), format!("{scope}/../x"), format!("{scope}?x=1")] {
+        let error = client.typing(&scope_id, &typing("conv-1")).await.unwrap_err();
+        assert!(matches!(error, KommoError::Rejected { status: 400, .. }), "{scope_id}: {error:?}");
+    }
+    assert!(amojo.calls(&scope).await.is_empty(), "nothing was sent");
+    assert!(amojo.calls("").await.is_empty(), "nothing was sent anywhere");
+}

@@ -1,6 +1,7 @@
 //! The client of Kommo's Chat API (amojo) over HTTPS. Every attempt is signed when it is sent,
 //! so a retry carries a fresh `Date`.
 
+use crate::rules::ids::is_path_segment;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ use crate::signing::{Secret, amojo};
 use crate::time::{Clock, rfc2822};
 
 const API_PREFIX: &str = "/v2/origin/custom";
+/// The longest path segment sent (a scope id is a 36-character channel id, `_` and an amojo id).
+const MAX_SEGMENT_BYTES: usize = 256;
 
 /// amojo over HTTPS.
 pub struct AmojoClient {
@@ -49,19 +52,29 @@ impl AmojoClient {
         }
     }
 
-    /// Sends `body` to `path` (under `/v2/origin/custom/`), retrying per `policy`, and returns
-    /// the 2xx answer's body.
+    /// Sends `body` to the path of `segments` (under `/v2/origin/custom/`), retrying per
+    /// `policy`, and returns the 2xx answer's body.
     async fn call(
         &self,
         method: reqwest::Method,
-        path: &str,
+        segments: &[&str],
         body: &impl Serialize,
         policy: RetryPolicy,
         timeout: Duration,
     ) -> Result<bytes::Bytes, KommoError> {
+        // The path is signed as it is sent: a segment that a server could read another way (a
+        // dot-segment, a `?`, an escape) is refused here and never sent (ids are checked where
+        // they arrive; this holds whatever a caller passes).
+        if !segments.iter().all(|segment| is_path_segment(segment, MAX_SEGMENT_BYTES)) {
+            return Err(KommoError::Rejected {
+                status: 400,
+                error_type: "invalid_path".into(),
+                description: "a path segment is not a plain id; nothing was sent".into(),
+            });
+        }
         // Serialised once: the signature's Content-MD5 covers exactly these bytes.
         let body = bytes::Bytes::from(serde_json::to_vec(body).expect("models serialise"));
-        let signed_path = format!("{API_PREFIX}/{path}");
+        let signed_path = format!("{API_PREFIX}/{}", segments.join("/"));
         let url = format!("{}{signed_path}", self.base_url);
         let outcome = with_retries(policy, "amojo", || {
             // Signed per attempt: amojo accepts a Date for 15 minutes only.
@@ -107,10 +120,10 @@ impl AmojoClient {
     async fn call_json<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
-        path: &str,
+        segments: &[&str],
         body: &impl Serialize,
     ) -> Result<T, KommoError> {
-        let bytes = self.call(method, path, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
+        let bytes = self.call(method, segments, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
         serde_json::from_slice(&bytes).map_err(|e| KommoError::InvalidResponse(e.to_string()))
     }
 
@@ -118,10 +131,10 @@ impl AmojoClient {
     /// not the JSON expected reads as one naming none, since the call did succeed.
     async fn call_lenient<T: DeserializeOwned + Default>(
         &self,
-        path: &str,
+        segments: &[&str],
         body: &impl Serialize,
     ) -> Result<T, KommoError> {
-        let bytes = self.call(reqwest::Method::POST, path, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
+        let bytes = self.call(reqwest::Method::POST, segments, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
         Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error| {
             tracing::warn!(%error, "amojo's 2xx answer is not the JSON expected; read as naming no ids");
             T::default()
@@ -132,17 +145,16 @@ impl AmojoClient {
 #[async_trait]
 impl KommoApi for AmojoClient {
     async fn connect(&self, request: &ConnectRequest) -> Result<ConnectResponse, KommoError> {
-        let path = format!("{}/connect", self.channel_id);
-        self.call_json(reqwest::Method::POST, &path, request).await
+        self.call_json(reqwest::Method::POST, &[&self.channel_id, "connect"], request).await
     }
 
     async fn disconnect(&self, request: &DisconnectRequest) -> Result<(), KommoError> {
-        let path = format!("{}/disconnect", self.channel_id);
+        let path = [self.channel_id.as_str(), "disconnect"];
         self.call(reqwest::Method::DELETE, &path, request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
     }
 
     async fn create_chat(&self, scope_id: &str, request: &CreateChatRequest) -> Result<CreateChatResponse, KommoError> {
-        self.call_lenient(&format!("{scope_id}/chats"), request).await
+        self.call_lenient(&[scope_id, "chats"], request).await
     }
 
     async fn import_message(
@@ -150,25 +162,27 @@ impl KommoApi for AmojoClient {
         scope_id: &str,
         request: &ImportMessageRequest,
     ) -> Result<ImportMessageResponse, KommoError> {
-        self.call_lenient(scope_id, request).await
+        self.call_lenient(&[scope_id], request).await
     }
 
     async fn edit_message(&self, scope_id: &str, request: &EditMessageRequest) -> Result<(), KommoError> {
-        self.call(reqwest::Method::POST, scope_id, request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
+        self.call(reqwest::Method::POST, &[scope_id], request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
     }
 
     async fn react(&self, scope_id: &str, request: &ReactRequest) -> Result<(), KommoError> {
-        let path = format!("{scope_id}/react");
-        self.call(reqwest::Method::POST, &path, request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
+        self.call(reqwest::Method::POST, &[scope_id, "react"], request, self.retry, AMOJO_REQUEST_TIMEOUT)
+            .await
+            .map(drop)
     }
 
     async fn typing(&self, scope_id: &str, request: &TypingRequest) -> Result<(), KommoError> {
-        let path = format!("{scope_id}/typing");
-        self.call(reqwest::Method::POST, &path, request, RetryPolicy::EPHEMERAL, TYPING_REQUEST_TIMEOUT).await.map(drop)
+        self.call(reqwest::Method::POST, &[scope_id, "typing"], request, RetryPolicy::EPHEMERAL, TYPING_REQUEST_TIMEOUT)
+            .await
+            .map(drop)
     }
 
     async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError> {
-        let path = format!("{scope_id}/{}/delivery_status", request.msgid);
+        let path = [scope_id, request.msgid.as_str(), "delivery_status"];
         self.call(reqwest::Method::POST, &path, request, self.retry, AMOJO_REQUEST_TIMEOUT).await.map(drop)
     }
 }

@@ -86,6 +86,28 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// Every item in the table (a scan: for tests and operators, never on a request's path).
+    pub async fn item_count(&self) -> Result<usize, StoreError> {
+        let (mut count, mut start) = (0, None);
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start)
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            count += page.count().max(0) as usize;
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(count);
+            }
+        }
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into(), ops: OpCounter::default() }
     }

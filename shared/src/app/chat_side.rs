@@ -23,13 +23,10 @@ use crate::flows::managers::{ManagerNames, kommo_ui_manager};
 use crate::flows::reactions::ClientReactions;
 use crate::models::chat::ChatEvent;
 use crate::ports::store::DedupeKeys;
+use crate::rules::ids::check_id;
 use crate::rules::validation::check_chat_event;
 use crate::signing::standard_webhooks::{self, WebhookSecret};
 use crate::time::Clock;
-
-/// How long a chat-service `webhook-id` is remembered: a signed request stays valid while its
-/// timestamp is within the tolerance of the clock, either side, so twice that covers every replay.
-const REPLAY_MEMORY_MS: i64 = 2 * standard_webhooks::TOLERANCE_S * 1000;
 
 pub struct ChatSide {
     pub config: Arc<Config>,
@@ -76,15 +73,19 @@ impl ChatSide {
         if let Some(msgid) = event.msgid() {
             span.record("msgid", msgid);
         }
-        if self.config.account_of_scope(scope_id).is_none() {
-            return Err(ApiError::unknown_scope());
-        }
+        self.config.account_of_scope(scope_id)?;
         self.scopes.check(scope_id).await?;
         // Before its webhook-id is remembered, so that a malformed event changes nothing at all.
         check_chat_event(&event)?;
         let webhook_id = header_str(request, "webhook-id").unwrap_or_default(); // verified present
+        check_id("webhook-id", webhook_id).map_err(ApiError::invalid_id)?;
+        // Remembered for as long as its signature verifies (to the millisecond), so that no
+        // replay, even one signed ahead of the clock, is ever applied twice.
+        let now_ms = self.clock.now_ms();
+        let timestamp_s = header_str(request, "webhook-timestamp").and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        let remember_ms = (standard_webhooks::verifies_until_ms(timestamp_s) - now_ms).max(1);
         let replay_key = format!("webhook-id#{webhook_id}");
-        let first = self.replays.claim(scope_id, &replay_key, self.clock.now_ms(), REPLAY_MEMORY_MS).await;
+        let first = self.replays.claim(scope_id, &replay_key, now_ms, remember_ms).await;
         if !first.map_err(FlowError::from)? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -135,9 +136,8 @@ impl ChatSide {
         span.record("scope_id", scope_id.as_str());
         span.record("conversation_id", conversation_id.as_str());
         span.record("kind", "presence_pull");
-        if self.config.account_of_scope(&scope_id).is_none() {
-            return Err(ApiError::unknown_scope());
-        }
+        self.config.account_of_scope(&scope_id)?;
+        check_id("conversation_id", &conversation_id).map_err(ApiError::invalid_id)?;
         self.scopes.check(&scope_id).await?;
         let mut managers = Vec::new();
         for (id, last_seen_ms) in self.manager_presence.online_in(&scope_id, &conversation_id).await? {

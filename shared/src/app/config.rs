@@ -2,6 +2,8 @@
 //! server. The Lambda functions refuse to start without it; the dev server fills what is
 //! missing with a local default (generated secrets, the built-in sink) so it runs with none.
 
+use super::http::ApiError;
+use crate::rules::ids::check_account_part;
 use std::time::Duration;
 
 use crate::ids::random_bytes;
@@ -259,12 +261,17 @@ impl Config {
         self.ui_origins.iter().any(|pattern| origin_matches(pattern, origin))
     }
 
-    /// The scope ids of this channel are `{channel_id}_{account_id}`.
-    pub fn account_of_scope<'a>(&self, scope_id: &'a str) -> Option<&'a str> {
-        scope_id
+    /// The account part of one of this channel's scope ids, `{channel_id}_{account}` with the
+    /// account as `rules::ids::check_account_part` has it: 404 `unknown_scope` for another
+    /// channel's, 400 `invalid_scope` for a malformed one (a path, a query, a key separator).
+    pub fn account_of_scope<'a>(&self, scope_id: &'a str) -> Result<&'a str, ApiError> {
+        let account = scope_id
             .strip_prefix(self.channel_id.as_str())
             .and_then(|rest| rest.strip_prefix('_'))
-            .filter(|account| !account.is_empty())
+            .ok_or_else(ApiError::unknown_scope)?;
+        check_account_part(account)
+            .map_err(|rejection| ApiError::bad_request("invalid_scope", format!("scope_id: {rejection}")))?;
+        Ok(account)
     }
 }
 
@@ -452,13 +459,14 @@ fn accounts(
     };
     entries
         .iter()
-        .map(|entry| match entry.split_once(':') {
-            Some((numeric, amojo)) if !numeric.trim().is_empty() && !amojo.trim().is_empty() => {
-                Ok((numeric.trim().to_owned(), amojo.trim().to_owned()))
+        .map(|entry| match entry.split_once(':').map(|(numeric, amojo)| (numeric.trim(), amojo.trim())) {
+            // The numeric id the Kommo UI's tokens carry; the amojo id that ends scope ids.
+            Some((numeric, amojo)) if numeric.parse::<u64>().is_ok() && check_account_part(amojo).is_ok() => {
+                Ok((numeric.to_owned(), amojo.to_owned()))
             }
             _ => Err(ConfigError::new(
                 "KOMMO_ACCOUNTS",
-                "must list numeric_account_id:amojo_account_id pairs, comma-separated",
+                "must list numeric_account_id:amojo_account_id pairs, comma-separated (the amojo id of A-Z a-z 0-9 -)",
             )),
         })
         .collect()
@@ -573,10 +581,19 @@ mod tests {
     #[test]
     fn a_scope_belongs_to_this_channel_only_with_an_account_after_it() {
         let config = Config::from_env_strict(&env_of(FULL), Function::KommoWebhook).unwrap();
-        assert_eq!(config.account_of_scope("chan_acc-1"), Some("acc-1"));
-        assert_eq!(config.account_of_scope("chan_"), None);
-        assert_eq!(config.account_of_scope("other_acc-1"), None);
-        assert_eq!(config.account_of_scope("channel_acc"), None);
+        assert_eq!(config.account_of_scope("chan_acc-1").ok(), Some("acc-1"));
+        for (scope, status) in [
+            ("other_acc-1", 404),
+            ("channel_acc", 404),
+            ("chan_", 400),
+            ("chan_acc-1/extra/segment", 400),
+            ("chan_../x", 400),
+            ("chan_acc?x=1", 400),
+            ("chan_acc#x", 400),
+            ("chan_acc#msg#1", 400),
+        ] {
+            assert_eq!(config.account_of_scope(scope).unwrap_err().status, status, "{scope}");
+        }
     }
 
     #[test]

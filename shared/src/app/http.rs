@@ -37,6 +37,10 @@ impl ApiError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
+    /// An id in a path or query that breaks `crate::rules::ids`: 400 naming it.
+    pub fn invalid_id(rejection: Rejection) -> Self {
+        Self::bad_request("invalid_id", rejection.to_string())
+    }
     pub fn unknown_scope() -> Self {
         Self::not_found("unknown_scope", "the scope_id does not belong to this channel")
     }

@@ -28,6 +28,8 @@ use crate::flows::read_receipts::ReadReceipts;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::ports::kommo::KommoApi;
 use crate::ports::store::{AccountRegistry, AccountState, Conversations, ManagerDirectory};
+use crate::rules::ids::check_id;
+use crate::rules::validation::check_webhook_ids;
 use crate::signing::{Secret, disable_hook, kommo_webhook, one_time_token};
 use crate::time::Clock;
 
@@ -79,13 +81,14 @@ impl KommoSide {
     pub async fn webhook(&self, scope_id: &str, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
         let span = tracing::Span::current();
         span.record("scope_id", scope_id);
-        let account_id = self.config.account_of_scope(scope_id).ok_or_else(ApiError::unknown_scope)?;
+        let account_id = self.config.account_of_scope(scope_id)?;
         kommo_webhook::verify(self.config.channel_secret.expose(), request.body(), header_str(request, "x-signature"))
             .map_err(|e| ApiError::bad_signature(e.to_string()))?;
         let webhook: KommoWebhook = parse_json(request.body())?;
         if webhook.account_id != account_id {
             return Err(ApiError::bad_request("scope_mismatch", "account_id does not match the scope_id in the path"));
         }
+        check_webhook_ids(&webhook)?;
         self.scopes.check(scope_id).await?;
         match webhook.kind() {
             WebhookKind::ManagerTyping(typing) => {
@@ -149,6 +152,8 @@ impl KommoSide {
         let claims =
             one_time_token::verify(self.integration_secret.expose(), header_str(request, "x-auth-token"), now_s)
                 .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))?;
+        check_id("conversation_id", conversation).map_err(ApiError::invalid_id)?;
+        check_id("user_id", &claims.user_id).map_err(ApiError::invalid_id)?;
         let scope_id = match self.config.scope_of_account(&claims.account_id) {
             Some(scope_id) => scope_id,
             None => self.installed_scope(&claims.account_id).await?.ok_or_else(|| {

@@ -2,28 +2,35 @@
 //! that a malformed event changes nothing at all. A refusal is a domain error ([`Rejection`]);
 //! the composition root alone turns it into an HTTP answer.
 
+use super::ids::{check_id, check_optional_id, check_path_id};
 use super::rejection::Rejection;
 use crate::models::chat::{
     ChatEvent, ClientEdit, ClientMessage, ClientReaction, MessageRef, ReportedStatus, StatusReport,
 };
-use crate::models::kommo::{MessageContent, MessageKind};
+use crate::models::kommo::{ConversationRef, KommoWebhook, MessageContent, MessageKind};
 use crate::models::status::{DeliveryError, DeliveryStatus};
 
 /// The checks of a chat event that need no store.
 pub fn check_chat_event(event: &ChatEvent) -> Result<(), Rejection> {
     match event {
         ChatEvent::TypingStarted(typing) => {
-            require_non_empty(&[("conversation_id", &typing.conversation_id), ("user_id", &typing.user_id)])?;
+            check_id("conversation_id", &typing.conversation_id)?;
+            check_id("user_id", &typing.user_id)?;
             super::typing::client_typing_ttl_ms(typing.ttl_ms).map(drop)
         }
         ChatEvent::TypingStopped(typing) => {
-            require_non_empty(&[("conversation_id", &typing.conversation_id), ("user_id", &typing.user_id)])
+            check_id("conversation_id", &typing.conversation_id)?;
+            check_id("user_id", &typing.user_id)
         }
         ChatEvent::MessageCreated(message) => check_client_message(message),
         ChatEvent::MessageStatus(report) => reported_status(report).map(drop),
         ChatEvent::PresenceOnline(presence)
         | ChatEvent::PresenceHeartbeat(presence)
-        | ChatEvent::PresenceOffline(presence) => require_non_empty(&[("user_id", &presence.user_id)]),
+        | ChatEvent::PresenceOffline(presence) => {
+            check_id("user_id", &presence.user_id)?;
+            check_optional_id("conversation_id", presence.conversation_id.as_deref())?;
+            check_optional_id("device_id", presence.device_id.as_deref())
+        }
         ChatEvent::MessageEdited(edit) => check_client_edit(edit),
         ChatEvent::ReactionAdded(reaction) => check_client_reaction(reaction, true),
         ChatEvent::ReactionRemoved(reaction) => check_client_reaction(reaction, false),
@@ -36,18 +43,14 @@ const MAX_EMOJI_CHARS: usize = 16;
 /// A `message.created` names its conversation, message and sender, and a source only as Kommo
 /// takes one.
 pub fn check_client_message(message: &ClientMessage) -> Result<(), Rejection> {
-    require_non_empty(&[
-        ("conversation_id", &message.conversation_id),
-        ("msgid", &message.msgid),
-        ("user.id", &message.user.id),
-    ])?;
+    check_id("conversation_id", &message.conversation_id)?;
+    check_id("msgid", &message.msgid)?;
+    check_id("user.id", &message.user.id)?;
+    check_optional_id("conversation_ref_id", message.conversation_ref_id.as_deref())?;
     if let Some(source) = &message.source
         && !is_source_id(&source.external_id)
     {
         return Err(Rejection::invalid("source.external_id must be 1 to 40 printable ASCII characters"));
-    }
-    if message.conversation_ref_id.as_deref().is_some_and(str::is_empty) {
-        return Err(Rejection::invalid("conversation_ref_id must not be empty"));
     }
     if let Some(reply_to) = &message.reply_to {
         one_message(reply_to, "reply_to")?;
@@ -57,13 +60,15 @@ pub fn check_client_message(message: &ClientMessage) -> Result<(), Rejection> {
 
 /// A `message.edited` names the message and says what it reads now, as a new message would.
 pub fn check_client_edit(edit: &ClientEdit) -> Result<(), Rejection> {
-    require_non_empty(&[("conversation_id", &edit.conversation_id), ("msgid", &edit.msgid)])?;
+    check_id("conversation_id", &edit.conversation_id)?;
+    check_id("msgid", &edit.msgid)?;
     check_message_content(&edit.message)
 }
 
 /// A reaction names its conversation, client and message, and an emoji when one is added.
 pub fn check_client_reaction(reaction: &ClientReaction, added: bool) -> Result<(), Rejection> {
-    require_non_empty(&[("conversation_id", &reaction.conversation_id), ("user_id", &reaction.user_id)])?;
+    check_id("conversation_id", &reaction.conversation_id)?;
+    check_id("user_id", &reaction.user_id)?;
     match reaction.emoji.as_deref() {
         None | Some("") if added => return Err(Rejection::invalid("reaction.added needs an emoji")),
         Some(emoji) if emoji.chars().count() > MAX_EMOJI_CHARS => {
@@ -77,9 +82,8 @@ pub fn check_client_reaction(reaction: &ClientReaction, added: bool) -> Result<(
 /// Exactly one of `msgid` and `reference`, not empty; a reference is a Kommo msgid.
 fn one_message(message: &MessageRef, what: &str) -> Result<(), Rejection> {
     match (message.msgid.as_deref(), message.reference.as_deref()) {
-        (Some(msgid), None) if !msgid.is_empty() => Ok(()),
-        (None, Some(reference)) if is_url_safe_id(reference) && !reference.is_empty() => Ok(()),
-        (None, Some(_)) => Err(Rejection::invalid(format!("{what}: reference is not a Kommo msgid"))),
+        (Some(msgid), None) => check_id(&format!("{what}: msgid"), msgid),
+        (None, Some(reference)) => check_path_id(&format!("{what}: reference"), reference),
         _ => Err(Rejection::invalid(format!("{what} names its message by exactly one of msgid and reference"))),
     }
 }
@@ -150,32 +154,60 @@ pub fn reported_status(report: &StatusReport) -> Result<DeliveryStatus, Rejectio
     if report.up_to && status != DeliveryStatus::Read {
         return Err(Rejection::invalid("up_to belongs only to status read"));
     }
-    let names_a_message = report.reference.as_deref().is_some_and(|r| !r.is_empty())
-        || report.msgid.as_deref().is_some_and(|m| !m.is_empty());
-    if !names_a_message {
+    // An empty id is as good as none (the contract has always read it so).
+    fn given(id: &Option<String>) -> Option<&str> {
+        id.as_deref().filter(|id| !id.is_empty())
+    }
+    if given(&report.reference).is_none() && given(&report.msgid).is_none() {
         return Err(Rejection::invalid("name the message by msgid or reference"));
     }
-    // A reference is a Kommo msgid, which goes into the path of amojo's delivery_status call:
-    // Kommo's ids are short and URL-safe, anything else is not one of them.
-    if let Some(reference) = report.reference.as_deref().filter(|r| !r.is_empty())
-        && !is_url_safe_id(reference)
-    {
-        return Err(Rejection::invalid("reference is not a Kommo msgid"));
+    check_optional_id("conversation_id", given(&report.conversation_id))?;
+    check_optional_id("msgid", given(&report.msgid))?;
+    // A reference is a Kommo msgid, which goes into the path of amojo's delivery_status call.
+    if let Some(reference) = given(&report.reference) {
+        check_path_id("reference", reference)?;
     }
     Ok(status)
 }
 
-/// A refusal naming the first of `fields` that is empty.
-pub fn require_non_empty(fields: &[(&str, &str)]) -> Result<(), Rejection> {
-    match fields.iter().find(|(_, value)| value.is_empty()) {
-        Some((field, _)) => Err(Rejection::invalid(format!("{field} must not be empty"))),
-        None => Ok(()),
+/// The ids of a Kommo webhook, each as [`check_id`] (a message's Kommo msgid as
+/// [`check_path_id`]: a status for it goes into an amojo path), before anything is stored.
+pub fn check_webhook_ids(webhook: &KommoWebhook) -> Result<(), Rejection> {
+    let conversation = |conversation: &ConversationRef| {
+        check_id("conversation.id", &conversation.id)?;
+        check_optional_id("conversation.client_id", conversation.client_id.as_deref())
+    };
+    if let Some(message) = &webhook.message {
+        conversation(&message.conversation)?;
+        check_id("message.sender.id", &message.sender.id)?;
+        check_id("message.receiver.id", &message.receiver.id)?;
+        check_optional_id("message.receiver.client_id", message.receiver.client_id.as_deref())?;
+        if let Some(msgid) = message.message.id.as_deref() {
+            check_path_id("message.message.id", msgid)?;
+        }
     }
-}
-
-/// Up to 128 of URL's unreserved characters (letters, digits, `-._~`).
-fn is_url_safe_id(id: &str) -> bool {
-    id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    if let Some(typing) = webhook.action.as_ref().and_then(|action| action.typing.as_ref()) {
+        conversation(&typing.conversation)?;
+        check_id("action.typing.user.id", &typing.user.id)?;
+    }
+    if let Some(reaction) = webhook.action.as_ref().and_then(|action| action.reaction.as_ref()) {
+        if let Some(conversation_ref) = &reaction.conversation {
+            conversation(conversation_ref)?;
+        }
+        let user_id = reaction.user.as_ref().and_then(|user| user.id.as_deref());
+        check_optional_id("action.reaction.user.id", user_id.filter(|id| !id.is_empty()))?;
+        for (field, kommo_msgid) in [
+            ("action.reaction.msgid", reaction.msgid.as_deref()),
+            ("action.reaction.message.id", reaction.message.as_ref().and_then(|m| m.id.as_deref())),
+        ] {
+            if let Some(kommo_msgid) = kommo_msgid.filter(|id| !id.is_empty()) {
+                check_path_id(field, kommo_msgid)?;
+            }
+        }
+        let client_id = reaction.message.as_ref().and_then(|m| m.client_id.as_deref());
+        check_optional_id("action.reaction.message.client_id", client_id.filter(|id| !id.is_empty()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -207,8 +239,14 @@ mod tests {
             ),
             (json!({"status": "read"}), Err("name the message by msgid or reference")),
             (json!({"reference": "", "msgid": "", "status": "read"}), Err("name the message by msgid or reference")),
-            (json!({"reference": "a/b", "status": "read"}), Err("reference is not a Kommo msgid")),
-            (json!({"reference": "x".repeat(129), "status": "read"}), Err("reference is not a Kommo msgid")),
+            (
+                json!({"reference": "a/b", "status": "read"}),
+                Err("reference must be 1 to 128 of A-Z a-z 0-9 - . _ ~ (not . or ..)"),
+            ),
+            (
+                json!({"reference": "x".repeat(129), "status": "read"}),
+                Err("reference must be 1 to 128 of A-Z a-z 0-9 - . _ ~ (not . or ..)"),
+            ),
         ];
         for (fields, expected) in cases {
             let outcome = reported_status(&report(fields.clone())).map_err(|e| e.to_string());
@@ -269,11 +307,5 @@ mod tests {
         assert!(!named(Some("m-1"), Some("k-1")));
         assert!(!named(Some(""), None));
         assert!(!named(None, Some("../x")));
-    }
-
-    #[test]
-    fn an_empty_field_is_named() {
-        assert_eq!(require_non_empty(&[("a", "x"), ("b", "")]), Err(Rejection::invalid("b must not be empty")));
-        assert_eq!(require_non_empty(&[("a", "x")]), Ok(()));
     }
 }

@@ -16,6 +16,13 @@ use super::{constant_time_eq, hmac_sha256};
 /// Messages older or newer than this (seconds) are refused, against replays.
 pub const TOLERANCE_S: i64 = 5 * 60;
 
+/// The first millisecond at which a request signed at `timestamp_s` no longer verifies: the
+/// clock is read in whole seconds, so it verifies up to `timestamp_s + TOLERANCE_S` seconds and
+/// 999 ms. A receiver that remembers a `webhook-id` until then refuses every replay.
+pub fn verifies_until_ms(timestamp_s: i64) -> i64 {
+    timestamp_s.saturating_add(TOLERANCE_S + 1).saturating_mul(1000)
+}
+
 /// Longest `webhook-id` accepted: ids are remembered to refuse replays, so they must fit a
 /// storage key. Senders use short ids (`msg_` and a ULID or UUID).
 pub const MAX_ID_BYTES: usize = 256;

@@ -8,6 +8,28 @@
 pub mod conformance;
 pub mod sim;
 
+/// How many items a store holds: the bad-input tables check that a refused request left none,
+/// on each store.
+#[async_trait]
+pub trait CountItems {
+    async fn count_items(&self) -> usize;
+}
+
+#[async_trait]
+impl CountItems for crate::adapters::memory::MemoryStore {
+    async fn count_items(&self) -> usize {
+        self.item_count()
+    }
+}
+
+#[cfg(feature = "adapters")]
+#[async_trait]
+impl CountItems for crate::adapters::dynamo::DynamoStore {
+    async fn count_items(&self) -> usize {
+        self.item_count().await.expect("the table can be scanned")
+    }
+}
+
 use std::collections::VecDeque;
 use std::sync::Mutex;
 

@@ -17,6 +17,7 @@ use crate::app::routes::EntryPoint;
 use crate::app::{Bridge, Ports};
 use crate::models::chat::BridgeEvent;
 use crate::ports::chat::ChatError;
+use crate::ports::store::Store;
 use crate::ports::timers::{DueWork, TimerError, Timers};
 use crate::signing::kommo_webhook;
 use crate::time::Clock;
@@ -42,9 +43,11 @@ impl Timers for RefusingTimers {
     }
 }
 
-pub struct Sim {
+/// The simulation, on the in-memory store unless built [`Sim::on_store`] (the same tables then
+/// run on the DynamoDB-compatible server).
+pub struct Sim<S = MemoryStore> {
     pub clock: Arc<ManualClock>,
-    pub store: Arc<MemoryStore>,
+    pub store: Arc<S>,
     pub timers: Arc<ManualTimers>,
     /// The bridge's timers: [`Self::timers`], unless told to refuse (`refuse_next`).
     pub queue: Arc<RefusingTimers>,
@@ -71,24 +74,40 @@ impl Sim {
     /// A simulation whose configuration adds `env` to the local defaults (the scope's
     /// account is linked: one-time tokens with account_id 1 act for [`SCOPE`]).
     pub fn with_env(env: &[(&str, &str)]) -> Self {
+        Self::with_config(Self::local_config(env))
+    }
+
+    /// The local defaults with `env` added (the scope's account linked, as [`Self::with_env`]).
+    pub fn local_config(env: &[(&str, &str)]) -> Config {
         let mut vars: std::collections::HashMap<String, String> =
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         vars.entry("KOMMO_ACCOUNTS".into()).or_insert_with(|| "1:acc-1".into());
         let (config, _) =
             Config::from_env_local(&|name| vars.get(name).cloned(), "http://127.0.0.1:9").expect("local defaults");
-        Self::with_config(config)
+        config
     }
 
     pub fn with_config(config: Config) -> Self {
+        Sim::on_store(config, Arc::new(MemoryStore::new()))
+    }
+
+    /// A response's JSON body.
+    pub fn json(response: &HttpResponse) -> serde_json::Value {
+        serde_json::from_slice(response.body()).expect("a JSON body")
+    }
+}
+
+impl<S: Store + 'static> Sim<S> {
+    /// The simulation with `config` on `store`.
+    pub fn on_store(config: Config, store: Arc<S>) -> Self {
         let clock = Arc::new(ManualClock::at_ms(T0));
-        let store = Arc::new(MemoryStore::new());
         let timers = Arc::new(ManualTimers::default());
         let queue = Arc::new(RefusingTimers { inner: timers.clone(), refuse_next: AtomicBool::new(false) });
         let kommo = Arc::new(RecordingKommo::new(clock.clone()));
         let chat = Arc::new(RecordingChat::new(clock.clone()));
         let ports = Ports {
             clock: clock.clone(),
-            store: store.clone(),
+            store: store.clone() as Arc<dyn Store>,
             kommo: kommo.clone(),
             chat: Some(chat.clone()),
             timers: queue.clone(),
@@ -205,10 +224,6 @@ impl Sim {
         }
         let request = request.body(Bytes::from(body.to_owned())).expect("a valid request");
         self.bridge.handle(EntryPoint::KommoWebhook, request).await
-    }
-
-    pub fn json(response: &HttpResponse) -> serde_json::Value {
-        serde_json::from_slice(response.body()).expect("a JSON body")
     }
 
     /// What the chat service accepted, in order: "started", "stopped", "message", "other".
