@@ -165,3 +165,93 @@ fn the_lambda_functions_refuse_to_start_unconfigured() {
         assert!(message.contains("KOMMO_CHANNEL_ID"), "{binary}: {message}");
     }
 }
+
+/// CPU seconds (user + system) the process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process is running");
+    let after_name = &stat[stat.rfind(')').expect("stat names the command") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Idle connections filling every descriptor the dev server may open: it neither spins on the
+/// failing accept nor stays deaf; the idle timeout closes them and `/healthz` answers again.
+#[tokio::test]
+async fn idle_connections_filling_the_descriptors_are_closed_and_the_server_answers_again() {
+    let server = DevServer::start_with_open_files(64, &[("DEV_SERVER_IDLE_TIMEOUT_MS", "1000")]);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let healthz = || async {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_millis(500)).build().unwrap();
+        client.get(format!("{}/healthz", server.base)).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    assert_eq!(healthz().await, 200);
+    // More idle connections than the server has descriptors: it runs out and its accept fails.
+    let mut idle = Vec::new();
+    for _ in 0..120 {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), tokio::net::TcpStream::connect(&address)).await
+        {
+            idle.push(stream);
+        }
+    }
+    let cpu_before = cpu_seconds(server.pid());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let cpu_spent = cpu_seconds(server.pid()) - cpu_before;
+    assert!(cpu_spent < 0.2, "the accept loop backs off instead of spinning: {cpu_spent:.2} s of CPU in 0.5 s");
+    // The idle ones are closed after a second; the server answers again though our sockets stay open.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut status = 0;
+    while std::time::Instant::now() < deadline {
+        status = healthz().await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "/healthz answers again once idle connections are closed");
+    drop(idle);
+}
+
+/// A request whose body never finishes arriving is answered 408 after the idle timeout, and a
+/// request that never finishes its headers is closed: a slow sender holds nothing for long.
+#[tokio::test]
+async fn slow_requests_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = DevServer::start(&[("DEV_SERVER_IDLE_TIMEOUT_MS", "500")]);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut slow_body = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow_body.write_all(b"POST /chat/events HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), slow_body.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "answered and closed within the timeout");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "the JSON error: {answer}");
+    let mut slow_headers = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow_headers.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), slow_headers.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a request whose headers never end is closed");
+}
+
+/// With real peers configured, the sink is not there: nobody can write to the server's log
+/// through it.
+#[tokio::test]
+async fn the_sink_routes_exist_only_in_local_mode() {
+    let configured = DevServer::start(&[
+        ("KOMMO_AMOJO_URL", "http://127.0.0.1:9"),
+        ("CHAT_SERVICE_URL", "http://127.0.0.1:9/events"),
+    ]);
+    let local = DevServer::start(&[]);
+    let client = reqwest::Client::new();
+    for (server, expected) in [(&configured, 404), (&local, 401)] {
+        let response = client.post(format!("{}/_sink/chat", server.base)).body("{}").send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{}", server.base);
+        let answer: Value = response.json().await.unwrap();
+        assert!(answer["error"]["code"].is_string(), "{answer}");
+    }
+    let amojo = client.post(format!("{}/_sink/amojo/v2/origin/custom/x/typing", configured.base)).send().await.unwrap();
+    assert_eq!(amojo.status().as_u16(), 404);
+}

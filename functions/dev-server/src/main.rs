@@ -8,12 +8,13 @@ mod sink;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use shared::adapters::dynamo::{DynamoStore, client_from_env, ensure_table};
 use shared::adapters::in_process_timers::InProcessTimers;
 use shared::adapters::memory::MemoryStore;
@@ -28,7 +29,20 @@ use tokio::net::TcpListener;
 struct DevServer {
     bridge: Arc<Bridge>,
     sink: sink::Sink,
+    /// The sink's routes are there only where the sink stands in for a peer (local mode): with
+    /// real peers configured they are not routes at all.
+    sink_amojo: bool,
+    sink_chat: bool,
+    /// How long a request may take to arrive (headers, then body) and a connection may idle.
+    idle_timeout: Duration,
 }
+
+/// A connection that sends nothing for this long, or a request slower than this, is closed:
+/// idle or slow clients cannot hold the server's descriptors (`DEV_SERVER_IDLE_TIMEOUT_MS`).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After an accept error (descriptors exhausted), the loop waits before trying again, doubling
+/// up to this: it never spins.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() {
@@ -45,6 +59,14 @@ async fn main() {
     let base = format!("http://{address}");
     let (config, defaults) = Config::from_env_local(&env, &base).unwrap_or_else(|e| refuse(&e));
     announce_local_defaults(&config, &defaults);
+    let idle_timeout = match env("DEV_SERVER_IDLE_TIMEOUT_MS").map(|ms| ms.parse::<u64>()) {
+        None => DEFAULT_IDLE_TIMEOUT,
+        Some(Ok(ms)) if ms > 0 => Duration::from_millis(ms),
+        Some(_) => {
+            eprintln!("dev-server: DEV_SERVER_IDLE_TIMEOUT_MS must be a positive number of milliseconds");
+            std::process::exit(2);
+        }
+    };
 
     let store: Arc<dyn Store> = match &config.dynamodb_endpoint {
         Some(endpoint) => {
@@ -67,25 +89,50 @@ async fn main() {
     let bridge = Arc::new(Bridge::with_http_clients(config, Arc::new(SystemClock), store, Arc::new(timers)));
     let dispatcher = Arc::new(bridge.dispatcher().expect("the local configuration wires every side").clone());
     tokio::spawn(timer_loop.run(dispatcher, Arc::new(SystemClock)));
-    let server = Arc::new(DevServer { bridge, sink });
+    let server = Arc::new(DevServer {
+        bridge,
+        sink,
+        sink_amojo: defaults.generated.contains(&"KOMMO_AMOJO_URL"),
+        sink_chat: defaults.generated.contains(&"CHAT_SERVICE_URL"),
+        idle_timeout,
+    });
     // Tests and scripts read this line to learn the port (PORT=0 picks a free one).
     println!("dev-server: listening on {base}");
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = Duration::ZERO;
+                stream
+            }
+            Err(error) => {
+                // Out of descriptors (EMFILE) and the like: wait for connections to close
+                // (the idle timeout closes them) instead of spinning on the error.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                eprintln!("dev-server: accept failed ({error}); retrying in {} ms", backoff.as_millis());
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
         let server = server.clone();
         tokio::spawn(async move {
+            let idle_timeout = server.idle_timeout;
             let service = service_fn(move |request| {
                 let server = server.clone();
                 async move { Ok::<_, Infallible>(server.handle(request).await.map(Full::new)) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            // The header timeout runs from when the connection starts waiting for a request,
+            // so it closes idle keep-alive connections as well as slow senders.
+            let mut builder = http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(idle_timeout);
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
     }
     println!("dev-server: stopped");
@@ -94,13 +141,18 @@ async fn main() {
 impl DevServer {
     async fn handle(&self, request: hyper::Request<Incoming>) -> HttpResponse {
         let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        let collected = tokio::time::timeout(self.idle_timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await;
+        let body = match collected {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return ApiError::payload_too_large().into_response();
             }
-            Err(_) => {
+            Ok(Err(_)) => {
                 return ApiError::bad_request("unreadable_body", "the request body could not be read").into_response();
+            }
+            Err(_) => {
+                return ApiError::new(http::StatusCode::REQUEST_TIMEOUT, "request_timeout", "the body came too slowly")
+                    .into_response();
             }
         };
         let request = HttpRequest::from_parts(parts, body);
@@ -112,11 +164,14 @@ impl DevServer {
             (EntryPoint::DevServer, RouteId::Healthz) => {
                 json_response(http::StatusCode::OK, &serde_json::json!({"status": "ok"}))
             }
-            (EntryPoint::DevServer, RouteId::SinkAmojo) => {
+            (EntryPoint::DevServer, RouteId::SinkAmojo) if self.sink_amojo => {
                 let path = matched.params[0].to_owned();
                 self.sink.amojo(&request, &path)
             }
-            (EntryPoint::DevServer, _) => self.sink.chat(&request),
+            (EntryPoint::DevServer, RouteId::SinkChat) if self.sink_chat => self.sink.chat(&request),
+            (EntryPoint::DevServer, _) => {
+                ApiError::not_found("no_route", format!("no route for {}", request.uri().path())).into_response()
+            }
             (entry, _) => self.bridge.handle(entry, request).await,
         }
     }

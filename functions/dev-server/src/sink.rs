@@ -103,9 +103,15 @@ impl Sink {
     }
 
     fn log(&self, peer: &str, request: &HttpRequest, path: &str, signature_ok: bool, signed: &[&str]) {
-        let headers: Vec<String> =
-            signed.iter().map(|name| format!("{name}: {}", header_str(request, name).unwrap_or("<missing>"))).collect();
-        let body: String = String::from_utf8_lossy(request.body()).chars().take(LOGGED_BODY_CHARS).collect();
+        // Anyone can post here: what is printed is escaped (a newline in it cannot start a
+        // line of its own) and cut short.
+        let escaped = |text: &str| text.chars().take(LOGGED_BODY_CHARS).collect::<String>().escape_debug().to_string();
+        let headers: Vec<String> = signed
+            .iter()
+            .map(|name| format!("{name}: {}", escaped(header_str(request, name).unwrap_or("<missing>"))))
+            .collect();
+        let body = escaped(&String::from_utf8_lossy(request.body()));
+        let path = escaped(path);
         println!(
             "sink → {peer}: {} {path} (signature {})\n  {}\n  {body}",
             request.method(),

@@ -314,13 +314,21 @@ fn non_empty(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String>
 }
 
 fn url(env: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<String>, ConfigError> {
-    match non_empty(env, name) {
-        None => Ok(None),
-        Some(text) if text.starts_with("http://") || text.starts_with("https://") => {
-            Ok(Some(text.trim_end_matches('/').to_owned()))
-        }
-        Some(_) => Err(ConfigError::new(name, "must be an http:// or https:// URL")),
+    let Some(text) = non_empty(env, name) else { return Ok(None) };
+    if is_url(&text) {
+        return Ok(Some(text.trim_end_matches('/').to_owned()));
     }
+    Err(ConfigError::new(name, "must be an http:// or https:// URL with a host, and no spaces"))
+}
+
+/// An http:// or https:// URL with a host (and optional port) and nothing a request line could
+/// not carry (no whitespace, no control characters): refused at start, not at the first call.
+fn is_url(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    matches!(scheme, "http" | "https")
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        && is_origin(&format!("{scheme}://{authority}"))
 }
 
 /// An origin: scheme, host and an optional port, nothing after (a trailing `/` is dropped).
@@ -543,6 +551,8 @@ mod tests {
             ("https://", None),
             ("https://amojo kommo.com", None),
             ("amojo.kommo.com", None),
+            ("http://", None),
+            ("ftp://amojo.kommo.com", None),
         ];
         for (given, used) in cases {
             let mut env: Vec<_> = FULL.to_vec();
@@ -565,6 +575,27 @@ mod tests {
         assert_eq!(port(&env_of(&[])).unwrap(), 3000);
         let env = env_of(&[("RETRY_MAX_ATTEMPTS", "0")]);
         assert_eq!(Config::from_env_local(&env, "http://x").unwrap_err().variable, "RETRY_MAX_ATTEMPTS");
+        // A URL that cannot be called is refused at start, not at the first event.
+        for bad in [
+            "http://",
+            "https://",
+            "http:///path",
+            "https://chat example/hooks",
+            "https://chat.example/a b",
+            "https://chat.example/a\tb",
+            "http://:8080/x",
+            "https://chat.example:port/x",
+            "chat.example/hooks",
+        ] {
+            let mut env: Vec<_> = FULL.iter().copied().filter(|(name, _)| *name != "CHAT_SERVICE_URL").collect();
+            env.push(("CHAT_SERVICE_URL", bad));
+            let refused = Config::from_env_strict(&env_of(&env), Function::TypingExpiry).unwrap_err();
+            assert_eq!(refused.variable, "CHAT_SERVICE_URL", "{bad:?}");
+        }
+        let mut env: Vec<_> = FULL.iter().copied().filter(|(name, _)| *name != "CHAT_SERVICE_URL").collect();
+        env.push(("CHAT_SERVICE_URL", "https://chat.example:8443/hooks/kommo?tenant=7"));
+        let accepted = Config::from_env_strict(&env_of(&env), Function::TypingExpiry).unwrap();
+        assert_eq!(accepted.chat_service_url.as_deref(), Some("https://chat.example:8443/hooks/kommo?tenant=7"));
     }
 
     #[test]
@@ -626,9 +657,14 @@ mod tests {
         assert_eq!(config.scope_of_account("1"), None);
         assert!(!config.privacy.forward_read_receipts && config.privacy.forward_manager_typing);
         assert_eq!((config.presence.window_ms, config.presence.grace_ms), (60_000, 5000));
-        for (name, bad) in
-            [("KOMMO_ACCOUNTS", "31000001"), ("FORWARD_MANAGER_TYPING", "maybe"), ("PRESENCE_WINDOW_S", "0")]
-        {
+        for (name, bad) in [
+            ("KOMMO_ACCOUNTS", "31000001"),
+            ("KOMMO_ACCOUNTS", "abc:def"),
+            ("KOMMO_ACCOUNTS", "31000001:acc/x"),
+            ("KOMMO_ACCOUNTS", "31000001:acc#1"),
+            ("FORWARD_MANAGER_TYPING", "maybe"),
+            ("PRESENCE_WINDOW_S", "0"),
+        ] {
             let mut env: Vec<_> = FULL.to_vec();
             env.push((name, bad));
             assert_eq!(Config::from_env_strict(&env_of(&env), Function::KommoWebhook).unwrap_err().variable, name);

@@ -109,7 +109,25 @@ pub struct DevServer {
 impl DevServer {
     /// Starts the dev server on a free port with exactly `env` as its configuration.
     pub fn start(env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(workspace_binary("dev-server"));
+        Self::spawn(Command::new(workspace_binary("dev-server")), env)
+    }
+
+    /// Starts the dev server allowed at most `open_files` descriptors (`ulimit -n`).
+    pub fn start_with_open_files(open_files: u32, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", r#"ulimit -n "$1" && exec "$0""#])
+            .arg(workspace_binary("dev-server"))
+            .arg(open_files.to_string());
+        Self::spawn(command, env)
+    }
+
+    /// The operating system's id of the server's process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(mut command: Command, env: &[(&str, &str)]) -> Self {
         command.env_clear().env("PORT", "0").env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
         for (name, value) in env {
             command.env(name, value);
