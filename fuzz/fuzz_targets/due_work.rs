@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::queued::QueuedRecord;
 use shared::ports::timers::DueWork;
+use shared::queued::QueuedRecord;
 use shared_fuzz::{Harness, MAX_DUE_RUNS, block_on};
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 //! - Any text: never a panic, and an accepted token is one whose HS256 signature, recomputed
 //!   here independently, matches, whose header says HS256 and whose times hold.
 //! - Claims: the issued token verifies unless its claims are unusable (missing, expired, not
-//!   yet valid, and then for the right reason), gives back the claims it was made with, and
+//!   yet valid, living over an hour, and then for the right reason), gives back the claims it was made with, and
 //!   fails with another secret or with any one character changed.
 #![no_main]
 
@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use shared::signing::one_time_token::{LEEWAY_S, OneTimeClaims, TokenError, issue, verify};
+use shared::signing::one_time_token::{LEEWAY_S, MAX_LIFETIME_S, OneTimeClaims, TokenError, issue, verify};
 use shared_fuzz::INTEGRATION_SECRET;
 
 const NOW_S: i64 = 1_700_000_000;
@@ -38,6 +38,11 @@ fn check_accepted(token: &str, claims: &OneTimeClaims) {
     assert!(i128::from(NOW_S) <= i128::from(claims.exp) + i128::from(LEEWAY_S), "accepted an expired token");
     if let Some(nbf) = claims.nbf {
         assert!(i128::from(nbf) <= i128::from(NOW_S) + i128::from(LEEWAY_S), "accepted a token not valid yet");
+    }
+    let longest = i128::from(MAX_LIFETIME_S) + i128::from(LEEWAY_S);
+    assert!(i128::from(claims.exp) - i128::from(NOW_S) <= longest, "accepted a token living over an hour from now");
+    if let Some(iat) = claims.iat {
+        assert!(i128::from(claims.exp) - i128::from(iat) <= longest, "accepted a token living over an hour from iat");
     }
     assert!(!claims.account_id.is_empty() && !claims.user_id.is_empty());
 }
@@ -73,6 +78,12 @@ fn round_trip(claims_json: &Value, salt: usize) {
         Err(TokenError::NotYetValid) => {
             let nbf = claims_json["nbf"].as_i64().expect("not yet valid without an integer nbf");
             assert!(i128::from(nbf) > i128::from(NOW_S) + i128::from(LEEWAY_S), "refused as early at nbf {nbf}");
+        }
+        Err(TokenError::TooLongLived) => {
+            let exp = i128::from(claims_json["exp"].as_i64().expect("too long-lived without an integer exp"));
+            let longest = i128::from(MAX_LIFETIME_S) + i128::from(LEEWAY_S);
+            let from_iat = claims_json["iat"].as_i64().map(|iat| exp - i128::from(iat));
+            assert!(exp - i128::from(NOW_S) > longest || from_iat.is_some_and(|lifetime| lifetime > longest));
         }
         Err(TokenError::MissingClaims) => {}
         Err(other) => panic!("a token the secret issued was refused: {other}"),

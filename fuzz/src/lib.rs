@@ -204,7 +204,9 @@ impl Harness {
                     let key = (scope_id, msgid);
                     assert!(outcomes.insert(key.clone()), "a client message's outcome told twice: {key:?}");
                 }
-                BridgeEvent::PresenceChanged { .. } | BridgeEvent::ReactionAdded(_) | BridgeEvent::ReactionRemoved(_) => {}
+                BridgeEvent::PresenceChanged { .. }
+                | BridgeEvent::ReactionAdded(_)
+                | BridgeEvent::ReactionRemoved(_) => {}
             }
         }
     }

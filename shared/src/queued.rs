@@ -75,7 +75,7 @@ impl Dispatcher {
             let work: DueWork = match serde_json::from_str(&record.body) {
                 Ok(work) => work,
                 Err(error) => {
-                    tracing::error!(message_id = %record.message_id, %error, "unreadable due work");
+                    tracing::error!(message_id = %record.message_id.escape_debug(), %error, "unreadable due work");
                     return Some(record.message_id);
                 }
             };
@@ -83,7 +83,7 @@ impl Dispatcher {
             match self.run(work).await {
                 Ok(()) => None,
                 Err(error) => {
-                    tracing::warn!(message_id = %record.message_id, work = kind, %error, "due work failed; redelivered later");
+                    tracing::warn!(message_id = %record.message_id.escape_debug(), work = kind, %error, "due work failed; redelivered later");
                     Some(record.message_id)
                 }
             }
@@ -145,12 +145,12 @@ fn work_span(work: &DueWork) -> tracing::Span {
             (reaction.scope_id.as_str(), Some(reaction.conversation_id.as_str()), reaction.message.id(), Some(*attempt))
         }
     };
-    span.record("scope_id", scope_id);
+    span.record("scope_id", crate::ids::for_log(scope_id));
     if let Some(conversation_id) = conversation_id {
-        span.record("conversation_id", conversation_id);
+        span.record("conversation_id", crate::ids::for_log(conversation_id));
     }
     if let Some(msgid) = msgid {
-        span.record("msgid", msgid);
+        span.record("msgid", crate::ids::for_log(msgid));
     }
     if let Some(attempt) = attempt {
         span.record("attempt", attempt);

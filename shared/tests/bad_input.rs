@@ -102,7 +102,8 @@ fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
         }
     };
     let token = |claims: serde_json::Value, key: &str| Some(one_time_token::issue(key, &claims));
-    let good_claims = serde_json::json!({"account_id": 1, "user_id": 42, "exp": now + 60});
+    let good_claims =
+        serde_json::json!({"iss": "https://acme.kommo.com", "account_id": 1, "user_id": 42, "exp": now + 60});
     let event = |kind: &str, fields: &str| format!(r#"{{"type":"{kind}","scope_id":"{SCOPE}"{fields}}}"#);
     let status = |fields: &str| event("message.status", &format!(r#","reference":"kommo-1"{fields}"#));
     let status_with_reference =
@@ -172,7 +173,7 @@ fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
         ),
         signed("webhook nested 10,000 deep", &nested(10_000), 400),
         signed(
-            "webhook over 256 KiB",
+            "webhook over 248 KiB",
             &format!(r#"{{"account_id":"acc-1","time":1,"pad":"{}"}}"#, "x".repeat(300_000)),
             413,
         ),
@@ -408,7 +409,7 @@ fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
         ),
         chat("event nested 10,000 deep", &nested(10_000), 400),
         chat(
-            "event over 256 KiB",
+            "event over 248 KiB",
             &event("typing.started", &format!(r#","conversation_id":"{}","user_id":"u""#, "c".repeat(300_000))),
             413,
         ),
@@ -457,7 +458,10 @@ fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
             "UI for an account not served",
             "GET",
             ui_presence,
-            token(serde_json::json!({"account_id": 7, "user_id": 42, "exp": now + 60}), &integration_secret),
+            token(
+                serde_json::json!({"iss": "https://acme.kommo.com", "account_id": 7, "user_id": 42, "exp": now + 60}),
+                &integration_secret,
+            ),
             "",
             403,
         ),
@@ -478,6 +482,37 @@ fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
             400,
         ),
         ui("UI read with no token", "POST", "/kommo/ui/conversations/conv-1/read", None, "", 401),
+        ui(
+            "UI token made to live ten years",
+            "GET",
+            ui_presence,
+            token(
+                serde_json::json!({"iss": "https://acme.kommo.com", "account_id": 1, "user_id": 42, "iat": now,
+                                   "exp": now + 10 * 365 * 86_400}),
+                &integration_secret,
+            ),
+            "",
+            401,
+        ),
+        ui(
+            "UI token without iss",
+            "GET",
+            ui_presence,
+            token(serde_json::json!({"account_id": 1, "user_id": 42, "exp": now + 60}), &integration_secret),
+            "",
+            401,
+        ),
+        ui(
+            "UI token issued by a host that is not Kommo's",
+            "GET",
+            ui_presence,
+            token(
+                serde_json::json!({"iss": "https://evil.example", "account_id": 1, "user_id": 42, "exp": now + 60}),
+                &integration_secret,
+            ),
+            "",
+            401,
+        ),
         Case {
             name: "preflight from a foreign origin",
             entry: EntryPoint::KommoWebhook,

@@ -67,10 +67,20 @@ impl Installing {
         (status, response.text().await.unwrap())
     }
 
-    /// A Kommo UI call with a one-time token for `account_id`, as the widget makes it.
-    async fn ui_presence(&self, account_id: u64) -> u16 {
+    /// A Kommo UI call with a one-time token for `account_id` at `host`, as the widget makes it.
+    async fn ui_presence(&self, account_id: u64, host: &str) -> u16 {
+        self.ui_presence_with(account_id, host, json!({})).await
+    }
+
+    /// [`Self::ui_presence`] with some of the token's claims replaced by `changed`.
+    async fn ui_presence_with(&self, account_id: u64, host: &str, changed: Value) -> u16 {
         let now = shared::time::Clock::now_s(&shared::time::SystemClock);
-        let claims = json!({"account_id": account_id, "user_id": 7, "iat": now, "nbf": now, "exp": now + 60});
+        let mut claims = json!({"iss": format!("https://{host}"), "aud": "https://bridge.example.com",
+                                "client_uuid": self.client_id, "account_id": account_id, "user_id": 7,
+                                "iat": now, "nbf": now, "exp": now + 60});
+        for (name, value) in changed.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
         let token = shared::signing::one_time_token::issue(&self.kommo.secret, &claims);
         let url = format!("{}/kommo/ui/conversations/conv-1/presence", self.e2e.server.base);
         let request = self.http.get(url).header("origin", "https://acme.kommo.com").header("x-auth-token", token);
@@ -83,7 +93,7 @@ async fn an_install_connects_the_channel_and_serves_the_account(on_dynamodb: boo
     let (account, code, referer) = t.account_with_code().await;
     let account_id = account["id"].as_u64().unwrap();
     let amojo_id = account["amojo_id"].as_str().unwrap();
-    assert_eq!(t.ui_presence(account_id).await, 403, "not served before it is installed");
+    assert_eq!(t.ui_presence(account_id, &referer).await, 403, "not served before it is installed");
 
     let (status, page) = t.callback(&format!("code={code}&referer={referer}&from_widget=1")).await;
     assert_eq!(status, 200, "{page}");
@@ -93,7 +103,17 @@ async fn an_install_connects_the_channel_and_serves_the_account(on_dynamodb: boo
     let connect = connects.iter().find(|c| c["body"]["account_id"] == amojo_id).expect("the channel connected");
     assert_eq!(connect["signature_ok"], true);
     assert_eq!(connect["path"], format!("/v2/origin/custom/{channel}/connect"));
-    assert_eq!(t.ui_presence(account_id).await, 200, "the widget's token works with no KOMMO_ACCOUNTS entry");
+    assert_eq!(t.ui_presence(account_id, &referer).await, 200, "the widget's token works with no KOMMO_ACCOUNTS entry");
+    // A token Kommo would not have made for this account and integration is refused.
+    for changed in [
+        json!({"iss": "https://other-shop.kommo.com"}),
+        json!({"aud": "https://elsewhere.example.com"}),
+        json!({"aud": null}),
+        json!({"client_uuid": "another-integration"}),
+        json!({"exp": shared::time::Clock::now_s(&shared::time::SystemClock) + 86_400}),
+    ] {
+        assert_eq!(t.ui_presence_with(account_id, &referer, changed.clone()).await, 401, "{changed}");
+    }
 
     // The same code again: Kommo refuses it, and nothing changes.
     let (status, page) = t.callback(&format!("code={code}&referer={referer}")).await;
@@ -102,7 +122,7 @@ async fn an_install_connects_the_channel_and_serves_the_account(on_dynamodb: boo
     let subdomain = referer.split('.').next().unwrap();
     let (status, _) = t.callback(&format!("code={}&referer={referer}", t.code_for(subdomain).await)).await;
     assert_eq!(status, 200);
-    assert_eq!(t.ui_presence(account_id).await, 200);
+    assert_eq!(t.ui_presence(account_id, &referer).await, 200);
 }
 
 #[tokio::test]
@@ -133,7 +153,7 @@ async fn a_redirect_kommo_would_not_make_is_refused_and_sends_nothing() {
     }
     let asked: Vec<_> = [t.kommo.calls(&subdomain).await, t.kommo.calls("").await].concat();
     assert_eq!(asked.len(), 1, "only the well-formed code went to Kommo, to its account host: {asked:?}");
-    assert_eq!(t.ui_presence(account["id"].as_u64().unwrap()).await, 403, "nothing was installed");
+    assert_eq!(t.ui_presence(account["id"].as_u64().unwrap(), &referer).await, 403, "nothing was installed");
     // The code was never spent: the real install still works.
     assert_eq!(t.callback(&format!("code={code}&referer={referer}")).await.0, 200);
 }
@@ -178,7 +198,7 @@ async fn a_disabled_account_is_refused_until_installed_again(on_dynamodb: bool) 
         let error: Value = response.json().await.unwrap();
         assert!(error["error"]["code"].is_string(), "a JSON error: {error}");
     }
-    assert_eq!(t.ui_presence(account_id).await, 200, "a forged disable changed nothing");
+    assert_eq!(t.ui_presence(account_id, &referer).await, 200, "a forged disable changed nothing");
     assert_eq!(t.e2e.chat_event(typing("conv-2")).await.status(), 200);
 
     // Kommo's own call.
@@ -201,7 +221,7 @@ async fn a_disabled_account_is_refused_until_installed_again(on_dynamodb: bool) 
     assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "scope_disconnected");
     let refused = t.e2e.kommo_webhook_to(&scope, webhook.clone()).await;
     assert_eq!(refused.status(), 403);
-    assert_eq!(t.ui_presence(account_id).await, 403, "the widget is not served either");
+    assert_eq!(t.ui_presence(account_id, &referer).await, 403, "the widget is not served either");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(t.e2e.amojo.calls(&scope).await.len(), amojo_before, "nothing sent to Kommo");
     assert_eq!(t.e2e.chat.calls(&scope).await.len(), chat_before, "nothing forwarded to the chat service");
@@ -216,7 +236,7 @@ async fn a_disabled_account_is_refused_until_installed_again(on_dynamodb: bool) 
     assert_eq!(t.callback(&format!("code={}&referer={referer}", t.code_for(&subdomain).await)).await.0, 200);
     assert_eq!(t.e2e.chat_event(typing("conv-4")).await.status(), 200);
     assert_eq!(t.e2e.kommo_webhook_to(&scope, webhook).await.status(), 200);
-    assert_eq!(t.ui_presence(account_id).await, 200);
+    assert_eq!(t.ui_presence(account_id, &referer).await, 200);
 }
 
 #[tokio::test]
@@ -254,7 +274,8 @@ async fn a_manager_is_named_the_same_in_typing_messages_and_presence(on_dynamodb
         "conversation": {"id": "kommo-chat-1", "client_id": conversation}, "timestamp": now,
         "message": {"id": unique("kommo-msg-"), "type": "text", "text": "hello"}}});
     assert_eq!(t.e2e.kommo_webhook_to(&scope, message.to_string()).await.status(), 200);
-    let claims = json!({"account_id": account["id"], "user_id": user_id, "iat": now, "nbf": now, "exp": now + 60});
+    let claims = json!({"iss": format!("https://{referer}"), "aud": "https://bridge.example.com",
+                        "account_id": account["id"], "user_id": user_id, "iat": now, "nbf": now, "exp": now + 60});
     let token = shared::signing::one_time_token::issue(&t.kommo.secret, &claims);
     let viewing = t
         .http

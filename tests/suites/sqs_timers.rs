@@ -284,3 +284,89 @@ async fn typing_expiry_answers_a_real_sqs_event_with_the_partial_batch_failure()
     assert_eq!(kind, "response", "{answer} {stderr}");
     assert_eq!(answer, serde_json::json!({"batchItemFailures": [{"itemIdentifier": "bad-1"}]}), "{stderr}");
 }
+
+/// The largest request the bridge accepts is queueable: a client's `message.created` and a
+/// Kommo manager message, each exactly the request limit with its text filling it, go through
+/// the bridge onto the SQS-compatible server as one message each, within SQS's 262,144 bytes
+/// (which moto enforces: shown first, so this test can fail).
+#[tokio::test]
+async fn the_largest_accepted_request_queues_as_one_sqs_message() {
+    use bytes::Bytes;
+    use shared::app::http::MAX_BODY_BYTES;
+    use shared::app::routes::EntryPoint;
+    const SQS_MAX_MESSAGE_BYTES: usize = 262_144;
+    let client = receiving_client();
+    // The timer queue as the template makes it: SQS's classic limit, whatever a new queue's
+    // default (AWS raised the maximum to 1 MiB in 2025; the bridge fits either).
+    let queue = client
+        .create_queue()
+        .queue_name(support::unique("bridge-timers-"))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize, SQS_MAX_MESSAGE_BYTES.to_string())
+        .send()
+        .await
+        .expect("moto creates the queue")
+        .queue_url
+        .unwrap();
+    let refused =
+        client.send_message().queue_url(&queue).message_body("x".repeat(SQS_MAX_MESSAGE_BYTES + 1)).send().await;
+    assert!(refused.is_err(), "moto refuses a message over SQS's limit");
+    let sender = sqs_client_from_env(Some(&support::required_env("TEST_SQS_ENDPOINT")));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").unwrap();
+    let scope = format!("{}_{}", config.channel_id, config.accounts[0].1);
+    let bridge = Bridge::new(
+        config,
+        Ports {
+            clock: clock.clone(),
+            store: Arc::new(MemoryStore::new()),
+            kommo: Arc::new(RecordingKommo::new(clock.clone())),
+            chat: Some(Arc::new(RecordingChat::new(clock.clone()))),
+            timers: Arc::new(SqsTimers::new(sender, &queue, clock.clone())),
+        },
+    );
+    let filled = |template: &dyn Fn(&str) -> String| template(&"x".repeat(MAX_BODY_BYTES - template("").len()));
+    let client_message = filled(&|text| {
+        format!(
+            r#"{{"type":"message.created","scope_id":"{scope}","conversation_id":"conv-big","msgid":"m-big","user":{{"id":"client-1","name":"Adam"}},"message":{{"type":"text","text":"{text}"}},"timestamp_ms":1}}"#
+        )
+    });
+    let account = scope.split_once('_').unwrap().1.to_owned();
+    let manager_message = filled(&|text| {
+        format!(
+            r#"{{"account_id":"{account}","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"manager-1"}},"conversation":{{"id":"kommo-big","client_id":"conv-big"}},"timestamp":1,"message":{{"id":"kommo-big-1","type":"text","text":"{text}"}}}}}}"#
+        )
+    });
+    assert_eq!((client_message.len(), manager_message.len()), (MAX_BODY_BYTES, MAX_BODY_BYTES));
+
+    let now = clock.now_s();
+    let secret = bridge.config.chat_service_secret.clone().unwrap();
+    let chat_request = http::Request::post("/chat/events")
+        .header("webhook-id", "msg_big")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", secret.sign("msg_big", now, client_message.as_bytes()))
+        .body(Bytes::from(client_message))
+        .unwrap();
+    let answer = bridge.handle(EntryPoint::ChatCallback, chat_request).await;
+    assert_eq!(answer.status(), 200, "{}", String::from_utf8_lossy(answer.body()));
+    let signature =
+        shared::signing::kommo_webhook::sign(bridge.config.channel_secret.expose(), manager_message.as_bytes());
+    let kommo_request = http::Request::post(format!("/kommo/webhook/{scope}"))
+        .header("x-signature", signature)
+        .body(Bytes::from(manager_message))
+        .unwrap();
+    let answer = bridge.handle(EntryPoint::KommoWebhook, kommo_request).await;
+    assert_eq!(answer.status(), 200, "{}", String::from_utf8_lossy(answer.body()));
+
+    let mut kinds = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kinds.len() < 2 && Instant::now() < deadline {
+        for message in receive(&client, &queue, 1).await {
+            let body = message.body().unwrap_or_default();
+            assert!(body.len() <= SQS_MAX_MESSAGE_BYTES, "{} bytes", body.len());
+            let work: DueWork = serde_json::from_str(body).expect("queued work");
+            kinds.push(work.kind());
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["import_client_message", "relay_manager_message"]);
+}

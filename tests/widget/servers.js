@@ -77,7 +77,8 @@ async function startStaticServer({ root, integrationSecret }) {
       tokens.issued += 1;
       const secret = url.searchParams.get('mode') === 'bad' ? 'not-the-integration-secret' : integrationSecret;
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(JSON.stringify({ token: oneTimeToken(secret) }));
+      // Kommo's tokens name the account's address as their issuer: here, the page's own origin.
+      res.end(JSON.stringify({ token: oneTimeToken(secret, { issuer: `http://${req.headers.host}` }) }));
       return;
     }
     let file = vendor[url.pathname];

@@ -72,6 +72,8 @@ Exit status: 0 done; 1 failed (an error, or a bridge answering other than 2xx); 
 ";
 
 const DEFAULT_TITLE: &str = "Kommo bridge";
+/// The Kommo account address a token made by `sign token` names as its issuer.
+const TOKEN_ISSUER: &str = "https://example.kommo.com";
 /// How long a token made by `sign token` is valid: time enough to paste it into a request.
 const TOKEN_TTL_S: i64 = 600;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -297,7 +299,8 @@ fn sign_token(options: &Options) -> Result<(), Failure> {
 /// A one-time token as Kommo's `$authorizedAjax` adds it (ids as numbers, as Kommo sends them).
 pub fn token(integration_secret: &str, account_id: u64, user_id: u64) -> String {
     let now = SystemClock.now_s();
-    let claims = serde_json::json!({"account_id": account_id, "user_id": user_id,
+    // `iss`: an account address the Kommo UI routes accept by default (deployed and local).
+    let claims = serde_json::json!({"iss": TOKEN_ISSUER, "account_id": account_id, "user_id": user_id,
                                     "iat": now, "nbf": now, "exp": now + TOKEN_TTL_S});
     one_time_token::issue(integration_secret, &claims)
 }

@@ -65,13 +65,13 @@ impl ChatSide {
         let event: ChatEvent = parse_json(request.body())?;
         let scope_id = event.scope_id();
         let span = tracing::Span::current();
-        span.record("scope_id", scope_id);
+        span.record("scope_id", crate::ids::for_log(scope_id));
         span.record("kind", event.type_name());
         if let Some(conversation_id) = event.conversation_id() {
-            span.record("conversation_id", conversation_id);
+            span.record("conversation_id", crate::ids::for_log(conversation_id));
         }
         if let Some(msgid) = event.msgid() {
-            span.record("msgid", msgid);
+            span.record("msgid", crate::ids::for_log(msgid));
         }
         self.config.account_of_scope(scope_id)?;
         self.scopes.check(scope_id).await?;
@@ -133,8 +133,8 @@ impl ChatSide {
         };
         let (scope_id, conversation_id) = (param("scope_id")?, param("conversation_id")?);
         let span = tracing::Span::current();
-        span.record("scope_id", scope_id.as_str());
-        span.record("conversation_id", conversation_id.as_str());
+        span.record("scope_id", crate::ids::for_log(scope_id.as_str()));
+        span.record("conversation_id", crate::ids::for_log(conversation_id.as_str()));
         span.record("kind", "presence_pull");
         self.config.account_of_scope(&scope_id)?;
         check_id("conversation_id", &conversation_id).map_err(ApiError::invalid_id)?;

@@ -12,8 +12,11 @@ use crate::rules::rejection::Rejection;
 pub type HttpRequest = http::Request<Bytes>;
 pub type HttpResponse = http::Response<Bytes>;
 
-/// Bodies larger than this are refused with 413 before anything reads them.
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Bodies larger than this are refused with 413 before anything reads them. 248 KiB, so that
+/// the largest request accepted, queued with its envelope (one copy of its content and a few
+/// ids, under 2 KiB), always fits one SQS message of the classic 256 KiB
+/// (`the_largest_accepted_request_queues_as_one_sqs_message`).
+pub const MAX_BODY_BYTES: usize = 248 * 1024;
 
 /// An expected failure, answered with `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -80,7 +80,7 @@ impl KommoSide {
     /// each webhook once and wants exactly 200 within 5 s.
     pub async fn webhook(&self, scope_id: &str, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
         let span = tracing::Span::current();
-        span.record("scope_id", scope_id);
+        span.record("scope_id", crate::ids::for_log(scope_id));
         let account_id = self.config.account_of_scope(scope_id)?;
         kommo_webhook::verify(self.config.channel_secret.expose(), request.body(), header_str(request, "x-signature"))
             .map_err(|e| ApiError::bad_signature(e.to_string()))?;
@@ -93,15 +93,15 @@ impl KommoSide {
         match webhook.kind() {
             WebhookKind::ManagerTyping(typing) => {
                 span.record("kind", "manager_typing");
-                span.record("conversation_id", typing.conversation.integration_id());
+                span.record("conversation_id", crate::ids::for_log(typing.conversation.integration_id()));
                 self.learn_manager(scope_id, NamedBy::Amojo(&typing.user.id)).await;
                 self.manager_typing.on_webhook(scope_id, typing).await?
             }
             WebhookKind::ManagerMessage(message) => {
                 span.record("kind", "manager_message");
-                span.record("conversation_id", message.conversation.integration_id());
+                span.record("conversation_id", crate::ids::for_log(message.conversation.integration_id()));
                 if let Some(msgid) = message.message.id.as_deref() {
-                    span.record("msgid", msgid);
+                    span.record("msgid", crate::ids::for_log(msgid));
                 }
                 self.learn_manager(scope_id, NamedBy::Amojo(&message.sender.id)).await;
                 self.manager_messages.on_webhook(scope_id, message).await?
@@ -109,7 +109,7 @@ impl KommoSide {
             WebhookKind::Reaction(reaction) => {
                 span.record("kind", "reaction");
                 if let Some(conversation) = &reaction.conversation {
-                    span.record("conversation_id", conversation.integration_id());
+                    span.record("conversation_id", crate::ids::for_log(conversation.integration_id()));
                 }
                 if let Some(user_id) = reaction.user.as_ref().and_then(|user| user.id.as_deref()) {
                     self.learn_manager(scope_id, NamedBy::Amojo(user_id)).await;
@@ -154,9 +154,10 @@ impl KommoSide {
                 .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))?;
         check_id("conversation_id", conversation).map_err(ApiError::invalid_id)?;
         check_id("user_id", &claims.user_id).map_err(ApiError::invalid_id)?;
+        let issuer = self.check_claims(&claims)?;
         let scope_id = match self.config.scope_of_account(&claims.account_id) {
             Some(scope_id) => scope_id,
-            None => self.installed_scope(&claims.account_id).await?.ok_or_else(|| {
+            None => self.installed_scope(&claims.account_id, issuer).await?.ok_or_else(|| {
                 ApiError::new(
                     StatusCode::FORBIDDEN,
                     "account_not_linked",
@@ -171,8 +172,8 @@ impl KommoSide {
             .map_err(crate::flows::FlowError::from)?;
         let conversation_id = known.as_ref().map_or(conversation, |c| c.conversation_id.as_str());
         let span = tracing::Span::current();
-        span.record("scope_id", scope_id.as_str());
-        span.record("conversation_id", conversation_id);
+        span.record("scope_id", crate::ids::for_log(scope_id.as_str()));
+        span.record("conversation_id", crate::ids::for_log(conversation_id));
         match (route, request.method().clone()) {
             (RouteId::UiPresence, Method::GET) => {
                 span.record("kind", "ui_client_presence");
@@ -220,11 +221,48 @@ impl KommoSide {
         }
     }
 
-    /// The scope of an account installed through Kommo's OAuth and not disconnected since.
-    async fn installed_scope(&self, account_id: &str) -> Result<Option<String>, ApiError> {
+    /// The claims Kommo's one-time tokens carry beyond the signature, checked (401 otherwise):
+    /// `iss` is the account's Kommo address, one of the origins the Kommo UI may call from
+    /// (`KOMMO_UI_ORIGINS`); with installs configured, `aud` is the origin of the Redirect URI and
+    /// `client_uuid`, when the token has it, is `KOMMO_CLIENT_ID`. Returns the issuer's host.
+    fn check_claims<'c>(&self, claims: &'c one_time_token::OneTimeClaims) -> Result<&'c str, ApiError> {
+        let refused = |why: String| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", why);
+        let issuer = claims.iss.as_deref().unwrap_or_default().trim_end_matches('/');
+        if !self.config.ui_origin_allowed(issuer) {
+            return Err(refused("the token's iss is not a Kommo account address this bridge serves".into()));
+        }
+        if let Some(settings) = &self.config.installs {
+            let origin_of = |url: &str| {
+                let (scheme, rest) = url.split_once("://").unwrap_or_default();
+                format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or_default())
+            };
+            let audience = claims.aud.as_deref().unwrap_or_default();
+            if audience.is_empty() || origin_of(audience) != origin_of(&settings.redirect_uri) {
+                return Err(refused("the token's aud is not this integration's Redirect URI".into()));
+            }
+            if claims.client_uuid.as_deref().is_some_and(|client| client != settings.client_id) {
+                return Err(refused("the token was issued to another integration (client_uuid)".into()));
+            }
+        }
+        Ok(issuer.split_once("://").map_or(issuer, |(_, host)| host))
+    }
+
+    /// The scope of an account installed through Kommo's OAuth and not disconnected since,
+    /// when `issuer` (the token's) is that account's host.
+    async fn installed_scope(&self, account_id: &str, issuer: &str) -> Result<Option<String>, ApiError> {
         let Ok(numeric) = account_id.parse::<u64>() else { return Ok(None) };
         let account = self.accounts.get_account(numeric).await.map_err(crate::flows::FlowError::from)?;
-        Ok(account.filter(|account| account.state != AccountState::Disconnected).map(|account| account.scope_id))
+        let Some(account) = account.filter(|account| account.state != AccountState::Disconnected) else {
+            return Ok(None);
+        };
+        if !account.host.is_empty() && account.host != issuer {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_token",
+                "the token's iss is not the address of the account it names",
+            ));
+        }
+        Ok(Some(account.scope_id))
     }
 
     /// `GET /kommo/oauth/callback?code=…&referer=…`: the integration's Redirect URI. Kommo sends
@@ -242,7 +280,7 @@ impl KommoSide {
         let param = |name: &str| super::http::query_param(query, name).unwrap_or_default();
         match installs.install(&param("code"), &param("referer")).await {
             Ok(account) => {
-                span.record("scope_id", account.scope_id.as_str());
+                span.record("scope_id", crate::ids::for_log(account.scope_id.as_str()));
                 self.scopes.remember(&account.scope_id, false);
                 let message = format!("The chat channel is connected to {}. You can close this page.", account.host);
                 install_page(StatusCode::OK, "Installed", &message)
@@ -306,7 +344,7 @@ impl KommoSide {
         let Some(account) = installs.disable(account_id).await? else {
             return Err(ApiError::not_found("unknown_account", "this Kommo account is not installed here"));
         };
-        span.record("scope_id", account.scope_id.as_str());
+        span.record("scope_id", crate::ids::for_log(account.scope_id.as_str()));
         self.scopes.remember(&account.scope_id, true);
         Ok(json_response(StatusCode::OK, &json!({"account_id": account_id, "state": account.state.as_str()})))
     }

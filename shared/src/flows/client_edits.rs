@@ -49,12 +49,12 @@ impl IntoKommo {
                 });
                 match self.kommo.edit_message(scope_id, &request).await {
                     Ok(()) => {
-                        tracing::info!(msgid = %edit.msgid, "client message edited");
+                        tracing::info!(msgid = %edit.msgid.escape_debug(), "client message edited");
                         return Ok(());
                     }
                     Err(KommoError::Unavailable { retry_after, .. }) => retry_after,
                     Err(error) => {
-                        tracing::error!(msgid = %edit.msgid, %error, "edit refused by Kommo; dropped");
+                        tracing::error!(msgid = %edit.msgid.escape_debug(), %error, "edit refused by Kommo; dropped");
                         return Ok(());
                     }
                 }
@@ -62,18 +62,18 @@ impl IntoKommo {
             // Kommo cannot change what it does not have yet: the edit waits for the import.
             Some(IncomingState::Pending) => None,
             Some(IncomingState::Failed) => {
-                tracing::warn!(msgid = %edit.msgid, "edit of a message Kommo never took; dropped");
+                tracing::warn!(msgid = %edit.msgid.escape_debug(), "edit of a message Kommo never took; dropped");
                 return Ok(());
             }
             None => {
-                tracing::warn!(msgid = %edit.msgid, "edit of a message the bridge never had; dropped");
+                tracing::warn!(msgid = %edit.msgid.escape_debug(), "edit of a message the bridge never had; dropped");
                 return Ok(());
             }
         };
         let again = |attempt| DueWork::EditClientMessage { edit: Box::new(edit.clone()), attempt };
         let now = self.clock.now_ms();
         if !requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, now, again).await? {
-            tracing::error!(msgid = %edit.msgid, "edit not applied in Kommo; attempts spent");
+            tracing::error!(msgid = %edit.msgid.escape_debug(), "edit not applied in Kommo; attempts spent");
         }
         Ok(())
     }

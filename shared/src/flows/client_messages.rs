@@ -45,7 +45,7 @@ impl ClientMessages {
             .insert_incoming(scope_id, &message.msgid, &message.conversation_id, message.timestamp_ms)
             .await?;
         if !first {
-            tracing::info!(msgid = %message.msgid, "client message already recorded; duplicate ignored");
+            tracing::info!(msgid = %message.msgid.escape_debug(), "client message already recorded; duplicate ignored");
             return Ok(());
         }
         let queued = async {
@@ -191,7 +191,7 @@ impl IntoKommo {
         self.tell(message, delivered).await?;
         let state = IncomingState::Imported { kommo_msgid: kommo_msgid.map(str::to_owned) };
         self.records.finish_incoming(&message.scope_id, &message.msgid, &state).await?;
-        tracing::info!(msgid = %message.msgid, kommo_msgid, "client message imported");
+        tracing::info!(msgid = %message.msgid.escape_debug(), kommo_msgid, "client message imported");
         Ok(())
     }
 
@@ -209,11 +209,11 @@ impl IntoKommo {
         if let Some(retry_after) = retry_after {
             let again = |attempt| DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt };
             if requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, now, again).await? {
-                tracing::warn!(msgid = %message.msgid, %error, "import failed; queued again");
+                tracing::warn!(msgid = %message.msgid.escape_debug(), %error, "import failed; queued again");
                 return Ok(());
             }
         }
-        tracing::error!(msgid = %message.msgid, %error, "client message not imported; dead-lettered");
+        tracing::error!(msgid = %message.msgid.escape_debug(), %error, "client message not imported; dead-lettered");
         let code = match error {
             KommoError::Rejected { .. } => ImportFailureCode::KommoRefused,
             _ => ImportFailureCode::KommoUnavailable,

@@ -132,7 +132,7 @@ impl StatusReports {
             Turn::Yours { token, sent_mark } => match report_decision(sent_mark, &request.status) {
                 Report::Send => token,
                 Report::Overtaken => {
-                    tracing::info!(kommo_msgid = %request.msgid, "delivery status overtaken by a later one; not sent");
+                    tracing::info!(kommo_msgid = %request.msgid.escape_debug(), "delivery status overtaken by a later one; not sent");
                     return Ok(self.lanes.end_turn(scope_id, &lane, &token, None).await?);
                 }
             },
@@ -148,13 +148,13 @@ impl StatusReports {
             Err(KommoError::Unavailable { reason, retry_after, .. }) if attempt + 1 < self.retry.max_attempts => {
                 let random = u64::from_le_bytes(random_bytes::<8>());
                 let at = self.clock.now_ms() + requeue_delay_ms(&self.retry, attempt + 1, retry_after, random);
-                tracing::warn!(kommo_msgid = %request.msgid, %reason, "delivery status queued again");
+                tracing::warn!(kommo_msgid = %request.msgid.escape_debug(), %reason, "delivery status queued again");
                 let again =
                     DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt: attempt + 1 };
                 Ok(self.timers.schedule(again, at).await?)
             }
             Err(error) => {
-                tracing::error!(kommo_msgid = %request.msgid, %error, "delivery status not reported to Kommo");
+                tracing::error!(kommo_msgid = %request.msgid.escape_debug(), %error, "delivery status not reported to Kommo");
                 Ok(())
             }
         }

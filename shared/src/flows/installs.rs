@@ -87,7 +87,7 @@ impl Installs {
             installed_at_ms: now,
         };
         self.accounts.put_account(&record).await.map_err(FlowError::from)?;
-        tracing::info!(account_id = record.account_id, scope_id = %record.scope_id, "account installed");
+        tracing::info!(account_id = record.account_id, scope_id = %record.scope_id.escape_debug(), "account installed");
         // The managers' ids now, so that the first events name them fully; what fails here is
         // read again when a manager is named (the install itself is done).
         match self.rest.users(&record.host, &tokens.access_token).await {
@@ -116,7 +116,7 @@ impl Installs {
         if let Err(error) = self.kommo.disconnect(&disconnect).await {
             tracing::warn!(account_id, error = %error, "the channel could not be disconnected (Kommo disconnects it on disable)");
         }
-        tracing::info!(account_id, scope_id = %record.scope_id, "account disconnected");
+        tracing::info!(account_id, scope_id = %record.scope_id.escape_debug(), "account disconnected");
         Ok(Some(AccountRecord { state: AccountState::Disconnected, sealed_tokens: None, ..record }))
     }
 

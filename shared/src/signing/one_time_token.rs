@@ -10,6 +10,10 @@ use super::{constant_time_eq, hmac_sha256};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_S: i64 = 10;
+/// The longest a token may be valid, from now or from its `iat`. Kommo documents no lifetime
+/// for its one-time tokens; an hour is far more than a widget call needs and refuses a token
+/// made to live for years (one leaked with a log or a proxy stays useless).
+pub const MAX_LIFETIME_S: i64 = 3600;
 
 /// The claims the bridge uses. Kommo sends ids as numbers; strings are accepted too.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -51,6 +55,8 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token lacks a claim the bridge needs (exp, account_id, user_id)")]
     MissingClaims,
+    #[error("the token is valid for longer than the bridge accepts (at most one hour)")]
+    TooLongLived,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +90,10 @@ pub fn verify(integration_secret: &str, token: Option<&str>, now_s: i64) -> Resu
     }
     if claims.nbf.is_some_and(|nbf| now_s.saturating_add(LEEWAY_S) < nbf) {
         return Err(TokenError::NotYetValid);
+    }
+    let lives_too_long = |from: i64| claims.exp.saturating_sub(from) > MAX_LIFETIME_S + LEEWAY_S;
+    if lives_too_long(now_s) || claims.iat.is_some_and(lives_too_long) {
+        return Err(TokenError::TooLongLived);
     }
     Ok(claims)
 }
@@ -154,6 +164,19 @@ mod tests {
             let forged = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(header));
             assert_eq!(verify(SECRET, Some(&forged), NOW), Err(TokenError::WrongAlgorithm));
         }
+    }
+
+    #[test]
+    fn refuses_a_token_made_to_live_longer_than_an_hour() {
+        let lasting =
+            |iat: i64, exp: i64| issue(SECRET, &json!({"iat": iat, "exp": exp, "account_id": 1, "user_id": 2}));
+        assert!(verify(SECRET, Some(&lasting(NOW, NOW + MAX_LIFETIME_S)), NOW).is_ok());
+        let ten_years = lasting(NOW, NOW + 10 * 365 * 86_400);
+        assert_eq!(verify(SECRET, Some(&ten_years), NOW), Err(TokenError::TooLongLived));
+        let issued_long_ago = lasting(NOW - 2 * MAX_LIFETIME_S, NOW + 60);
+        assert_eq!(verify(SECRET, Some(&issued_long_ago), NOW), Err(TokenError::TooLongLived));
+        let without_iat = issue(SECRET, &json!({"exp": NOW + 2 * MAX_LIFETIME_S, "account_id": 1, "user_id": 2}));
+        assert_eq!(verify(SECRET, Some(&without_iat), NOW), Err(TokenError::TooLongLived));
     }
 
     #[test]

@@ -215,7 +215,8 @@ impl E2e {
     /// `user_id` of account 1.
     pub async fn ui(&self, method: reqwest::Method, path: &str, user_id: u64, body: &str) -> reqwest::Response {
         let now = shared::time::Clock::now_s(&shared::time::SystemClock);
-        let claims = serde_json::json!({"account_id": 1, "user_id": user_id, "iat": now, "nbf": now, "exp": now + 60});
+        let claims = serde_json::json!({"iss": "https://acme.kommo.com", "account_id": 1, "user_id": user_id,
+                                        "iat": now, "nbf": now, "exp": now + 60});
         let token = shared::signing::one_time_token::issue(INTEGRATION_SECRET, &claims);
         self.http
             .request(method, format!("{}{path}", self.server.base))

@@ -591,7 +591,7 @@ impl Conversation {
         body: Option<String>,
     ) -> Option<Vec<u8>> {
         let now = SystemClock.now_s();
-        let claims = json!({"account_id": self.spec.account_numeric, "user_id": self.spec.manager,
+        let claims = json!({"iss": ORIGIN, "account_id": self.spec.account_numeric, "user_id": self.spec.manager,
                             "jti": self.webhook_id(), "iat": now, "nbf": now, "exp": now + 60});
         let token = one_time_token::issue(&self.ctx.integration_secret, &claims);
         let url = format!("{}/kommo/ui/conversations/{}/{tail}", self.ctx.base, self.spec.conversation_id);
