@@ -208,6 +208,7 @@ async fn a_lambda_function_reads_its_own_secrets_from_ssm_on_its_first_event() {
     };
     let ((kind, error), _) = invoke(format!("{prefix}/nowhere"));
     assert_eq!(kind, "error");
+    assert_eq!(error["errorType"], "configuration", "the kind, not a Rust type's name: {error}");
     assert!(error.to_string().contains("CHAT_SERVICE_SECRET_PARAM"), "{error}");
     // With every secret found the bridge is built and answers: 401, the event is unsigned.
     let ((kind, response), stderr) = invoke(format!("{prefix}/chat"));

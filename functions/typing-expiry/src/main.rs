@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use shared::app::config::Function;
 use shared::app::deploy;
 use shared::queued::QueuedRecord;
@@ -20,8 +20,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let cold_start = cold_start.clone();
         // Without a bridge the whole batch fails and SQS redelivers it after the visibility timeout.
         async move {
-            let bridge = cold_start.bridge().await?;
-            let dispatcher = bridge.dispatcher().ok_or("typing-expiry is wired without a chat-service client")?;
+            let bridge = cold_start.bridge().await.map_err(diagnostic)?;
+            let dispatcher = bridge.dispatcher().ok_or_else(|| {
+                diagnostic(deploy::FunctionError::configuration("typing-expiry is wired without a chat-service client"))
+            })?;
             // A record without an id cannot be named in a failure: it is run like any other, and
             // an empty identifier, should it fail, makes Lambda retry the whole batch.
             let records = event.payload.records.into_iter().map(|message| QueuedRecord {
@@ -31,10 +33,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             let failed = dispatcher.run_batch(records.collect()).await;
             let mut response = SqsBatchResponse::default();
             response.batch_item_failures = failed.into_iter().map(failure).collect();
-            Ok::<SqsBatchResponse, lambda_runtime::Error>(response)
+            Ok::<SqsBatchResponse, Diagnostic>(response)
         }
     }))
     .await
+}
+
+/// A function error as Lambda reports it: `errorType` is its kind, not a Rust type's name.
+fn diagnostic(error: deploy::FunctionError) -> Diagnostic {
+    Diagnostic { error_type: error.kind.to_owned(), error_message: error.to_string() }
 }
 
 fn failure(item_identifier: String) -> BatchItemFailure {

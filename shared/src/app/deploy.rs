@@ -26,6 +26,24 @@ pub struct ColdStart {
     bridge: tokio::sync::OnceCell<Arc<Bridge>>,
 }
 
+/// Why an invocation failed as a whole (the function could not serve it at all). Lambda
+/// reports `kind` as the invocation's `errorType` (`configuration`: the secrets or the
+/// configuration could not be read), so an alarm or a log query can tell failures apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct FunctionError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl FunctionError {
+    pub fn configuration(message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = message.strip_prefix("configuration: ").map(str::to_owned).unwrap_or(message);
+        Self { kind: "configuration", message }
+    }
+}
+
 impl ColdStart {
     /// Checks `function`'s configuration from the environment, or ends the process with exit
     /// code 2.
@@ -39,11 +57,11 @@ impl ColdStart {
     }
 
     /// The bridge, built on the first call with the function's secrets only.
-    pub async fn bridge(&self) -> Result<Arc<Bridge>, String> {
+    pub async fn bridge(&self) -> Result<Arc<Bridge>, FunctionError> {
         self.bridge
             .get_or_try_init(|| async {
-                let config = load_config(&|name| std::env::var(name).ok(), self.function).await?;
-                Ok(Arc::new(production_bridge(config)))
+                let config = load_config(&|name| std::env::var(name).ok(), self.function).await;
+                Ok(Arc::new(production_bridge(config.map_err(FunctionError::configuration)?)))
             })
             .await
             .cloned()

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use lambda_http::lambda_runtime::Diagnostic;
 use lambda_http::{Body, Request, Response, service_fn};
 
-use super::deploy::ColdStart;
+use super::deploy::{ColdStart, FunctionError};
 use super::http::HttpRequest;
 use super::routes::EntryPoint;
 
@@ -15,11 +16,16 @@ pub async fn serve(cold_start: Arc<ColdStart>, entry: EntryPoint) -> Result<(), 
     lambda_http::run(service_fn(move |request: Request| {
         let cold_start = cold_start.clone();
         async move {
-            let bridge = cold_start.bridge().await?;
-            Ok::<_, lambda_http::Error>(into_lambda(bridge.handle(entry, from_lambda(request)).await))
+            let bridge = cold_start.bridge().await.map_err(diagnostic)?;
+            Ok::<_, Diagnostic>(into_lambda(bridge.handle(entry, from_lambda(request)).await))
         }
     }))
     .await
+}
+
+/// A function error as Lambda reports it: `errorType` is its kind, not a Rust type's name.
+pub fn diagnostic(error: FunctionError) -> Diagnostic {
+    Diagnostic { error_type: error.kind.to_owned(), error_message: error.to_string() }
 }
 
 fn from_lambda(request: Request) -> HttpRequest {

@@ -12,6 +12,7 @@ pub mod http;
 mod kommo_side;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod metrics;
 pub mod routes;
 mod scopes;
 
@@ -23,6 +24,7 @@ use self::chat_side::ChatSide;
 use self::config::Config;
 use self::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use self::kommo_side::KommoSide;
+use self::metrics::MetricLines;
 use self::routes::{EntryPoint, RouteId};
 use self::scopes::ScopeGate;
 use crate::flows::chat_delivery::ChatDelivery;
@@ -67,6 +69,9 @@ pub struct Bridge {
     chat_side: Option<ChatSide>,
     /// With a chat-service client: `typing-expiry`.
     queued: Option<Dispatcher>,
+    clock: Arc<dyn Clock>,
+    /// Where the `ServerErrors` metric goes (stdout, read by CloudWatch Logs as EMF).
+    metrics: Arc<dyn MetricLines>,
 }
 
 impl Bridge {
@@ -75,6 +80,7 @@ impl Bridge {
     pub fn new(config: Config, ports: Ports) -> Self {
         let config = Arc::new(config);
         let Ports { clock, store, kommo, chat, timers } = ports;
+        let metrics_clock = clock.clone();
         let retry = config.retry;
         let privacy = config.privacy;
         let register = StatusRegister { records: store.clone(), timers: timers.clone() };
@@ -210,7 +216,7 @@ impl Bridge {
                 delivery,
             }
         });
-        Self { config, kommo_side, chat_side, queued }
+        Self { config, kommo_side, chat_side, queued, clock: metrics_clock, metrics: Arc::new(metrics::Stdout) }
     }
 
     #[cfg(feature = "adapters")]
@@ -276,8 +282,10 @@ impl Bridge {
             conversation_id = tracing::field::Empty,
             msgid = tracing::field::Empty,
         );
+        let route =
+            routes::find(request.method(), request.uri().path()).map_or("(no route)", |matched| matched.template);
         async move {
-            match self.route(entry, &request).await {
+            let response = match self.route(entry, &request).await {
                 Ok(response) => response,
                 Err(error) => {
                     if error.status.is_server_error() {
@@ -285,7 +293,17 @@ impl Bridge {
                     }
                     error.into_response()
                 }
+            };
+            if response.status().is_server_error() {
+                let line = metrics::server_error(
+                    entry.function_name(),
+                    route,
+                    response.status().as_u16(),
+                    self.clock.now_ms(),
+                );
+                self.metrics.write(line);
             }
+            response
         }
         .instrument(span)
         .await
@@ -348,6 +366,12 @@ impl Bridge {
                 channel_title: settings.channel_title.clone(),
             });
         }
+        self
+    }
+
+    /// Sends the bridge's metric lines to `metrics` instead of stdout (tests).
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricLines>) -> Self {
+        self.metrics = metrics;
         self
     }
 

@@ -16,6 +16,17 @@ pub enum EntryPoint {
     DevServer,
 }
 
+impl EntryPoint {
+    /// The function's name, as metrics and logs give it.
+    pub fn function_name(self) -> &'static str {
+        match self {
+            Self::KommoWebhook => "kommo-webhook",
+            Self::ChatCallback => "chat-callback",
+            Self::DevServer => "dev-server",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteId {
     KommoWebhook,

@@ -8,6 +8,22 @@
 pub mod conformance;
 pub mod sim;
 
+/// Metric lines, kept for a test to read.
+#[derive(Default)]
+pub struct RecordingMetrics(Mutex<Vec<String>>);
+
+impl RecordingMetrics {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl crate::app::metrics::MetricLines for RecordingMetrics {
+    fn write(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
 /// How many items a store holds: the bad-input tables check that a refused request left none,
 /// on each store.
 #[async_trait]

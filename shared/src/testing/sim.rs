@@ -53,6 +53,8 @@ pub struct Sim<S = MemoryStore> {
     pub queue: Arc<RefusingTimers>,
     pub kommo: Arc<RecordingKommo>,
     pub chat: Arc<RecordingChat>,
+    /// The bridge's metric lines (EMF).
+    pub metrics: Arc<super::RecordingMetrics>,
     pub bridge: Bridge,
     /// Numbers the chat service's `webhook-id`s: each event is a new delivery.
     sent_events: AtomicU64,
@@ -112,8 +114,10 @@ impl<S: Store + 'static> Sim<S> {
             chat: Some(chat.clone()),
             timers: queue.clone(),
         };
-        let bridge = Bridge::new(config, ports);
+        let metrics = Arc::new(super::RecordingMetrics::default());
+        let bridge = Bridge::new(config, ports).with_metrics(metrics.clone());
         Self {
+            metrics,
             clock,
             store,
             timers,
