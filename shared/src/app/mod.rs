@@ -282,8 +282,6 @@ impl Bridge {
             conversation_id = tracing::field::Empty,
             msgid = tracing::field::Empty,
         );
-        let route =
-            routes::find(request.method(), request.uri().path()).map_or("(no route)", |matched| matched.template);
         async move {
             let response = match self.route(entry, &request).await {
                 Ok(response) => response,
@@ -295,6 +293,9 @@ impl Bridge {
                 }
             };
             if response.status().is_server_error() {
+                // Matched again only here: a healthy request pays nothing for the metric.
+                let route = routes::find(request.method(), request.uri().path())
+                    .map_or("(no route)", |matched| matched.template);
                 let line = metrics::server_error(
                     entry.function_name(),
                     route,

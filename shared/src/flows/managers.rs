@@ -63,6 +63,23 @@ pub fn kommo_ui_manager(user_id: &str) -> ManagerRef {
     ManagerRef { id: user_id.to_owned(), kommo_user_id: user_id.parse().ok(), name: None }
 }
 
+/// Whether Kommo's users are to be read now for a manager `named` in a scope: only when the
+/// directory does not know them, and neither it was read nor this instance tried in the last
+/// [`USERS_REFRESH_INTERVAL_MS`] (a failed try waits its minute too).
+pub fn users_read_due(
+    directory: Option<&ManagerList>,
+    named: NamedBy<'_>,
+    last_attempt_ms: Option<i64>,
+    now_ms: i64,
+) -> bool {
+    let known = directory.is_some_and(|directory| match named {
+        NamedBy::Amojo(id) => directory.managers.iter().any(|known| known.amojo_id == id),
+        NamedBy::KommoUser(id) => directory.managers.iter().any(|known| known.kommo_user_id == id),
+    });
+    let lately = |at: i64| now_ms - at < USERS_REFRESH_INTERVAL_MS;
+    !known && !directory.is_some_and(|d| lately(d.fetched_at_ms)) && !last_attempt_ms.is_some_and(lately)
+}
+
 /// A small per-instance cache of one value per scope, with when it was read.
 pub(crate) struct ScopeCache<T> {
     entries: Mutex<HashMap<String, (T, i64)>>,
@@ -213,13 +230,8 @@ impl ManagerDirectoryRefresh {
                 }
             },
         };
-        let known = directory.as_ref().is_some_and(|directory| match named {
-            NamedBy::Amojo(id) => directory.managers.iter().any(|known| known.amojo_id == id),
-            NamedBy::KommoUser(id) => directory.managers.iter().any(|known| known.kommo_user_id == id),
-        });
-        let read_lately = directory.as_ref().is_some_and(|d| now - d.fetched_at_ms < USERS_REFRESH_INTERVAL_MS)
-            || self.attempts.get(scope_id).is_some_and(|(_, at)| now - at < USERS_REFRESH_INTERVAL_MS);
-        if known || read_lately {
+        let last_attempt = self.attempts.get(scope_id).map(|(_, at)| at);
+        if !users_read_due(directory.as_deref(), named, last_attempt, now) {
             return;
         }
         self.attempts.put(scope_id, (), now);
@@ -290,6 +302,33 @@ mod tests {
         // The name Kommo's webhook gave wins over the directory's.
         let named = ManagerRef { id: "amojo-anna".into(), kommo_user_id: None, name: Some("Anna K.".into()) };
         assert_eq!(identify(&directory(), &named).name.as_deref(), Some("Anna K."));
+    }
+
+    #[test]
+    fn kommo_is_read_for_an_unknown_manager_at_most_once_a_minute() {
+        let read_at = |fetched_at_ms| ManagerList { fetched_at_ms, ..directory() };
+        let (anna, bob) = (NamedBy::Amojo("amojo-anna"), NamedBy::Amojo("amojo-bob"));
+        let minute = USERS_REFRESH_INTERVAL_MS;
+        // (directory read at, manager, this instance's last try, now) → read Kommo's users?
+        let cases = [
+            (None, bob, None, 0, true),
+            (Some(0), anna, None, 10 * minute, false),
+            (Some(0), NamedBy::KommoUser(7), None, 10 * minute, false),
+            (Some(0), bob, None, minute - 1, false),
+            (Some(0), bob, None, minute, true),
+            (Some(0), NamedBy::KommoUser(8), None, minute, true),
+            (Some(0), bob, Some(minute), minute + 1, false),
+            (None, bob, Some(0), minute - 1, false),
+            (None, bob, Some(0), minute, true),
+        ];
+        for (fetched_at, named, last_try, now, due) in cases {
+            let list = fetched_at.map(read_at);
+            assert_eq!(
+                users_read_due(list.as_ref(), named, last_try, now),
+                due,
+                "{fetched_at:?} {named:?} {last_try:?} {now}"
+            );
+        }
     }
 
     #[test]
