@@ -9,6 +9,7 @@
 
 mod support;
 
+use shared::cost::{Counts, EVENT_COUNTS, Endpoint, EventKind, Prices, per_event};
 use shared::ports::store::Store;
 use support::*;
 
@@ -21,28 +22,6 @@ enum Step {
     Chat(String),
     Ui(&'static str, &'static str, &'static str),
     Wait(i64),
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Counts {
-    reads: u64,
-    writes: u64,
-    queued: u64,
-    amojo: u64,
-    chat: u64,
-}
-
-impl std::ops::Sub for Counts {
-    type Output = Counts;
-    fn sub(self, before: Counts) -> Counts {
-        Counts {
-            reads: self.reads - before.reads,
-            writes: self.writes - before.writes,
-            queued: self.queued - before.queued,
-            amojo: self.amojo - before.amojo,
-            chat: self.chat - before.chat,
-        }
-    }
 }
 
 async fn run(steps: &[Step]) -> Counts {
@@ -83,137 +62,61 @@ async fn marginal(setup: &[Step], event: Step) -> Counts {
     run(&with_event).await - run(setup).await
 }
 
-/// US East (N. Virginia) list prices, read on 2026-11-27 from AWS's pricing pages for Lambda,
-/// DynamoDB (on-demand, after the November 2024 reduction), SQS and API Gateway.
-mod price {
-    pub const HTTP_API_REQUEST: f64 = 1.00 / 1e6;
-    pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
-    pub const LAMBDA_ARM_GB_SECOND: f64 = 0.000_013_333_4;
-    pub const DYNAMODB_WRITE_UNIT: f64 = 0.625 / 1e6;
-    pub const DYNAMODB_READ_UNIT: f64 = 0.125 / 1e6;
-    pub const SQS_REQUEST: f64 = 0.40 / 1e6;
-}
-
-/// The function's memory (infra/template.yaml) and a model of billed time per invocation: the
-/// handler's own microseconds are negligible; each DynamoDB or SQS call in the region is about
-/// 6 ms, each call out to amojo or the chat service about 60 ms, and Lambda bills whole ms.
-const MEMORY_GB: f64 = 128.0 / 1024.0;
-const MS_PER_AWS_CALL: f64 = 6.0;
-const MS_PER_OUTBOUND_CALL: f64 = 60.0;
-const MS_PER_INVOCATION: f64 = 1.0;
-
-/// Dollars per million events of a kind that arrives over HTTP and causes `counts`.
-fn cost_per_million(counts: Counts) -> f64 {
-    let invocations = 1.0 + counts.queued as f64;
-    // Each queued piece of work: SendMessage, then the event source's ReceiveMessage and
-    // DeleteMessage (an upper bound: both are batched under load).
-    let sqs_requests = 3.0 * counts.queued as f64;
-    let aws_calls = (counts.reads + counts.writes + counts.queued) as f64;
-    let billed_ms = invocations * MS_PER_INVOCATION
-        + aws_calls * MS_PER_AWS_CALL
-        + (counts.amojo + counts.chat) as f64 * MS_PER_OUTBOUND_CALL;
-    let per_event = price::HTTP_API_REQUEST
-        + invocations * price::LAMBDA_REQUEST
-        + billed_ms / 1000.0 * MEMORY_GB * price::LAMBDA_ARM_GB_SECOND
-        // Items are under 1 KB; reads are strongly consistent (one read unit each).
-        + counts.writes as f64 * price::DYNAMODB_WRITE_UNIT
-        + counts.reads as f64 * price::DYNAMODB_READ_UNIT
-        + sqs_requests * price::SQS_REQUEST;
-    per_event * 1e6
+/// How each kind of event is driven: its setup, then the event measured.
+fn scenario(kind: EventKind) -> (Vec<Step>, Step) {
+    let typing_at = |s: i64| manager_typing("conv-1", "manager-1", T0 / 1000 + s);
+    let manager_msg = || manager_message("conv-1", "manager-1", "kommo-1");
+    let client_typing_started = || client_typing("typing.started", "conv-1", None);
+    let heartbeat = || presence_event("presence.heartbeat", "phone");
+    let ui_presence = "/kommo/ui/conversations/conv-1/presence";
+    let viewing = || Step::Ui("POST", ui_presence, r#"{"state":"viewing"}"#);
+    match kind {
+        EventKind::ManagerTypingStart => (vec![], Step::Kommo(typing_at(5))),
+        EventKind::ManagerTypingRefresh => {
+            (vec![Step::Kommo(typing_at(5)), Step::Wait(4000)], Step::Kommo(typing_at(9)))
+        }
+        EventKind::ManagerMessage => (vec![], Step::Kommo(manager_msg())),
+        EventKind::ClientTypingStart => (vec![], Step::Chat(client_typing_started())),
+        EventKind::ClientTypingWithinLease => {
+            (vec![Step::Chat(client_typing_started()), Step::Wait(1000)], Step::Chat(client_typing_started()))
+        }
+        EventKind::ClientMessage => (vec![], Step::Chat(client_message("conv-1", "chat-1"))),
+        EventKind::MessageStatus => {
+            (vec![Step::Kommo(manager_msg()), Step::Wait(1000)], Step::Chat(status_event("kommo-1", "delivered", "")))
+        }
+        EventKind::ClientHeartbeatFirst => (vec![], Step::Chat(heartbeat())),
+        EventKind::ClientHeartbeatCoalesced => {
+            (vec![Step::Chat(heartbeat()), Step::Wait(15_000)], Step::Chat(heartbeat()))
+        }
+        EventKind::UiViewingHeartbeat => (vec![viewing(), Step::Wait(15_000)], viewing()),
+        EventKind::UiPresenceRead => (vec![], Step::Ui("GET", ui_presence, "")),
+    }
 }
 
 #[tokio::test]
-async fn each_event_kind_costs_what_the_table_says() {
-    let typing_at = |s: i64| manager_typing("conv-1", "manager-1", T0 / 1000 + s);
-    let manager_msg = || manager_message("conv-1", "manager-1", "kommo-1");
-    let ui_presence = "/kommo/ui/conversations/conv-1/presence";
-    let kinds: Vec<(&str, Vec<Step>, Step, Counts)> = vec![
-        (
-            "manager typing webhook, new lease (with its stop)",
-            vec![],
-            Step::Kommo(typing_at(5)),
-            Counts { reads: 3, writes: 6, queued: 2, amojo: 0, chat: 2 },
-        ),
-        (
-            "manager typing webhook, refresh (every 5 s)",
-            vec![Step::Kommo(typing_at(5)), Step::Wait(4000)],
-            Step::Kommo(typing_at(9)),
-            Counts { reads: 1, writes: 2, queued: 1, amojo: 0, chat: 0 },
-        ),
-        (
-            "manager message webhook (relayed, then delivered)",
-            vec![],
-            Step::Kommo(manager_msg()),
-            Counts { reads: 1, writes: 6, queued: 1, amojo: 0, chat: 1 },
-        ),
-        (
-            "client typing.started, new lease (with its refreshes)",
-            vec![],
-            Step::Chat(client_typing("typing.started", "conv-1", None)),
-            Counts { reads: 2, writes: 3, queued: 2, amojo: 2, chat: 0 },
-        ),
-        (
-            "client typing.started, within the lease",
-            vec![Step::Chat(client_typing("typing.started", "conv-1", None)), Step::Wait(1000)],
-            Step::Chat(client_typing("typing.started", "conv-1", None)),
-            Counts { reads: 0, writes: 2, queued: 0, amojo: 0, chat: 0 },
-        ),
-        (
-            "client message.created (imported into Kommo)",
-            vec![],
-            Step::Chat(client_message("conv-1", "chat-1")),
-            Counts { reads: 2, writes: 6, queued: 2, amojo: 2, chat: 1 },
-        ),
-        (
-            "message.status delivered",
-            vec![Step::Kommo(manager_msg()), Step::Wait(1000)],
-            Step::Chat(status_event("kommo-1", "delivered", "")),
-            Counts { reads: 0, writes: 4, queued: 1, amojo: 1, chat: 0 },
-        ),
-        (
-            "client presence.heartbeat, first (online until its window ends)",
-            vec![],
-            Step::Chat(presence_event("presence.heartbeat", "phone")),
-            Counts { reads: 1, writes: 3, queued: 0, amojo: 0, chat: 0 },
-        ),
-        (
-            "client presence.heartbeat, coalesced (every 15 s)",
-            vec![Step::Chat(presence_event("presence.heartbeat", "phone")), Step::Wait(15_000)],
-            Step::Chat(presence_event("presence.heartbeat", "phone")),
-            Counts { reads: 1, writes: 1, queued: 0, amojo: 0, chat: 0 },
-        ),
-        (
-            "Kommo UI heartbeat, manager viewing (every 15 s)",
-            vec![Step::Ui("POST", ui_presence, r#"{"state":"viewing"}"#), Step::Wait(15_000)],
-            Step::Ui("POST", ui_presence, r#"{"state":"viewing"}"#),
-            Counts { reads: 2, writes: 0, queued: 0, amojo: 0, chat: 0 },
-        ),
-        (
-            "Kommo UI presence read (GET)",
-            vec![],
-            Step::Ui("GET", ui_presence, ""),
-            Counts { reads: 1, writes: 0, queued: 0, amojo: 0, chat: 0 },
-        ),
-    ];
+async fn each_event_kind_costs_what_the_cost_table_says() {
+    let prices = Prices::default();
     println!(
-        "{:<62} {:>5} {:>6} {:>6} {:>6} {:>5} {:>10}",
-        "per inbound event", "reads", "writes", "queued", "amojo", "chat", "$ per 1M"
+        "{:<62} {:>5} {:>6} {:>6} {:>6} {:>5} {:>12} {:>12}",
+        "per inbound event", "reads", "writes", "queued", "amojo", "chat", "$/1M HTTP API", "$/1M fn URL"
     );
     let mut measured = Vec::new();
-    for (name, setup, event, _) in &kinds {
-        let counts = marginal(setup, event.clone()).await;
+    for (kind, name, _) in EVENT_COUNTS {
+        let (setup, event) = scenario(*kind);
+        let counts = marginal(&setup, event).await;
         println!(
-            "{name:<62} {:>5} {:>6} {:>6} {:>6} {:>5} {:>10.2}",
+            "{name:<62} {:>5} {:>6} {:>6} {:>6} {:>5} {:>12.2} {:>12.2}",
             counts.reads,
             counts.writes,
             counts.queued,
             counts.amojo,
             counts.chat,
-            cost_per_million(counts)
+            per_event(counts, Endpoint::HttpApi, &prices).total() * 1e6,
+            per_event(counts, Endpoint::FunctionUrl, &prices).total() * 1e6,
         );
         measured.push(counts);
     }
-    for ((name, _, _, expected), counts) in kinds.iter().zip(measured) {
-        assert_eq!(&counts, expected, "{name}");
+    for ((_, name, expected), counts) in EVENT_COUNTS.iter().zip(measured) {
+        assert_eq!(&counts, expected, "{name}: shared/src/cost/mod.rs says otherwise");
     }
 }

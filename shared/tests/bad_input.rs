@@ -690,11 +690,15 @@ async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing<S: Store + 
 #[tokio::test]
 async fn a_replayed_webhook_id_is_refused_and_changes_nothing() {
     let sim = Sim::new();
-    let online = support::presence_event("presence.online", "phone");
-    assert_eq!(sim.chat_event_with_id("msg_once", &online).await.status(), 200);
+    // A typing.started is remembered when it starts a lease: replayed after the lease lapsed,
+    // it would start another (typing shown in Kommo that nobody types).
+    let typing = client_typing("typing.started", "conv-1", None);
+    assert_eq!(sim.chat_event_with_id("msg_once", &typing).await.status(), 200);
+    let stopped = client_typing("typing.stopped", "conv-1", None);
+    assert_eq!(sim.chat_event_with_id("msg_stop", &stopped).await.status(), 200);
     sim.advance_to(support::T0 + 240_000).await;
     let (items, kommo_calls, pending) = (sim.store.item_count(), sim.kommo.calls().len(), sim.timers.pending().len());
-    let replayed = sim.chat_event_with_id("msg_once", &online).await;
+    let replayed = sim.chat_event_with_id("msg_once", &typing).await;
     assert_eq!(replayed.status(), 409);
     assert_eq!(Sim::json(&replayed)["error"]["code"], "replayed_webhook");
     assert_eq!(
@@ -715,6 +719,33 @@ async fn a_replayed_webhook_id_is_refused_and_changes_nothing() {
     assert_eq!(sim.chat_event_with_id("msg_retry", &status).await.status(), 200);
     sim.advance_to(support::T0 + 251_000).await;
     assert!(support::kommo_statuses(&sim).iter().any(|(msgid, status, _)| msgid == "kommo-late" && *status == 1));
+}
+
+/// Presence signals and a `typing.started` within a live lease are not remembered (one write
+/// spared on each; `shared::rules::replay`): a replay is answered 200 and can only re-assert
+/// what the signal said, for no longer than its own window or lease.
+#[tokio::test]
+async fn a_replayed_presence_or_typing_signal_only_re_asserts_itself() {
+    let sim = Sim::new();
+    let heartbeat = support::presence_event("presence.heartbeat", "phone");
+    assert_eq!(sim.chat_event_with_id("hb_once", &heartbeat).await.status(), 200);
+    let typing = client_typing("typing.started", "conv-1", None);
+    assert_eq!(sim.chat_event_with_id("typing_1", &typing).await.status(), 200);
+    sim.advance_to(support::T0 + 2_000).await;
+    let (items, pending) = (sim.store.item_count(), sim.timers.pending().len());
+    assert_eq!(sim.chat_event_with_id("typing_1", &typing).await.status(), 200, "within the lease: not remembered");
+    assert_eq!(sim.chat_event_with_id("hb_once", &heartbeat).await.status(), 200, "presence: not remembered");
+    assert_eq!((sim.store.item_count(), sim.timers.pending().len()), (items, pending), "no new lease, window or timer");
+    // The typing lease runs its replayed ttl from now and then ends: Kommo is shown the typing
+    // no longer than the client's own next signal would have kept it.
+    let shown_before = sim.kommo.calls().len();
+    sim.advance_to(support::T0 + 60_000).await;
+    let shown = sim.kommo.calls().len() - shown_before;
+    assert!(shown <= 2, "at most the refreshes of one 6 s ttl: {shown}");
+    assert_eq!(
+        Sim::json(&sim.ui("GET", "/kommo/ui/conversations/conv-1/presence", Some(sim.token(42)), "").await)["client"]["typing"],
+        false
+    );
 }
 
 /// The longest ids accepted are served on both stores: every key they become part of fits
@@ -807,6 +838,9 @@ async fn a_replay_at_the_edge_of_the_window_is_refused<S: Store + CountItems + '
         sim.bridge.handle(EntryPoint::ChatCallback, request)
     };
     assert_eq!(send().await.status(), 200);
+    // Stopped, so that the replay finds no lease at all and would start one.
+    let stopped = client_typing("typing.stopped", "conv-edge", None);
+    assert_eq!(sim.chat_event_with_id("msg_edge_stop", &stopped).await.status(), 200);
     for (at_ms, expected) in [(600_490, 409), (600_999, 409), (601_000, 401)] {
         sim.advance_to(support::T0 + at_ms).await;
         let before = (sim.store.count_items().await, sim.kommo.calls().len(), sim.timers.pending().len());

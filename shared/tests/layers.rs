@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("signing", 0),
     ("time", 0),
     ("ids", 0),
+    ("cost", 0),
     ("rules", 1),
     ("ports", 2),
     ("adapters", 3),

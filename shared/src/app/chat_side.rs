@@ -21,9 +21,10 @@ use crate::flows::delivery_status::DeliveryStatuses;
 use crate::flows::manager_presence::ManagerPresence;
 use crate::flows::managers::{ManagerNames, kommo_ui_manager};
 use crate::flows::reactions::ClientReactions;
-use crate::models::chat::ChatEvent;
+use crate::models::chat::{ChatEvent, ClientTyping as ClientTypingSignal};
 use crate::ports::store::DedupeKeys;
 use crate::rules::ids::check_id;
+use crate::rules::replay::{ReplayMemory, replay_memory};
 use crate::rules::validation::check_chat_event;
 use crate::signing::standard_webhooks::{self, WebhookSecret};
 use crate::time::Clock;
@@ -57,9 +58,10 @@ impl ChatSide {
     }
 
     /// `POST /chat/events`: Standard Webhooks verified over the raw body, then parsed. A
-    /// `webhook-id` is accepted once: a captured request replayed within the signature's
-    /// tolerance gets 409 and changes nothing. An event whose handling fails is forgotten, so
-    /// the sender's retry with the same id is handled, not refused.
+    /// remembered `webhook-id` is accepted once: a captured request replayed within the
+    /// signature's tolerance gets 409 and changes nothing. Typing and presence signals are
+    /// remembered only where a replay could show something untrue ([`replay_memory`]). An event
+    /// whose handling fails is forgotten, so the sender's retry with the same id is handled.
     pub async fn event(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
         self.verify_signature(request)?;
         let event: ChatEvent = parse_json(request.body())?;
@@ -84,28 +86,49 @@ impl ChatSide {
         let now_ms = self.clock.now_ms();
         let timestamp_s = header_str(request, "webhook-timestamp").and_then(|t| t.trim().parse().ok()).unwrap_or(0);
         let remember_ms = (standard_webhooks::verifies_until_ms(timestamp_s) - now_ms).max(1);
-        let replay_key = format!("webhook-id#{webhook_id}");
-        let first = self.replays.claim(scope_id, &replay_key, now_ms, remember_ms).await;
-        if !first.map_err(FlowError::from)? {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "replayed_webhook",
-                "this webhook-id was already accepted; the event is not applied twice",
-            ));
+        let memory = ReplayMemo {
+            replays: self.replays.as_ref(),
+            scope_id,
+            key: format!("webhook-id#{webhook_id}"),
+            now_ms,
+            remember_ms,
+        };
+        let remembered = replay_memory(&event) == ReplayMemory::Always;
+        if remembered {
+            memory.claim().await?;
         }
-        if let Err(error) = self.apply(&event).await {
-            if let Err(release_error) = self.replays.release(scope_id, &replay_key).await {
-                tracing::error!(error = %release_error, "a failed event's webhook-id could not be released");
+        if let Err(error) = self.apply(&event, &memory).await {
+            if remembered {
+                memory.forget().await;
             }
-            return Err(error.into());
+            return Err(error);
         }
         tracing::info!("chat event accepted");
         Ok(json_response(StatusCode::OK, &json!({"accepted": true})))
     }
 
-    async fn apply(&self, event: &ChatEvent) -> Result<(), FlowError> {
-        match event {
-            ChatEvent::TypingStarted(typing) => self.client_typing.on_started(typing).await,
+    /// `typing.started`, remembered only when it starts a lease ([`ReplayMemory`]): a replay
+    /// that would start one is refused and the lease it opened ended before anything is shown.
+    async fn typing_started(&self, typing: &ClientTypingSignal, memory: &ReplayMemo<'_>) -> Result<(), ApiError> {
+        let Some(started) = self.client_typing.signal(typing).await? else {
+            return Ok(());
+        };
+        if let Err(refused) = memory.claim().await {
+            if let Err(error) = self.client_typing.undo(&started).await {
+                tracing::error!(%error, "the lease of a refused typing.started could not be ended; it lapses unshown");
+            }
+            return Err(refused);
+        }
+        if let Err(error) = self.client_typing.start(&started).await {
+            memory.forget().await;
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, event: &ChatEvent, memory: &ReplayMemo<'_>) -> Result<(), ApiError> {
+        let applied = match event {
+            ChatEvent::TypingStarted(typing) => return self.typing_started(typing, memory).await,
             ChatEvent::TypingStopped(typing) => {
                 self.client_typing.end(&typing.scope_id, &typing.conversation_id, &typing.user_id).await
             }
@@ -118,7 +141,8 @@ impl ChatSide {
             ChatEvent::MessageEdited(edit) => self.client_edits.on_edit(edit).await,
             ChatEvent::ReactionAdded(reaction) => self.client_reactions.on_reaction(reaction, true).await,
             ChatEvent::ReactionRemoved(reaction) => self.client_reactions.on_reaction(reaction, false).await,
-        }
+        };
+        Ok(applied?)
     }
 
     /// `GET /chat/presence?scope_id=…&conversation_id=…`, signed like the chat service's events
@@ -155,5 +179,37 @@ impl ChatSide {
             StatusCode::OK,
             &json!({"scope_id": scope_id, "conversation_id": conversation_id, "managers": managers}),
         ))
+    }
+}
+
+/// A chat-service event's `webhook-id`, remembered for as long as its signature verifies.
+struct ReplayMemo<'a> {
+    replays: &'a dyn DedupeKeys,
+    scope_id: &'a str,
+    key: String,
+    now_ms: i64,
+    remember_ms: i64,
+}
+
+impl ReplayMemo<'_> {
+    /// Remembers the id; 409 when it was remembered already (a replay).
+    async fn claim(&self) -> Result<(), ApiError> {
+        let first = self.replays.claim(self.scope_id, &self.key, self.now_ms, self.remember_ms).await;
+        if first.map_err(FlowError::from)? {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "replayed_webhook",
+            "this webhook-id was already accepted; the event is not applied twice",
+        ))
+    }
+
+    /// Forgets the id of an event that failed, so that the sender's retry is handled, not
+    /// refused as a replay.
+    async fn forget(&self) {
+        if let Err(error) = self.replays.release(self.scope_id, &self.key).await {
+            tracing::error!(%error, "a failed event's webhook-id could not be released");
+        }
     }
 }

@@ -26,20 +26,33 @@ pub struct ClientTyping {
 }
 
 impl ClientTyping {
-    /// The chat service's `typing.started`: one conditional write while a lease lives; the one
-    /// that starts a lease also shows the typing at once and starts the refresh chain.
-    pub async fn on_started(&self, typing: &TypingSignal) -> Result<(), FlowError> {
+    /// The chat service's `typing.started`: one conditional write that extends the live lease,
+    /// or starts one and returns it, not yet shown: [`Self::start`] shows it at once and starts
+    /// the refresh chain ([`Self::undo`] ends it unshown, for a replay).
+    pub async fn signal(&self, typing: &TypingSignal) -> Result<Option<StartedLease>, FlowError> {
         let ttl_ms = client_typing_ttl_ms(typing.ttl_ms)?;
         let now = self.clock.now_ms();
         let key = LeaseKey::client(&typing.scope_id, &typing.conversation_id, &typing.user_id);
         let signal = self.leases.client_typing_signal(&key, now, now + ttl_ms, KOMMO_TYPING_INTERVAL_MS).await?;
         let ClientSignal::Started { forward_now, next_forward_at_ms } = signal else {
-            return Ok(());
+            return Ok(None);
         };
-        if forward_now {
-            self.show(&key, &typing.user_id).await;
+        Ok(Some(StartedLease { key, user_id: typing.user_id.clone(), forward_now, next_forward_at_ms }))
+    }
+
+    /// A lease just started: shown in Kommo at once, and its refresh chain started.
+    pub async fn start(&self, started: &StartedLease) -> Result<(), FlowError> {
+        if started.forward_now {
+            self.show(&started.key, &started.user_id).await;
         }
-        self.timers.schedule(refresh(&key, &typing.user_id), next_forward_at_ms).await?;
+        self.timers.schedule(refresh(&started.key, &started.user_id), started.next_forward_at_ms).await?;
+        Ok(())
+    }
+
+    /// A lease started by a signal that turned out to be a replay: ended before anything of it
+    /// was shown.
+    pub async fn undo(&self, started: &StartedLease) -> Result<(), FlowError> {
+        self.leases.end(&started.key, self.clock.now_ms()).await?;
         Ok(())
     }
 
@@ -82,6 +95,14 @@ impl ClientTyping {
             tracing::warn!(%error, "client typing not shown in Kommo; dropped");
         }
     }
+}
+
+/// A client's lease that a `typing.started` just opened.
+pub struct StartedLease {
+    key: LeaseKey,
+    user_id: String,
+    forward_now: bool,
+    next_forward_at_ms: i64,
 }
 
 fn refresh(key: &LeaseKey, user_id: &str) -> DueWork {

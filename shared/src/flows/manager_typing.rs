@@ -79,25 +79,33 @@ pub struct ManagerTypingExpiry {
 
 impl ManagerTypingExpiry {
     /// Ends the lease if it lapsed (once) and tells the chat service, or looks again at its
-    /// new expiry if it was extended.
+    /// new expiry if it was extended. One read decides: while the manager types, Kommo's next
+    /// webhook has extended the lease before nearly every check, and a read costs a fifth of
+    /// the conditional delete that would fail to say the same.
     pub async fn check(&self, scope_id: &str, conversation_id: &str, manager_id: &str) -> Result<(), FlowError> {
         let now = self.clock.now_ms();
         let key = LeaseKey::manager(scope_id, conversation_id, manager_id);
         let stopped = || typing_stopped(scope_id, conversation_id, manager_id);
-        if self.leases.end_if_lapsed(&key, now).await?.is_some() {
-            return self.delivery.deliver(stopped(), new_webhook_id(), 0).await;
-        }
-        let Some(lease) = self.leases.get_lease(&key, now).await? else {
-            // Gone: ended by the manager's message (whose relay stops the typing), or by this
-            // very check, when the SDK retried a delete that had landed. The lane tells whether
-            // the chat service may still show the typing.
-            let view = self.lanes.peek_turn(scope_id, &key.lane(), now).await?;
-            if lane_may_show_typing(view.held_until_ms.is_some(), TypingShown::from_mark(view.sent_mark)) {
+        let live = match self.leases.stored_lease(&key).await? {
+            Some(lease) if lease.expires_at_ms > now => Some(lease),
+            Some(_) if self.leases.end_if_lapsed(&key, now).await?.is_some() => {
                 return self.delivery.deliver(stopped(), new_webhook_id(), 0).await;
             }
-            return Ok(());
+            // Extended or ended since the read: as it is now.
+            Some(_) => self.leases.get_lease(&key, now).await?,
+            None => None,
         };
-        self.timers.schedule(expiry_check(&key, manager_id), lease.expires_at_ms).await?;
+        if let Some(lease) = live {
+            self.timers.schedule(expiry_check(&key, manager_id), lease.expires_at_ms).await?;
+            return Ok(());
+        }
+        // Gone: ended by the manager's message (whose relay stops the typing), or by this very
+        // check, when the SDK retried a delete that had landed. The lane tells whether the chat
+        // service may still show the typing.
+        let view = self.lanes.peek_turn(scope_id, &key.lane(), now).await?;
+        if lane_may_show_typing(view.held_until_ms.is_some(), TypingShown::from_mark(view.sent_mark)) {
+            return self.delivery.deliver(stopped(), new_webhook_id(), 0).await;
+        }
         Ok(())
     }
 }

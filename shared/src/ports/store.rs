@@ -93,6 +93,10 @@ pub trait TypingLeases: Send + Sync {
     async fn extend(&self, key: &LeaseKey, expires_at_ms: i64) -> Result<LeaseChange, StoreError>;
     /// The live lease, if any.
     async fn get_lease(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError>;
+    /// The stored lease, live or lapsed and not yet ended (what a timer at its expiry decides on).
+    async fn stored_lease(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {
+        self.get_lease(key, i64::MIN).await
+    }
     /// Ends a live lease now; returns it if this call is the one that ended it.
     async fn end(&self, key: &LeaseKey, now_ms: i64) -> Result<Option<Lease>, StoreError>;
     /// Compare-and-set for timers: ends the lease only if it has lapsed (and is still stored);

@@ -8,6 +8,7 @@ pub mod lanes;
 pub mod names;
 pub mod presence;
 pub mod rejection;
+pub mod replay;
 pub mod retry;
 pub mod status;
 pub mod typing;

@@ -1,0 +1,1 @@
+//! A month of one account's traffic, from its profile, priced by service (see `bridge-cli cost`).
