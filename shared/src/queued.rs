@@ -47,14 +47,17 @@ impl Dispatcher {
                 DueWork::DeliverChatEvent { event, webhook_id, attempt } => {
                     self.delivery.deliver(event, webhook_id, attempt).await
                 }
-                DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, webhook_id, attempt } => {
-                    let relay = Relay { scope_id: &scope_id, kommo_msgid: &kommo_msgid, event, webhook_id, attempt };
+                DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, webhook_id, attempt, received_at_ms } => {
+                    let (scope_id, kommo_msgid) = (scope_id.as_str(), kommo_msgid.as_str());
+                    let relay = Relay { scope_id, kommo_msgid, event, webhook_id, attempt, received_at_ms };
                     self.relay.relay(relay).await
                 }
                 DueWork::ReportDeliveryStatus { scope_id, request, attempt } => {
                     self.reports.report(&scope_id, request, attempt).await
                 }
-                DueWork::ImportClientMessage { message, attempt } => self.into_kommo.import(&message, attempt).await,
+                DueWork::ImportClientMessage { message, attempt, received_at_ms } => {
+                    self.into_kommo.import(&message, attempt, received_at_ms).await
+                }
                 DueWork::EditClientMessage { edit, attempt } => self.into_kommo.edit(&edit, attempt).await,
                 DueWork::SendClientReaction { reaction, added, attempt } => {
                     self.into_kommo.react(&reaction, added, attempt).await
@@ -132,7 +135,7 @@ fn work_span(work: &DueWork) -> tracing::Span {
         DueWork::ReportDeliveryStatus { scope_id, request, attempt } => {
             (scope_id.as_str(), None, Some(request.msgid.as_str()), Some(*attempt))
         }
-        DueWork::ImportClientMessage { message, attempt } => (
+        DueWork::ImportClientMessage { message, attempt, .. } => (
             message.scope_id.as_str(),
             Some(message.conversation_id.as_str()),
             Some(message.msgid.as_str()),

@@ -1,37 +1,206 @@
 //! The metric lines a run emits (CloudWatch's embedded metric format), read back and checked:
-//! names, units, dimensions and properties, as CloudWatch would take them.
+//! names, units, dimensions and properties, as CloudWatch would take them, against the table
+//! the dashboard and alarms in infra/template.yaml are built on (`shared::app::metrics`).
 
 mod support;
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
+use shared::ports::chat::ChatError;
 use support::*;
 
+/// Every metric the bridge emits: name, unit, its one dimension set, and the values each
+/// dimension may take (a small closed set, never an id).
+const METRICS: &[(&str, &str, &[(&str, &[&str])])] = &[
+    (
+        "Events",
+        "Count",
+        &[
+            (
+                "Kind",
+                &[
+                    "unrouted",
+                    "kommo_webhook",
+                    "manager_typing",
+                    "manager_message",
+                    "reaction",
+                    "other",
+                    "oauth_callback",
+                    "oauth_disabled",
+                    "ui_presence",
+                    "ui_client_presence",
+                    "ui_viewing",
+                    "ui_left",
+                    "ui_read",
+                    "chat_event",
+                    "message.created",
+                    "message.status",
+                    "typing.started",
+                    "typing.stopped",
+                    "presence.online",
+                    "presence.heartbeat",
+                    "presence.offline",
+                    "message.edited",
+                    "reaction.added",
+                    "reaction.removed",
+                    "presence_pull",
+                    "dev_server",
+                ],
+            ),
+            ("Outcome", &["accepted", "duplicate", "refused", "failed"]),
+        ],
+    ),
+    ("ServerErrors", "Count", &[("Function", &["kommo-webhook", "chat-callback"])]),
+    ("TypingStopLag", "Milliseconds", &[("Function", &["typing-expiry"])]),
+    ("RelayLatency", "Milliseconds", &[("Peer", &["chat_service", "amojo"])]),
+    ("StatusesReported", "Count", &[("Status", &["delivered", "read", "901", "902", "903", "904", "905"])]),
+    ("DeadLetters", "Count", &[("Function", &["typing-expiry"])]),
+    (
+        "OutboundCalls",
+        "Count",
+        &[("Peer", &["chat_service", "amojo", "kommo_api"]), ("Outcome", &["ok", "refused", "unavailable"])],
+    ),
+];
+
+/// One metric line, checked against [`METRICS`] and the EMF specification.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Observed {
+    name: String,
+    dimensions: Vec<(String, String)>,
+    value: i64,
+}
+
+fn read(line: &str) -> Observed {
+    let parsed: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+    let emf = &parsed["_aws"];
+    assert!(emf["Timestamp"].is_i64(), "a Timestamp in ms: {line}");
+    let directives = emf["CloudWatchMetrics"].as_array().expect("CloudWatchMetrics");
+    assert_eq!(directives.len(), 1, "{line}");
+    let directive = &directives[0];
+    assert_eq!(directive["Namespace"], "KommoBridge", "{line}");
+    let defined = directive["Metrics"].as_array().expect("Metrics");
+    assert_eq!(defined.len(), 1, "one metric a line: {line}");
+    let name = defined[0]["Name"].as_str().expect("a metric name");
+    let (_, unit, dimensions) =
+        METRICS.iter().find(|(known, _, _)| *known == name).unwrap_or_else(|| panic!("an unknown metric: {line}"));
+    assert_eq!(defined[0]["Unit"], *unit, "{line}");
+    let wanted: Vec<&str> = dimensions.iter().map(|(dimension, _)| *dimension).collect();
+    assert_eq!(directive["Dimensions"], serde_json::json!([wanted]), "{line}");
+    let values = dimensions
+        .iter()
+        .map(|(dimension, allowed)| {
+            let value = parsed[*dimension].as_str().unwrap_or_else(|| panic!("{dimension} is on the line: {line}"));
+            assert!(allowed.contains(&value), "{dimension} = {value} is not one of {allowed:?}: {line}");
+            (dimension.to_string(), value.to_owned())
+        })
+        .collect();
+    let value = parsed[name].as_i64().unwrap_or_else(|| panic!("{name}'s value is a number on the line: {line}"));
+    Observed { name: name.to_owned(), dimensions: values, value }
+}
+
+fn observed(sim: &Sim) -> Vec<Observed> {
+    sim.metrics.lines().iter().map(|line| read(line)).collect()
+}
+
+fn named<'a>(all: &'a [Observed], name: &str) -> Vec<&'a Observed> {
+    all.iter().filter(|o| o.name == name).collect()
+}
+
+fn dims(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
 #[tokio::test]
-async fn every_5xx_the_bridge_answers_is_counted_and_nothing_else_is() {
+async fn every_5xx_the_bridge_answers_is_counted_with_its_route_and_no_ids() {
     let sim = Sim::new();
-    // Accepted, refused with a 4xx: no metric.
     assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
     assert_eq!(sim.chat_event(r#"{"type":"typing.started"}"#).await.status(), 400);
-    assert!(sim.metrics.lines().is_empty(), "{:?}", sim.metrics.lines());
+    assert!(named(&observed(&sim), "ServerErrors").is_empty(), "no 5xx yet");
     // The queue refusing: the bridge answers 500, as a normal response, which Lambda's own
     // Errors metric would not count.
     sim.queue.refuse_next.store(true, std::sync::atomic::Ordering::SeqCst);
     let failed = sim.kommo_webhook(&manager_typing("conv-2", "manager-1", T0 / 1000 + 5)).await;
     assert_eq!(failed.status(), 500);
     let lines = sim.metrics.lines();
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    let line: Value = serde_json::from_str(&lines[0]).expect("one JSON object a line");
-    let emf = &line["_aws"];
-    assert_eq!(emf["Timestamp"], T0);
-    let directive = &emf["CloudWatchMetrics"][0];
-    assert_eq!(directive["Namespace"], "KommoBridge");
-    assert_eq!(directive["Dimensions"], serde_json::json!([["Function"]]));
-    assert_eq!(directive["Metrics"], serde_json::json!([{"Name": "ServerErrors", "Unit": "Count"}]));
+    let errors: Vec<&String> = lines.iter().filter(|line| line.contains("\"ServerErrors\"")).collect();
+    assert_eq!(errors.len(), 1, "{lines:?}");
+    let line: Value = serde_json::from_str(errors[0]).unwrap();
+    assert_eq!(line["_aws"]["Timestamp"], T0);
     assert_eq!(line["Function"], "kommo-webhook", "the dimension's value is on the line");
-    assert_eq!(line["ServerErrors"], 1);
     assert_eq!(
         (&line["Route"], &line["Status"]),
         (&serde_json::json!("/kommo/webhook/{scope_id}"), &serde_json::json!(500))
     );
-    assert!(!lines[0].contains("conv-2") && !lines[0].contains("manager-1"), "no ids, no content: {}", lines[0]);
+    for line in &lines {
+        assert!(!line.contains("conv-") && !line.contains("manager-1"), "no ids, no content: {line}");
+    }
+    // Each of the three requests is one event, by kind and outcome.
+    let events: Vec<Vec<(String, String)>> =
+        named(&observed(&sim), "Events").into_iter().map(|o| o.dimensions.clone()).collect();
+    assert_eq!(
+        events,
+        vec![
+            dims(&[("Kind", "manager_typing"), ("Outcome", "accepted")]),
+            dims(&[("Kind", "chat_event"), ("Outcome", "refused")]),
+            dims(&[("Kind", "manager_typing"), ("Outcome", "failed")]),
+        ]
+    );
+}
+
+/// A day in miniature: a manager types and stops, sends a message the client reads, the client
+/// writes, a replay is refused, and a message the chat service never takes is given up. Every
+/// metric of the table is emitted, each with what happened.
+#[tokio::test]
+async fn a_run_emits_every_metric_with_its_unit_dimensions_and_values() {
+    let sim = Sim::new();
+    // A manager's typing, lapsing: typing.stopped 1 s (the grace) after Kommo's expired_at.
+    assert_eq!(sim.kommo_webhook(&manager_typing("conv-1", "manager-1", T0 / 1000 + 5)).await.status(), 200);
+    sim.advance_to(T0 + 10_000).await;
+    // A manager's message, relayed at once, then read by the client.
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
+    sim.advance_to(T0 + 11_000).await;
+    assert_eq!(sim.chat_event(&status_event("kommo-1", "read", "")).await.status(), 200);
+    // A client's message, imported, and the same webhook-id again.
+    let message = client_message("conv-1", "chat-1");
+    assert_eq!(sim.chat_event_with_id("msg_metrics", &message).await.status(), 200);
+    assert_eq!(sim.chat_event_with_id("msg_metrics", &message).await.status(), 409);
+    sim.advance_to(T0 + 20_000).await;
+    // A manager's message the chat service never takes: dead-lettered, 903 to Kommo.
+    let outage = (0..20).map(|_| ChatError::Unavailable { attempts: 1, status: Some(503), reason: "HTTP 503".into() });
+    sim.chat.fail_next(outage);
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-2")).await.status(), 200);
+    sim.advance_to(T0 + 3_600_000).await;
+
+    let all = observed(&sim);
+    let names: BTreeSet<&str> = all.iter().map(|o| o.name.as_str()).collect();
+    let every: BTreeSet<&str> =
+        METRICS.iter().map(|(name, _, _)| *name).filter(|name| *name != "ServerErrors").collect();
+    assert_eq!(names, every, "every metric but ServerErrors (above) is emitted");
+
+    let lag = named(&all, "TypingStopLag");
+    assert_eq!(lag.len(), 1, "{lag:?}");
+    assert_eq!(lag[0].value, 1000, "the stop went out at the lease's end, the grace after Kommo's expired_at");
+    let relays: Vec<(String, i64)> =
+        named(&all, "RelayLatency").iter().map(|o| (o.dimensions[0].1.clone(), o.value)).collect();
+    let to_chat: Vec<i64> = relays.iter().filter(|(peer, _)| peer == "chat_service").map(|(_, ms)| *ms).collect();
+    assert_eq!(to_chat, vec![0], "kommo-1, relayed at once; kommo-2 never arrived");
+    assert_eq!(relays.iter().filter(|(peer, _)| peer == "amojo").count(), 1, "imported once: {relays:?}");
+    let statuses: BTreeSet<String> =
+        named(&all, "StatusesReported").iter().map(|o| o.dimensions[0].1.clone()).collect();
+    assert!(statuses.contains("read") && statuses.contains("903"), "{statuses:?}");
+    let dead = named(&all, "DeadLetters");
+    assert_eq!(dead.len(), 1, "kommo-2, once: {dead:?}");
+    let calls = |peer: &str, outcome: &str| {
+        all.iter()
+            .filter(|o| o.name == "OutboundCalls" && o.dimensions == dims(&[("Peer", peer), ("Outcome", outcome)]))
+            .count()
+    };
+    assert!(calls("chat_service", "ok") >= 3, "typing.started, typing.stopped, kommo-1");
+    assert!(calls("chat_service", "unavailable") >= 2, "kommo-2's attempts");
+    assert!(calls("amojo", "ok") >= 3, "the import, the read, the 903");
+    let outcomes: BTreeSet<String> = named(&all, "Events").iter().map(|o| o.dimensions[1].1.clone()).collect();
+    assert_eq!(outcomes, ["accepted", "duplicate"].map(String::from).into(), "the replay is a duplicate");
+    // The Kommo webhooks and chat events above, one line each: none missed, none twice.
+    assert_eq!(named(&all, "Events").len(), 6);
 }

@@ -68,7 +68,7 @@ impl ChatSide {
         let scope_id = event.scope_id();
         let span = tracing::Span::current();
         span.record("scope_id", crate::ids::for_log(scope_id));
-        span.record("kind", event.type_name());
+        super::metrics::note_kind(event.type_name());
         if let Some(conversation_id) = event.conversation_id() {
             span.record("conversation_id", crate::ids::for_log(conversation_id));
         }
@@ -159,7 +159,7 @@ impl ChatSide {
         let span = tracing::Span::current();
         span.record("scope_id", crate::ids::for_log(scope_id.as_str()));
         span.record("conversation_id", crate::ids::for_log(conversation_id.as_str()));
-        span.record("kind", "presence_pull");
+        super::metrics::note_kind("presence_pull");
         self.config.account_of_scope(&scope_id)?;
         check_id("conversation_id", &conversation_id).map_err(ApiError::invalid_id)?;
         self.scopes.check(&scope_id).await?;

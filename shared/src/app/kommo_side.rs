@@ -92,13 +92,13 @@ impl KommoSide {
         self.scopes.check(scope_id).await?;
         match webhook.kind() {
             WebhookKind::ManagerTyping(typing) => {
-                span.record("kind", "manager_typing");
+                super::metrics::note_kind("manager_typing");
                 span.record("conversation_id", crate::ids::for_log(typing.conversation.integration_id()));
                 self.learn_manager(scope_id, NamedBy::Amojo(&typing.user.id)).await;
                 self.manager_typing.on_webhook(scope_id, typing).await?
             }
             WebhookKind::ManagerMessage(message) => {
-                span.record("kind", "manager_message");
+                super::metrics::note_kind("manager_message");
                 span.record("conversation_id", crate::ids::for_log(message.conversation.integration_id()));
                 if let Some(msgid) = message.message.id.as_deref() {
                     span.record("msgid", crate::ids::for_log(msgid));
@@ -107,7 +107,7 @@ impl KommoSide {
                 self.manager_messages.on_webhook(scope_id, message).await?
             }
             WebhookKind::Reaction(reaction) => {
-                span.record("kind", "reaction");
+                super::metrics::note_kind("reaction");
                 if let Some(conversation) = &reaction.conversation {
                     span.record("conversation_id", crate::ids::for_log(conversation.integration_id()));
                 }
@@ -117,7 +117,7 @@ impl KommoSide {
                 self.manager_reactions.on_webhook(scope_id, reaction).await?
             }
             WebhookKind::Other => {
-                span.record("kind", "other");
+                super::metrics::note_kind("other");
             }
         }
         tracing::info!("kommo webhook accepted");
@@ -176,7 +176,7 @@ impl KommoSide {
         span.record("conversation_id", crate::ids::for_log(conversation_id));
         match (route, request.method().clone()) {
             (RouteId::UiPresence, Method::GET) => {
-                span.record("kind", "ui_client_presence");
+                super::metrics::note_kind("ui_client_presence");
                 let client = known.as_ref().and_then(|c| c.client_user_id.as_deref());
                 let (view, typing) = self.client_presence.view(&scope_id, conversation_id, client).await?;
                 let last_seen_at = view.last_seen_at_ms.map(|ms| ms.div_euclid(1000));
@@ -193,18 +193,18 @@ impl KommoSide {
                 }
                 match body.state {
                     ManagerState::Viewing => {
-                        span.record("kind", "ui_viewing");
+                        super::metrics::note_kind("ui_viewing");
                         self.manager_presence.on_viewing(&scope_id, conversation_id, manager).await?
                     }
                     ManagerState::Left => {
-                        span.record("kind", "ui_left");
+                        super::metrics::note_kind("ui_left");
                         self.manager_presence.on_left(&scope_id, conversation_id, manager).await?
                     }
                 }
                 Ok(json_response(StatusCode::OK, &json!({"ok": true})))
             }
             _ => {
-                span.record("kind", "ui_read");
+                super::metrics::note_kind("ui_read");
                 let read = self.read_receipts.on_opened(&scope_id, conversation_id).await?;
                 Ok(json_response(StatusCode::OK, &json!({"read": read})))
             }
@@ -271,7 +271,7 @@ impl KommoSide {
     /// stored unless everything went through, so installing again is the retry.
     pub async fn oauth_callback(&self, request: &HttpRequest) -> HttpResponse {
         let span = tracing::Span::current();
-        span.record("kind", "oauth_callback");
+        super::metrics::note_kind("oauth_callback");
         let Some(installs) = &self.installs else {
             return ApiError::not_found("installs_not_configured", "installs through Kommo are not configured here")
                 .into_response();
@@ -315,7 +315,7 @@ impl KommoSide {
     /// webhooks and events are refused until it is installed again.
     pub async fn oauth_disabled(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
         let span = tracing::Span::current();
-        span.record("kind", "oauth_disabled");
+        super::metrics::note_kind("oauth_disabled");
         let (Some(installs), Some(settings)) = (&self.installs, &self.config.installs) else {
             return Err(ApiError::not_found(
                 "installs_not_configured",

@@ -1,14 +1,32 @@
 //! Metrics as CloudWatch's embedded metric format (EMF): one JSON line on stdout per record,
-//! which CloudWatch Logs turns into a metric, with no API call per event.
+//! which CloudWatch Logs turns into a metric, with no API call per event. Namespace
+//! `KommoBridge`; the dashboard and alarms in `infra/template.yaml` read these:
 //!
-//! `ServerErrors` (Count, by `Function`): every 5xx the bridge answers. Driven through the
-//! Lambda Runtime API, a bridge that cannot reach its table answers HTTP 500 as a normal
-//! response, which Lambda's own `Errors` metric does not count; this one does, and the
-//! template alarms on it for both HTTP functions. The route template and the status are
-//! properties of the line (searchable in Logs Insights), not dimensions: a dimension per route
-//! would multiply the metrics billed.
+//! | metric | unit | dimensions | one per |
+//! |---|---|---|---|
+//! | `Events` | Count | `Kind`, `Outcome` | inbound event (accepted, duplicate, refused, failed) |
+//! | `ServerErrors` | Count | `Function` | 5xx answered (`Route`, `Status` as properties) |
+//! | `TypingStopLag` | Milliseconds | `Function` | manager `typing.stopped` for a lapsed lease, after Kommo's `expired_at` |
+//! | `RelayLatency` | Milliseconds | `Peer` | message that reached its peer, from when it reached the bridge |
+//! | `StatusesReported` | Count | `Status` | status Kommo took (`delivered`, `read`, `901`…`905`) |
+//! | `DeadLetters` | Count | `Function` | queued work given up (`Work` as a property) |
+//! | `OutboundCalls` | Count | `Peer`, `Outcome` | call to the chat service, amojo or Kommo's API (ok, refused, unavailable) |
+//!
+//! `ServerErrors` matters because, driven through the Lambda Runtime API, a bridge that cannot
+//! reach its table answers HTTP 500 as a normal response, which Lambda's own `Errors` metric
+//! does not count. Every dimension value comes from a small closed set (never an id), and
+//! routes, work kinds and statuses beyond those are properties, not dimensions: each distinct
+//! dimension value is a metric billed by the month.
 
-use serde_json::json;
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::ports::metrics::{Metric, Metrics};
+use crate::time::Clock;
 
 /// The CloudWatch namespace of the bridge's own metrics.
 pub const NAMESPACE: &str = "KommoBridge";
@@ -27,22 +45,147 @@ impl MetricLines for Stdout {
     }
 }
 
+/// One EMF line: `metrics` (name, unit, value) under the one dimension set `dimensions`, whose
+/// values are among `fields` (with any other properties, searchable in Logs Insights).
+fn emf_line(
+    timestamp_ms: i64,
+    dimensions: &[&str],
+    metrics: &[(&str, &str, Value)],
+    fields: &[(&str, Value)],
+) -> String {
+    let definitions: Vec<Value> = metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
+    let mut line = json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [dimensions], "Metrics": definitions}],
+        },
+    });
+    for (name, _, value) in metrics {
+        line[*name] = value.clone();
+    }
+    for (name, value) in fields {
+        line[*name] = value.clone();
+    }
+    line.to_string()
+}
+
 /// The EMF line of one 5xx answer of `function` on `route` (a route template, never a path
 /// with ids in it).
 pub fn server_error(function: &str, route: &str, status: u16, timestamp_ms: i64) -> String {
-    json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["Function"]],
-                "Metrics": [{"Name": "ServerErrors", "Unit": "Count"}],
-            }],
-        },
-        "Function": function,
-        "Route": route,
-        "Status": status,
-        "ServerErrors": 1,
-    })
-    .to_string()
+    emf_line(
+        timestamp_ms,
+        &["Function"],
+        &[("ServerErrors", "Count", json!(1))],
+        &[("Function", json!(function)), ("Route", json!(route)), ("Status", json!(status))],
+    )
+}
+
+/// How an inbound event was answered: 2xx accepted, 409 a duplicate (a replayed `webhook-id`),
+/// another 4xx refused, 5xx failed.
+pub fn event_outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "accepted",
+        409 => "duplicate",
+        400..=499 => "refused",
+        _ => "failed",
+    }
+}
+
+/// The EMF line of one inbound event of `kind`, answered `status`.
+pub fn event(kind: &str, status: StatusCode, timestamp_ms: i64) -> String {
+    emf_line(
+        timestamp_ms,
+        &["Kind", "Outcome"],
+        &[("Events", "Count", json!(1))],
+        &[("Kind", json!(kind)), ("Outcome", json!(event_outcome(status)))],
+    )
+}
+
+/// The line of one observation of the flows ([`Metric`]).
+pub fn observation(metric: &Metric, timestamp_ms: i64) -> String {
+    // The queued work (typing stops, relays, imports, reports) runs in typing-expiry.
+    let queued = ("Function", json!("typing-expiry"));
+    match metric {
+        Metric::TypingStopLag { ms } => {
+            emf_line(timestamp_ms, &["Function"], &[("TypingStopLag", "Milliseconds", json!(ms))], &[queued])
+        }
+        Metric::RelayLatency { peer, ms } => emf_line(
+            timestamp_ms,
+            &["Peer"],
+            &[("RelayLatency", "Milliseconds", json!(ms))],
+            &[("Peer", json!(peer.name()))],
+        ),
+        Metric::StatusReported { status } => emf_line(
+            timestamp_ms,
+            &["Status"],
+            &[("StatusesReported", "Count", json!(1))],
+            &[("Status", json!(status))],
+        ),
+        Metric::DeadLetter { what } => emf_line(
+            timestamp_ms,
+            &["Function"],
+            &[("DeadLetters", "Count", json!(1))],
+            &[queued, ("Work", json!(what))],
+        ),
+        Metric::OutboundCall { peer, outcome } => emf_line(
+            timestamp_ms,
+            &["Peer", "Outcome"],
+            &[("OutboundCalls", "Count", json!(1))],
+            &[("Peer", json!(peer.name())), ("Outcome", json!(outcome.name()))],
+        ),
+    }
+}
+
+/// The flows' metrics as EMF lines, to stdout unless a test redirects them.
+pub struct EmfMetrics {
+    lines: RwLock<Arc<dyn MetricLines>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl EmfMetrics {
+    pub fn new(lines: Arc<dyn MetricLines>, clock: Arc<dyn Clock>) -> Self {
+        Self { lines: RwLock::new(lines), clock }
+    }
+
+    pub fn write(&self, line: String) {
+        self.lines.read().unwrap_or_else(|poisoned| poisoned.into_inner()).write(line);
+    }
+
+    /// Sends every later line to `lines` (tests).
+    pub fn redirect(&self, lines: Arc<dyn MetricLines>) {
+        *self.lines.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = lines;
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+impl Metrics for EmfMetrics {
+    fn record(&self, metric: Metric) {
+        self.write(observation(&metric, self.clock.now_ms()));
+    }
+}
+
+tokio::task_local! {
+    /// The kind of the inbound event being answered, for its `Events` line.
+    static EVENT_KIND: Cell<&'static str>;
+}
+
+/// Names the kind of the inbound event being answered: in its `Events` metric line and in the
+/// request's log span.
+pub fn note_kind(kind: &'static str) {
+    tracing::Span::current().record("kind", kind);
+    let _ = EVENT_KIND.try_with(|cell| cell.set(kind));
+}
+
+/// Runs `answer` with `kind` as the event's kind until a handler names it more precisely;
+/// returns what it answered and the kind it ended with.
+pub async fn with_event_kind<T>(kind: &'static str, answer: impl Future<Output = T>) -> (T, &'static str) {
+    EVENT_KIND
+        .scope(Cell::new(kind), async move {
+            let answered = answer.await;
+            (answered, EVENT_KIND.with(Cell::get))
+        })
+        .await
 }

@@ -24,7 +24,7 @@ use self::chat_side::ChatSide;
 use self::config::Config;
 use self::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use self::kommo_side::KommoSide;
-use self::metrics::MetricLines;
+use self::metrics::{EmfMetrics, MetricLines};
 use self::routes::{EntryPoint, RouteId};
 use self::scopes::ScopeGate;
 use crate::flows::chat_delivery::ChatDelivery;
@@ -43,6 +43,7 @@ use crate::flows::read_receipts::ReadReceipts;
 use crate::ports::accounts::{KommoRest, TokenSealer};
 use crate::ports::chat::ChatService;
 use crate::ports::kommo::KommoApi;
+use crate::ports::metrics::{MeteredChat, MeteredKommo, Metrics};
 use crate::ports::store::Store;
 use crate::ports::timers::Timers;
 use crate::queued::Dispatcher;
@@ -69,9 +70,8 @@ pub struct Bridge {
     chat_side: Option<ChatSide>,
     /// With a chat-service client: `typing-expiry`.
     queued: Option<Dispatcher>,
-    clock: Arc<dyn Clock>,
-    /// Where the `ServerErrors` metric goes (stdout, read by CloudWatch Logs as EMF).
-    metrics: Arc<dyn MetricLines>,
+    /// Where the metric lines go (stdout, read by CloudWatch Logs as EMF).
+    metrics: Arc<EmfMetrics>,
 }
 
 impl Bridge {
@@ -80,7 +80,11 @@ impl Bridge {
     pub fn new(config: Config, ports: Ports) -> Self {
         let config = Arc::new(config);
         let Ports { clock, store, kommo, chat, timers } = ports;
-        let metrics_clock = clock.clone();
+        let emf = Arc::new(EmfMetrics::new(Arc::new(metrics::Stdout), clock.clone()));
+        let observed: Arc<dyn Metrics> = emf.clone();
+        // Every call out counted by peer and outcome, where the ports are wired.
+        let kommo: Arc<dyn KommoApi> = Arc::new(MeteredKommo { inner: kommo, metrics: observed.clone() });
+        let chat = chat.map(|inner| Arc::new(MeteredChat { inner, metrics: observed.clone() }) as Arc<dyn ChatService>);
         let retry = config.retry;
         let privacy = config.privacy;
         let register = StatusRegister { records: store.clone(), timers: timers.clone() };
@@ -187,6 +191,7 @@ impl Bridge {
                     timers: timers.clone(),
                     clock: clock.clone(),
                     delivery: delivery.clone(),
+                    metrics: observed.clone(),
                 },
                 manager_presence: ManagerPresenceExpiry {
                     windows: store.clone(),
@@ -204,6 +209,7 @@ impl Bridge {
                     register,
                     clock: clock.clone(),
                     retry,
+                    metrics: observed.clone(),
                 },
                 reports: StatusReports {
                     lanes: store.clone(),
@@ -211,12 +217,21 @@ impl Bridge {
                     kommo: kommo.clone(),
                     clock: clock.clone(),
                     retry,
+                    metrics: observed.clone(),
                 },
-                into_kommo: IntoKommo { records: store.clone(), conversations: store, timers, kommo, clock, retry },
+                into_kommo: IntoKommo {
+                    records: store.clone(),
+                    conversations: store,
+                    timers,
+                    kommo,
+                    clock,
+                    retry,
+                    metrics: observed,
+                },
                 delivery,
             }
         });
-        Self { config, kommo_side, chat_side, queued, clock: metrics_clock, metrics: Arc::new(metrics::Stdout) }
+        Self { config, kommo_side, chat_side, queued, metrics: emf }
     }
 
     #[cfg(feature = "adapters")]
@@ -283,26 +298,26 @@ impl Bridge {
             msgid = tracing::field::Empty,
         );
         async move {
-            let response = match self.route(entry, &request).await {
-                Ok(response) => response,
-                Err(error) => {
-                    if error.status.is_server_error() {
-                        tracing::error!(code = error.code, "request failed");
+            let answer = async {
+                match self.route(entry, &request).await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        if error.status.is_server_error() {
+                            tracing::error!(code = error.code, "request failed");
+                        }
+                        error.into_response()
                     }
-                    error.into_response()
                 }
             };
+            let (response, kind) = metrics::with_event_kind("unrouted", answer).await;
+            let now_ms = self.metrics.now_ms();
+            self.metrics.write(metrics::event(kind, response.status(), now_ms));
             if response.status().is_server_error() {
                 // Matched again only here: a healthy request pays nothing for the metric.
                 let route = routes::find(request.method(), request.uri().path())
                     .map_or("(no route)", |matched| matched.template);
-                let line = metrics::server_error(
-                    entry.function_name(),
-                    route,
-                    response.status().as_u16(),
-                    self.clock.now_ms(),
-                );
-                self.metrics.write(line);
+                let status = response.status().as_u16();
+                self.metrics.write(metrics::server_error(entry.function_name(), route, status, now_ms));
             }
             response
         }
@@ -317,6 +332,7 @@ impl Bridge {
             return Err(ApiError::not_found("no_route", format!("no route for {path}")));
         }
         tracing::Span::current().record("route", matched.template);
+        metrics::note_kind(matched.id.event_kind());
         if request.body().len() > MAX_BODY_BYTES {
             return Err(ApiError::payload_too_large());
         }
@@ -371,8 +387,8 @@ impl Bridge {
     }
 
     /// Sends the bridge's metric lines to `metrics` instead of stdout (tests).
-    pub fn with_metrics(mut self, metrics: Arc<dyn MetricLines>) -> Self {
-        self.metrics = metrics;
+    pub fn with_metrics(self, lines: Arc<dyn MetricLines>) -> Self {
+        self.metrics.redirect(lines);
         self
     }
 

@@ -41,6 +41,23 @@ pub enum RouteId {
     SinkChat,
 }
 
+impl RouteId {
+    /// The kind of an event on this route until its handler names it more precisely (what a
+    /// request refused before it is read counts as, in the `Events` metric).
+    pub fn event_kind(self) -> &'static str {
+        match self {
+            Self::KommoWebhook => "kommo_webhook",
+            Self::OAuthCallback => "oauth_callback",
+            Self::OAuthDisabled => "oauth_disabled",
+            Self::UiPresence => "ui_presence",
+            Self::UiRead => "ui_read",
+            Self::ChatEvents => "chat_event",
+            Self::ChatPresence => "presence_pull",
+            Self::Healthz | Self::SinkAmojo | Self::SinkChat => "dev_server",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct RouteDef {
     pub method: Method,

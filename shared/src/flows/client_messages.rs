@@ -15,6 +15,7 @@ use crate::models::kommo::{
     CreateChatRequest, ImportMessageRequest, ImportPayload, KommoMessageRef, Participant, Profile, ReplyTo, Source,
 };
 use crate::ports::kommo::{KommoApi, KommoError};
+use crate::ports::metrics::{Metric, Metrics, Peer};
 use crate::ports::store::{ConversationFacts, Conversations, IncomingState, LeaseKey, MessageRecords, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::names::client_display_name;
@@ -57,7 +58,8 @@ impl ClientMessages {
             }
             let typing = LeaseKey::client(scope_id, &message.conversation_id, &message.user.id);
             self.leases.end(&typing, now).await?;
-            let import = DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0 };
+            let import =
+                DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0, received_at_ms: now };
             self.timers.schedule(import, now).await?;
             Ok::<_, FlowError>(())
         };
@@ -87,13 +89,16 @@ pub struct IntoKommo {
     pub kommo: Arc<dyn KommoApi>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 impl IntoKommo {
     /// Imports a client's message into Kommo, the chat created first if needed. Its end is told
     /// to the chat service: `message.delivered`, or `message.failed` when Kommo refuses it or
     /// the attempts run out (the record then stays, dead-lettered).
-    pub async fn import(&self, message: &ClientMessage, attempt: u32) -> Result<(), FlowError> {
+    pub async fn import(&self, message: &ClientMessage, attempt: u32, received_at_ms: i64) -> Result<(), FlowError> {
+        let again =
+            |attempt| DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt, received_at_ms };
         let scope_id = message.scope_id.as_str();
         if let Some(IncomingState::Imported { .. } | IncomingState::Failed) =
             self.records.incoming_state(scope_id, &message.msgid).await?
@@ -106,7 +111,6 @@ impl IntoKommo {
                 Replied::To(named) => Some(ReplyTo { message: named }),
                 Replied::Unquoted => None,
                 Replied::NotInKommoYet => {
-                    let again = |attempt| DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt };
                     let now = self.clock.now_ms();
                     requeue(self.timers.as_ref(), &self.retry, attempt, None, now, again).await?;
                     return Ok(());
@@ -131,7 +135,7 @@ impl IntoKommo {
             };
             let chat = match self.kommo.create_chat(scope_id, &request).await {
                 Ok(chat) => chat,
-                Err(error) => return self.unsuccessful(message, attempt, error).await,
+                Err(error) => return self.unsuccessful(message, error, attempt, again).await,
             };
             let facts = ConversationFacts {
                 kommo_chat_id: chat.id.as_deref(),
@@ -154,8 +158,14 @@ impl IntoKommo {
             silent: false,
         };
         match self.kommo.import_message(scope_id, &ImportMessageRequest::new_message(payload)).await {
-            Ok(answer) => self.imported(message, answer.kommo_msgid()).await,
-            Err(error) => self.unsuccessful(message, attempt, error).await,
+            Ok(answer) => {
+                if received_at_ms > 0 {
+                    let ms = self.clock.now_ms() - received_at_ms;
+                    self.metrics.record(Metric::RelayLatency { peer: Peer::Amojo, ms });
+                }
+                self.imported(message, answer.kommo_msgid()).await
+            }
+            Err(error) => self.unsuccessful(message, error, attempt, again).await,
         }
     }
 
@@ -197,7 +207,13 @@ impl IntoKommo {
 
     /// Kommo did not take the message: tried again later while that may help, else
     /// dead-lettered and `message.failed` told.
-    async fn unsuccessful(&self, message: &ClientMessage, attempt: u32, error: KommoError) -> Result<(), FlowError> {
+    async fn unsuccessful(
+        &self,
+        message: &ClientMessage,
+        error: KommoError,
+        attempt: u32,
+        again: impl Fn(u32) -> DueWork,
+    ) -> Result<(), FlowError> {
         let now = self.clock.now_ms();
         let retry_after = match &error {
             KommoError::Unavailable { retry_after, .. } => Some(*retry_after),
@@ -206,14 +222,14 @@ impl IntoKommo {
             KommoError::InvalidResponse(_) => Some(None),
             KommoError::Rejected { .. } => None,
         };
-        if let Some(retry_after) = retry_after {
-            let again = |attempt| DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt };
-            if requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, now, again).await? {
-                tracing::warn!(msgid = %message.msgid.escape_debug(), %error, "import failed; queued again");
-                return Ok(());
-            }
+        if let Some(retry_after) = retry_after
+            && requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, now, again).await?
+        {
+            tracing::warn!(msgid = %message.msgid.escape_debug(), %error, "import failed; queued again");
+            return Ok(());
         }
         tracing::error!(msgid = %message.msgid.escape_debug(), %error, "client message not imported; dead-lettered");
+        self.metrics.record(Metric::DeadLetter { what: "import_client_message" });
         let code = match error {
             KommoError::Rejected { .. } => ImportFailureCode::KommoRefused,
             _ => ImportFailureCode::KommoUnavailable,

@@ -10,6 +10,7 @@ use crate::ids::random_bytes;
 use crate::models::chat::StatusReport;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
 use crate::ports::kommo::{KommoApi, KommoError};
+use crate::ports::metrics::{Metric, Metrics};
 use crate::ports::store::{Conversations, MessageRecords, SendTurns, StatusChange, Turn};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, status_lane};
@@ -114,6 +115,7 @@ pub struct StatusReports {
     pub kommo: Arc<dyn KommoApi>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 impl StatusReports {
@@ -143,6 +145,7 @@ impl StatusReports {
         match outcome {
             Ok(()) => {
                 tracing::info!(status = request.status.wire_code(), "delivery status reported to Kommo");
+                self.metrics.record(Metric::StatusReported { status: request.status.label() });
                 Ok(())
             }
             Err(KommoError::Unavailable { reason, retry_after, .. }) if attempt + 1 < self.retry.max_attempts => {

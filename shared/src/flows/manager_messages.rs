@@ -17,6 +17,7 @@ use crate::models::kommo::ManagerMessage;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
 use crate::ports::chat::{ChatError, ChatService};
 use crate::ports::kommo::KommoApi;
+use crate::ports::metrics::{Metric, Metrics, Peer};
 use crate::ports::store::{
     ConversationFacts, Conversations, Direction, LeaseKey, MessageRecord, MessageRecords, RelayClaim, RelayOutcome,
     RelayState, SendTurns, Turn, TypingLeases,
@@ -121,6 +122,7 @@ impl ManagerMessages {
             event: Box::new(event),
             webhook_id: new_webhook_id(),
             attempt: 0,
+            received_at_ms: now,
         };
         if let Err(error) = self.timers.schedule(relay, now).await {
             // Kommo never re-sends a webhook: mark the message failed so the manager sees it.
@@ -149,6 +151,8 @@ pub struct Relay<'a> {
     pub event: Box<BridgeEvent>,
     pub webhook_id: String,
     pub attempt: u32,
+    /// When Kommo's webhook reached the bridge (0: not known).
+    pub received_at_ms: i64,
 }
 
 impl Relay<'_> {
@@ -160,6 +164,7 @@ impl Relay<'_> {
             event: self.event,
             webhook_id: self.webhook_id,
             attempt: self.attempt,
+            received_at_ms: self.received_at_ms,
         }
     }
 }
@@ -175,6 +180,7 @@ pub struct MessageRelay {
     pub register: StatusRegister,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 impl MessageRelay {
@@ -212,6 +218,10 @@ impl MessageRelay {
                 let sent = RelayOutcome::Sent { chat_msgid: answer.msgid };
                 self.records.finish_relay(scope_id, kommo_msgid, &sent).await?;
                 tracing::info!(kommo_msgid, attempt = relay.attempt, "manager message delivered");
+                if relay.received_at_ms > 0 {
+                    let ms = self.clock.now_ms() - relay.received_at_ms;
+                    self.metrics.record(Metric::RelayLatency { peer: Peer::ChatService, ms });
+                }
                 Ok(())
             }
             Err(ChatError::Rejected { status, code, message }) => {
@@ -285,6 +295,7 @@ impl MessageRelay {
         let (scope_id, kommo_msgid) = (relay.scope_id, relay.kommo_msgid);
         if next >= self.retry.max_attempts {
             tracing::error!(kommo_msgid, attempts = next, %reason, "message not delivered; dead-lettered");
+            self.metrics.record(Metric::DeadLetter { what: "relay_manager_message" });
             self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await?;
             if let Some(key) = sender_lease(&relay.event) {
                 let stopped = typing_stopped(&key.scope_id, &key.conversation_id, manager_id_of(&key));

@@ -14,9 +14,10 @@ use super::chat_delivery::{ChatDelivery, typing_stopped};
 use crate::ids::new_webhook_id;
 use crate::models::chat::{BridgeEvent, ManagerRef};
 use crate::models::kommo::TypingAction;
+use crate::ports::metrics::{Metric, Metrics};
 use crate::ports::store::{LeaseChange, LeaseKey, SendTurns, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
-use crate::rules::typing::{TypingShown, lane_may_show_typing, manager_lease_end_ms};
+use crate::rules::typing::{TypingShown, kommo_expired_at_s, lane_may_show_typing, manager_lease_end_ms};
 use crate::time::Clock;
 
 /// The webhook's half.
@@ -75,6 +76,7 @@ pub struct ManagerTypingExpiry {
     pub timers: Arc<dyn Timers>,
     pub clock: Arc<dyn Clock>,
     pub delivery: ChatDelivery,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 impl ManagerTypingExpiry {
@@ -88,11 +90,18 @@ impl ManagerTypingExpiry {
         let stopped = || typing_stopped(scope_id, conversation_id, manager_id);
         let live = match self.leases.stored_lease(&key).await? {
             Some(lease) if lease.expires_at_ms > now => Some(lease),
-            Some(_) if self.leases.end_if_lapsed(&key, now).await?.is_some() => {
-                return self.delivery.deliver(stopped(), new_webhook_id(), 0).await;
-            }
-            // Extended or ended since the read: as it is now.
-            Some(_) => self.leases.get_lease(&key, now).await?,
+            Some(_) => match self.leases.end_if_lapsed(&key, now).await? {
+                Some(lease_end_ms) => {
+                    self.delivery.deliver(stopped(), new_webhook_id(), 0).await?;
+                    // How late the chat service was told, after the expiry Kommo gave (or, when
+                    // the chat service was unavailable, its first try).
+                    let ms = self.clock.now_ms() - kommo_expired_at_s(lease_end_ms) * 1000;
+                    self.metrics.record(Metric::TypingStopLag { ms });
+                    return Ok(());
+                }
+                // Extended or ended since the read: as it is now.
+                None => self.leases.get_lease(&key, now).await?,
+            },
             None => None,
         };
         if let Some(lease) = live {

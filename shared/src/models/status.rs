@@ -115,6 +115,21 @@ impl DeliveryStatus {
         }
     }
 
+    /// How metrics name it: `delivered`, `read`, or the error's code.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed(error) => match error.code() {
+                901 => "901",
+                902 => "902",
+                903 => "903",
+                904 => "904",
+                _ => "905",
+            },
+        }
+    }
+
     /// The register's rank: a status only ever replaces a lower one (see [`Self::may_replace`]).
     pub fn rank(&self) -> i8 {
         self.wire_code()

@@ -6,9 +6,11 @@
 //! - [`timers`]: work that falls due later, and who runs it.
 //! - [`kommo`]: Kommo's Chat API (amojo); [`chat`]: the chat service.
 //! - [`accounts`]: Kommo's OAuth and REST API for installs, and the sealer of their tokens.
+//! - [`metrics`]: what the flows tell the operator, and the calls out metered.
 
 pub mod accounts;
 pub mod chat;
 pub mod kommo;
+pub mod metrics;
 pub mod store;
 pub mod timers;

@@ -31,6 +31,9 @@ pub enum DueWork {
         event: Box<BridgeEvent>,
         webhook_id: String,
         attempt: u32,
+        /// When Kommo's webhook reached the bridge (0: not known, queued by an older version).
+        #[serde(default)]
+        received_at_ms: i64,
     },
     /// Tell Kommo a status change that stuck; `attempt` counts earlier tries.
     ReportDeliveryStatus {
@@ -40,7 +43,13 @@ pub enum DueWork {
         attempt: u32,
     },
     /// Import a client's message into Kommo.
-    ImportClientMessage { message: Box<ClientMessage>, attempt: u32 },
+    ImportClientMessage {
+        message: Box<ClientMessage>,
+        attempt: u32,
+        /// When the chat event reached the bridge (0: not known, queued by an older version).
+        #[serde(default)]
+        received_at_ms: i64,
+    },
     /// Change a client's message in Kommo, once it is imported.
     EditClientMessage { edit: Box<ClientEdit>, attempt: u32 },
     /// Put a client's reaction into Kommo (`added`), or take it back.
