@@ -10,9 +10,11 @@ use serde_json::Value;
 use shared::ports::chat::ChatError;
 use support::*;
 
-/// Every metric the bridge emits: name, unit, its one dimension set, and the values each
-/// dimension may take (a small closed set, never an id).
-const METRICS: &[(&str, &str, &[(&str, &[&str])])] = &[
+/// A dimension and the values it may take (a small closed set, never an id).
+type Dimension = (&'static str, &'static [&'static str]);
+
+/// Every metric the bridge emits: name, unit, and its one dimension set.
+const METRICS: &[(&str, &str, &[Dimension])] = &[
     (
         "Events",
         "Count",

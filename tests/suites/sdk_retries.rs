@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,10 +21,10 @@ const TABLE: &str = "bridge-sdk-retries";
 /// Longer than the SDK's attempt timeout, shorter than its operation timeout with a retry.
 const HOLD: Duration = Duration::from_millis(1500);
 
-/// Forwards requests to Dynoxide; when armed, holds the answer to the next request.
+/// Forwards requests to Dynoxide; when armed with n, holds the answer to the n-th next request.
 struct HoldingProxy {
     url: String,
-    armed: Arc<AtomicBool>,
+    armed: Arc<AtomicUsize>,
     /// Requests with the body of the held one: the SDK's retries of it.
     repeats: Arc<AtomicUsize>,
 }
@@ -34,7 +34,7 @@ impl HoldingProxy {
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let url = format!("http://{}", listener.local_addr().expect("bound"));
-        let armed = Arc::new(AtomicBool::new(false));
+        let armed = Arc::new(AtomicUsize::new(0));
         let repeats = Arc::new(AtomicUsize::new(0));
         let held_body = Arc::new(Mutex::new(None::<Vec<u8>>));
         let (thread_armed, thread_repeats) = (armed.clone(), repeats.clone());
@@ -48,7 +48,8 @@ impl HoldingProxy {
                     // One request after another on a kept-alive connection, each forwarded on a
                     // connection of its own that Dynoxide closes after answering.
                     while let Some((head, body)) = read_request(&mut reader) {
-                        let hold = armed.swap(false, Ordering::SeqCst);
+                        let countdown = armed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                        let hold = countdown == Ok(1);
                         let mut held = held_body.lock().expect("not poisoned");
                         if hold {
                             *held = Some(body.clone());
@@ -72,10 +73,15 @@ impl HoldingProxy {
 
     /// Runs `write` with the next request's answer held; checks the SDK did retry it.
     async fn held<T>(&self, write: impl Future<Output = T>) -> T {
+        self.held_at(1, write).await
+    }
+
+    /// Runs `work` with the answer to its `nth` request held; checks the SDK did retry it.
+    async fn held_at<T>(&self, nth: usize, work: impl Future<Output = T>) -> T {
         let repeats_before = self.repeats.load(Ordering::SeqCst);
-        self.armed.store(true, Ordering::SeqCst);
-        let outcome = write.await;
-        assert!(!self.armed.load(Ordering::SeqCst), "the write went through the proxy");
+        self.armed.store(nth, Ordering::SeqCst);
+        let outcome = work.await;
+        assert_eq!(self.armed.load(Ordering::SeqCst), 0, "the write went through the proxy");
         assert_eq!(self.repeats.load(Ordering::SeqCst), repeats_before + 1, "the SDK retried the held write once");
         outcome
     }
@@ -239,8 +245,8 @@ async fn an_expiry_timer_whose_delete_was_retried_still_stops_the_typing_shown()
         conversation_id: "conv-1".into(),
         manager_id: "m-1".into(),
     };
-    // The first request of the check is the conditional delete of the lapsed lease.
-    proxy.held(bridge.dispatcher().unwrap().run(check)).await.unwrap();
+    // The check reads the lease, then deletes it on condition it lapsed: that delete is held.
+    proxy.held_at(2, bridge.dispatcher().unwrap().run(check)).await.unwrap();
     let events: Vec<_> = chat.events().into_iter().map(|event| event.call).collect();
     assert!(matches!(&events[..], [BridgeEvent::TypingStopped { .. }]), "{events:?}");
 }

@@ -4,6 +4,7 @@
 //! prints what Kommo and the chat service each received.
 
 mod args;
+mod cost;
 mod demo;
 mod recorder;
 
@@ -54,6 +55,17 @@ Usage:
       client types and writes, the manager types and stops, a message delivered then read, a
       failure with 905, the client online then away, the manager opening the conversation) and
       prints a timeline of what each side received. About 10 s.
+  bridge-cli cost [--conversations-per-day N] [--messages-per-conversation N] [--manager-share F]
+                  [--active-minutes N] [--manager-typing-share F] [--client-typing-share F]
+                  [--client-online-minutes N] [--widget-hours-per-day N] [--endpoint http-api|function-url]
+                  [--price-http-api-per-million X] [--price-lambda-requests-per-million X]
+                  [--price-lambda-gb-second X] [--price-dynamodb-writes-per-million X]
+                  [--price-dynamodb-reads-per-million X] [--price-sqs-per-million X]
+                  [--price-logs-per-gb X] [--price-custom-metric-per-month X]
+      Prints what an account's traffic costs a month on AWS (30 days), by event kind and by
+      service, fixed costs included, from the cost table the amplification test asserts. Every
+      flag is optional (a default profile of 100 conversations a day; US East prices); shares
+      F are 0 to 1.
   bridge-cli --help
 
 `--body -` reads the body from standard input. Options also take the form --name=value.
@@ -142,6 +154,7 @@ async fn run(argv: &[String]) -> Result<(), Failure> {
             args::parse(rest, &[])?;
             demo::run().await
         }
+        "cost" => cost::run(rest),
         other => Err(Failure::Usage(format!("unknown command {other:?}"))),
     }
 }

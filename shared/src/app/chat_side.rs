@@ -103,7 +103,13 @@ impl ChatSide {
             }
             return Err(error);
         }
-        tracing::info!("chat event accepted");
+        // Typing and presence signals repeat all day: counted by the Events metric, logged only
+        // at debug (each INFO line is about 400 bytes of CloudWatch Logs).
+        if event.is_signal() {
+            tracing::debug!("chat event accepted");
+        } else {
+            tracing::info!("chat event accepted");
+        }
         Ok(json_response(StatusCode::OK, &json!({"accepted": true})))
     }
 

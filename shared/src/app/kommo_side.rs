@@ -90,9 +90,11 @@ impl KommoSide {
         }
         check_webhook_ids(&webhook)?;
         self.scopes.check(scope_id).await?;
+        let mut signal = false;
         match webhook.kind() {
             WebhookKind::ManagerTyping(typing) => {
                 super::metrics::note_kind("manager_typing");
+                signal = true;
                 span.record("conversation_id", crate::ids::for_log(typing.conversation.integration_id()));
                 self.learn_manager(scope_id, NamedBy::Amojo(&typing.user.id)).await;
                 self.manager_typing.on_webhook(scope_id, typing).await?
@@ -120,7 +122,13 @@ impl KommoSide {
                 super::metrics::note_kind("other");
             }
         }
-        tracing::info!("kommo webhook accepted");
+        // A typing refresh comes every 5 s while a manager types: counted by the Events metric,
+        // logged only at debug (each INFO line is about 400 bytes of CloudWatch Logs).
+        if signal {
+            tracing::debug!("kommo webhook accepted");
+        } else {
+            tracing::info!("kommo webhook accepted");
+        }
         Ok(json_response(StatusCode::OK, &json!({})))
     }
 

@@ -43,7 +43,7 @@ use crate::flows::read_receipts::ReadReceipts;
 use crate::ports::accounts::{KommoRest, TokenSealer};
 use crate::ports::chat::ChatService;
 use crate::ports::kommo::KommoApi;
-use crate::ports::metrics::{MeteredChat, MeteredKommo, Metrics};
+use crate::ports::metrics::{MeteredChat, MeteredKommo, MeteredKommoRest, Metrics};
 use crate::ports::store::Store;
 use crate::ports::timers::Timers;
 use crate::queued::Dispatcher;
@@ -359,6 +359,7 @@ impl Bridge {
     /// Turns installs through Kommo's OAuth on (when the configuration has them): `rest` is
     /// Kommo's OAuth and REST API, `sealer` seals the tokens for the store.
     pub fn with_installs(mut self, rest: Arc<dyn KommoRest>, sealer: Arc<dyn TokenSealer>) -> Self {
+        let rest: Arc<dyn KommoRest> = Arc::new(MeteredKommoRest { inner: rest, metrics: self.metrics.clone() });
         if let (Some(side), Some(settings)) = (self.kommo_side.as_mut(), self.config.installs.as_ref()) {
             let tokens = AccountTokens {
                 rest: rest.clone(),

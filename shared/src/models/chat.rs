@@ -47,6 +47,19 @@ impl ChatEvent {
         }
     }
 
+    /// Typing and presence: signals a chat service repeats while they hold, idempotent and
+    /// ending by themselves.
+    pub fn is_signal(&self) -> bool {
+        matches!(
+            self,
+            Self::TypingStarted(_)
+                | Self::TypingStopped(_)
+                | Self::PresenceOnline(_)
+                | Self::PresenceHeartbeat(_)
+                | Self::PresenceOffline(_)
+        )
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::MessageCreated(_) => "message.created",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::accounts::{KommoRest, KommoRestError};
 use super::chat::{ChatAnswer, ChatError, ChatService};
 use super::kommo::{KommoApi, KommoError};
 use crate::models::chat::BridgeEvent;
@@ -13,6 +14,7 @@ use crate::models::kommo::{
     ConnectRequest, ConnectResponse, CreateChatRequest, CreateChatResponse, DeliveryStatusRequest, DisconnectRequest,
     EditMessageRequest, ImportMessageRequest, ImportMessageResponse, ReactRequest, TypingRequest,
 };
+use crate::models::oauth::{KommoAccount, KommoUser, Tokens};
 use crate::rules::retry::RetryPolicy;
 
 /// Who the bridge calls.
@@ -154,5 +156,39 @@ impl KommoApi for MeteredKommo {
     }
     async fn delivery_status(&self, scope_id: &str, request: &DeliveryStatusRequest) -> Result<(), KommoError> {
         self.metered(self.inner.delivery_status(scope_id, request).await)
+    }
+}
+
+/// Kommo's OAuth and REST API (installs), each call metered.
+pub struct MeteredKommoRest {
+    pub inner: Arc<dyn KommoRest>,
+    pub metrics: Arc<dyn Metrics>,
+}
+
+impl MeteredKommoRest {
+    fn metered<T>(&self, result: Result<T, KommoRestError>) -> Result<T, KommoRestError> {
+        let outcome = match &result {
+            Ok(_) => CallOutcome::Ok,
+            Err(KommoRestError::Refused { .. }) => CallOutcome::Refused,
+            Err(KommoRestError::Unavailable(_) | KommoRestError::InvalidResponse(_)) => CallOutcome::Unavailable,
+        };
+        self.metrics.record(Metric::OutboundCall { peer: Peer::KommoApi, outcome });
+        result
+    }
+}
+
+#[async_trait]
+impl KommoRest for MeteredKommoRest {
+    async fn exchange_code(&self, host: &str, code: &str) -> Result<Tokens, KommoRestError> {
+        self.metered(self.inner.exchange_code(host, code).await)
+    }
+    async fn refresh(&self, host: &str, refresh_token: &str) -> Result<Tokens, KommoRestError> {
+        self.metered(self.inner.refresh(host, refresh_token).await)
+    }
+    async fn account(&self, host: &str, access_token: &str) -> Result<KommoAccount, KommoRestError> {
+        self.metered(self.inner.account(host, access_token).await)
+    }
+    async fn users(&self, host: &str, access_token: &str) -> Result<Vec<KommoUser>, KommoRestError> {
+        self.metered(self.inner.users(host, access_token).await)
     }
 }
