@@ -206,3 +206,61 @@ async fn a_run_emits_every_metric_with_its_unit_dimensions_and_values() {
     // The Kommo webhooks and chat events above, one line each: none missed, none twice.
     assert_eq!(named(&all, "Events").len(), 6);
 }
+
+/// Every call out is counted by how it ended: a 4xx refused, anything that may go better later
+/// (5xx, timeout, unreachable, a 2xx that could not be read) unavailable.
+#[tokio::test]
+async fn calls_out_are_counted_by_peer_and_outcome() {
+    use std::sync::{Arc, Mutex};
+
+    use shared::ports::accounts::{KommoRest, KommoRestError};
+    use shared::ports::kommo::{KommoApi, KommoError};
+    use shared::ports::metrics::{CallOutcome, MeteredKommo, MeteredKommoRest, Metric, Metrics, Peer};
+    use shared::testing::{RecordingKommo, RecordingKommoRest};
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Metric>>);
+    impl Metrics for Recorded {
+        fn record(&self, metric: Metric) {
+            self.0.lock().unwrap().push(metric);
+        }
+    }
+    let recorded = Arc::new(Recorded::default());
+    let call = |peer, outcome| Metric::OutboundCall { peer, outcome };
+
+    let rest = Arc::new(RecordingKommoRest::new());
+    let metered = MeteredKommoRest { inner: rest.clone(), metrics: recorded.clone() };
+    assert!(metered.exchange_code("acme.kommo.com", "code-1").await.is_ok());
+    rest.fail_next(KommoRestError::Refused { status: 400, detail: "revoked".into() });
+    assert!(metered.exchange_code("acme.kommo.com", "code-2").await.is_err());
+    rest.fail_next(KommoRestError::InvalidResponse("not JSON".into()));
+    assert!(metered.refresh("acme.kommo.com", "refresh-1").await.is_err());
+
+    let clock: Arc<dyn shared::time::Clock> = Arc::new(shared::testing::ManualClock::at_ms(T0));
+    let amojo = Arc::new(RecordingKommo::new(clock));
+    let metered = MeteredKommo { inner: amojo.clone(), metrics: recorded.clone() };
+    let typing = || shared::models::kommo::TypingRequest {
+        conversation_id: "conv-1".into(),
+        sender: shared::models::kommo::SenderRef { id: "client-1".into() },
+    };
+    assert!(metered.typing(SCOPE, &typing()).await.is_ok());
+    amojo.fail_next([
+        KommoError::Rejected { status: 400, error_type: "bad".into(), description: "no".into() },
+        KommoError::Unavailable { attempts: 2, status: None, reason: "timed out".into(), retry_after: None },
+    ]);
+    assert!(metered.typing(SCOPE, &typing()).await.is_err());
+    assert!(metered.typing(SCOPE, &typing()).await.is_err());
+
+    use CallOutcome::{Ok as Took, Refused, Unavailable};
+    assert_eq!(
+        *recorded.0.lock().unwrap(),
+        vec![
+            call(Peer::KommoApi, Took),
+            call(Peer::KommoApi, Refused),
+            call(Peer::KommoApi, Unavailable),
+            call(Peer::Amojo, Took),
+            call(Peer::Amojo, Refused),
+            call(Peer::Amojo, Unavailable),
+        ]
+    );
+}
