@@ -264,3 +264,68 @@ async fn calls_out_are_counted_by_peer_and_outcome() {
         ]
     );
 }
+
+/// The dashboard and alarms in infra/template.yaml read these metrics by name, dimensions and
+/// values: each one they name must be one the functions write, as written, and the dashboard
+/// shows every metric. Read from the template's text, so a renamed metric or value fails here.
+#[test]
+fn the_template_reads_the_metrics_as_the_functions_write_them() {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml"))
+        .expect("infra/template.yaml is readable");
+    let lines: Vec<&str> = template.lines().collect();
+    let known = |name: &str| METRICS.iter().find(|(known, _, _)| *known == name);
+    // Alarms: `Namespace: KommoBridge`, then `MetricName` and `{Name: …, Value: …}` dimensions.
+    let mut alarmed = 0;
+    for (at, line) in lines.iter().enumerate() {
+        if line.trim() != "Namespace: KommoBridge" {
+            continue;
+        }
+        let name = lines[at + 1].trim().strip_prefix("MetricName: ").expect("MetricName after the namespace");
+        let (_, _, dimensions) = known(name).unwrap_or_else(|| panic!("line {}: {name} is not written", at + 2));
+        let mut named = Vec::new();
+        for dimension in lines[at + 2..].iter().skip(1).take_while(|l| l.trim_start().starts_with("- {Name:")) {
+            let inner = dimension.trim().trim_start_matches("- {").trim_end_matches('}');
+            let (key, value) = inner.split_once(", Value: ").expect("{Name: …, Value: …}");
+            let key = key.trim_start_matches("Name: ");
+            let (_, allowed) =
+                dimensions.iter().find(|(d, _)| *d == key).unwrap_or_else(|| panic!("{name} has no {key}"));
+            assert!(allowed.contains(&value), "line {}: {name} {key} = {value} is never written", at + 1);
+            named.push(key);
+        }
+        let wanted: Vec<&str> = dimensions.iter().map(|(d, _)| *d).collect();
+        assert_eq!(named, wanted, "line {}: {name} is written with exactly these dimensions", at + 1);
+        alarmed += 1;
+    }
+    assert!(alarmed >= 8, "the alarms on the bridge's metrics were found ({alarmed})");
+    // The dashboard: `["KommoBridge", name, dimension, value, …]` and SEARCH expressions.
+    let mut shown = BTreeSet::new();
+    for (at, line) in lines.iter().enumerate() {
+        for part in line.split("[\"KommoBridge\", ").skip(1) {
+            let fields: Vec<&str> = part.split(", ").map(|f| f.trim_matches(|c| c == '"' || c == ']')).collect();
+            let (_, _, dimensions) =
+                known(fields[0]).unwrap_or_else(|| panic!("line {}: {} is not written", at + 1, fields[0]));
+            for pair in fields[1..].chunks(2).take(dimensions.len()) {
+                let (_, allowed) = dimensions.iter().find(|(d, _)| *d == pair[0]).expect("a dimension the metric has");
+                assert!(
+                    allowed.contains(&pair[1]),
+                    "line {}: {} {} = {} is never written",
+                    at + 1,
+                    fields[0],
+                    pair[0],
+                    pair[1]
+                );
+            }
+            shown.insert(fields[0].to_owned());
+        }
+        for part in line.split("SEARCH('{KommoBridge,").skip(1) {
+            let (set, rest) = part.split_once('}').expect("a dimension set");
+            let name = rest.split("MetricName=\\\"").nth(1).and_then(|r| r.split('\\').next()).expect("a MetricName");
+            let (_, _, dimensions) = known(name).unwrap_or_else(|| panic!("line {}: {name} is not written", at + 1));
+            let wanted: Vec<&str> = dimensions.iter().map(|(d, _)| *d).collect();
+            assert_eq!(set.split(',').collect::<Vec<_>>(), wanted, "line {}: {name}'s dimension set", at + 1);
+            shown.insert(name.to_owned());
+        }
+    }
+    let every: BTreeSet<String> = METRICS.iter().map(|(name, _, _)| name.to_string()).collect();
+    assert_eq!(shown, every, "the dashboard shows every metric the functions write");
+}

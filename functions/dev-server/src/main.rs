@@ -21,6 +21,7 @@ use shared::adapters::memory::MemoryStore;
 use shared::app::Bridge;
 use shared::app::config::{self, Config, LocalDefaults};
 use shared::app::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, json_response};
+use shared::app::metrics::MetricLines;
 use shared::app::routes::{self, EntryPoint, RouteId};
 use shared::ports::store::Store;
 use shared::time::SystemClock;
@@ -86,7 +87,8 @@ async fn main() {
     let sink = sink::Sink::new(&config);
     // Timers run in process here; in AWS they are SQS message timers read by typing-expiry.
     let (timers, timer_loop) = InProcessTimers::new();
-    let bridge = Arc::new(Bridge::with_http_clients(config, Arc::new(SystemClock), store, Arc::new(timers)));
+    let bridge = Bridge::with_http_clients(config, Arc::new(SystemClock), store, Arc::new(timers));
+    let bridge = Arc::new(bridge.with_metrics(Arc::new(MetricsAtDebug)));
     let dispatcher = Arc::new(bridge.dispatcher().expect("the local configuration wires every side").clone());
     tokio::spawn(timer_loop.run(dispatcher, Arc::new(SystemClock)));
     let server = Arc::new(DevServer {
@@ -228,5 +230,15 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// The metric lines Lambda writes to stdout for CloudWatch, here in the log at debug level
+/// (`RUST_LOG=metrics=debug`): a terminal is no place for a JSON line per request.
+struct MetricsAtDebug;
+
+impl MetricLines for MetricsAtDebug {
+    fn write(&self, line: String) {
+        tracing::debug!(target: "metrics", "{line}");
     }
 }
