@@ -155,3 +155,43 @@ async fn a_relay_whose_claim_landed_after_its_call_gave_up_is_still_delivered() 
     sim.advance_to(T0 + 120_000).await;
     assert_eq!(sim.chat_events(), ["message"], "relayed once the hold ended");
 }
+
+#[tokio::test]
+async fn a_slow_offline_push_is_never_overtaken_by_the_online_push_after_it() {
+    // Found by bridge-load (200 conversations, the arm64 build beside it): a manager's offline
+    // push was slow; they came back, and the new online push landed first, then the offline:
+    // the chat service showed the manager gone while they read the conversation.
+    use shared::models::chat::BridgeEvent;
+    const UI_PRESENCE: &str = "/kommo/ui/conversations/conv-1/presence";
+    let sim = Sim::new();
+    let ui = |state: &'static str| sim.ui("POST", UI_PRESENCE, Some(sim.token(42)), state);
+    assert_eq!(ui(r#"{"state":"viewing"}"#).await.status(), 200);
+    sim.advance_to(T0 + 1_000).await; // online pushed
+    assert_eq!(ui(r#"{"state":"left"}"#).await.status(), 200);
+    let grace_ends = T0 + 1_000 + sim.bridge.config.presence.grace_ms;
+    sim.clock.set_ms(grace_ends);
+    let [check] = <[_; 1]>::try_from(sim.timers.take_due(grace_ends)).unwrap();
+    let slow_network = sim.chat.hold_next();
+    let (offline, back) = tokio::join!(sim.run_due(check), async {
+        // While the offline push is on its way, the manager is back: online is decided.
+        assert_eq!(ui(r#"{"state":"viewing"}"#).await.status(), 200);
+        for work in sim.timers.take_due(grace_ends) {
+            sim.run_due(work).await?;
+        }
+        slow_network.notify_one();
+        Ok::<_, shared::flows::FlowError>(())
+    });
+    offline.unwrap();
+    back.unwrap();
+    sim.advance_to(grace_ends + 30_000).await;
+    let pushes: Vec<bool> = sim
+        .chat
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.call {
+            BridgeEvent::PresenceChanged { online, .. } => Some(online),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pushes, [true, false, true], "each change once, in order, the last one true");
+}

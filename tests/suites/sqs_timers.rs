@@ -141,7 +141,8 @@ async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadab
 /// parameter SSM does not have fails the invocation (a function error), naming the variable.
 /// Each function reads only its own secrets and variables: chat-callback is given the
 /// integration secret's parameter (which SSM does not have) and a malformed `CHAT_SERVICE_URL`,
-/// and starts and answers all the same, since it uses neither.
+/// and starts and answers all the same, since it uses neither. Its answer also writes the
+/// event's metric line on stdout, where Lambda hands it to CloudWatch Logs.
 #[tokio::test]
 async fn a_lambda_function_reads_its_own_secrets_from_ssm_on_its_first_event() {
     let endpoint = support::required_env("TEST_SQS_ENDPOINT");
@@ -198,22 +199,36 @@ async fn a_lambda_function_reads_its_own_secrets_from_ssm_on_its_first_event() {
             .env_clear()
             .envs(env(chat_param))
             .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("the function starts");
         let outcome = runtime.outcome(Duration::from_secs(20));
         let _ = function.kill();
-        let stderr = function.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
-        (outcome, stderr.unwrap_or_default())
+        let output = function.wait_with_output().expect("the function's output");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (outcome, text(&output.stderr), text(&output.stdout))
     };
-    let ((kind, error), _) = invoke(format!("{prefix}/nowhere"));
+    let ((kind, error), _, _) = invoke(format!("{prefix}/nowhere"));
     assert_eq!(kind, "error");
     assert_eq!(error["errorType"], "configuration", "the kind, not a Rust type's name: {error}");
     assert!(error.to_string().contains("CHAT_SERVICE_SECRET_PARAM"), "{error}");
     // With every secret found the bridge is built and answers: 401, the event is unsigned.
-    let ((kind, response), stderr) = invoke(format!("{prefix}/chat"));
+    let ((kind, response), stderr, stdout) = invoke(format!("{prefix}/chat"));
     assert_eq!(kind, "response", "{stderr}");
     assert_eq!(response["statusCode"], 401, "{response}");
+    // The function's metric line, on stdout as CloudWatch Logs reads it: the event, refused.
+    let metric_lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "KommoBridge")
+        .collect();
+    assert_eq!(metric_lines.len(), 1, "one metric line for one event: {stdout}");
+    assert_eq!(
+        (&metric_lines[0]["Events"], &metric_lines[0]["Kind"], &metric_lines[0]["Outcome"]),
+        (&serde_json::json!(1), &serde_json::json!("chat_event"), &serde_json::json!("refused")),
+        "{stdout}"
+    );
 
     // A variable missing at init: exit code 2 at once, before any event, naming it.
     let mut missing = env(format!("{prefix}/chat"));

@@ -437,6 +437,11 @@ impl PresenceWindows for DynamoStore {
             );
         Ok(Self::send_stamped(request, &token).await?.written())
     }
+
+    async fn pushed(&self, scope_id: &str, subject: &str, device: &str) -> Result<Option<bool>, StoreError> {
+        let item = self.get_item(format!("{scope_id}#pushed#{subject}"), device).await?;
+        Ok(item.as_ref().and_then(|item| item.get("pushed_online")).and_then(|value| value.as_bool().ok()).copied())
+    }
 }
 
 #[async_trait]

@@ -260,6 +260,12 @@ impl PresenceWindows for MemoryStore {
         }
         Ok(changed)
     }
+
+    async fn pushed(&self, scope_id: &str, subject: &str, device: &str) -> Result<Option<bool>, StoreError> {
+        self.ops.read();
+        let key = (scope_id.to_owned(), subject.to_owned(), device.to_owned());
+        Ok(self.state().pushed.get(&key).copied())
+    }
 }
 
 fn slot(scope_id: &str, id: &str) -> (String, String) {

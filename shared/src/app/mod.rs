@@ -177,6 +177,7 @@ impl Bridge {
         });
         let queued = chat.map(|chat| {
             let delivery = ChatDelivery {
+                windows: store.clone(),
                 leases: store.clone(),
                 lanes: store.clone(),
                 timers: timers.clone(),

@@ -8,6 +8,11 @@
 //! indicator is off there, `typing.stopped` while none lives and it is on. So starts and stops
 //! alternate, whatever order the queue ran them in. When the lease ended while
 //! `typing.started` was on its way, a `typing.stopped` follows.
+//!
+//! A manager's `presence.changed` goes out in its own lane too, and says what the presence
+//! register says when it is sent, not what it said when the push was decided: two pushes
+//! decided close together (offline, then online again) can run in either order or at once,
+//! and the chat service must end up told the last state, each change once.
 
 use std::sync::Arc;
 
@@ -15,9 +20,10 @@ use super::FlowError;
 use crate::ids::random_bytes;
 use crate::models::chat::{BridgeEvent, ManagerRef};
 use crate::ports::chat::{ChatError, ChatService};
-use crate::ports::store::{LeaseKey, SendTurns, Turn, TypingLeases};
+use crate::ports::store::{LeaseKey, PresenceWindows, SendTurns, Turn, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
-use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
+use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, presence_lane};
+use crate::rules::presence::managers_subject;
 use crate::rules::retry::{RetryPolicy, wait_before_retry};
 use crate::rules::typing::{
     SendOutcome, TypingEvent, TypingShown, stop_owed_after, typing_send_due, typing_shown_after,
@@ -32,6 +38,8 @@ pub struct ChatDelivery {
     pub chat: Arc<dyn ChatService>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
+    /// The presence register: what a manager's `presence.changed` is to say.
+    pub windows: Arc<dyn PresenceWindows>,
 }
 
 impl ChatDelivery {
@@ -43,6 +51,9 @@ impl ChatDelivery {
         {
             tracing::debug!("typing.started past its expiry; not sent");
             return Ok(());
+        }
+        if let BridgeEvent::PresenceChanged { .. } = &event {
+            return self.deliver_presence(event, webhook_id, attempt, now).await;
         }
         let Some((key, typing)) = manager_typing_of(&event) else {
             return self.send(event, webhook_id, attempt, now).await.map(drop);
@@ -58,6 +69,45 @@ impl ChatDelivery {
         let sent = self.send_manager_typing(&key, typing, event, webhook_id, attempt, now, shown).await;
         let mark = sent.as_ref().ok().copied().flatten().map(TypingShown::mark);
         self.lanes.end_turn(&key.scope_id, &lane, &token, mark).await?;
+        sent.map(drop)
+    }
+
+    /// A manager's `presence.changed`, in the lane of that manager in that conversation: sent
+    /// only when the register's state differs from what the lane last told the chat service
+    /// (the lane's mark counts the pushes delivered, odd while online), and saying that state.
+    async fn deliver_presence(
+        &self,
+        mut event: BridgeEvent,
+        webhook_id: String,
+        attempt: u32,
+        now: i64,
+    ) -> Result<(), FlowError> {
+        let BridgeEvent::PresenceChanged { scope_id, conversation_id, manager, .. } = &event else {
+            unreachable!("only presence.changed comes here");
+        };
+        let (scope_id, manager_id) = (scope_id.clone(), manager.id.clone());
+        let (lane, subject) = (presence_lane(conversation_id, &manager_id), managers_subject(conversation_id));
+        let (token, told) = match self.lanes.take_turn(&scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+            Turn::Busy { until_ms } => {
+                let again = DueWork::DeliverChatEvent { event, webhook_id, attempt };
+                return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
+            }
+            Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
+        };
+        let sent = async {
+            let wanted = self.windows.pushed(&scope_id, &subject, &manager_id).await?.unwrap_or(false);
+            if wanted == told.on() {
+                tracing::debug!(wanted, "presence.changed already told; not sent");
+                return Ok(None);
+            }
+            if let BridgeEvent::PresenceChanged { online, .. } = &mut event {
+                *online = wanted;
+            }
+            let outcome = self.send(event, webhook_id, attempt, now).await?;
+            Ok::<_, FlowError>((outcome == SendOutcome::Delivered).then(|| told.next().mark()))
+        };
+        let sent = sent.await;
+        self.lanes.end_turn(&scope_id, &lane, &token, sent.as_ref().ok().copied().flatten()).await?;
         sent.map(drop)
     }
 

@@ -13,12 +13,9 @@ use crate::ids::new_webhook_id;
 use crate::models::chat::BridgeEvent;
 use crate::ports::store::{PresenceKey, PresenceWindows};
 use crate::ports::timers::{DueWork, Timers};
+pub use crate::rules::presence::managers_subject;
 use crate::rules::presence::{PresenceSettings, WindowCheck, coalesce_ms, is_transition, window_check};
 use crate::time::Clock;
-
-pub fn managers_subject(conversation_id: &str) -> String {
-    format!("manager:{conversation_id}")
-}
 
 /// The widget's half, and the chat service's pull.
 #[derive(Clone)]

@@ -155,6 +155,9 @@ pub trait PresenceWindows: Send + Sync {
     /// Compare-and-set of what the chat service was last told about a device's presence:
     /// true when this call changed it to `online` (and so the one push is due).
     async fn mark_pushed(&self, scope_id: &str, subject: &str, device: &str, online: bool) -> Result<bool, StoreError>;
+    /// What [`Self::mark_pushed`] last recorded (`None`: nothing yet): the state the chat
+    /// service is to be told.
+    async fn pushed(&self, scope_id: &str, subject: &str, device: &str) -> Result<Option<bool>, StoreError>;
 }
 
 /// Which way a message went.

@@ -1,6 +1,7 @@
 //! Send lanes: what the bridge tells a peer about one thing goes out one send at a time, in the
-//! order it was decided (see [`crate::ports::store::SendTurns`]). Two lanes exist: a message's
-//! status to Kommo, and a manager's typing to the chat service. Work that finds its lane busy
+//! order it was decided (see [`crate::ports::store::SendTurns`]). Three lanes exist: a message's
+//! status to Kommo, a manager's typing to the chat service, and a manager's presence in a
+//! conversation to the chat service. Work that finds its lane busy
 //! is queued again a moment later, unchanged; it then decides afresh whether it still has
 //! anything to say.
 
@@ -20,6 +21,11 @@ pub fn status_lane(kommo_msgid: &str) -> String {
 /// The lane of a typing holder's events in one conversation, as the chat service sees them.
 pub fn typing_lane(conversation_id: &str, holder: &str) -> String {
     format!("typing#{conversation_id}#{holder}")
+}
+
+/// The lane of a manager's presence in one conversation, as the chat service sees it.
+pub fn presence_lane(conversation_id: &str, manager_id: &str) -> String {
+    format!("presence#{conversation_id}#{manager_id}")
 }
 
 /// A lane as it stands, read without taking it.

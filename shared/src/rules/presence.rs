@@ -1,6 +1,12 @@
 //! The presence decisions, pure: how a window reads at a moment, how heartbeats are coalesced,
 //! and what a manager's presence transition pushes to the chat service.
 
+/// The subject under which the managers present in a conversation are kept (each manager a
+/// device of it).
+pub fn managers_subject(conversation_id: &str) -> String {
+    format!("manager:{conversation_id}")
+}
+
 /// Presence windows, from `PRESENCE_WINDOW_S` and `PRESENCE_GRACE_S`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PresenceSettings {

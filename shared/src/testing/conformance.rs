@@ -454,11 +454,15 @@ pub async fn the_newest_client_message_of_a_conversation_is_found(store: &dyn St
 
 pub async fn a_presence_push_is_due_only_when_what_was_told_changes(store: &dyn Store) {
     let scope = fresh_scope();
+    assert_eq!(store.pushed(&scope, "manager:conv-1", "42").await.unwrap(), None, "nothing pushed yet");
     assert!(store.mark_pushed(&scope, "manager:conv-1", "42", true).await.unwrap());
+    assert_eq!(store.pushed(&scope, "manager:conv-1", "42").await.unwrap(), Some(true));
     assert!(!store.mark_pushed(&scope, "manager:conv-1", "42", true).await.unwrap());
     assert!(store.mark_pushed(&scope, "manager:conv-1", "43", true).await.unwrap(), "per device");
     assert!(store.mark_pushed(&scope, "manager:conv-1", "42", false).await.unwrap());
     assert!(!store.mark_pushed(&scope, "manager:conv-1", "42", false).await.unwrap());
+    assert_eq!(store.pushed(&scope, "manager:conv-1", "42").await.unwrap(), Some(false));
+    assert_eq!(store.pushed(&scope, "manager:conv-1", "43").await.unwrap(), Some(true), "per device");
     let now = base_ms();
     let key =
         |device: &str| PresenceKey { scope_id: scope.clone(), subject: "manager:conv-1".into(), device: device.into() };
