@@ -23,7 +23,7 @@ use crate::ports::chat::{ChatError, ChatService};
 use crate::ports::store::{LeaseKey, PresenceWindows, SendTurns, Turn, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, presence_lane};
-use crate::rules::presence::managers_subject;
+use crate::rules::presence::{managers_subject, presence_push_due};
 use crate::rules::retry::{RetryPolicy, wait_before_retry};
 use crate::rules::typing::{
     SendOutcome, TypingEvent, TypingShown, stop_owed_after, typing_send_due, typing_shown_after,
@@ -74,7 +74,7 @@ impl ChatDelivery {
 
     /// A manager's `presence.changed`, in the lane of that manager in that conversation: sent
     /// only when the register's state differs from what the lane last told the chat service
-    /// (the lane's mark counts the pushes delivered, odd while online), and saying that state.
+    /// ([`presence_push_due`]), and saying that state.
     async fn deliver_presence(
         &self,
         mut event: BridgeEvent,
@@ -87,24 +87,24 @@ impl ChatDelivery {
         };
         let (scope_id, manager_id) = (scope_id.clone(), manager.id.clone());
         let (lane, subject) = (presence_lane(conversation_id, &manager_id), managers_subject(conversation_id));
-        let (token, told) = match self.lanes.take_turn(&scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+        let (token, sent_mark) = match self.lanes.take_turn(&scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
             Turn::Busy { until_ms } => {
                 let again = DueWork::DeliverChatEvent { event, webhook_id, attempt };
                 return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
             }
-            Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
+            Turn::Yours { token, sent_mark } => (token, sent_mark),
         };
         let sent = async {
-            let wanted = self.windows.pushed(&scope_id, &subject, &manager_id).await?.unwrap_or(false);
-            if wanted == told.on() {
-                tracing::debug!(wanted, "presence.changed already told; not sent");
+            let wanted = self.windows.pushed(&scope_id, &subject, &manager_id).await?;
+            let Some(mark_after) = presence_push_due(wanted, sent_mark) else {
+                tracing::debug!(?wanted, "presence.changed already told; not sent");
                 return Ok(None);
-            }
+            };
             if let BridgeEvent::PresenceChanged { online, .. } = &mut event {
-                *online = wanted;
+                *online = wanted.unwrap_or_default();
             }
             let outcome = self.send(event, webhook_id, attempt, now).await?;
-            Ok::<_, FlowError>((outcome == SendOutcome::Delivered).then(|| told.next().mark()))
+            Ok::<_, FlowError>((outcome == SendOutcome::Delivered).then_some(mark_after))
         };
         let sent = sent.await;
         self.lanes.end_turn(&scope_id, &lane, &token, sent.as_ref().ok().copied().flatten()).await?;

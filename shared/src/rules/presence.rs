@@ -7,6 +7,21 @@ pub fn managers_subject(conversation_id: &str) -> String {
     format!("manager:{conversation_id}")
 }
 
+/// Whether a manager's `presence.changed` is due in its lane, and the lane's mark once it is
+/// delivered. `wanted` is what the presence register says now; the lane's mark counts the
+/// pushes delivered, odd while the chat service was last told online. A lane with no mark has
+/// never sent, or has been forgotten (its item outlives its last turn by a day, the register a
+/// month): then the register's state is sent, whatever it is, since the chat service may show
+/// either.
+pub fn presence_push_due(wanted: Option<bool>, sent_mark: Option<i64>) -> Option<i64> {
+    let wanted = wanted?;
+    match sent_mark {
+        Some(mark) if (mark % 2 == 1) == wanted => None,
+        Some(mark) => Some(mark + 1),
+        None => Some(if wanted { 1 } else { 2 }),
+    }
+}
+
 /// Presence windows, from `PRESENCE_WINDOW_S` and `PRESENCE_GRACE_S`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PresenceSettings {
@@ -87,6 +102,24 @@ pub fn window_check(view: PresenceView) -> WindowCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_presence_push_is_due_only_when_it_changes_what_the_chat_service_was_told() {
+        // (register now, lane's mark) → mark after the push, or None when not due.
+        let table = [
+            (None, None, None),              // nothing decided
+            (None, Some(1), None),           // (cannot happen: a push was decided before)
+            (Some(true), None, Some(1)),     // the first online
+            (Some(true), Some(1), None),     // online told already
+            (Some(false), Some(1), Some(2)), // offline after online
+            (Some(false), Some(2), None),    // offline told already
+            (Some(true), Some(2), Some(3)),  // online again
+            (Some(false), None, Some(2)),    // the lane forgotten: say it anyway
+        ];
+        for (wanted, mark, due) in table {
+            assert_eq!(presence_push_due(wanted, mark), due, "wanted {wanted:?}, mark {mark:?}");
+        }
+    }
 
     #[test]
     fn a_window_is_online_strictly_before_its_end() {
