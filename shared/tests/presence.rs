@@ -18,17 +18,6 @@ async fn open_conversation(sim: &Sim, conversation: &str) -> serde_json::Value {
     Sim::json(&sim.ui("POST", &path, Some(sim.token(42)), "").await)["read"].clone()
 }
 
-fn pushes(sim: &Sim) -> Vec<(i64, bool)> {
-    sim.chat
-        .events()
-        .into_iter()
-        .filter_map(|e| match e.call {
-            BridgeEvent::PresenceChanged { online, .. } => Some((e.at_ms, online)),
-            _ => None,
-        })
-        .collect()
-}
-
 async fn viewing(sim: &Sim, user: u64) {
     let response = sim.ui("POST", UI_PRESENCE, Some(sim.token(user)), r#"{"state":"viewing"}"#).await;
     assert_eq!(response.status(), 200, "{:?}", response.body());
@@ -57,7 +46,7 @@ async fn a_ten_minute_visit_pushes_one_online_and_one_offline_and_a_reconnect_ad
     left(&sim, 42).await;
     sim.advance_to(T0 + 700_000).await;
     let grace = sim.bridge.config.presence.grace_ms;
-    assert_eq!(pushes(&sim), vec![(T0, true), (T0 + 600_000 + grace, false)]);
+    assert_eq!(sim.presence_pushes(), vec![(T0, true), (T0 + 600_000 + grace, false)]);
 }
 
 #[tokio::test]
@@ -68,7 +57,7 @@ async fn a_closed_tab_goes_offline_when_its_window_lapses() {
     viewing(&sim, 42).await; // coalesced: the window still ends 60 s after the first write
     sim.advance_to(T0 + 300_000).await;
     let window = sim.bridge.config.presence.window_ms;
-    assert_eq!(pushes(&sim), vec![(T0, true), (T0 + window, false)]);
+    assert_eq!(sim.presence_pushes(), vec![(T0, true), (T0 + window, false)]);
     assert!(sim.timers.pending().is_empty());
 }
 
@@ -263,7 +252,7 @@ async fn a_short_window_never_flaps_while_heartbeats_keep_coming() {
         viewing(&sim, 42).await;
     }
     sim.advance_to(T0 + 120_000).await;
-    let pushes = pushes(&sim);
+    let pushes = sim.presence_pushes();
     assert_eq!(pushes.len(), 2, "one online, one offline: {pushes:?}");
     assert_eq!(pushes[0], (T0, true));
     // Offline one window after the last written heartbeat (written at most every half window).

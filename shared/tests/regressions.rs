@@ -161,7 +161,6 @@ async fn a_slow_offline_push_is_never_overtaken_by_the_online_push_after_it() {
     // Found by bridge-load (200 conversations, the arm64 build beside it): a manager's offline
     // push was slow; they came back, and the new online push landed first, then the offline:
     // the chat service showed the manager gone while they read the conversation.
-    use shared::models::chat::BridgeEvent;
     const UI_PRESENCE: &str = "/kommo/ui/conversations/conv-1/presence";
     let sim = Sim::new();
     let ui = |state: &'static str| sim.ui("POST", UI_PRESENCE, Some(sim.token(42)), state);
@@ -184,14 +183,6 @@ async fn a_slow_offline_push_is_never_overtaken_by_the_online_push_after_it() {
     offline.unwrap();
     back.unwrap();
     sim.advance_to(grace_ends + 30_000).await;
-    let pushes: Vec<bool> = sim
-        .chat
-        .events()
-        .into_iter()
-        .filter_map(|e| match e.call {
-            BridgeEvent::PresenceChanged { online, .. } => Some(online),
-            _ => None,
-        })
-        .collect();
+    let pushes: Vec<bool> = sim.presence_pushes().into_iter().map(|(_, online)| online).collect();
     assert_eq!(pushes, [true, false, true], "each change once, in order, the last one true");
 }

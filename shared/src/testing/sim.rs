@@ -240,6 +240,15 @@ impl<S: Store + 'static> Sim<S> {
         });
         kinds.collect()
     }
+
+    /// The `presence.changed` pushes the chat service received: when, and online or not.
+    pub fn presence_pushes(&self) -> Vec<(i64, bool)> {
+        let pushes = self.chat.events().into_iter().filter_map(|recorded| match recorded.call {
+            BridgeEvent::PresenceChanged { online, .. } => Some((recorded.at_ms, online)),
+            _ => None,
+        });
+        pushes.collect()
+    }
 }
 
 /// The delivery-status calls Kommo received: (Kommo msgid, wire status, error code).
