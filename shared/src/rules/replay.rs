@@ -44,3 +44,39 @@ pub fn replay_memory(event: &ChatEvent) -> ReplayMemory {
         | ChatEvent::PresenceOffline(_) => ReplayMemory::Never,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sim::{SCOPE, client_message, client_typing, presence_event, status_event};
+
+    #[test]
+    fn each_kind_of_chat_event_is_remembered_as_the_table_says() {
+        let edited = format!(
+            r#"{{"type":"message.edited","scope_id":"{SCOPE}","conversation_id":"conv-1","msgid":"chat-1","message":{{"type":"text","text":"hi"}}}}"#
+        );
+        let reaction = |kind: &str| {
+            format!(
+                r#"{{"type":"{kind}","scope_id":"{SCOPE}","conversation_id":"conv-1","user_id":"client-1","emoji":"👍","msgid":"chat-1"}}"#
+            )
+        };
+        let table = [
+            (client_message("conv-1", "chat-1"), ReplayMemory::Always),
+            (status_event("kommo-1", "read", ""), ReplayMemory::Always),
+            (edited, ReplayMemory::Always),
+            (reaction("reaction.added"), ReplayMemory::Always),
+            (reaction("reaction.removed"), ReplayMemory::Always),
+            (client_typing("typing.started", "conv-1", None), ReplayMemory::WhenItStartsALease),
+            (client_typing("typing.stopped", "conv-1", None), ReplayMemory::Never),
+            (presence_event("presence.online", "phone"), ReplayMemory::Never),
+            (presence_event("presence.heartbeat", "phone"), ReplayMemory::Never),
+            (presence_event("presence.offline", "phone"), ReplayMemory::Never),
+        ];
+        for (body, expected) in table {
+            let event: ChatEvent = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(replay_memory(&event), expected, "{}", event.type_name());
+            // What is never always remembered is what logs its acceptance only at debug.
+            assert_eq!(expected != ReplayMemory::Always, event.is_signal(), "{}", event.type_name());
+        }
+    }
+}
