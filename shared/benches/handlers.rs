@@ -44,6 +44,8 @@ fn bridge(timers: Arc<ManualTimers>) -> Bridge {
             kommo: Arc::new(NullOutbound),
             chat: Some(Arc::new(NullOutbound)),
             timers,
+            installs: None,
+            metric_lines: Arc::new(shared::app::metrics::Stdout),
         },
     )
 }

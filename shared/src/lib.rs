@@ -9,19 +9,18 @@
 //! | use cases | [`flows`] | one module per flow, each over only the ports it uses |
 //! | ports | [`ports`] | store capabilities, timers and due work, the amojo and chat-service clients |
 //! | adapters | [`adapters`] | in memory, DynamoDB, SQS, in-process timers, HTTPS: ports and wire only |
-//! | rules and wire | [`rules`], [`models`], [`signing`], [`time`], [`ids`], [`cost`] | pure decisions, wire models, signatures, the cost model |
+//! | rules and wire | [`rules`], [`models`], [`signing`], [`time`], [`random`] | pure decisions, wire models, signatures, clock, randomness |
 //!
 //! [`testing`] (the `testing` feature) holds the test doubles, the simulated bridge and the
 //! storage conformance suite; it is never compiled into the release binaries.
 
 pub mod adapters;
 pub mod app;
-pub mod cost;
 pub mod flows;
-pub mod ids;
 pub mod models;
 pub mod ports;
 pub mod queued;
+pub mod random;
 pub mod rules;
 pub mod signing;
 #[cfg(any(test, feature = "testing"))]

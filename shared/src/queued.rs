@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use crate::flows::FlowError;
 use crate::flows::chat_delivery::ChatDelivery;
-use crate::flows::client_messages::IntoKommo;
+use crate::flows::client_messages::ClientContentToKommo;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::StatusReports;
 use crate::flows::manager_messages::{MessageRelay, Relay};
@@ -25,7 +25,7 @@ pub struct Dispatcher {
     pub delivery: ChatDelivery,
     pub relay: MessageRelay,
     pub reports: StatusReports,
-    pub into_kommo: IntoKommo,
+    pub into_kommo: ClientContentToKommo,
 }
 
 impl Dispatcher {
@@ -148,12 +148,12 @@ fn work_span(work: &DueWork) -> tracing::Span {
             (reaction.scope_id.as_str(), Some(reaction.conversation_id.as_str()), reaction.message.id(), Some(*attempt))
         }
     };
-    span.record("scope_id", crate::ids::for_log(scope_id));
+    span.record("scope_id", crate::rules::id_checks::for_log(scope_id));
     if let Some(conversation_id) = conversation_id {
-        span.record("conversation_id", crate::ids::for_log(conversation_id));
+        span.record("conversation_id", crate::rules::id_checks::for_log(conversation_id));
     }
     if let Some(msgid) = msgid {
-        span.record("msgid", crate::ids::for_log(msgid));
+        span.record("msgid", crate::rules::id_checks::for_log(msgid));
     }
     if let Some(attempt) = attempt {
         span.record("attempt", attempt);

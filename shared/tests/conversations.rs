@@ -1,4 +1,4 @@
-//! Conversations as Kommo really has them (#13), simulated: chats a manager starts, every client
+//! Conversations as Kommo really has them, simulated: chats a manager starts, every client
 //! message accounted for back to the chat service, edits, replies and reactions both ways.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Installing the integration (#14, first slice), simulated: the referer checked before anything
+//! Installing the integration simulated: the referer checked before anything
 //! is sent, the code exchanged once, the channel connected, the account registered with its
 //! tokens sealed; a failure stores nothing.
 

@@ -271,7 +271,7 @@ proptest! {
 #[tokio::test]
 async fn a_relay_that_cannot_be_queued_is_reported_903_and_its_webhook_answered_200() {
     // Kommo never sends a webhook again and counts error answers against the channel: once the
-    // manager sees the failure (903), the webhook is acknowledged (#13).
+    // manager sees the failure (903), the webhook is acknowledged.
     use std::sync::atomic::Ordering::SeqCst;
     let sim = Sim::new();
     sim.queue.refuse_next.store(true, SeqCst);
@@ -294,7 +294,7 @@ async fn a_relay_that_cannot_be_queued_is_reported_903_and_its_webhook_answered_
 async fn a_source_travels_with_messages_both_ways() {
     // Kommo's source.external_id (one channel, several numbers or pages) reaches the chat
     // service with a manager's message, and the chat service's reaches Kommo with a client's,
-    // on chat creation and on import (#13).
+    // on chat creation and on import.
     let sim = Sim::new();
     let manager = serde_json::json!({"account_id": "acc-1", "time": 1, "message": {
         "receiver": {"id": "r", "client_id": "client-1"}, "sender": {"id": "manager-1"},

@@ -213,9 +213,10 @@ async fn a_run_emits_every_metric_with_its_unit_dimensions_and_values() {
 async fn calls_out_are_counted_by_peer_and_outcome() {
     use std::sync::{Arc, Mutex};
 
+    use shared::adapters::metered::{MeteredKommo, MeteredKommoRest};
     use shared::ports::accounts::{KommoRest, KommoRestError};
     use shared::ports::kommo::{KommoApi, KommoError};
-    use shared::ports::metrics::{CallOutcome, MeteredKommo, MeteredKommoRest, Metric, Metrics, Peer};
+    use shared::ports::metrics::{CallOutcome, Metric, Metrics, Peer};
     use shared::testing::{RecordingKommo, RecordingKommoRest};
 
     #[derive(Default)]

@@ -1,4 +1,4 @@
-//! Conversations as Kommo really has them (#13), end to end over real HTTP: the dev server
+//! Conversations as Kommo really has them, end to end over real HTTP: the dev server
 //! between the fake amojo (which enforces Kommo's rules: names, `conversation_ref_id`,
 //! `edit_message`, `/react`) and the fake chat service, on the in-memory store and on the
 //! DynamoDB-compatible server.

@@ -411,7 +411,7 @@ fn received_at(call: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amojo_down_for_20_s_then_back_gets_every_status_and_client_message_once() {
-    let secret = hex::encode(shared::ids::random_bytes::<20>());
+    let secret = hex::encode(shared::random::random_bytes::<20>());
     let mut amojo_process = Restartable::fake("fake_amojo.py", &secret);
     let e2e = E2e::between(Fake::at(&amojo_process.url(), &secret), Fake::chat_service(), &outage_env());
     let scope = e2e.scope.clone();

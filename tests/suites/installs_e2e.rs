@@ -1,4 +1,4 @@
-//! Installing the integration with no manual step (#14), end to end over real HTTP: the dev
+//! Installing the integration with no manual step, end to end over real HTTP: the dev
 //! server's Redirect URI between the fake Kommo (OAuth and REST: codes work once, the account
 //! host checked) and the fake amojo (the channel's `connect`, its signature checked), on the
 //! in-memory store and on the DynamoDB-compatible server.

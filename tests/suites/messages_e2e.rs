@@ -150,7 +150,7 @@ async fn a_client_message_is_imported_into_a_new_chat_with_valid_signatures() {
 #[tokio::test]
 async fn a_client_without_a_name_reaches_kommo_under_a_readable_one() {
     // Kommo refuses a chat or an import without a name, and so does the fake amojo: the bridge
-    // names the client by their phone, else their email, else "Client" and their id (#13).
+    // names the client by their phone, else their email, else "Client" and their id.
     let e2e = E2e::start(&FAST_RETRIES);
     for (conversation, msgid, user, shown) in [
         ("conv-p", "chat-p", json!({"id": "client-p", "phone": "+15550100"}), "+15550100"),

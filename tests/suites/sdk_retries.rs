@@ -238,6 +238,8 @@ async fn an_expiry_timer_whose_delete_was_retried_still_stops_the_typing_shown()
             kommo: Arc::new(RecordingKommo::new(clock.clone())),
             chat: Some(chat.clone()),
             timers: Arc::new(ManualTimers::default()),
+            installs: None,
+            metric_lines: Arc::new(shared::app::metrics::Stdout),
         },
     );
     let check = DueWork::ManagerTypingCheck {

@@ -90,6 +90,8 @@ async fn typing_expiry_runs_a_batch_from_the_queue_and_reports_only_the_unreadab
             kommo: Arc::new(RecordingKommo::new(clock.clone())),
             chat: Some(chat.clone()),
             timers: timers.clone(),
+            installs: None,
+            metric_lines: Arc::new(shared::app::metrics::Stdout),
         },
     );
     // One lease that lapsed (its typing.started shown at the chat service), one still live.
@@ -338,6 +340,8 @@ async fn the_largest_accepted_request_queues_as_one_sqs_message() {
             kommo: Arc::new(RecordingKommo::new(clock.clone())),
             chat: Some(Arc::new(RecordingChat::new(clock.clone()))),
             timers: Arc::new(SqsTimers::new(sender, &queue, clock.clone())),
+            installs: None,
+            metric_lines: Arc::new(shared::app::metrics::Stdout),
         },
     );
     let filled = |template: &dyn Fn(&str) -> String| template(&"x".repeat(MAX_BODY_BYTES - template("").len()));

@@ -1,12 +1,12 @@
 //! `bridge-cli cost`: what one account's traffic costs a month on AWS, by service. The profile
-//! comes from flags (each with `Profile`'s default); the pricing is `shared::cost::profile`,
+//! comes from flags (each with `Profile`'s default); the pricing is `cost_model::profile`,
 //! from the same counts the amplification test asserts, so the figures cannot drift from the
 //! handlers.
 
-use shared::cost::profile::{
+use cost_model::profile::{
     self, ALARM_METRICS, ALARMS, CUSTOM_METRICS, IDLE_SQS_POLLERS, LONG_POLL_WAIT_S, Monthly, Profile,
 };
-use shared::cost::{Endpoint, Prices};
+use cost_model::{Endpoint, Prices};
 
 use crate::Failure;
 use crate::args::{self, Options, UsageError};
@@ -325,7 +325,7 @@ mod tests {
         let text = report(&profile);
         let month = profile::monthly(&profile);
         assert!(text.contains("conversations a day            50\n"), "{text}");
-        for (_, label, _) in shared::cost::EVENT_COUNTS {
+        for (_, label, _) in cost_model::EVENT_COUNTS {
             assert!(text.contains(label), "{label} missing:\n{text}");
         }
         for service in ["API Gateway", "Lambda", "DynamoDB", "SQS", "CloudWatch", "all services"] {

@@ -3,14 +3,14 @@
 //! for the run. Prints a timeline of what each side received, then checks that everything the
 //! scenario should cause arrived (exit 1 if not).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dev_server::DevServerProcess;
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::ids::random_bytes;
+use shared::random::random_bytes;
 use shared::signing::kommo_webhook;
 use shared::signing::standard_webhooks::WebhookSecret;
 use shared::time::{Clock, SystemClock};
@@ -68,7 +68,7 @@ pub async fn run() -> Result<(), Failure> {
     .await?;
     println!(
         "bridge-cli demo: dev server at {} (up in {} ms), scope {SCOPE}",
-        server.base,
+        server.base(),
         starting.elapsed().as_millis()
     );
     println!("  Kommo (amojo) → {amojo_url}   chat service → {chat_url}   PRESENCE_WINDOW_S=3 PRESENCE_GRACE_S=1");
@@ -77,7 +77,7 @@ pub async fn run() -> Result<(), Failure> {
     timeline.restart();
     let demo = Demo {
         http: shared::adapters::outbound::http_client(Duration::from_secs(10)),
-        base: server.base.clone(),
+        base: server.base().to_owned(),
         secrets,
         timeline,
     };
@@ -338,11 +338,10 @@ fn summary(entries: &[Entry], total_ms: u128, played: Result<(), String>, log: &
     }
 }
 
-/// The dev server beside this executable, on a free port, with exactly the given environment;
-/// killed when dropped.
+/// The dev server beside this executable, on a free port, with exactly the given environment,
+/// what it prints kept for the summary; killed when dropped.
 struct DevServer {
-    child: Child,
-    base: String,
+    process: DevServerProcess,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -357,63 +356,36 @@ impl DevServer {
             )));
         }
         let mut command = Command::new(&path);
-        command.env_clear().env("PORT", "0").env("RUST_LOG", "warn").stdin(Stdio::null());
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child =
-            command.spawn().map_err(|e| Failure::Failed(format!("cannot start {}: {e}", path.display())))?;
+        command.stderr(Stdio::piped());
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (sender, listening) = tokio::sync::oneshot::channel();
-        let mut sender = Some(sender);
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (out_log, err_log) = (log.clone(), log.clone());
-        // Reading to the end also keeps the pipes from filling while the server runs.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(base) = line.strip_prefix("dev-server: listening on ")
-                    && let Some(sender) = sender.take()
-                {
-                    let _ = sender.send(base.to_owned());
-                }
-                out_log.lock().expect("log lock").push(line);
-            }
+        let kept = log.clone();
+        let env: Vec<(String, String)> = env.iter().map(|(name, value)| ((*name).to_owned(), value.clone())).collect();
+        // The wait for its first line blocks a thread, not the runtime's.
+        let started = tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+            DevServerProcess::start(
+                command,
+                &env,
+                Arc::new(move |line: &str| kept.lock().expect("log lock").push(line.to_owned())),
+                STARTUP_LIMIT,
+            )
         });
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                err_log.lock().expect("log lock").push(line);
-            }
-        });
-        let mut server = Self { child, base: String::new(), log };
-        match tokio::time::timeout(STARTUP_LIMIT, listening).await {
-            Ok(Ok(base)) => {
-                server.base = base;
-                Ok(server)
-            }
-            _ => {
-                let log = server.stop();
-                Err(Failure::Failed(format!("the dev server did not start:\n  {}", log.join("\n  "))))
+        match started.await.map_err(|e| Failure::Failed(format!("the dev server's start panicked: {e}")))? {
+            Ok(process) => Ok(Self { process, log }),
+            Err(why) => {
+                let printed = log.lock().expect("log lock").join("\n  ");
+                Err(Failure::Failed(format!("the dev server did not start ({why}):\n  {printed}")))
             }
         }
+    }
+
+    fn base(&self) -> &str {
+        &self.process.base
     }
 
     /// Kills the server and returns what it printed.
-    fn stop(mut self) -> Vec<String> {
-        self.kill();
-        std::thread::sleep(Duration::from_millis(50)); // the readers catch the last lines
+    fn stop(self) -> Vec<String> {
+        self.process.stop();
         self.log.lock().expect("log lock").clone()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -320,7 +320,7 @@ pub fn token(integration_secret: &str, account_id: u64, user_id: u64) -> String 
 
 /// The Standard Webhooks headers of one message from the chat service.
 pub fn chat_headers(secret: &WebhookSecret, body: &[u8]) -> [(&'static str, String); 3] {
-    let id = shared::ids::new_webhook_id();
+    let id = shared::random::new_webhook_id();
     let timestamp = SystemClock.now_s();
     let signature = secret.sign(&id, timestamp, body);
     [("webhook-id", id), ("webhook-timestamp", timestamp.to_string()), ("webhook-signature", signature)]

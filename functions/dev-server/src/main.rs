@@ -18,11 +18,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use shared::adapters::dynamo::{DynamoStore, client_from_env, ensure_table};
 use shared::adapters::in_process_timers::InProcessTimers;
 use shared::adapters::memory::MemoryStore;
-use shared::app::Bridge;
 use shared::app::config::{self, Config, LocalDefaults};
 use shared::app::http::{ApiError, HttpRequest, HttpResponse, MAX_BODY_BYTES, json_response};
 use shared::app::metrics::MetricLines;
 use shared::app::routes::{self, EntryPoint, RouteId};
+use shared::app::{Bridge, Ports, wiring};
 use shared::ports::store::Store;
 use shared::time::SystemClock;
 use tokio::net::TcpListener;
@@ -87,8 +87,11 @@ async fn main() {
     let sink = sink::Sink::new(&config);
     // Timers run in process here; in AWS they are SQS message timers read by typing-expiry.
     let (timers, timer_loop) = InProcessTimers::new();
-    let bridge = Bridge::with_http_clients(config, Arc::new(SystemClock), store, Arc::new(timers));
-    let bridge = Arc::new(bridge.with_metrics(Arc::new(MetricsAtDebug)));
+    let ports = Ports {
+        metric_lines: Arc::new(MetricsAtDebug),
+        ..wiring::http_ports(&config, Arc::new(SystemClock), store, Arc::new(timers))
+    };
+    let bridge = Arc::new(Bridge::new(config, ports));
     let dispatcher = Arc::new(bridge.dispatcher().expect("the local configuration wires every side").clone());
     tokio::spawn(timer_loop.run(dispatcher, Arc::new(SystemClock)));
     let server = Arc::new(DevServer {
@@ -99,7 +102,7 @@ async fn main() {
         idle_timeout,
     });
     // Tests and scripts read this line to learn the port (PORT=0 picks a free one).
-    println!("dev-server: listening on {base}");
+    println!("{}{base}", dev_server::LISTENING);
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

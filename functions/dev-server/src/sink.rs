@@ -66,7 +66,7 @@ impl Sink {
                 "conversation_id": format!("sink-chat-{}", body["payload"]["conversation_id"].as_str().unwrap_or_default()),
                 "sender_id": format!("sink-user-{}", body["payload"]["sender"]["id"].as_str().unwrap_or_default()),
                 "receiver_id": "",
-                "msgid": format!("sink-msg-{}", hex::encode(shared::ids::random_bytes::<8>())),
+                "msgid": format!("sink-msg-{}", hex::encode(shared::random::random_bytes::<8>())),
                 "ref_id": text(&body["payload"]["msgid"]),
             }}),
         };
@@ -95,7 +95,7 @@ impl Sink {
         let event: Value = serde_json::from_slice(request.body()).unwrap_or(Value::Null);
         let answer = match event["type"].as_str() {
             Some("message.created") => {
-                json!({"msgid": format!("sink-{}", hex::encode(shared::ids::random_bytes::<6>()))})
+                json!({"msgid": format!("sink-{}", hex::encode(shared::random::random_bytes::<6>()))})
             }
             _ => json!({}),
         };

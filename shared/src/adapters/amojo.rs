@@ -1,7 +1,7 @@
 //! The client of Kommo's Chat API (amojo) over HTTPS. Every attempt is signed when it is sent,
 //! so a retry carries a fresh `Date`.
 
-use crate::rules::ids::is_path_segment;
+use crate::rules::id_checks::is_path_segment;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -8,6 +8,7 @@
 //!   over [`outbound`]'s one client and retry loop.
 //! - [`kommo_rest`]: Kommo's OAuth and REST API on an account's host; [`sealer`]: AES-256-GCM
 //!   for the OAuth tokens at rest.
+//! - [`metered`]: the outbound ports, each call counted by peer and outcome.
 
 #[cfg(feature = "adapters")]
 pub mod amojo;
@@ -21,6 +22,7 @@ pub mod in_process_timers;
 #[cfg(feature = "adapters")]
 pub mod kommo_rest;
 pub mod memory;
+pub mod metered;
 #[cfg(feature = "adapters")]
 pub mod outbound;
 #[cfg(feature = "adapters")]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::ids::random_bytes;
+use crate::random::random_bytes;
 use crate::rules::retry::{RetryPolicy, wait_before_retry};
 
 /// Longest `Retry-After` the bridge honours; a longer one is treated as this.

@@ -6,8 +6,8 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::ids::random_bytes;
 use crate::ports::accounts::{SealError, TokenSealer};
+use crate::random::random_bytes;
 
 const PREFIX: &str = "v1.";
 

@@ -11,6 +11,7 @@ use super::config::Config;
 use super::http::{
     ApiError, HttpRequest, HttpResponse, header_str, json_response, parse_json, standard_webhook_headers,
 };
+use super::metrics::EventKind;
 use super::scopes::ScopeGate;
 use crate::flows::FlowError;
 use crate::flows::client_edits::ClientEdits;
@@ -21,9 +22,9 @@ use crate::flows::delivery_status::DeliveryStatuses;
 use crate::flows::manager_presence::ManagerPresence;
 use crate::flows::managers::{ManagerNames, kommo_ui_manager};
 use crate::flows::reactions::ClientReactions;
-use crate::models::chat::{ChatEvent, ClientTyping as ClientTypingSignal};
+use crate::models::chat::{ChatEvent, ClientTypingSignal};
 use crate::ports::store::DedupeKeys;
-use crate::rules::ids::check_id;
+use crate::rules::id_checks::{check_id, for_log};
 use crate::rules::replay::{ReplayMemory, replay_memory};
 use crate::rules::validation::check_chat_event;
 use crate::signing::standard_webhooks::{self, WebhookSecret};
@@ -62,18 +63,18 @@ impl ChatSide {
     /// signature's tolerance gets 409 and changes nothing. Typing and presence signals are
     /// remembered only where a replay could show something untrue ([`replay_memory`]). An event
     /// whose handling fails is forgotten, so the sender's retry with the same id is handled.
-    pub async fn event(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    pub async fn event(&self, request: &HttpRequest, kind: &mut EventKind) -> Result<HttpResponse, ApiError> {
         self.verify_signature(request)?;
         let event: ChatEvent = parse_json(request.body())?;
         let scope_id = event.scope_id();
         let span = tracing::Span::current();
-        span.record("scope_id", crate::ids::for_log(scope_id));
-        super::metrics::note_kind(event.type_name());
+        span.record("scope_id", for_log(scope_id));
+        kind.name_as(event.type_name());
         if let Some(conversation_id) = event.conversation_id() {
-            span.record("conversation_id", crate::ids::for_log(conversation_id));
+            span.record("conversation_id", for_log(conversation_id));
         }
         if let Some(msgid) = event.msgid() {
-            span.record("msgid", crate::ids::for_log(msgid));
+            span.record("msgid", for_log(msgid));
         }
         self.config.account_of_scope(scope_id)?;
         self.scopes.check(scope_id).await?;
@@ -153,7 +154,7 @@ impl ChatSide {
 
     /// `GET /chat/presence?scope_id=…&conversation_id=…`, signed like the chat service's events
     /// (over an empty body): the managers online in that conversation.
-    pub async fn presence_pull(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    pub async fn presence_pull(&self, request: &HttpRequest, kind: &mut EventKind) -> Result<HttpResponse, ApiError> {
         self.verify_signature(request)?;
         let query = request.uri().query().unwrap_or_default();
         let param = |name: &str| {
@@ -163,9 +164,9 @@ impl ChatSide {
         };
         let (scope_id, conversation_id) = (param("scope_id")?, param("conversation_id")?);
         let span = tracing::Span::current();
-        span.record("scope_id", crate::ids::for_log(scope_id.as_str()));
-        span.record("conversation_id", crate::ids::for_log(conversation_id.as_str()));
-        super::metrics::note_kind("presence_pull");
+        span.record("scope_id", for_log(scope_id.as_str()));
+        span.record("conversation_id", for_log(conversation_id.as_str()));
+        kind.name_as("presence_pull");
         self.config.account_of_scope(&scope_id)?;
         check_id("conversation_id", &conversation_id).map_err(ApiError::invalid_id)?;
         self.scopes.check(&scope_id).await?;

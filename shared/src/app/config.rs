@@ -3,10 +3,10 @@
 //! missing with a local default (generated secrets, the built-in sink) so it runs with none.
 
 use super::http::ApiError;
-use crate::rules::ids::check_account_part;
+use crate::rules::id_checks::check_account_part;
 use std::time::Duration;
 
-use crate::ids::random_bytes;
+use crate::random::random_bytes;
 use crate::rules::presence::PresenceSettings;
 use crate::rules::retry::RetryPolicy;
 use crate::signing::Secret;
@@ -262,7 +262,7 @@ impl Config {
     }
 
     /// The account part of one of this channel's scope ids, `{channel_id}_{account}` with the
-    /// account as `rules::ids::check_account_part` has it: 404 `unknown_scope` for another
+    /// account as `rules::id_checks::check_account_part` has it: 404 `unknown_scope` for another
     /// channel's, 400 `invalid_scope` for a malformed one (a path, a query, a key separator).
     pub fn account_of_scope<'a>(&self, scope_id: &'a str) -> Result<&'a str, ApiError> {
         let account = scope_id

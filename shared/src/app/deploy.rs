@@ -16,7 +16,7 @@ const SSM_TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// Init only checks the configuration that needs no network, so a misconfigured function
 /// fails at once with exit code 2 and a message naming the variable, and init stays as short
-/// as a hello-world handler's (figures in the README). Fetching the secrets from SSM and
+/// as a hello-world handler's (figures in docs/performance-and-cost.md). Fetching the secrets from SSM and
 /// building the AWS and HTTPS clients (the TLS root store read among them) happen on the first
 /// event, bounded by [`SSM_TIMEOUT`], and are kept for the life of the execution environment.
 /// A failure is not kept: the invocation fails (a Lambda function error, which the errors alarm
@@ -61,7 +61,9 @@ impl ColdStart {
         self.bridge
             .get_or_try_init(|| async {
                 let config = load_config(&|name| std::env::var(name).ok(), self.function).await;
-                Ok(Arc::new(production_bridge(config.map_err(FunctionError::configuration)?)))
+                let config = config.map_err(FunctionError::configuration)?;
+                let ports = production_ports(&config);
+                Ok(Arc::new(Bridge::new(config, ports)))
             })
             .await
             .cloned()
@@ -138,17 +140,17 @@ async fn fetch_secrets(
         .collect()
 }
 
-/// The deployed bridge: DynamoDB (the table named by `TABLE_NAME`), SQS timers
-/// (`TIMER_QUEUE_URL`), the system clock, and HTTPS clients for amojo and the chat service,
-/// built without network calls.
-pub fn production_bridge(config: Config) -> Bridge {
+/// The deployed bridge's ports: DynamoDB (the table named by `TABLE_NAME`), SQS timers
+/// (`TIMER_QUEUE_URL`), the system clock, and the HTTPS clients `config` allows, built without
+/// network calls.
+pub fn production_ports(config: &Config) -> super::Ports {
     let client = crate::adapters::dynamo::client_from_env(config.dynamodb_endpoint.as_deref());
     let store = crate::adapters::dynamo::DynamoStore::new(client, config.table_name.clone());
     let clock: Arc<dyn crate::time::Clock> = Arc::new(crate::time::SystemClock);
     let sqs = crate::adapters::sqs::sqs_client_from_env(config.sqs_endpoint.as_deref());
     let queue_url = config.timer_queue_url.clone().expect("the strict configuration requires TIMER_QUEUE_URL");
     let timers = crate::adapters::sqs::SqsTimers::new(sqs, queue_url, clock.clone());
-    Bridge::with_http_clients(config, clock, Arc::new(store), Arc::new(timers))
+    super::wiring::http_ports(config, clock, Arc::new(store), Arc::new(timers))
 }
 
 #[cfg(test)]

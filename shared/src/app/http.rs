@@ -40,7 +40,7 @@ impl ApiError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-    /// An id in a path or query that breaks `crate::rules::ids`: 400 naming it.
+    /// An id in a path or query that breaks `crate::rules::id_checks`: 400 naming it.
     pub fn invalid_id(rejection: Rejection) -> Self {
         Self::bad_request("invalid_id", rejection.to_string())
     }

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::config::Config;
 use super::http::{ApiError, HttpRequest, HttpResponse, header_str, json_response, parse_json};
+use super::metrics::EventKind;
 use super::routes::RouteId;
 use super::scopes::ScopeGate;
 use crate::flows::client_presence::ClientPresence;
@@ -26,9 +27,8 @@ use crate::flows::managers::{ManagerDirectoryRefresh, NamedBy};
 use crate::flows::reactions::ManagerReactions;
 use crate::flows::read_receipts::ReadReceipts;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
-use crate::ports::kommo::KommoApi;
-use crate::ports::store::{AccountRegistry, AccountState, Conversations, ManagerDirectory};
-use crate::rules::ids::check_id;
+use crate::ports::store::{AccountRegistry, AccountState, Conversations};
+use crate::rules::id_checks::{check_id, for_log};
 use crate::rules::validation::check_webhook_ids;
 use crate::signing::{Secret, disable_hook, kommo_webhook, one_time_token};
 use crate::time::Clock;
@@ -47,14 +47,11 @@ pub struct KommoSide {
     /// The accounts installed through Kommo's OAuth: the Kommo UI's account → scope where
     /// `KOMMO_ACCOUNTS` does not name it.
     pub accounts: Arc<dyn AccountRegistry>,
-    /// Installs through Kommo's OAuth, when configured (`Bridge::with_installs`).
+    /// Installs through Kommo's OAuth, when configured (`super::wiring::InstallPorts`).
     pub installs: Option<Installs>,
     /// The installed accounts' managers, read from Kommo when one is named that it does not
     /// know (with installs).
     pub managers: Option<Arc<ManagerDirectoryRefresh>>,
-    pub directory: Arc<dyn ManagerDirectory>,
-    /// amojo, for the channel's `connect` at install.
-    pub amojo: Arc<dyn KommoApi>,
     pub manager_typing: ManagerTyping,
     pub manager_messages: ManagerMessages,
     pub manager_reactions: ManagerReactions,
@@ -78,9 +75,14 @@ struct PresenceBody {
 impl KommoSide {
     /// `POST /kommo/webhook/{scope_id}`: verified over the raw body, then parsed. Kommo sends
     /// each webhook once and wants exactly 200 within 5 s.
-    pub async fn webhook(&self, scope_id: &str, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    pub async fn webhook(
+        &self,
+        scope_id: &str,
+        request: &HttpRequest,
+        kind: &mut EventKind,
+    ) -> Result<HttpResponse, ApiError> {
         let span = tracing::Span::current();
-        span.record("scope_id", crate::ids::for_log(scope_id));
+        span.record("scope_id", for_log(scope_id));
         let account_id = self.config.account_of_scope(scope_id)?;
         kommo_webhook::verify(self.config.channel_secret.expose(), request.body(), header_str(request, "x-signature"))
             .map_err(|e| ApiError::bad_signature(e.to_string()))?;
@@ -93,25 +95,25 @@ impl KommoSide {
         let mut signal = false;
         match webhook.kind() {
             WebhookKind::ManagerTyping(typing) => {
-                super::metrics::note_kind("manager_typing");
+                kind.name_as("manager_typing");
                 signal = true;
-                span.record("conversation_id", crate::ids::for_log(typing.conversation.integration_id()));
+                span.record("conversation_id", for_log(typing.conversation.integration_id()));
                 self.learn_manager(scope_id, NamedBy::Amojo(&typing.user.id)).await;
                 self.manager_typing.on_webhook(scope_id, typing).await?
             }
             WebhookKind::ManagerMessage(message) => {
-                super::metrics::note_kind("manager_message");
-                span.record("conversation_id", crate::ids::for_log(message.conversation.integration_id()));
+                kind.name_as("manager_message");
+                span.record("conversation_id", for_log(message.conversation.integration_id()));
                 if let Some(msgid) = message.message.id.as_deref() {
-                    span.record("msgid", crate::ids::for_log(msgid));
+                    span.record("msgid", for_log(msgid));
                 }
                 self.learn_manager(scope_id, NamedBy::Amojo(&message.sender.id)).await;
                 self.manager_messages.on_webhook(scope_id, message).await?
             }
             WebhookKind::Reaction(reaction) => {
-                super::metrics::note_kind("reaction");
+                kind.name_as("reaction");
                 if let Some(conversation) = &reaction.conversation {
-                    span.record("conversation_id", crate::ids::for_log(conversation.integration_id()));
+                    span.record("conversation_id", for_log(conversation.integration_id()));
                 }
                 if let Some(user_id) = reaction.user.as_ref().and_then(|user| user.id.as_deref()) {
                     self.learn_manager(scope_id, NamedBy::Amojo(user_id)).await;
@@ -119,7 +121,7 @@ impl KommoSide {
                 self.manager_reactions.on_webhook(scope_id, reaction).await?
             }
             WebhookKind::Other => {
-                super::metrics::note_kind("other");
+                kind.name_as("other");
             }
         }
         // A typing refresh comes every 5 s while a manager types: counted by the Events metric,
@@ -133,12 +135,18 @@ impl KommoSide {
     }
 
     /// A `/kommo/ui/conversations/{conversation}/…` request, CORS answered on every outcome.
-    pub async fn ui(&self, route: RouteId, conversation: &str, request: &HttpRequest) -> HttpResponse {
+    pub async fn ui(
+        &self,
+        route: RouteId,
+        conversation: &str,
+        request: &HttpRequest,
+        kind: &mut EventKind,
+    ) -> HttpResponse {
         let origin = header_str(request, "origin").filter(|origin| self.config.ui_origin_allowed(origin));
         if request.method() == Method::OPTIONS {
             return preflight(origin);
         }
-        let mut response = match self.ui_call(route, conversation, request).await {
+        let mut response = match self.ui_call(route, conversation, request, kind).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
@@ -155,6 +163,7 @@ impl KommoSide {
         route: RouteId,
         conversation: &str,
         request: &HttpRequest,
+        kind: &mut EventKind,
     ) -> Result<HttpResponse, ApiError> {
         let now_s = self.clock.now_s();
         let claims =
@@ -180,11 +189,11 @@ impl KommoSide {
             .map_err(crate::flows::FlowError::from)?;
         let conversation_id = known.as_ref().map_or(conversation, |c| c.conversation_id.as_str());
         let span = tracing::Span::current();
-        span.record("scope_id", crate::ids::for_log(scope_id.as_str()));
-        span.record("conversation_id", crate::ids::for_log(conversation_id));
+        span.record("scope_id", for_log(scope_id.as_str()));
+        span.record("conversation_id", for_log(conversation_id));
         match (route, request.method().clone()) {
             (RouteId::UiPresence, Method::GET) => {
-                super::metrics::note_kind("ui_client_presence");
+                kind.name_as("ui_client_presence");
                 let client = known.as_ref().and_then(|c| c.client_user_id.as_deref());
                 let (view, typing) = self.client_presence.view(&scope_id, conversation_id, client).await?;
                 let last_seen_at = view.last_seen_at_ms.map(|ms| ms.div_euclid(1000));
@@ -201,18 +210,18 @@ impl KommoSide {
                 }
                 match body.state {
                     ManagerState::Viewing => {
-                        super::metrics::note_kind("ui_viewing");
+                        kind.name_as("ui_viewing");
                         self.manager_presence.on_viewing(&scope_id, conversation_id, manager).await?
                     }
                     ManagerState::Left => {
-                        super::metrics::note_kind("ui_left");
+                        kind.name_as("ui_left");
                         self.manager_presence.on_left(&scope_id, conversation_id, manager).await?
                     }
                 }
                 Ok(json_response(StatusCode::OK, &json!({"ok": true})))
             }
             _ => {
-                super::metrics::note_kind("ui_read");
+                kind.name_as("ui_read");
                 let read = self.read_receipts.on_opened(&scope_id, conversation_id).await?;
                 Ok(json_response(StatusCode::OK, &json!({"read": read})))
             }
@@ -277,9 +286,9 @@ impl KommoSide {
     /// the installing admin here (or, for a widget, calls it itself): the account is installed
     /// and its channel connected, and a small page says so, or what went wrong. Nothing is
     /// stored unless everything went through, so installing again is the retry.
-    pub async fn oauth_callback(&self, request: &HttpRequest) -> HttpResponse {
+    pub async fn oauth_callback(&self, request: &HttpRequest, kind: &mut EventKind) -> HttpResponse {
         let span = tracing::Span::current();
-        super::metrics::note_kind("oauth_callback");
+        kind.name_as("oauth_callback");
         let Some(installs) = &self.installs else {
             return ApiError::not_found("installs_not_configured", "installs through Kommo are not configured here")
                 .into_response();
@@ -288,7 +297,7 @@ impl KommoSide {
         let param = |name: &str| super::http::query_param(query, name).unwrap_or_default();
         match installs.install(&param("code"), &param("referer")).await {
             Ok(account) => {
-                span.record("scope_id", crate::ids::for_log(account.scope_id.as_str()));
+                span.record("scope_id", for_log(account.scope_id.as_str()));
                 self.scopes.remember(&account.scope_id, false);
                 let message = format!("The chat channel is connected to {}. You can close this page.", account.host);
                 install_page(StatusCode::OK, "Installed", &message)
@@ -321,9 +330,9 @@ impl KommoSide {
     /// Verified as Kommo signs it (a forged call is 401 and changes nothing); then the account
     /// is marked disconnected, its tokens deleted and the channel disconnected, and its scope's
     /// webhooks and events are refused until it is installed again.
-    pub async fn oauth_disabled(&self, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    pub async fn oauth_disabled(&self, request: &HttpRequest, kind: &mut EventKind) -> Result<HttpResponse, ApiError> {
         let span = tracing::Span::current();
-        super::metrics::note_kind("oauth_disabled");
+        kind.name_as("oauth_disabled");
         let (Some(installs), Some(settings)) = (&self.installs, &self.config.installs) else {
             return Err(ApiError::not_found(
                 "installs_not_configured",
@@ -352,7 +361,7 @@ impl KommoSide {
         let Some(account) = installs.disable(account_id).await? else {
             return Err(ApiError::not_found("unknown_account", "this Kommo account is not installed here"));
         };
-        span.record("scope_id", crate::ids::for_log(account.scope_id.as_str()));
+        span.record("scope_id", for_log(account.scope_id.as_str()));
         self.scopes.remember(&account.scope_id, true);
         Ok(json_response(StatusCode::OK, &json!({"account_id": account_id, "state": account.state.as_str()})))
     }

@@ -18,9 +18,7 @@
 //! routes, work kinds and statuses beyond those are properties, not dimensions: each distinct
 //! dimension value is a metric billed by the month.
 
-use std::cell::Cell;
-use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -136,24 +134,19 @@ pub fn observation(metric: &Metric, timestamp_ms: i64) -> String {
     }
 }
 
-/// The flows' metrics as EMF lines, to stdout unless a test redirects them.
+/// The flows' metrics as EMF lines, to where the bridge's ports say (stdout under Lambda).
 pub struct EmfMetrics {
-    lines: RwLock<Arc<dyn MetricLines>>,
+    lines: Arc<dyn MetricLines>,
     clock: Arc<dyn Clock>,
 }
 
 impl EmfMetrics {
     pub fn new(lines: Arc<dyn MetricLines>, clock: Arc<dyn Clock>) -> Self {
-        Self { lines: RwLock::new(lines), clock }
+        Self { lines, clock }
     }
 
     pub fn write(&self, line: String) {
-        self.lines.read().unwrap_or_else(|poisoned| poisoned.into_inner()).write(line);
-    }
-
-    /// Sends every later line to `lines` (tests).
-    pub fn redirect(&self, lines: Arc<dyn MetricLines>) {
-        *self.lines.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = lines;
+        self.lines.write(line);
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -167,25 +160,24 @@ impl Metrics for EmfMetrics {
     }
 }
 
-tokio::task_local! {
-    /// The kind of the inbound event being answered, for its `Events` line.
-    static EVENT_KIND: Cell<&'static str>;
-}
+/// The kind of the inbound event being answered, for its `Events` metric line and its log
+/// span: the route's own until the side that reads the request names it more precisely. Each
+/// request has its own, passed down and read back when the answer is made.
+pub struct EventKind(&'static str);
 
-/// Names the kind of the inbound event being answered: in its `Events` metric line and in the
-/// request's log span.
-pub fn note_kind(kind: &'static str) {
-    tracing::Span::current().record("kind", kind);
-    let _ = EVENT_KIND.try_with(|cell| cell.set(kind));
-}
+impl EventKind {
+    /// A request no route matched.
+    pub fn unrouted() -> Self {
+        Self("unrouted")
+    }
 
-/// Runs `answer` with `kind` as the event's kind until a handler names it more precisely;
-/// returns what it answered and the kind it ended with.
-pub async fn with_event_kind<T>(kind: &'static str, answer: impl Future<Output = T>) -> (T, &'static str) {
-    EVENT_KIND
-        .scope(Cell::new(kind), async move {
-            let answered = answer.await;
-            (answered, EVENT_KIND.with(Cell::get))
-        })
-        .await
+    /// Names the event `kind`, in the metric line and in the request's log span.
+    pub fn name_as(&mut self, kind: &'static str) {
+        tracing::Span::current().record("kind", kind);
+        self.0 = kind;
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0
+    }
 }

@@ -17,11 +17,11 @@
 use std::sync::Arc;
 
 use super::FlowError;
-use crate::ids::random_bytes;
 use crate::models::chat::{BridgeEvent, ManagerRef};
 use crate::ports::chat::{ChatError, ChatService};
 use crate::ports::store::{LeaseKey, PresenceWindows, SendTurns, Turn, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
+use crate::random::random_bytes;
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, presence_lane};
 use crate::rules::presence::{managers_subject, presence_push_due};
 use crate::rules::retry::{RetryPolicy, wait_before_retry};

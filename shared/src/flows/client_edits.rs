@@ -1,10 +1,10 @@
 //! A client's edit, chat service → Kommo. The event is checked and queued before the 200; the
-//! edit (queued work, in [`IntoKommo`]) waits for the message's import, then changes it in
+//! edit (queued work, in [`ClientContentToKommo`]) waits for the message's import, then changes it in
 //! Kommo (`edit_message`), with backoff while amojo is unavailable.
 
 use std::sync::Arc;
 
-use super::client_messages::IntoKommo;
+use super::client_messages::ClientContentToKommo;
 use super::kommo_names::kommo_conversation;
 use super::{FlowError, requeue};
 use crate::models::chat::ClientEdit;
@@ -31,7 +31,7 @@ impl ClientEdits {
     }
 }
 
-impl IntoKommo {
+impl ClientContentToKommo {
     /// A client's edit: changed in Kommo once the message is in, with backoff while amojo is
     /// unavailable.
     pub async fn edit(&self, edit: &ClientEdit, attempt: u32) -> Result<(), FlowError> {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use super::kommo_names::{kommo_conversation, kommo_message, link_answer};
 use super::{FlowError, requeue};
-use crate::ids::derived_webhook_id;
 use crate::models::chat::{BridgeEvent, ChatUser, ClientMessage, ImportFailure, ImportFailureCode, MessageRef};
 use crate::models::kommo::{
     CreateChatRequest, ImportMessageRequest, ImportPayload, KommoMessageRef, Participant, Profile, ReplyTo, Source,
@@ -21,6 +20,7 @@ use crate::ports::timers::{DueWork, Timers};
 use crate::rules::names::client_display_name;
 use crate::rules::retry::RetryPolicy;
 use crate::rules::validation::check_client_message;
+use crate::signing::standard_webhooks::derived_webhook_id;
 use crate::time::Clock;
 
 /// The chat service's `message.created`.
@@ -82,7 +82,7 @@ impl ClientMessages {
 /// became of each told back to the chat service, their edits ([`super::client_edits`]) and
 /// their reactions ([`super::reactions`]).
 #[derive(Clone)]
-pub struct IntoKommo {
+pub struct ClientContentToKommo {
     pub records: Arc<dyn MessageRecords>,
     pub conversations: Arc<dyn Conversations>,
     pub timers: Arc<dyn Timers>,
@@ -92,7 +92,7 @@ pub struct IntoKommo {
     pub metrics: Arc<dyn Metrics>,
 }
 
-impl IntoKommo {
+impl ClientContentToKommo {
     /// Imports a client's message into Kommo, the chat created first if needed. Its end is told
     /// to the chat service: `message.delivered`, or `message.failed` when Kommo refuses it or
     /// the attempts run out (the record then stays, dead-lettered).

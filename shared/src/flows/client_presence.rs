@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::FlowError;
-use crate::models::chat::ClientPresence as PresenceSignal;
+use crate::models::chat::ClientPresenceSignal;
 use crate::ports::store::{
     ConversationFacts, Conversations, LeaseKey, PresenceKey, PresenceView, PresenceWindows, TypingLeases,
 };
@@ -31,7 +31,7 @@ pub struct ClientPresence {
 
 impl ClientPresence {
     /// The chat service's `presence.online` and `presence.heartbeat`.
-    pub async fn on_heartbeat(&self, presence: &PresenceSignal) -> Result<(), FlowError> {
+    pub async fn on_heartbeat(&self, presence: &ClientPresenceSignal) -> Result<(), FlowError> {
         let window = self.settings.window_ms;
         let outcome = self.windows.heartbeat(&key(presence), self.clock.now_ms(), window, coalesce_ms(window)).await?;
         // On coming online (not on every heartbeat), note whose conversation it is, so the
@@ -51,7 +51,7 @@ impl ClientPresence {
     }
 
     /// The chat service's `presence.offline`.
-    pub async fn on_offline(&self, presence: &PresenceSignal) -> Result<(), FlowError> {
+    pub async fn on_offline(&self, presence: &ClientPresenceSignal) -> Result<(), FlowError> {
         self.windows.go_offline(&key(presence), self.clock.now_ms()).await?;
         Ok(())
     }
@@ -74,7 +74,7 @@ impl ClientPresence {
     }
 }
 
-fn key(presence: &PresenceSignal) -> PresenceKey {
+fn key(presence: &ClientPresenceSignal) -> PresenceKey {
     PresenceKey {
         scope_id: presence.scope_id.clone(),
         subject: client_subject(&presence.user_id),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::FlowError;
-use crate::models::chat::ClientTyping as TypingSignal;
+use crate::models::chat::ClientTypingSignal;
 use crate::models::kommo::{SenderRef, TypingRequest};
 use crate::ports::kommo::KommoApi;
 use crate::ports::store::{ClientSignal, LeaseKey, TypingLeases};
@@ -29,7 +29,7 @@ impl ClientTyping {
     /// The chat service's `typing.started`: one conditional write that extends the live lease,
     /// or starts one and returns it, not yet shown: [`Self::start`] shows it at once and starts
     /// the refresh chain ([`Self::undo`] ends it unshown, for a replay).
-    pub async fn signal(&self, typing: &TypingSignal) -> Result<Option<StartedLease>, FlowError> {
+    pub async fn signal(&self, typing: &ClientTypingSignal) -> Result<Option<StartedLease>, FlowError> {
         let ttl_ms = client_typing_ttl_ms(typing.ttl_ms)?;
         let now = self.clock.now_ms();
         let key = LeaseKey::client(&typing.scope_id, &typing.conversation_id, &typing.user_id);

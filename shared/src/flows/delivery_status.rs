@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use super::FlowError;
-use crate::ids::random_bytes;
 use crate::models::chat::StatusReport;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
 use crate::ports::kommo::{KommoApi, KommoError};
 use crate::ports::metrics::{Metric, Metrics};
 use crate::ports::store::{Conversations, MessageRecords, SendTurns, StatusChange, Turn};
 use crate::ports::timers::{DueWork, Timers};
+use crate::random::random_bytes;
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, status_lane};
 use crate::rules::rejection::Rejection;
 use crate::rules::retry::{RetryPolicy, requeue_delay_ms};

@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::FlowError;
 use super::chat_delivery::typing_stopped;
 use super::delivery_status::StatusRegister;
-use crate::ids::{new_webhook_id, random_bytes};
 use crate::models::chat::{BridgeEvent, ManagerRef, MessageSource, Receiver};
 use crate::models::kommo::ManagerMessage;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
@@ -23,6 +22,7 @@ use crate::ports::store::{
     RelayState, SendTurns, Turn, TypingLeases,
 };
 use crate::ports::timers::{DueWork, Timers};
+use crate::random::{new_webhook_id, random_bytes};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
 use crate::rules::rejection::Rejection;
 use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
@@ -127,7 +127,9 @@ impl ManagerMessages {
         if let Err(error) = self.timers.schedule(relay, now).await {
             // Kommo never re-sends a webhook: mark the message failed so the manager sees it.
             tracing::error!(kommo_msgid, %error, "relay not queued; reporting 903");
-            let _ = self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await;
+            if let Err(error) = self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await {
+                tracing::error!(kommo_msgid, %error, "the unqueued relay could not be marked failed");
+            }
             let request =
                 DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: DeliveryStatus::Failed(RELAY_GIVEN_UP) };
             let report = self.kommo.delivery_status(scope_id, &request);

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use super::FlowError;
 use super::chat_delivery::ChatDelivery;
-use crate::ids::new_webhook_id;
 use crate::models::chat::BridgeEvent;
 use crate::ports::store::{PresenceKey, PresenceWindows};
 use crate::ports::timers::{DueWork, Timers};
+use crate::random::new_webhook_id;
 pub use crate::rules::presence::managers_subject;
 use crate::rules::presence::{PresenceSettings, WindowCheck, coalesce_ms, is_transition, window_check};
 use crate::time::Clock;

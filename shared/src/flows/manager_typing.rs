@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use super::FlowError;
 use super::chat_delivery::{ChatDelivery, typing_stopped};
-use crate::ids::new_webhook_id;
 use crate::models::chat::{BridgeEvent, ManagerRef};
 use crate::models::kommo::TypingAction;
 use crate::ports::metrics::{Metric, Metrics};
 use crate::ports::store::{LeaseChange, LeaseKey, SendTurns, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
+use crate::random::new_webhook_id;
 use crate::rules::typing::{TypingShown, kommo_expired_at_s, lane_may_show_typing, manager_lease_end_ms};
 use crate::time::Clock;
 
@@ -61,7 +61,9 @@ impl ManagerTyping {
             // Without its timer the lease could never send typing.stopped: undo it, so the
             // next webhook (5 s later) starts afresh, and let Kommo see the fault.
             tracing::error!(%error, "typing timer not scheduled; the lease is undone");
-            let _ = self.leases.end(&key, now).await;
+            if let Err(error) = self.leases.end(&key, now).await {
+                tracing::error!(%error, "the lease without its timer could not be undone");
+            }
             return Err(error.into());
         }
         Ok(())

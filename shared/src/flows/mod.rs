@@ -38,9 +38,9 @@ pub mod read_receipts;
 
 use std::time::Duration;
 
-use crate::ids::random_bytes;
 use crate::ports::store::StoreError;
 use crate::ports::timers::{DueWork, TimerError, Timers};
+use crate::random::random_bytes;
 use crate::rules::rejection::Rejection;
 use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
 

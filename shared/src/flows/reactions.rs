@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::client_messages::IntoKommo;
+use super::client_messages::ClientContentToKommo;
 use super::kommo_names::{kommo_conversation, kommo_message};
 use super::{FlowError, requeue};
 use crate::models::chat::{BridgeEvent, ClientReaction, ManagerReaction, ManagerRef, MessageRef};
@@ -94,7 +94,7 @@ impl ClientReactions {
     }
 }
 
-impl IntoKommo {
+impl ClientContentToKommo {
     /// A client's reaction (`added`) or its withdrawal, put into Kommo: on their own message only
     /// once that is in Kommo; with backoff while amojo is unavailable.
     pub async fn react(&self, reaction: &ClientReaction, added: bool, attempt: u32) -> Result<(), FlowError> {

@@ -18,15 +18,15 @@ pub enum ChatEvent {
     #[serde(rename = "message.status")]
     MessageStatus(StatusReport),
     #[serde(rename = "typing.started")]
-    TypingStarted(ClientTyping),
+    TypingStarted(ClientTypingSignal),
     #[serde(rename = "typing.stopped")]
-    TypingStopped(ClientTyping),
+    TypingStopped(ClientTypingSignal),
     #[serde(rename = "presence.online")]
-    PresenceOnline(ClientPresence),
+    PresenceOnline(ClientPresenceSignal),
     #[serde(rename = "presence.heartbeat")]
-    PresenceHeartbeat(ClientPresence),
+    PresenceHeartbeat(ClientPresenceSignal),
     #[serde(rename = "presence.offline")]
-    PresenceOffline(ClientPresence),
+    PresenceOffline(ClientPresenceSignal),
     #[serde(rename = "message.edited")]
     MessageEdited(Box<ClientEdit>),
     #[serde(rename = "reaction.added")]
@@ -220,7 +220,7 @@ pub enum ReportedStatus {
 
 /// `typing.started` / `typing.stopped` from the chat service: the client types.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientTyping {
+pub struct ClientTypingSignal {
     pub scope_id: String,
     pub conversation_id: String,
     pub user_id: String,
@@ -231,7 +231,7 @@ pub struct ClientTyping {
 
 /// `presence.*` from the chat service: the client's liveness.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientPresence {
+pub struct ClientPresenceSignal {
     pub scope_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<String>,

@@ -73,7 +73,7 @@ impl DueWork {
 
     /// A delivery of `event` to the chat service, first attempt, with a fresh message id.
     pub fn deliver(event: BridgeEvent) -> Self {
-        Self::DeliverChatEvent { event, webhook_id: crate::ids::new_webhook_id(), attempt: 0 }
+        Self::DeliverChatEvent { event, webhook_id: crate::random::new_webhook_id(), attempt: 0 }
     }
 }
 

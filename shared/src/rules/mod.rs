@@ -2,7 +2,7 @@
 //! about typing, statuses, presence, lanes, retries and input is decided here and table-tested;
 //! the flows above only read, decide with these, write and send.
 
-pub mod ids;
+pub mod id_checks;
 pub mod install;
 pub mod lanes;
 pub mod names;

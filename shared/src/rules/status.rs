@@ -63,7 +63,7 @@ mod tests {
             (422, "blocked", "The user blocked this business\n  at x.rs:1", other("The user blocked this business")),
             (400, "bad", "", other("The chat service refused the message (HTTP 400 bad)")),
             (400, "bad", "  \n ", other("The chat service refused the message (HTTP 400 bad)")),
-            (500, "903", "down", DeliveryError::Internal), // its own fault, named (#13)
+            (500, "903", "down", DeliveryError::Internal), // its own fault, named
             (422, "903", "", DeliveryError::Internal),
             (409, "905", "duplicate", other("duplicate")),
         ];

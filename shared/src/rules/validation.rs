@@ -2,7 +2,7 @@
 //! that a malformed event changes nothing at all. A refusal is a domain error ([`Rejection`]);
 //! the composition root alone turns it into an HTTP answer.
 
-use super::ids::{check_id, check_optional_id, check_path_id};
+use super::id_checks::{check_id, check_optional_id, check_path_id};
 use super::rejection::Rejection;
 use crate::models::chat::{
     ChatEvent, ClientEdit, ClientMessage, ClientReaction, MessageRef, ReportedStatus, StatusReport,

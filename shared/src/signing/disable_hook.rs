@@ -3,7 +3,7 @@
 //! secret key, `{client_uuid}|{account_id}`).
 //!
 //! Nothing else is signed: no time, no nonce. The same account's disable call therefore always
-//! carries the same signature, and a captured one can be replayed; the README says what that
+//! carries the same signature, and a captured one can be replayed; docs/installs.md says what that
 //! allows (disconnecting an account the bridge serves, until it is installed again) and why
 //! nothing in the protocol prevents it.
 

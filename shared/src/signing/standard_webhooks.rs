@@ -131,6 +131,20 @@ pub enum SignatureError {
     NoMatchingSignature,
 }
 
+/// A Standard Webhooks message id derived from what an event is about, so that every send of
+/// the one event, whichever worker or retry makes it, carries the same id and the chat service
+/// can drop the repeats.
+pub fn derived_webhook_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        // Length-prefixed, so that ("ab", "c") and ("a", "bc") differ.
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    format!("msg_{}", hex::encode(&hash.finalize()[..12]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

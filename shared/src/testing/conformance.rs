@@ -49,7 +49,7 @@ macro_rules! store_conformance_tests {
 }
 
 fn fresh_scope() -> String {
-    format!("chan_{}", hex::encode(crate::ids::random_bytes::<6>()))
+    format!("chan_{}", hex::encode(crate::random::random_bytes::<6>()))
 }
 
 /// A base time near now, so TTL values are realistic for servers that look at them.
@@ -390,7 +390,7 @@ pub async fn a_chat_a_manager_started_leads_to_the_id_it_was_answered_under(stor
 
 pub async fn an_account_is_registered_and_its_tokens_replaced_only_over_what_was_read(store: &dyn Store) {
     let scope = fresh_scope();
-    let account_id = u64::from_le_bytes(crate::ids::random_bytes::<8>()) >> 12;
+    let account_id = u64::from_le_bytes(crate::random::random_bytes::<8>()) >> 12;
     assert_eq!(store.get_account(account_id).await.unwrap(), None);
     let installed = AccountRecord {
         account_id,

@@ -5,6 +5,7 @@
 //! HTTP in `tests/`.) Also a clock and timers that move only when told, the simulated bridge
 //! ([`sim`]) and the storage conformance suite ([`conformance`]).
 
+pub mod bad_input;
 pub mod conformance;
 pub mod sim;
 

@@ -107,15 +107,17 @@ impl<S: Store + 'static> Sim<S> {
         let queue = Arc::new(RefusingTimers { inner: timers.clone(), refuse_next: AtomicBool::new(false) });
         let kommo = Arc::new(RecordingKommo::new(clock.clone()));
         let chat = Arc::new(RecordingChat::new(clock.clone()));
+        let metrics = Arc::new(super::RecordingMetrics::default());
         let ports = Ports {
             clock: clock.clone(),
             store: store.clone() as Arc<dyn Store>,
             kommo: kommo.clone(),
             chat: Some(chat.clone()),
             timers: queue.clone(),
+            installs: None,
+            metric_lines: metrics.clone(),
         };
-        let metrics = Arc::new(super::RecordingMetrics::default());
-        let bridge = Bridge::new(config, ports).with_metrics(metrics.clone());
+        let bridge = Bridge::new(config, ports);
         Self {
             metrics,
             clock,

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shared::ids::random_bytes;
+use shared::random::random_bytes;
 use shared::signing::standard_webhooks::WebhookSecret;
 
 use crate::presence::ReadTally;

@@ -4,8 +4,10 @@
 #![allow(dead_code)] // each suite uses its own part of this module
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use dev_server::DevServerProcess;
 use serde_json::Value;
 
 /// A variable the test script must set; its absence is a failure, not a skip.
@@ -16,7 +18,7 @@ pub fn required_env(name: &str) -> String {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", hex::encode(shared::ids::random_bytes::<6>()))
+    format!("{prefix}{}", hex::encode(shared::random::random_bytes::<6>()))
 }
 
 /// A Python fake (fake_amojo.py or fake_chat_service.py) started by the test script.
@@ -100,10 +102,10 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
-/// A running dev server, stopped when dropped.
+/// A running dev server, stopped when dropped; its stderr (logs) goes to the test's.
 pub struct DevServer {
     pub base: String,
-    child: Child,
+    process: DevServerProcess,
 }
 
 impl DevServer {
@@ -124,34 +126,14 @@ impl DevServer {
 
     /// The operating system's id of the server's process.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     fn spawn(mut command: Command, env: &[(&str, &str)]) -> Self {
-        command.env_clear().env("PORT", "0").env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("the dev server starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(base) = line.strip_prefix("dev-server: listening on ") {
-                    let _ = sender.send(base.to_owned());
-                }
-            }
-        });
-        let base = receiver.recv_timeout(Duration::from_secs(20)).expect("the dev server says where it listens");
-        Self { base, child }
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        command.stderr(Stdio::inherit());
+        let process = DevServerProcess::start(command, env, Arc::new(|_: &str| {}), Duration::from_secs(20))
+            .unwrap_or_else(|why| panic!("the dev server did not start: {why}"));
+        Self { base: process.base.clone(), process }
     }
 }
 

@@ -2,11 +2,13 @@
 //! suites read (a missing one is an error, never a skip), and a dev server of its own wired to
 //! them (what `tests/suites/support::DevServer` does, here for a binary).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dev_server::DevServerProcess;
 use serde_json::Value;
 
 /// Where the fakes and Dynoxide are, from the environment `tests/run-all` (or
@@ -61,76 +63,41 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
-/// A dev server of this run, stopped when dropped. Its stderr (logs) goes to `log`.
+/// A dev server of this run, stopped when dropped. Its output (the logs go to stdout, without
+/// colours) is copied to its log file.
 pub struct DevServer {
     pub base: String,
-    child: Child,
-    /// Copies its stdout to the log; joined on `stop`, so that the log is complete when read.
-    copier: Option<std::thread::JoinHandle<()>>,
+    process: DevServerProcess,
 }
 
 impl DevServer {
-    /// Starts `binary` on a free port with exactly `env` as its environment. Its output (the
-    /// logs go to stdout, without colours) is copied to `log`.
+    /// Starts `binary` on a free port with exactly `env` as its environment, its output copied
+    /// to `log`.
     pub fn start(binary: &Path, env: &[(String, String)], log: &Path) -> Result<Self, String> {
         let cannot = |e: std::io::Error| format!("cannot write {}: {e}", log.display());
-        let mut log_file = std::fs::File::create(log).map_err(cannot)?;
-        let stderr_file = log_file.try_clone().map_err(cannot)?;
+        let log_file = Mutex::new(std::fs::File::create(log).map_err(cannot)?);
+        let stderr_file = log_file.lock().expect("log lock").try_clone().map_err(cannot)?;
         let mut command = Command::new(binary);
-        command
-            .env_clear()
-            .env("PORT", "0")
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(stderr_file);
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        // Reads stdout to its end, so the dev server never blocks on a full pipe.
-        let copier = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(base) = line.strip_prefix("dev-server: listening on ") {
-                    let _ = sender.send(base.to_owned());
-                }
-                let _ = writeln!(log_file, "{line}");
+        command.stderr(stderr_file);
+        let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        let copy = move |line: &str| {
+            if let Err(error) = writeln!(log_file.lock().expect("log lock"), "{line}") {
+                eprintln!("bridge-load: the dev server's log lost a line: {error}");
             }
-        });
-        match receiver.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => Ok(Self { base, child, copier: Some(copier) }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(format!("the dev server did not say where it listens within 30 s; its log:\n{}", tail(log, 30)))
-            }
-        }
+        };
+        let process = DevServerProcess::start(command, &env, Arc::new(copy), Duration::from_secs(30))
+            .map_err(|why| format!("{why}; its log:\n{}", tail(log, 30)))?;
+        Ok(Self { base: process.base.clone(), process })
     }
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.alive()
     }
 
     /// Stops it and waits until everything it wrote is in the log.
-    pub fn stop(mut self) {
-        self.kill();
-        if let Some(copier) = self.copier.take() {
-            let _ = copier.join();
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        self.kill();
+    pub fn stop(self) {
+        self.process.stop();
     }
 }
 

@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn the_alarms_are_the_templates() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
         let template = std::fs::read_to_string(path).expect("infra/template.yaml is readable");
         // Each resource of the Resources section: its name (two spaces in), its type (four
         // spaces in) and how many metrics it reads by `MetricStat` (metric math).

@@ -5,15 +5,13 @@
 //! Each figure is marginal: the event after its setup, both run until every timer they start
 //! has fired (typing leases lapsed, presence windows closed), minus the setup alone. The
 //! counts are asserted, so amplification cannot grow unnoticed; the table prints with
-//! `cargo test -p shared --test amplification -- --nocapture` (copied into the README).
-
-mod support;
+//! `cargo test -p cost-model --test amplification -- --nocapture` (docs/performance-and-cost.md).
 
 use std::sync::{Mutex, Once};
 
-use shared::cost::{Counts, EVENT_COUNTS, Endpoint, EventKind, LOG_EVENT_OVERHEAD_BYTES, Prices, per_event};
+use cost_model::{Counts, EVENT_COUNTS, Endpoint, EventKind, LOG_EVENT_OVERHEAD_BYTES, Prices, per_event};
 use shared::ports::store::Store;
-use support::*;
+use shared::testing::sim::*;
 
 /// Long enough for every timer an event starts to fire (presence windows are the longest).
 const SETTLE_MS: i64 = 30 * 60 * 1000;

@@ -73,9 +73,24 @@ pub fn check_account_part(account: &str) -> Result<(), Rejection> {
     )))
 }
 
+/// An id as the logs carry it: escaped (`\n` for a newline, and so on), so that nothing in an id
+/// can start a log line of its own. Ids are checked where they arrive (here); this holds
+/// for whatever reaches a log before or despite that.
+pub fn for_log(id: &str) -> tracing::field::DisplayValue<std::str::EscapeDebug<'_>> {
+    tracing::field::display(id.escape_debug())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_in_a_log_cannot_start_a_line() {
+        let forged = "m-1\nINFO request: chat event accepted\r\u{1b}[2J";
+        let logged = format!("{:?}", for_log(forged));
+        assert!(!logged.contains('\n') && !logged.contains('\r') && !logged.contains('\u{1b}'), "{logged}");
+        assert!(logged.starts_with("m-1\\nINFO"), "{logged}");
+    }
 
     #[test]
     fn an_id_is_bounded_printable_and_never_holds_the_key_separator() {

@@ -1,7 +1,7 @@
 //! What the bridge costs to run, from one table: what each kind of inbound event causes
 //! downstream (store reads and writes, queued work, calls out), measured through the real
-//! handlers and asserted by `shared/tests/amplification.rs`, so the table here cannot drift
-//! from the code. `bridge-cli cost` and the README's cost table are computed from it.
+//! handlers and asserted by `tests/amplification.rs` (this crate), so the table here cannot drift
+//! from the code. `bridge-cli cost` and the cost tables in docs/performance-and-cost.md are computed from it.
 //!
 //! Prices are list prices, and billed time is a model, not a measurement in AWS (below).
 
@@ -98,7 +98,7 @@ pub enum EventKind {
     UiPresenceRead,
 }
 
-/// Every kind, with what the README and `bridge-cli cost` call it and what it costs. The
+/// Every kind, with what the docs and `bridge-cli cost` call it and what it costs. The
 /// amplification test measures each row and fails when one differs.
 pub const EVENT_COUNTS: &[(EventKind, &str, Counts)] = &[
     (
@@ -342,18 +342,19 @@ mod tests {
     }
 
     #[test]
-    fn the_refresh_costs_what_the_readme_said_before_the_model_moved_here() {
-        // 1 read, 2 writes, 1 queued on the HTTP API, logs not counted: $4.02 per million
-        // (README, session 6), which is $3.02 without the HTTP API's request.
+    fn the_refresh_of_one_read_two_writes_and_one_queued_piece_costs_3_02_per_million() {
+        // 1 read, 2 writes, 1 queued, logs not counted: $4.02 per million on the HTTP API,
+        // $3.02 without the HTTP API's request (a figure worked by hand from the prices).
         let counts = Counts { reads: 1, writes: 2, queued: 1, amojo: 0, chat: 0, log_bytes: 0 };
         let cost = per_event(counts, Endpoint::FunctionUrl, &Prices::default());
         assert!((cost.total() * 1e6 - 3.02).abs() < 0.005, "{}", cost.total() * 1e6);
     }
 
-    /// Issue #16's target: the events that repeat all day cost at most half of what they did
-    /// (session 6, on the HTTP API) with function URLs. The refresh gets to 62 %: each 5 s of
-    /// a manager's typing needs its own look at the lease (a queued piece: an invocation and
-    /// three SQS requests) or typing.stopped would come late; the README says so.
+    /// The target: the events that repeat all day cost at most half of what they cost with
+    /// every signal remembered by `webhook-id` on the HTTP API (`before`), now with function
+    /// URLs. The refresh gets to 62 %: each 5 s of a manager's typing needs its own look at the
+    /// lease (a queued piece: an invocation and three SQS requests) or typing.stopped would come
+    /// late; docs/performance-and-cost.md says so.
     #[test]
     fn steady_state_events_cost_half_of_what_they_did_with_function_urls() {
         let before = [
