@@ -11,7 +11,7 @@ use crate::flows::chat_delivery::ChatDelivery;
 use crate::flows::client_messages::ClientContentToKommo;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::StatusReports;
-use crate::flows::manager_messages::{MessageRelay, Relay};
+use crate::flows::manager_messages::{ManagerMessages, MessageRelay, Relay};
 use crate::flows::manager_presence::ManagerPresenceExpiry;
 use crate::flows::manager_typing::ManagerTypingExpiry;
 use crate::ports::timers::{DueWork, DueWorkRunner};
@@ -23,6 +23,8 @@ pub struct Dispatcher {
     pub manager_presence: ManagerPresenceExpiry,
     pub client_typing: ClientTyping,
     pub delivery: ChatDelivery,
+    /// A manager's message whose webhook could not record it in time, accepted here.
+    pub accept: ManagerMessages,
     pub relay: MessageRelay,
     pub reports: StatusReports,
     pub into_kommo: ClientContentToKommo,
@@ -46,6 +48,9 @@ impl Dispatcher {
                 }
                 DueWork::DeliverChatEvent { event, webhook_id, attempt } => {
                     self.delivery.deliver(event, webhook_id, attempt).await
+                }
+                DueWork::AcceptManagerMessage { scope_id, message, received_at_ms } => {
+                    self.accept.accept(&scope_id, &message, received_at_ms).await
                 }
                 DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, webhook_id, attempt, received_at_ms } => {
                     let (scope_id, kommo_msgid) = (scope_id.as_str(), kommo_msgid.as_str());
@@ -128,6 +133,9 @@ fn work_span(work: &DueWork) -> tracing::Span {
         }
         DueWork::DeliverChatEvent { event, attempt, .. } => {
             (event.scope_id(), Some(event.conversation_id()), event.msgid(), Some(*attempt))
+        }
+        DueWork::AcceptManagerMessage { scope_id, message, .. } => {
+            (scope_id.as_str(), Some(message.conversation.integration_id()), message.message.id.as_deref(), None)
         }
         DueWork::RelayManagerMessage { scope_id, kommo_msgid, event, attempt, .. } => {
             (scope_id.as_str(), Some(event.conversation_id()), Some(kommo_msgid.as_str()), Some(*attempt))

@@ -13,11 +13,12 @@ async fn every_malformed_request_gets_a_json_4xx_and_changes_nothing_in_memory()
     every_malformed_request_gets_a_json_4xx_and_changes_nothing(Sim::new()).await;
 }
 
-/// A captured chat-service request sent again (same `webhook-id`, still inside the signature's
-/// 5-minute tolerance) is refused with 409 and changes nothing; the sender's retry of an event
-/// that failed is not a replay: a failed event's id is forgotten.
+/// A chat-service request sent again (same `webhook-id`, still inside the signature's 5-minute
+/// tolerance: a sender's retry whose answer was lost, or a captured request replayed) is
+/// answered 200 `duplicate` and changes nothing once the first was applied; the sender's retry
+/// of an event that failed is applied: a failed event's id is forgotten.
 #[tokio::test]
-async fn a_replayed_webhook_id_is_refused_and_changes_nothing() {
+async fn a_webhook_id_applied_already_is_a_duplicate_that_changes_nothing() {
     let sim = Sim::new();
     // A typing.started is remembered when it starts a lease: replayed after the lease lapsed,
     // it would start another (typing shown in Kommo that nobody types).
@@ -25,15 +26,19 @@ async fn a_replayed_webhook_id_is_refused_and_changes_nothing() {
     assert_eq!(sim.chat_event_with_id("msg_once", &typing).await.status(), 200);
     let stopped = client_typing("typing.stopped", "conv-1", None);
     assert_eq!(sim.chat_event_with_id("msg_stop", &stopped).await.status(), 200);
+    let message = support::client_message("conv-1", "chat-once");
+    assert_eq!(sim.chat_event_with_id("msg_message", &message).await.status(), 200);
     sim.advance_to(support::T0 + 240_000).await;
     let (items, kommo_calls, pending) = (sim.store.item_count(), sim.kommo.calls().len(), sim.timers.pending().len());
-    let replayed = sim.chat_event_with_id("msg_once", &typing).await;
-    assert_eq!(replayed.status(), 409);
-    assert_eq!(Sim::json(&replayed)["error"]["code"], "replayed_webhook");
+    for (webhook_id, body) in [("msg_once", &typing), ("msg_message", &message)] {
+        let replayed = sim.chat_event_with_id(webhook_id, body).await;
+        assert_eq!(replayed.status(), 200, "{webhook_id}");
+        assert_eq!(Sim::json(&replayed), serde_json::json!({"accepted": true, "duplicate": true}), "{webhook_id}");
+    }
     assert_eq!(
         (sim.store.item_count(), sim.kommo.calls().len(), sim.timers.pending().len()),
         (items, kommo_calls, pending),
-        "a replay changes nothing"
+        "a duplicate changes nothing"
     );
 
     // A status naming the chat service's id of a message whose relay it has not yet answered
@@ -48,6 +53,30 @@ async fn a_replayed_webhook_id_is_refused_and_changes_nothing() {
     assert_eq!(sim.chat_event_with_id("msg_retry", &status).await.status(), 200);
     sim.advance_to(support::T0 + 251_000).await;
     assert!(support::kommo_statuses(&sim).iter().any(|(msgid, status, _)| msgid == "kommo-late" && *status == 1));
+}
+
+/// A delivery that stopped half-way (its process killed after it held the `webhook-id`) is
+/// applied by the sender's retry once its hold lapses; a retry while it may still run is 503
+/// with `Retry-After`, so the two never apply the event side by side.
+#[tokio::test]
+async fn a_delivery_killed_half_way_is_applied_by_the_retry() {
+    use shared::ports::store::{DedupeKeys, KeyClaim};
+    let sim = Sim::new();
+    let claimed = sim.store.claim(support::SCOPE, "webhook-id#msg_killed", support::T0, 15_000).await.unwrap();
+    assert!(matches!(claimed, KeyClaim::Claimed { .. }), "the killed delivery held the id");
+    let message = support::client_message("conv-1", "chat-killed");
+    let early = sim.chat_event_with_id("msg_killed", &message).await;
+    assert_eq!(early.status(), 503);
+    assert_eq!(Sim::json(&early)["error"]["code"], "delivery_in_progress");
+    assert_eq!(early.headers()["retry-after"], "15");
+    sim.advance_to(support::T0 + 15_000).await;
+    let retried = sim.chat_event_with_id("msg_killed", &message).await;
+    assert_eq!(retried.status(), 200);
+    assert_eq!(Sim::json(&retried), serde_json::json!({"accepted": true}));
+    sim.advance_to(support::T0 + 20_000).await;
+    let imported = sim.kommo.calls().iter().filter(|c| matches!(c.call, shared::testing::KommoCall::Import(_))).count();
+    assert_eq!(imported, 1, "imported once, by the retry");
+    assert_eq!(Sim::json(&sim.chat_event_with_id("msg_killed", &message).await)["duplicate"], true);
 }
 
 /// Presence signals and a `typing.started` within a live lease are not remembered (one write
@@ -82,6 +111,6 @@ async fn ids_at_their_limit_are_served_in_memory() {
     ids_at_their_limit_are_served(Sim::new()).await;
 }
 #[tokio::test]
-async fn a_replay_at_the_edge_of_the_window_is_refused_in_memory() {
-    a_replay_at_the_edge_of_the_window_is_refused(Sim::new()).await;
+async fn a_replay_at_the_edge_of_the_window_changes_nothing_in_memory() {
+    a_replay_at_the_edge_of_the_window_changes_nothing(Sim::new()).await;
 }

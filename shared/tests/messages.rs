@@ -269,16 +269,23 @@ proptest! {
 }
 
 #[tokio::test]
-async fn a_relay_that_cannot_be_queued_is_reported_903_and_its_webhook_answered_200() {
-    // Kommo never sends a webhook again and counts error answers against the channel: once the
-    // manager sees the failure (903), the webhook is acknowledged.
+async fn a_manager_message_the_webhook_cannot_record_is_queued_whole_or_reported_903() {
+    // Kommo never sends a webhook again and counts error answers against the channel. A
+    // message the webhook cannot record and queue is queued whole, to be accepted when the
+    // store answers; if the queue does not take it either, the manager sees the failure (903)
+    // and the webhook is acknowledged.
     use std::sync::atomic::Ordering::SeqCst;
     let sim = Sim::new();
-    sim.queue.refuse_next.store(true, SeqCst);
+    sim.queue.refuse_next.store(1, SeqCst);
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-0")).await.status(), 200);
+    sim.advance_to(T0 + 5_000).await;
+    assert_eq!(sim.chat_events(), ["message"], "queued whole, then accepted and relayed");
+    assert!(kommo_statuses(&sim).is_empty(), "no failure to report");
+    sim.queue.refuse_next.store(2, SeqCst);
     assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
     assert_eq!(kommo_statuses(&sim), [("kommo-1".to_owned(), -1, Some(903))]);
     // When Kommo cannot be told either, the fault is the bridge's to show: a 500.
-    sim.queue.refuse_next.store(true, SeqCst);
+    sim.queue.refuse_next.store(2, SeqCst);
     sim.kommo.fail_next([shared::ports::kommo::KommoError::Unavailable {
         attempts: 3,
         status: Some(503),
@@ -287,7 +294,7 @@ async fn a_relay_that_cannot_be_queued_is_reported_903_and_its_webhook_answered_
     }]);
     assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-2")).await.status(), 500);
     sim.advance_to(T0 + 60_000).await;
-    assert!(sim.chat_events().is_empty(), "neither message was relayed");
+    assert_eq!(sim.chat_events(), ["message"], "neither of the last two was relayed");
 }
 
 #[tokio::test]

@@ -93,7 +93,7 @@ async fn a_client_message_refused_for_a_queue_fault_is_imported_when_the_chat_se
         "msgid": "chat-1", "user": {"id": "client-1"}, "message": {"type": "text", "text": "hi"},
         "timestamp_ms": T0})
     .to_string();
-    sim.queue.refuse_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    sim.queue.refuse_next.store(1, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(sim.chat_event(&message).await.status(), 500, "not accepted: the sender retries");
     assert_eq!(sim.chat_event(&message).await.status(), 200);
     sim.advance_to(T0 + 60_000).await;

@@ -192,7 +192,8 @@ async fn message_records_and_read_marks() {
     let change = proxy.held(store.advance_status(&scope, "kommo-1", &DeliveryStatus::Delivered, now)).await.unwrap();
     assert!(matches!(change, StatusChange::Advanced { .. }), "{change:?}");
     assert!(proxy.held(store.advance_read_mark(&scope, "conv-1", now, "chat-1")).await.unwrap(), "the mark moved");
-    assert!(proxy.held(store.claim(&scope, "webhook-id#msg_1", now, 60_000)).await.unwrap(), "the id is claimed");
+    let claim = proxy.held(store.claim(&scope, "webhook-id#msg_1", now, 60_000)).await.unwrap();
+    assert!(matches!(claim, shared::ports::store::KeyClaim::Claimed { .. }), "the id is claimed: {claim:?}");
 }
 
 #[tokio::test]

@@ -176,6 +176,6 @@ async fn each_event_kind_costs_what_the_cost_table_says() {
         measured.push(counts);
     }
     for ((_, name, expected), counts) in EVENT_COUNTS.iter().zip(measured) {
-        assert!(counts.matches(expected), "{name}: measured {counts:?}, shared/src/cost/mod.rs says {expected:?}");
+        assert!(counts.matches(expected), "{name}: measured {counts:?}, bench/cost-model/src/lib.rs says {expected:?}");
     }
 }

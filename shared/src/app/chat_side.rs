@@ -23,7 +23,7 @@ use crate::flows::manager_presence::ManagerPresence;
 use crate::flows::managers::{ManagerNames, kommo_ui_manager};
 use crate::flows::reactions::ClientReactions;
 use crate::models::chat::{ChatEvent, ClientTypingSignal};
-use crate::ports::store::DedupeKeys;
+use crate::ports::store::{DedupeKeys, KeyClaim};
 use crate::rules::id_checks::{check_id, for_log};
 use crate::rules::replay::{ReplayMemory, replay_memory};
 use crate::rules::validation::check_chat_event;
@@ -59,10 +59,12 @@ impl ChatSide {
     }
 
     /// `POST /chat/events`: Standard Webhooks verified over the raw body, then parsed. A
-    /// remembered `webhook-id` is accepted once: a captured request replayed within the
-    /// signature's tolerance gets 409 and changes nothing. Typing and presence signals are
-    /// remembered only where a replay could show something untrue ([`replay_memory`]). An event
-    /// whose handling fails is forgotten, so the sender's retry with the same id is handled.
+    /// remembered `webhook-id` is applied once: the same id again within the signature's
+    /// tolerance (a sender's retry whose answer was lost, or a captured request replayed) is
+    /// answered 200 `duplicate` and changes nothing once its first delivery was applied, and is
+    /// applied by the retry when that delivery stopped half-way (killed, or its store calls
+    /// failed). Typing and presence signals are remembered only where a replay could show
+    /// something untrue ([`replay_memory`]).
     pub async fn event(&self, request: &HttpRequest, kind: &mut EventKind) -> Result<HttpResponse, ApiError> {
         self.verify_signature(request)?;
         let event: ChatEvent = parse_json(request.body())?;
@@ -78,31 +80,34 @@ impl ChatSide {
         }
         self.config.account_of_scope(scope_id)?;
         self.scopes.check(scope_id).await?;
-        // Before its webhook-id is remembered, so that a malformed event changes nothing at all.
+        // Before its webhook-id is claimed, so that a malformed event changes nothing at all.
         check_chat_event(&event)?;
         let webhook_id = header_str(request, "webhook-id").unwrap_or_default(); // verified present
         check_id("webhook-id", webhook_id).map_err(ApiError::invalid_id)?;
-        // Remembered for as long as its signature verifies (to the millisecond), so that no
-        // replay, even one signed ahead of the clock, is ever applied twice.
+        // Remembered as done for as long as its signature verifies (to the millisecond), so
+        // that no replay, even one signed ahead of the clock, is ever applied twice.
         let now_ms = self.clock.now_ms();
         let timestamp_s = header_str(request, "webhook-timestamp").and_then(|t| t.trim().parse().ok()).unwrap_or(0);
-        let remember_ms = (standard_webhooks::verifies_until_ms(timestamp_s) - now_ms).max(1);
         let memory = ReplayMemo {
             replays: self.replays.as_ref(),
             scope_id,
             key: format!("webhook-id#{webhook_id}"),
             now_ms,
-            remember_ms,
+            remember_until_ms: standard_webhooks::verifies_until_ms(timestamp_s).max(now_ms + 1),
+            claim: std::sync::Mutex::new(None),
         };
-        let remembered = replay_memory(&event) == ReplayMemory::Always;
-        if remembered {
-            memory.claim().await?;
+        if replay_memory(&event) == ReplayMemory::Always
+            && memory.claim(Hold::WhileApplied).await? == Delivery::Duplicate
+        {
+            return Ok(duplicate(kind));
         }
-        if let Err(error) = self.apply(&event, &memory).await {
-            if remembered {
+        match self.apply(&event, &memory).await {
+            Ok(Delivery::Duplicate) => return Ok(duplicate(kind)),
+            Ok(Delivery::First) => memory.finish().await,
+            Err(error) => {
                 memory.forget().await;
+                return Err(error);
             }
-            return Err(error);
         }
         // Typing and presence signals repeat all day: counted by the Events metric, logged only
         // at debug (each INFO line is about 400 bytes of CloudWatch Logs).
@@ -114,26 +119,27 @@ impl ChatSide {
         Ok(json_response(StatusCode::OK, &json!({"accepted": true})))
     }
 
-    /// `typing.started`, remembered only when it starts a lease ([`ReplayMemory`]): a replay
-    /// that would start one is refused and the lease it opened ended before anything is shown.
-    async fn typing_started(&self, typing: &ClientTypingSignal, memory: &ReplayMemo<'_>) -> Result<(), ApiError> {
+    /// `typing.started`, remembered only when it starts a lease ([`ReplayMemory`]): a repeat of
+    /// one that started a lease ends the lease it opened before anything is shown. Its id is
+    /// remembered as done at once (one write, as for every lease a client starts): a start
+    /// killed half-way is not retried, the client's next `typing.started` a few seconds later
+    /// shows the typing.
+    async fn typing_started(&self, typing: &ClientTypingSignal, memory: &ReplayMemo<'_>) -> Result<Delivery, ApiError> {
         let Some(started) = self.client_typing.signal(typing).await? else {
-            return Ok(());
+            return Ok(Delivery::First);
         };
-        if let Err(refused) = memory.claim().await {
+        let claimed = memory.claim(Hold::Remembered).await;
+        if !matches!(claimed, Ok(Delivery::First)) {
             if let Err(error) = self.client_typing.undo(&started).await {
-                tracing::error!(%error, "the lease of a refused typing.started could not be ended; it lapses unshown");
+                tracing::error!(%error, "the lease of a repeated typing.started could not be ended; it lapses unshown");
             }
-            return Err(refused);
+            return claimed;
         }
-        if let Err(error) = self.client_typing.start(&started).await {
-            memory.forget().await;
-            return Err(error.into());
-        }
-        Ok(())
+        self.client_typing.start(&started).await?;
+        Ok(Delivery::First)
     }
 
-    async fn apply(&self, event: &ChatEvent, memory: &ReplayMemo<'_>) -> Result<(), ApiError> {
+    async fn apply(&self, event: &ChatEvent, memory: &ReplayMemo<'_>) -> Result<Delivery, ApiError> {
         let applied = match event {
             ChatEvent::TypingStarted(typing) => return self.typing_started(typing, memory).await,
             ChatEvent::TypingStopped(typing) => {
@@ -149,7 +155,8 @@ impl ChatSide {
             ChatEvent::ReactionAdded(reaction) => self.client_reactions.on_reaction(reaction, true).await,
             ChatEvent::ReactionRemoved(reaction) => self.client_reactions.on_reaction(reaction, false).await,
         };
-        Ok(applied?)
+        applied?;
+        Ok(Delivery::First)
     }
 
     /// `GET /chat/presence?scope_id=…&conversation_id=…`, signed like the chat service's events
@@ -189,34 +196,95 @@ impl ChatSide {
     }
 }
 
-/// A chat-service event's `webhook-id`, remembered for as long as its signature verifies.
+/// How long one delivery holds its `webhook-id` while it is applied: longer than
+/// `chat-callback` may run (its timeout, 10 s), so that a retry arriving while the first
+/// delivery still runs waits (503) rather than applying the event beside it, and a delivery
+/// killed half-way is taken over by the retry that comes after this.
+const DELIVERY_HOLD_MS: i64 = 15_000;
+
+/// How a delivery holds its `webhook-id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Held while it is applied ([`DELIVERY_HOLD_MS`]), then marked done: a delivery that
+    /// stopped half-way is applied by the sender's retry.
+    WhileApplied,
+    /// Remembered as done from the claim: a repeat is a duplicate whatever became of the first.
+    Remembered,
+}
+
+/// Whether a delivery of an event is its first to be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    First,
+    /// The same `webhook-id` was applied already: answered 200, nothing changed.
+    Duplicate,
+}
+
+/// The 200 of a delivery applied already, counted as a duplicate by the Events metric.
+fn duplicate(kind: &mut EventKind) -> HttpResponse {
+    kind.note_duplicate();
+    tracing::debug!("chat event already applied; duplicate ignored");
+    json_response(StatusCode::OK, &json!({"accepted": true, "duplicate": true}))
+}
+
+/// A chat-service event's `webhook-id`: held while this delivery applies it, then remembered as
+/// done for as long as its signature verifies.
 struct ReplayMemo<'a> {
     replays: &'a dyn DedupeKeys,
     scope_id: &'a str,
     key: String,
     now_ms: i64,
-    remember_ms: i64,
+    remember_until_ms: i64,
+    /// This delivery's claim, once it holds the id.
+    claim: std::sync::Mutex<Option<(String, Hold)>>,
 }
 
 impl ReplayMemo<'_> {
-    /// Remembers the id; 409 when it was remembered already (a replay).
-    async fn claim(&self) -> Result<(), ApiError> {
-        let first = self.replays.claim(self.scope_id, &self.key, self.now_ms, self.remember_ms).await;
-        if first.map_err(FlowError::from)? {
-            return Ok(());
+    /// Holds the id for this delivery. A delivery applied already is a duplicate; one still
+    /// being applied by another attempt is 503 (the sender retries, and finds it done or takes
+    /// it over once its hold lapses).
+    async fn claim(&self, hold: Hold) -> Result<Delivery, ApiError> {
+        let hold_ms = match hold {
+            Hold::WhileApplied => DELIVERY_HOLD_MS,
+            Hold::Remembered => self.remember_until_ms - self.now_ms,
+        };
+        let claim = self.replays.claim(self.scope_id, &self.key, self.now_ms, hold_ms).await;
+        match claim.map_err(FlowError::from)? {
+            KeyClaim::Claimed { token } => {
+                *self.claim.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((token, hold));
+                Ok(Delivery::First)
+            }
+            KeyClaim::Done => Ok(Delivery::Duplicate),
+            KeyClaim::Held if hold == Hold::Remembered => Ok(Delivery::Duplicate),
+            KeyClaim::Held => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "delivery_in_progress",
+                "this webhook-id is being applied by an earlier delivery; retry later",
+            )
+            .with_retry_after(DELIVERY_HOLD_MS / 1000)),
         }
-        Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "replayed_webhook",
-            "this webhook-id was already accepted; the event is not applied twice",
-        ))
     }
 
-    /// Forgets the id of an event that failed, so that the sender's retry is handled, not
-    /// refused as a replay.
+    fn taken(&self) -> Option<(String, Hold)> {
+        self.claim.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+
+    /// Remembers the id as applied (an id [`Hold::Remembered`] is already). If this write fails
+    /// the event stands applied: a retry after the hold applies it again, which each remembered
+    /// kind takes without a second effect (one record per msgid, a monotonic status, the same
+    /// edit or reaction again).
+    async fn finish(&self) {
+        let Some((token, Hold::WhileApplied)) = self.taken() else { return };
+        if let Err(error) = self.replays.finish(self.scope_id, &self.key, &token, self.remember_until_ms).await {
+            tracing::warn!(%error, "an applied event's webhook-id could not be marked done");
+        }
+    }
+
+    /// Forgets the id of an event that failed, so that the sender's retry is applied at once.
     async fn forget(&self) {
-        if let Err(error) = self.replays.release(self.scope_id, &self.key).await {
-            tracing::error!(%error, "a failed event's webhook-id could not be released");
+        let Some((token, _)) = self.taken() else { return };
+        if let Err(error) = self.replays.release(self.scope_id, &self.key, &token).await {
+            tracing::error!(%error, "a failed event's webhook-id could not be released; a retry waits out its hold");
         }
     }
 }

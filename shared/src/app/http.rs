@@ -24,11 +24,17 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds after which a retry may succeed, as `Retry-After` (a 503 that will pass).
+    pub retry_after_s: Option<i64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after_s: None }
+    }
+    /// The same error, telling the sender when a retry may succeed.
+    pub fn with_retry_after(self, seconds: i64) -> Self {
+        Self { retry_after_s: Some(seconds), ..self }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -68,7 +74,12 @@ impl ApiError {
             code: &'a str,
             message: &'a str,
         }
-        json_response(self.status, &Body { error: Inner { code: self.code, message: &self.message } })
+        let mut response =
+            json_response(self.status, &Body { error: Inner { code: self.code, message: &self.message } });
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(0)));
+        }
+        response
     }
 }
 

@@ -8,6 +8,7 @@
 //! domain, so these routes answer CORS for the allowed origins, errors included.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
@@ -18,6 +19,7 @@ use super::http::{ApiError, HttpRequest, HttpResponse, header_str, json_response
 use super::metrics::EventKind;
 use super::routes::RouteId;
 use super::scopes::ScopeGate;
+use crate::flows::FlowError;
 use crate::flows::client_presence::ClientPresence;
 use crate::flows::installs::{InstallError, Installs};
 use crate::flows::manager_messages::ManagerMessages;
@@ -32,6 +34,12 @@ use crate::rules::id_checks::{check_id, for_log};
 use crate::rules::validation::check_webhook_ids;
 use crate::signing::{Secret, disable_hook, kommo_webhook, one_time_token};
 use crate::time::Clock;
+
+/// What a manager's message webhook may spend on the store before it hands the message to the
+/// queue instead (`ManagerMessages::accept_later`): with the scope check's and the queue's
+/// budgets, and a 903 report's, it is answered within the function's 4 s timeout and Kommo's 5 s.
+const SCOPE_CHECK_BUDGET: Duration = Duration::from_millis(500);
+const ACCEPT_BUDGET: Duration = Duration::from_millis(1500);
 
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE_S: &str = "600";
@@ -91,7 +99,7 @@ impl KommoSide {
             return Err(ApiError::bad_request("scope_mismatch", "account_id does not match the scope_id in the path"));
         }
         check_webhook_ids(&webhook)?;
-        self.scopes.check(scope_id).await?;
+        self.scopes.check_in_time(scope_id, SCOPE_CHECK_BUDGET).await?;
         let mut signal = false;
         match webhook.kind() {
             WebhookKind::ManagerTyping(typing) => {
@@ -107,8 +115,24 @@ impl KommoSide {
                 if let Some(msgid) = message.message.id.as_deref() {
                     span.record("msgid", for_log(msgid));
                 }
-                self.learn_manager(scope_id, NamedBy::Amojo(&message.sender.id)).await;
-                self.manager_messages.on_webhook(scope_id, message).await?
+                // Recorded within a budget, else queued whole (or reported failed): Kommo never
+                // sends this webhook again, so a store that stalls must not lose it.
+                let recorded = tokio::time::timeout(ACCEPT_BUDGET, async {
+                    self.learn_manager(scope_id, NamedBy::Amojo(&message.sender.id)).await;
+                    self.manager_messages.on_webhook(scope_id, message).await
+                });
+                match recorded.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(FlowError::Rejected(rejection))) => return Err(rejection.into()),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "manager message not recorded; queued whole");
+                        self.manager_messages.accept_later(scope_id, message).await?
+                    }
+                    Err(_) => {
+                        tracing::warn!("manager message not recorded within its budget; queued whole");
+                        self.manager_messages.accept_later(scope_id, message).await?
+                    }
+                }
             }
             WebhookKind::Reaction(reaction) => {
                 kind.name_as("reaction");

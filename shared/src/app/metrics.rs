@@ -78,24 +78,24 @@ pub fn server_error(function: &str, route: &str, status: u16, timestamp_ms: i64)
     )
 }
 
-/// How an inbound event was answered: 2xx accepted, 409 a duplicate (a replayed `webhook-id`),
-/// another 4xx refused, 5xx failed.
-pub fn event_outcome(status: StatusCode) -> &'static str {
+/// How an inbound event was answered: 2xx accepted (a duplicate when its `webhook-id` was
+/// applied already), 4xx refused, 5xx failed.
+pub fn event_outcome(status: StatusCode, duplicate: bool) -> &'static str {
     match status.as_u16() {
+        200..=299 if duplicate => "duplicate",
         200..=299 => "accepted",
-        409 => "duplicate",
         400..=499 => "refused",
         _ => "failed",
     }
 }
 
 /// The EMF line of one inbound event of `kind`, answered `status`.
-pub fn event(kind: &str, status: StatusCode, timestamp_ms: i64) -> String {
+pub fn event(kind: &EventKind, status: StatusCode, timestamp_ms: i64) -> String {
     emf_line(
         timestamp_ms,
         &["Kind", "Outcome"],
         &[("Events", "Count", json!(1))],
-        &[("Kind", json!(kind)), ("Outcome", json!(event_outcome(status)))],
+        &[("Kind", json!(kind.name())), ("Outcome", json!(event_outcome(status, kind.duplicate())))],
     )
 }
 
@@ -163,21 +163,33 @@ impl Metrics for EmfMetrics {
 /// The kind of the inbound event being answered, for its `Events` metric line and its log
 /// span: the route's own until the side that reads the request names it more precisely. Each
 /// request has its own, passed down and read back when the answer is made.
-pub struct EventKind(&'static str);
+pub struct EventKind {
+    name: &'static str,
+    duplicate: bool,
+}
 
 impl EventKind {
     /// A request no route matched.
     pub fn unrouted() -> Self {
-        Self("unrouted")
+        Self { name: "unrouted", duplicate: false }
     }
 
     /// Names the event `kind`, in the metric line and in the request's log span.
     pub fn name_as(&mut self, kind: &'static str) {
         tracing::Span::current().record("kind", kind);
-        self.0 = kind;
+        self.name = kind;
+    }
+
+    /// The event was delivered again after it was applied: answered 200, counted a duplicate.
+    pub fn note_duplicate(&mut self) {
+        self.duplicate = true;
     }
 
     pub fn name(&self) -> &'static str {
-        self.0
+        self.name
+    }
+
+    pub fn duplicate(&self) -> bool {
+        self.duplicate
     }
 }

@@ -70,9 +70,8 @@ impl Bridge {
                     error.into_response()
                 }
             };
-            let kind = kind.name();
             let now_ms = self.metrics.now_ms();
-            self.metrics.write(metrics::event(kind, response.status(), now_ms));
+            self.metrics.write(metrics::event(&kind, response.status(), now_ms));
             if response.status().is_server_error() {
                 // Matched again only here: a healthy request pays nothing for the metric.
                 let route = routes::find(request.method(), request.uri().path())

@@ -49,11 +49,25 @@ impl ScopeGate {
         };
         match disconnected {
             false => Ok(()),
-            true => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "scope_disconnected",
-                "the integration was disabled in this Kommo account: nothing is forwarded until it is installed again",
-            )),
+            true => Err(scope_disconnected()),
+        }
+    }
+
+    /// As [`Self::check`], for a Kommo webhook, which must be answered in time whatever the
+    /// store does (Kommo never sends it again): when the registry cannot be read within
+    /// `budget`, what this instance last read of the scope decides, however old, and a scope it
+    /// never read is served.
+    pub async fn check_in_time(&self, scope_id: &str, budget: std::time::Duration) -> Result<(), ApiError> {
+        match tokio::time::timeout(budget, self.check(scope_id)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) if error.status == StatusCode::FORBIDDEN => Err(error),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("the account registry did not answer in time; the scope's last known state decides");
+                match self.cache.get(scope_id) {
+                    Some((true, _)) => Err(scope_disconnected()),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -61,4 +75,12 @@ impl ScopeGate {
     pub fn remember(&self, scope_id: &str, disconnected: bool) {
         self.cache.put(scope_id, disconnected, self.clock.now_ms());
     }
+}
+
+fn scope_disconnected() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "scope_disconnected",
+        "the integration was disabled in this Kommo account: nothing is forwarded until it is installed again",
+    )
 }

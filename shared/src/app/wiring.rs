@@ -174,6 +174,14 @@ impl Bridge {
             settings: config.presence,
             enabled: privacy.forward_manager_presence,
         };
+        let manager_messages = ManagerMessages {
+            records: store.clone(),
+            conversations: store.clone(),
+            leases: store.clone(),
+            timers: timers.clone(),
+            kommo: kommo.clone(),
+            clock: clock.clone(),
+        };
         let scopes = Arc::new(ScopeGate::new(store.clone(), clock.clone()));
         // Installs need the integration's secret (Kommo's client secret) and their settings.
         let installs = installs.filter(|_| config.installs.is_some() && config.integration_secret.is_some());
@@ -221,14 +229,7 @@ impl Bridge {
                 clock: clock.clone(),
                 enabled: privacy.forward_manager_typing,
             },
-            manager_messages: ManagerMessages {
-                records: store.clone(),
-                conversations: store.clone(),
-                leases: store.clone(),
-                timers: timers.clone(),
-                kommo: kommo.clone(),
-                clock: clock.clone(),
-            },
+            manager_messages: manager_messages.clone(),
             manager_reactions: ManagerReactions { timers: timers.clone(), clock: clock.clone() },
             manager_presence: manager_presence.clone(),
             client_presence: client_presence.clone(),
@@ -292,6 +293,7 @@ impl Bridge {
                     delivery: delivery.clone(),
                 },
                 client_typing,
+                accept: manager_messages,
                 relay: MessageRelay {
                     records: store.clone(),
                     leases: store.clone(),

@@ -21,7 +21,7 @@ use crate::ports::store::{
     ConversationFacts, Conversations, Direction, LeaseKey, MessageRecord, MessageRecords, RelayClaim, RelayOutcome,
     RelayState, SendTurns, Turn, TypingLeases,
 };
-use crate::ports::timers::{DueWork, Timers};
+use crate::ports::timers::{DueWork, TimerError, Timers};
 use crate::random::{new_webhook_id, random_bytes};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
 use crate::rules::rejection::Rejection;
@@ -36,9 +36,11 @@ use crate::time::Clock;
 const RELAY_HOLD_MS: i64 = 60_000;
 /// One attempt per run: the retries of queued work are new queue messages with backoff.
 const ONE_ATTEMPT: RetryPolicy = RetryPolicy { max_attempts: 1, ..RetryPolicy::EPHEMERAL };
-/// How long the webhook waits for its 903 report when the relay could not be queued: Kommo
-/// waits 5 s in all.
-const FAULT_REPORT_BUDGET: Duration = Duration::from_millis(1500);
+/// How long a webhook that could not record its message waits for the queue to take it, and
+/// then for its 903 report when the queue did not: with the store's own budget
+/// (`app::kommo_side`), within the function's 4 s timeout and Kommo's 5 s wait.
+pub const QUEUE_BUDGET: Duration = Duration::from_millis(700);
+const FAULT_REPORT_BUDGET: Duration = Duration::from_millis(1000);
 
 /// The webhook's half.
 #[derive(Clone)]
@@ -54,8 +56,16 @@ pub struct ManagerMessages {
 
 impl ManagerMessages {
     /// Kommo's outgoing-message webhook: recorded (deduplicated on the Kommo msgid), the
-    /// manager's typing ended, and the relay queued, all before the 200.
+    /// manager's typing ended, and the relay queued, all before the 200. A store or queue fault
+    /// is an `Err` (nothing reported): the webhook then hands the message to
+    /// [`Self::accept_later`], since Kommo never sends it again.
     pub async fn on_webhook(&self, scope_id: &str, message: &ManagerMessage) -> Result<(), FlowError> {
+        self.accept(scope_id, message, self.clock.now_ms()).await
+    }
+
+    /// What the webhook does, also run as queued work for a webhook that could not do it in
+    /// time (`received_at_ms`: when Kommo's webhook reached the bridge).
+    pub async fn accept(&self, scope_id: &str, message: &ManagerMessage, received_at_ms: i64) -> Result<(), FlowError> {
         let kommo_msgid = message
             .message
             .id
@@ -122,26 +132,44 @@ impl ManagerMessages {
             event: Box::new(event),
             webhook_id: new_webhook_id(),
             attempt: 0,
-            received_at_ms: now,
+            received_at_ms,
         };
-        if let Err(error) = self.timers.schedule(relay, now).await {
-            // Kommo never re-sends a webhook: mark the message failed so the manager sees it.
-            tracing::error!(kommo_msgid, %error, "relay not queued; reporting 903");
-            if let Err(error) = self.records.finish_relay(scope_id, kommo_msgid, &RelayOutcome::Failed).await {
-                tracing::error!(kommo_msgid, %error, "the unqueued relay could not be marked failed");
-            }
-            let request =
-                DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: DeliveryStatus::Failed(RELAY_GIVEN_UP) };
-            let report = self.kommo.delivery_status(scope_id, &request);
-            if let Ok(Ok(())) = tokio::time::timeout(FAULT_REPORT_BUDGET, report).await {
-                // The manager sees the failure: an error answer now would only count against
-                // the channel, since Kommo never sends the webhook again.
-                return Ok(());
-            }
-            return Err(error.into());
-        }
+        self.timers.schedule(relay, now).await?;
         tracing::info!(kommo_msgid, "manager message accepted");
         Ok(())
+    }
+
+    /// A manager's message whose webhook could not record it in time (the store stalled or
+    /// failed): queued whole, to be accepted by queued work ([`Self::accept`]) when the store
+    /// answers again. If even the queue does not take it within [`QUEUE_BUDGET`], Kommo is told
+    /// at once that it failed (903), so the manager sees it: Kommo never sends the webhook
+    /// again. `Ok` when either went through, so the webhook is answered 200.
+    pub async fn accept_later(&self, scope_id: &str, message: &ManagerMessage) -> Result<(), FlowError> {
+        let kommo_msgid = message.message.id.as_deref().unwrap_or_default();
+        let now = self.clock.now_ms();
+        let work = DueWork::AcceptManagerMessage {
+            scope_id: scope_id.to_owned(),
+            message: Box::new(message.clone()),
+            received_at_ms: now,
+        };
+        let queued = match tokio::time::timeout(QUEUE_BUDGET, self.timers.schedule(work, now)).await {
+            Ok(queued) => queued,
+            Err(_) => Err(TimerError(format!("the queue did not answer within {} ms", QUEUE_BUDGET.as_millis()))),
+        };
+        let Err(error) = queued else {
+            tracing::warn!(kommo_msgid, "manager message queued to be recorded when the store answers");
+            return Ok(());
+        };
+        tracing::error!(kommo_msgid, %error, "manager message neither recorded nor queued; reporting 903");
+        let request =
+            DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: DeliveryStatus::Failed(RELAY_GIVEN_UP) };
+        let report = self.kommo.delivery_status(scope_id, &request);
+        if let Ok(Ok(())) = tokio::time::timeout(FAULT_REPORT_BUDGET, report).await {
+            // The manager sees the failure: an error answer now would only count against
+            // the channel, since Kommo never sends the webhook again.
+            return Ok(());
+        }
+        Err(error.into())
     }
 }
 

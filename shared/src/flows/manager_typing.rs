@@ -53,10 +53,13 @@ impl ManagerTyping {
             manager: ManagerRef::by_amojo_id(&typing.user.id, None),
             expires_at: typing.expired_at,
         };
-        let scheduled = tokio::try_join!(
-            self.timers.schedule(DueWork::deliver(started), now),
-            self.timers.schedule(expiry_check(&key, &typing.user.id), lease_end_ms)
-        );
+        // The check first, then the start: a process cut off between the two leaves a lease
+        // that ends unshown, never a start with nothing owing its stop.
+        let check = self.timers.schedule(expiry_check(&key, &typing.user.id), lease_end_ms).await;
+        let scheduled = match check {
+            Ok(()) => self.timers.schedule(DueWork::deliver(started), now).await,
+            failed => failed,
+        };
         if let Err(error) = scheduled {
             // Without its timer the lease could never send typing.stopped: undo it, so the
             // next webhook (5 s later) starts afresh, and let Kommo see the fault.

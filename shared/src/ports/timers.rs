@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::models::chat::{BridgeEvent, ClientEdit, ClientMessage, ClientReaction};
+use crate::models::kommo::ManagerMessage;
 use crate::models::status::DeliveryStatusRequest;
 
 /// One piece of deferred work, as it travels in an SQS message body.
@@ -33,6 +34,14 @@ pub enum DueWork {
         attempt: u32,
         /// When Kommo's webhook reached the bridge (0: not known, queued by an older version).
         #[serde(default)]
+        received_at_ms: i64,
+    },
+    /// Record and relay a manager's message whose webhook could not record it in time (the
+    /// store stalled): what the webhook does, done when the store answers again.
+    AcceptManagerMessage {
+        scope_id: String,
+        message: Box<ManagerMessage>,
+        /// When Kommo's webhook reached the bridge.
         received_at_ms: i64,
     },
     /// Tell Kommo a status change that stuck; `attempt` counts earlier tries.
@@ -63,6 +72,7 @@ impl DueWork {
             Self::ClientTypingRefresh { .. } => "client_typing_refresh",
             Self::ManagerPresenceCheck { .. } => "manager_presence_check",
             Self::DeliverChatEvent { .. } => "deliver_chat_event",
+            Self::AcceptManagerMessage { .. } => "accept_manager_message",
             Self::RelayManagerMessage { .. } => "relay_manager_message",
             Self::ReportDeliveryStatus { .. } => "report_delivery_status",
             Self::ImportClientMessage { .. } => "import_client_message",

@@ -1,20 +1,20 @@
-//! Which chat-service events are remembered by their `webhook-id`, so that a captured request
-//! sent again inside the signature's 5-minute tolerance is refused (409) and changes nothing.
-//! Remembering is one conditional write, as much as the event itself for the signals a chat
-//! service repeats all day (typing and presence), so those are remembered only where a replay
-//! could show something that is not true.
+//! Which chat-service events are remembered by their `webhook-id`, so that the same request
+//! sent again inside the signature's 5-minute tolerance (a retry whose answer was lost, a
+//! captured request replayed) is a duplicate (200) that changes nothing. Remembering costs
+//! conditional writes, as much as the event itself for the signals a chat service repeats all
+//! day (typing and presence), so those are remembered only where a replay could show something
+//! that is not true.
 //!
 //! | event | remembered | what a replay can do, at most |
 //! |---|---|---|
-//! | `message.*`, `reaction.*` | always, before it is applied | nothing (409) |
-//! | `typing.started` starting a lease | when it starts the lease | nothing (409; the lease it opened is ended again) |
+//! | `message.*`, `reaction.*` | always, held while it is applied, then done | nothing (200 duplicate) |
+//! | `typing.started` starting a lease | when it starts the lease, done at once | nothing (200 duplicate; the lease it opened is ended again) |
 //! | `typing.started` within a live lease | no | lengthen the live lease by its `ttl_ms` (≤ 30 s), as the client's own next signal does |
 //! | `typing.stopped` | no | hide the client's typing in Kommo until their next `typing.started` (a few seconds) |
 //! | `presence.online`, `presence.heartbeat` | no | show the client online for one more window after they left |
 //! | `presence.offline` | no | show the client offline until their next heartbeat |
 //!
-//! A sender's retry of an event whose answer was lost is then answered 200 for the unremembered
-//! kinds (they are idempotent) instead of 409.
+//! A sender's retry of an unremembered kind is applied again: they are idempotent.
 
 use crate::models::chat::ChatEvent;
 

@@ -33,7 +33,7 @@ macro_rules! store_conformance_tests {
             a_scopes_manager_directory_is_replaced_whole,
             the_newest_client_message_of_a_conversation_is_found,
             a_presence_push_is_due_only_when_what_was_told_changes,
-            a_dedupe_key_is_claimed_once_until_it_lapses,
+            a_dedupe_key_is_held_by_one_attempt_then_remembered_as_done,
             a_lane_has_one_sender_at_a_time_and_its_mark_only_rises,
             scopes_never_see_each_other);
     };
@@ -253,7 +253,13 @@ pub async fn a_status_for_an_unseen_message_creates_its_record(store: &dyn Store
     );
     let record = store.get_message(&scope, "kommo-9").await.unwrap().unwrap();
     assert_eq!((record.status_rank, record.direction, record.created_at_ms), (Some(1), Direction::Outgoing, now));
-    assert_eq!(record.relay, RelayState::Sent, "it reached the chat service, whoever sent it");
+    assert_eq!(
+        record.relay,
+        RelayState::Pending,
+        "not relayed by this bridge: its webhook, if recorded later, relays it"
+    );
+    assert!(!store.insert_message(&outgoing(&scope, "kommo-9", now + 1)).await.unwrap(), "its webhook finds it");
+    assert_eq!(store.claim_relay(&scope, "kommo-9", now + 1, 30_000).await.unwrap(), RelayClaim::Claimed);
 }
 
 pub async fn a_relay_is_claimed_by_one_worker_and_finished_once(store: &dyn Store) {
@@ -473,16 +479,38 @@ pub async fn a_presence_push_is_due_only_when_what_was_told_changes(store: &dyn 
     assert_eq!(online, vec![("42", true), ("43", false)]);
 }
 
-pub async fn a_dedupe_key_is_claimed_once_until_it_lapses(store: &dyn Store) {
+pub async fn a_dedupe_key_is_held_by_one_attempt_then_remembered_as_done(store: &dyn Store) {
     let scope = fresh_scope();
     let now = base_ms();
-    assert!(store.claim(&scope, "webhook:abc", now, 60_000).await.unwrap());
-    assert!(!store.claim(&scope, "webhook:abc", now + 59_999, 60_000).await.unwrap());
-    assert!(store.claim(&scope, "webhook:abd", now + 1, 60_000).await.unwrap());
-    assert!(store.claim(&scope, "webhook:abc", now + 60_000, 60_000).await.unwrap());
-    store.release(&scope, "webhook:abc").await.unwrap();
-    assert!(store.claim(&scope, "webhook:abc", now + 60_001, 60_000).await.unwrap(), "released: claimable again");
-    store.release(&scope, "never-claimed").await.unwrap();
+    let claimed = |claim: KeyClaim| match claim {
+        KeyClaim::Claimed { token } => token,
+        other => panic!("claimed expected, found {other:?}"),
+    };
+    let first = claimed(store.claim(&scope, "webhook:abc", now, 15_000).await.unwrap());
+    assert_eq!(store.claim(&scope, "webhook:abc", now + 14_999, 15_000).await.unwrap(), KeyClaim::Held);
+    claimed(store.claim(&scope, "webhook:abd", now + 1, 15_000).await.unwrap());
+    store.finish(&scope, "webhook:abc", &first, now + 300_000).await.unwrap();
+    assert_eq!(store.claim(&scope, "webhook:abc", now + 1_000, 15_000).await.unwrap(), KeyClaim::Done);
+    assert_eq!(store.claim(&scope, "webhook:abc", now + 299_999, 15_000).await.unwrap(), KeyClaim::Done);
+    store.release(&scope, "webhook:abc", &first).await.unwrap();
+    assert_eq!(
+        store.claim(&scope, "webhook:abc", now + 2_000, 15_000).await.unwrap(),
+        KeyClaim::Done,
+        "a key done is not released"
+    );
+    claimed(store.claim(&scope, "webhook:abc", now + 300_000, 15_000).await.unwrap());
+
+    // An attempt that stopped: its hold lapses and the next attempt takes the key over; the
+    // stopped attempt's late finish or release then changes nothing.
+    let stopped = claimed(store.claim(&scope, "webhook:k", now, 15_000).await.unwrap());
+    let next = claimed(store.claim(&scope, "webhook:k", now + 15_000, 15_000).await.unwrap());
+    assert_ne!(stopped, next);
+    store.release(&scope, "webhook:k", &stopped).await.unwrap();
+    store.finish(&scope, "webhook:k", &stopped, now + 300_000).await.unwrap();
+    assert_eq!(store.claim(&scope, "webhook:k", now + 16_000, 15_000).await.unwrap(), KeyClaim::Held);
+    store.release(&scope, "webhook:k", &next).await.unwrap();
+    claimed(store.claim(&scope, "webhook:k", now + 16_001, 15_000).await.unwrap());
+    store.release(&scope, "never-claimed", "no-token").await.unwrap();
 }
 
 pub async fn a_lane_has_one_sender_at_a_time_and_its_mark_only_rises(store: &dyn Store) {
@@ -540,8 +568,8 @@ pub async fn scopes_never_see_each_other(store: &dyn Store) {
     assert_eq!(store.get_lease(&LeaseKey::manager(&b, "conv-1", "m"), now).await.unwrap(), None);
     store.insert_message(&outgoing(&a, "kommo-1", now)).await.unwrap();
     assert_eq!(store.get_message(&b, "kommo-1").await.unwrap(), None);
-    assert!(store.claim(&a, "k", now, 1000).await.unwrap());
-    assert!(store.claim(&b, "k", now, 1000).await.unwrap());
+    assert!(matches!(store.claim(&a, "k", now, 1000).await.unwrap(), KeyClaim::Claimed { .. }));
+    assert!(matches!(store.claim(&b, "k", now, 1000).await.unwrap(), KeyClaim::Claimed { .. }));
     store.heartbeat(&client_presence(&a, "d"), now, 60_000, 30_000).await.unwrap();
     assert!(!store.presence(&b, "client:user-1", now).await.unwrap().online);
 }

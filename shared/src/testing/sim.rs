@@ -4,7 +4,7 @@
 //! and the chat service send them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,13 +30,15 @@ pub const T0: i64 = 1_700_000_000_000;
 /// Manual timers that can be told to refuse the next piece of work (a queue outage).
 pub struct RefusingTimers {
     pub inner: Arc<ManualTimers>,
-    pub refuse_next: AtomicBool,
+    /// How many of the next schedules to refuse.
+    pub refuse_next: AtomicU32,
 }
 
 #[async_trait]
 impl Timers for RefusingTimers {
     async fn schedule(&self, work: DueWork, due_at_ms: i64) -> Result<(), TimerError> {
-        if self.refuse_next.swap(false, Ordering::SeqCst) {
+        let refused = self.refuse_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if refused.is_ok() {
             return Err(TimerError("the queue is unavailable".into()));
         }
         self.inner.schedule(work, due_at_ms).await
@@ -104,7 +106,7 @@ impl<S: Store + 'static> Sim<S> {
     pub fn on_store(config: Config, store: Arc<S>) -> Self {
         let clock = Arc::new(ManualClock::at_ms(T0));
         let timers = Arc::new(ManualTimers::default());
-        let queue = Arc::new(RefusingTimers { inner: timers.clone(), refuse_next: AtomicBool::new(false) });
+        let queue = Arc::new(RefusingTimers { inner: timers.clone(), refuse_next: AtomicU32::new(0) });
         let kommo = Arc::new(RecordingKommo::new(clock.clone()));
         let chat = Arc::new(RecordingChat::new(clock.clone()));
         let metrics = Arc::new(super::RecordingMetrics::default());

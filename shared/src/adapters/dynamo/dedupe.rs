@@ -1,28 +1,35 @@
-//! [`DedupeKeys`] on the table: one item per claimed key, until its claim ends.
+//! [`DedupeKeys`] on the table: one item per key, held by one attempt's token (`until_ms` the
+//! hold's end) and then remembered as done (`done`, `until_ms` the end of remembering).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{DynamoStore, TTL_ATTRIBUTE, n, s, unavailable};
-use crate::ports::store::{DedupeKeys, StoreError, ttl_seconds};
+use super::{DynamoStore, TTL_ATTRIBUTE, conditional, n, s, text, unavailable};
+use crate::ports::store::{DedupeKeys, KeyClaim, StoreError, ttl_seconds};
+
+fn dedupe_pk(scope_id: &str, key: &str) -> String {
+    format!("{scope_id}#dedupe#{key}")
+}
+
+const DEDUPE_SK: &str = "dedupe";
 
 #[async_trait]
 impl DedupeKeys for DynamoStore {
-    async fn claim(&self, scope_id: &str, key: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+    async fn claim(&self, scope_id: &str, key: &str, now_ms: i64, hold_ms: i64) -> Result<KeyClaim, StoreError> {
         self.ops.write();
-        let until = now_ms + ttl_ms;
+        let until = now_ms + hold_ms;
         // The SDK retries an attempt that timed out, and the first may have been written: its
-        // retry then finds the claim taken. A token of this call tells "taken by this very call"
-        // from "taken by another", which would otherwise refuse a fresh webhook-id as a replay.
+        // retry then finds the key held. The token of this call tells "held by this very call"
+        // from "held by another", which would otherwise answer a fresh delivery as held.
         let token = hex::encode(crate::random::random_bytes::<8>());
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("{scope_id}#dedupe#{key}")))
-            .item("sk", s("dedupe"))
+            .item("pk", s(dedupe_pk(scope_id, key)))
+            .item("sk", s(DEDUPE_SK))
             .item("until_ms", n(until))
             .item("claim_token", s(&token))
             .item(TTL_ATTRIBUTE, n(ttl_seconds(until, 0)))
@@ -32,11 +39,17 @@ impl DedupeKeys for DynamoStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(KeyClaim::Claimed { token }),
             Err(SdkError::ServiceError(e)) => match e.err() {
                 PutItemError::ConditionalCheckFailedException(failed) => {
-                    let holder = failed.item().and_then(|item| item.get("claim_token")).and_then(|v| v.as_s().ok());
-                    Ok(holder == Some(&token))
+                    let Some(item) = failed.item() else { return Ok(KeyClaim::Held) };
+                    if text(item, "claim_token").as_deref() == Some(token.as_str()) {
+                        Ok(KeyClaim::Claimed { token })
+                    } else if item.get("done").and_then(|v| v.as_bool().ok()) == Some(&true) {
+                        Ok(KeyClaim::Done)
+                    } else {
+                        Ok(KeyClaim::Held)
+                    }
                 }
                 _ => Err(unavailable(SdkError::ServiceError(e))),
             },
@@ -44,16 +57,34 @@ impl DedupeKeys for DynamoStore {
         }
     }
 
-    async fn release(&self, scope_id: &str, key: &str) -> Result<(), StoreError> {
+    async fn finish(&self, scope_id: &str, key: &str, token: &str, until_ms: i64) -> Result<(), StoreError> {
+        let result = self
+            .update(dedupe_pk(scope_id, key), DEDUPE_SK)
+            .update_expression("SET done = :done, until_ms = :until, #ttl = :ttl")
+            .condition_expression("claim_token = :token")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":done", AttributeValue::Bool(true))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":ttl", n(ttl_seconds(until_ms, 0)))
+            .expression_attribute_values(":token", s(token))
+            .send()
+            .await;
+        // Taken over by another attempt meanwhile: that one finishes it.
+        conditional(result).map(drop)
+    }
+
+    async fn release(&self, scope_id: &str, key: &str, token: &str) -> Result<(), StoreError> {
         self.ops.write();
-        self.client
+        let result = self
+            .client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(format!("{scope_id}#dedupe#{key}")))
-            .key("sk", s("dedupe"))
+            .key("pk", s(dedupe_pk(scope_id, key)))
+            .key("sk", s(DEDUPE_SK))
+            .condition_expression("claim_token = :token AND attribute_not_exists(done)")
+            .expression_attribute_values(":token", s(token))
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        conditional(result).map(drop)
     }
 }

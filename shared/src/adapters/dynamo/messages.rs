@@ -107,14 +107,14 @@ impl MessageRecords for DynamoStore {
             .update_expression(
                 "SET status_rank = :rank, status_at_ms = :now, expires_at = :ttl, status_token = :token, \
                  created_at_ms = if_not_exists(created_at_ms, :now), dir = if_not_exists(dir, :out), \
-                 relay_state = if_not_exists(relay_state, :sent)",
+                 relay_state = if_not_exists(relay_state, :pending)",
             )
             .expression_attribute_values(":token", s(&token))
             .condition_expression(condition)
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":ttl", n(ttl_seconds(now_ms, MESSAGE_RETENTION_S)))
             .expression_attribute_values(":out", s(direction_name(Direction::Outgoing)))
-            .expression_attribute_values(":sent", s(relay_name(RelayState::Sent)))
+            .expression_attribute_values(":pending", s(relay_name(RelayState::Pending)))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         request = request.expression_attribute_values(":rank", n(i64::from(status.rank())));
@@ -150,7 +150,10 @@ impl MessageRecords for DynamoStore {
         let (request, token) =
             self.stamped_update(message_pk(scope_id, kommo_msgid), MESSAGE_SK, "SET relay_hold_until_ms = :hold");
         let request = request
-            .condition_expression("relay_state = :pending AND relay_hold_until_ms <= :now")
+            // A record heard of only through a status has no hold yet.
+            .condition_expression(
+                "relay_state = :pending AND (attribute_not_exists(relay_hold_until_ms) OR relay_hold_until_ms <= :now)",
+            )
             .expression_attribute_values(":hold", n(now_ms + hold_ms))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":pending", s(relay_name(RelayState::Pending)));

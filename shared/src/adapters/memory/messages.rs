@@ -55,8 +55,10 @@ impl MessageRecords for MemoryStore {
                 chat_msgid: None,
                 created_at_ms: now_ms,
                 status_rank: None,
-                // Heard of only through a status: whoever sent it, it reached the chat service.
-                relay: RelayState::Sent,
+                // Heard of only through a status: not relayed by this bridge, which records a
+                // message before relaying it. If its webhook is recorded after all (queued whole
+                // while the store stalled), the message is relayed then.
+                relay: RelayState::Pending,
             },
             relay_hold_until_ms: 0,
         });

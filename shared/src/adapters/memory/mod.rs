@@ -42,11 +42,19 @@ struct State {
     conversations: HashMap<(String, String), StoredConversation>,
     chats_by_kommo_id: HashMap<(String, String), String>,
     pushed: HashMap<(String, String, String), bool>,
-    dedupe: HashMap<(String, String), i64>,
+    dedupe: HashMap<(String, String), DedupeEntry>,
     turns: HashMap<(String, String), LaneState>,
     accounts: HashMap<u64, AccountRecord>,
     accounts_by_scope: HashMap<String, u64>,
     managers: HashMap<String, ManagerList>,
+}
+
+/// A dedupe key: held by `token` until `until_ms`, or done and remembered until then.
+#[derive(Debug, Clone)]
+struct DedupeEntry {
+    until_ms: i64,
+    token: String,
+    done: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -26,7 +26,7 @@ mod turns;
 
 pub use accounts::{AccountRecord, AccountRegistry, AccountState, ScopeAccount};
 pub use conversations::{ConversationFacts, ConversationInfo, Conversations};
-pub use dedupe::DedupeKeys;
+pub use dedupe::{DedupeKeys, KeyClaim};
 pub use leases::{ClientSignal, LEASE_GRACE_S, Lease, LeaseChange, LeaseKey, TypingLeases};
 pub use managers::{KnownManager, ManagerDirectory, ManagerList};
 pub use messages::{
