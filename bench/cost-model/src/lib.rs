@@ -104,7 +104,7 @@ pub const EVENT_COUNTS: &[(EventKind, &str, Counts)] = &[
     (
         EventKind::ManagerTypingStart,
         "manager typing webhook, new lease (with its stop)",
-        Counts { reads: 4, writes: 6, queued: 2, amojo: 0, chat: 2, log_bytes: 1000 },
+        Counts { reads: 4, writes: 7, queued: 2, amojo: 0, chat: 2, log_bytes: 1000 },
     ),
     (
         EventKind::ManagerTypingRefresh,

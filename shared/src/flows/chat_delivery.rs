@@ -28,6 +28,7 @@ use crate::rules::retry::{RetryPolicy, wait_before_retry};
 use crate::rules::typing::{
     SendOutcome, TypingEvent, TypingShown, stop_owed_after, typing_send_due, typing_shown_after,
 };
+use crate::signing::standard_webhooks::derived_webhook_id;
 use crate::time::Clock;
 
 #[derive(Clone)]
@@ -129,6 +130,14 @@ impl ChatDelivery {
             tracing::debug!(?typing, live, "typing event changes nothing true; not sent");
             return Ok(None);
         }
+        // A start that may land counts as shown (`typing_shown_after`): recorded before it is
+        // sent, so a worker cut off after the send still leaves a stop owed.
+        if typing == TypingEvent::Started && !shown.on() {
+            self.lanes.raise_mark(&key.scope_id, &key.lane(), shown.next().mark()).await?;
+        }
+        // Every send of one decision carries one id, however often it is made again (a retry, or
+        // a worker cut off before it recorded the send): the chat service drops the repeats.
+        let webhook_id = if attempt == 0 { typing_webhook_id(key, typing, shown, now) } else { webhook_id };
         let stop = typing_stopped_for(&event);
         let outcome = self.send(event, webhook_id, attempt, now).await?;
         let after = typing_shown_after(typing, shown, outcome);
@@ -185,6 +194,16 @@ fn manager_typing_of(event: &BridgeEvent) -> Option<(LeaseKey, TypingEvent)> {
         }
         _ => None,
     }
+}
+
+/// The `webhook-id` of a manager typing event: derived from its lane and the mark the event
+/// brings the lane to (odd: shown; even: not), so the same decision made twice is one delivery.
+/// The day is part of it: a lane idle for a day is forgotten and counts from 0 again, and its
+/// next events must not reuse the ids of the old ones.
+fn typing_webhook_id(key: &LeaseKey, typing: TypingEvent, shown: TypingShown, now_ms: i64) -> String {
+    let target = if typing == TypingEvent::Started && shown.on() { shown } else { shown.next() };
+    let day = now_ms.div_euclid(86_400_000).to_string();
+    derived_webhook_id(&[&key.scope_id, &key.lane(), &target.mark().to_string(), &day])
 }
 
 /// The `typing.stopped` that ends what a `typing.started` began.

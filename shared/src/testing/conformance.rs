@@ -559,6 +559,13 @@ pub async fn a_lane_has_one_sender_at_a_time_and_its_mark_only_rises(store: &dyn
         panic!("given back");
     };
     assert_eq!(sent_mark, Some(3));
+    // What a send may tell, recorded before it while the turn is held: it only rises, and the
+    // holder's turn stays its own.
+    store.raise_mark(&scope, "status#m1", 5).await.unwrap();
+    store.raise_mark(&scope, "status#m1", 4).await.unwrap();
+    assert!(matches!(store.take_turn(&scope, "status#m1", now + 1060, 30_000).await.unwrap(), Turn::Busy { .. }));
+    let view = store.peek_turn(&scope, "status#m1", now + 1060).await.unwrap();
+    assert_eq!(view.sent_mark, Some(5));
 }
 
 pub async fn scopes_never_see_each_other(store: &dyn Store) {

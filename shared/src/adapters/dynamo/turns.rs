@@ -82,16 +82,20 @@ impl SendTurns for DynamoStore {
         }
         // The hold ran out before the send ended (or an SDK retry of this very write): the lane
         // is someone else's or free; the mark still only rises.
-        if let Some(mark) = sent_mark {
-            let raise = self
-                .update(turn_pk(scope_id, lane), "turn")
-                .update_expression("SET sent_mark = :mark")
-                .condition_expression("attribute_exists(pk) AND (attribute_not_exists(sent_mark) OR sent_mark < :mark)")
-                .expression_attribute_values(":mark", n(mark))
-                .send()
-                .await;
-            conditional(raise)?;
+        match sent_mark {
+            Some(mark) => self.raise_mark(scope_id, lane, mark).await,
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    async fn raise_mark(&self, scope_id: &str, lane: &str, mark: i64) -> Result<(), StoreError> {
+        let raise = self
+            .update(turn_pk(scope_id, lane), "turn")
+            .update_expression("SET sent_mark = :mark")
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(sent_mark) OR sent_mark < :mark)")
+            .expression_attribute_values(":mark", n(mark))
+            .send()
+            .await;
+        conditional(raise).map(drop)
     }
 }

@@ -49,4 +49,14 @@ impl SendTurns for MemoryStore {
         }
         Ok(())
     }
+
+    async fn raise_mark(&self, scope_id: &str, lane: &str, mark: i64) -> Result<(), StoreError> {
+        self.ops.write();
+        if let Some(lane) = self.state().turns.get_mut(&(scope_id.to_owned(), lane.to_owned()))
+            && Some(mark) > lane.sent_mark
+        {
+            lane.sent_mark = Some(mark);
+        }
+        Ok(())
+    }
 }

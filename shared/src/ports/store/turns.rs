@@ -30,4 +30,8 @@ pub trait SendTurns: Send + Sync {
     /// one is not written).
     async fn end_turn(&self, scope_id: &str, lane: &str, token: &str, sent_mark: Option<i64>)
     -> Result<(), StoreError>;
+    /// Raises the lane's mark to `mark`, kept or not by the holder (marks only rise): what a
+    /// send may have told the peer, recorded before the send, so a sender cut off between the
+    /// send and [`Self::end_turn`] leaves the lane saying what the peer may be showing.
+    async fn raise_mark(&self, scope_id: &str, lane: &str, mark: i64) -> Result<(), StoreError>;
 }
