@@ -272,6 +272,7 @@ impl Bridge {
                 windows: store.clone(),
                 leases: store.clone(),
                 lanes: store.clone(),
+                waits: store.clone(),
                 timers: timers.clone(),
                 chat: chat.clone(),
                 clock: clock.clone(),
@@ -307,6 +308,7 @@ impl Bridge {
                 },
                 reports: StatusReports {
                     lanes: store.clone(),
+                    waits: store.clone(),
                     timers: timers.clone(),
                     kommo: kommo.clone(),
                     clock: clock.clone(),

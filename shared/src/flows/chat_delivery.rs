@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::FlowError;
 use crate::models::chat::{BridgeEvent, ManagerRef};
 use crate::ports::chat::{ChatError, ChatService};
-use crate::ports::store::{LeaseKey, PresenceWindows, SendTurns, Turn, TypingLeases};
+use crate::ports::store::{DedupeKeys, LeaseKey, PresenceWindows, SendTurns, Turn, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
 use crate::random::random_bytes;
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, presence_lane};
@@ -35,6 +35,8 @@ use crate::time::Clock;
 pub struct ChatDelivery {
     pub leases: Arc<dyn TypingLeases>,
     pub lanes: Arc<dyn SendTurns>,
+    /// Copies of an event waiting for its lane, one at a time ([`super::wait_for_lane`]).
+    pub waits: Arc<dyn DedupeKeys>,
     pub timers: Arc<dyn Timers>,
     pub chat: Arc<dyn ChatService>,
     pub clock: Arc<dyn Clock>,
@@ -62,8 +64,8 @@ impl ChatDelivery {
         let lane = key.lane();
         let (token, shown) = match self.lanes.take_turn(&key.scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
             Turn::Busy { until_ms } => {
-                let again = DueWork::DeliverChatEvent { event, webhook_id, attempt };
-                return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
+                let scope_id = key.scope_id.clone();
+                return self.wait_for_lane(&scope_id, &lane, event, webhook_id, attempt, now, until_ms).await;
             }
             Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
         };
@@ -90,8 +92,7 @@ impl ChatDelivery {
         let (lane, subject) = (presence_lane(conversation_id, &manager_id), managers_subject(conversation_id));
         let (token, sent_mark) = match self.lanes.take_turn(&scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
             Turn::Busy { until_ms } => {
-                let again = DueWork::DeliverChatEvent { event, webhook_id, attempt };
-                return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
+                return self.wait_for_lane(&scope_id, &lane, event, webhook_id, attempt, now, until_ms).await;
             }
             Turn::Yours { token, sent_mark } => (token, sent_mark),
         };
@@ -110,6 +111,24 @@ impl ChatDelivery {
         let sent = sent.await;
         self.lanes.end_turn(&scope_id, &lane, &token, sent.as_ref().ok().copied().flatten()).await?;
         sent.map(drop)
+    }
+
+    /// This event again when its lane is free, one copy of it waiting at a time.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_for_lane(
+        &self,
+        scope_id: &str,
+        lane: &str,
+        event: BridgeEvent,
+        webhook_id: String,
+        attempt: u32,
+        now: i64,
+        until_ms: i64,
+    ) -> Result<(), FlowError> {
+        let identity = webhook_id.clone();
+        let again = DueWork::DeliverChatEvent { event, webhook_id, attempt };
+        let (waits, timers) = (self.waits.as_ref(), self.timers.as_ref());
+        super::wait_for_lane(waits, timers, scope_id, lane, &identity, again, now, busy_retry_at(now, until_ms)).await
     }
 
     /// Sends a manager typing event inside its lane's turn, if it is due; returns what the chat
@@ -200,7 +219,7 @@ fn manager_typing_of(event: &BridgeEvent) -> Option<(LeaseKey, TypingEvent)> {
 /// brings the lane to (odd: shown; even: not), so the same decision made twice is one delivery.
 /// The day is part of it: a lane idle for a day is forgotten and counts from 0 again, and its
 /// next events must not reuse the ids of the old ones.
-fn typing_webhook_id(key: &LeaseKey, typing: TypingEvent, shown: TypingShown, now_ms: i64) -> String {
+pub(super) fn typing_webhook_id(key: &LeaseKey, typing: TypingEvent, shown: TypingShown, now_ms: i64) -> String {
     let target = if typing == TypingEvent::Started && shown.on() { shown } else { shown.next() };
     let day = now_ms.div_euclid(86_400_000).to_string();
     derived_webhook_id(&[&key.scope_id, &key.lane(), &target.mark().to_string(), &day])

@@ -10,7 +10,7 @@ use crate::models::chat::StatusReport;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
 use crate::ports::kommo::{KommoApi, KommoError};
 use crate::ports::metrics::{Metric, Metrics};
-use crate::ports::store::{Conversations, MessageRecords, SendTurns, StatusChange, Turn};
+use crate::ports::store::{Conversations, DedupeKeys, MessageRecords, SendTurns, StatusChange, Turn};
 use crate::ports::timers::{DueWork, Timers};
 use crate::random::random_bytes;
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at, status_lane};
@@ -111,6 +111,8 @@ impl DeliveryStatuses {
 #[derive(Clone)]
 pub struct StatusReports {
     pub lanes: Arc<dyn SendTurns>,
+    /// Copies of a report waiting for its lane, one at a time ([`super::wait_for_lane`]).
+    pub waits: Arc<dyn DedupeKeys>,
     pub timers: Arc<dyn Timers>,
     pub kommo: Arc<dyn KommoApi>,
     pub clock: Arc<dyn Clock>,
@@ -128,8 +130,11 @@ impl StatusReports {
         let lane = status_lane(&request.msgid);
         let token = match self.lanes.take_turn(scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
             Turn::Busy { until_ms } => {
+                let identity = format!("{}", request.status.rank());
                 let again = DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt };
-                return Ok(self.timers.schedule(again, busy_retry_at(now, until_ms)).await?);
+                let (waits, timers) = (self.waits.as_ref(), self.timers.as_ref());
+                let at = busy_retry_at(now, until_ms);
+                return super::wait_for_lane(waits, timers, scope_id, &lane, &identity, again, now, at).await;
             }
             Turn::Yours { token, sent_mark } => match report_decision(sent_mark, &request.status) {
                 Report::Send => token,

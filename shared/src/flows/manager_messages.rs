@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::FlowError;
-use super::chat_delivery::typing_stopped;
+use super::chat_delivery::{typing_stopped, typing_webhook_id};
 use super::delivery_status::StatusRegister;
 use crate::models::chat::{BridgeEvent, ManagerRef, MessageSource, Receiver};
 use crate::models::kommo::ManagerMessage;
@@ -28,7 +28,8 @@ use crate::rules::rejection::Rejection;
 use crate::rules::retry::{RetryPolicy, requeue_delay_ms};
 use crate::rules::status::{RELAY_GIVEN_UP, refusal_to_error};
 use crate::rules::typing::{
-    SendOutcome, StopBeforeMessage, TypingShown, kommo_expired_at_s, lane_may_show_typing, stop_before_message,
+    SendOutcome, StopBeforeMessage, TypingEvent, TypingShown, kommo_expired_at_s, lane_may_show_typing,
+    stop_before_message,
 };
 use crate::time::Clock;
 
@@ -231,7 +232,7 @@ impl MessageRelay {
         let typing = sender_lease(&relay.event);
         let stopped = match &typing {
             None => false,
-            Some(key) => match self.stop_typing_before(key, &typing_stopped_id(&relay.webhook_id), now).await? {
+            Some(key) => match self.stop_typing_before(key, now).await? {
                 Before::Clear { stopped } => stopped,
                 Before::LaneBusy { until_ms } => {
                     // A typing event of this manager is on its way: the message waits for it, so
@@ -281,7 +282,7 @@ impl MessageRelay {
     /// The `typing.stopped` that goes before a manager's message, in the manager's typing lane:
     /// sent only if the chat service shows them typing (whichever lease it was; a start whose
     /// delivery timed out counts as shown).
-    async fn stop_typing_before(&self, typing: &LeaseKey, webhook_id: &str, now: i64) -> Result<Before, FlowError> {
+    async fn stop_typing_before(&self, typing: &LeaseKey, now: i64) -> Result<Before, FlowError> {
         let lane = typing.lane();
         // Most messages come with no typing shown and none on its way: one read, no turn.
         let view = self.lanes.peek_turn(&typing.scope_id, &lane, now).await?;
@@ -295,7 +296,11 @@ impl MessageRelay {
         let mut unavailable = None;
         let outcome = if shown.on() {
             let stopped = typing_stopped(&typing.scope_id, &typing.conversation_id, manager_id_of(typing));
-            Some(match self.chat.deliver(&stopped, webhook_id, RetryPolicy::EPHEMERAL).await {
+            // The id of this lane's stop, whoever sends it (this relay or the lease's expiry
+            // check, one of them cut off before it recorded the stop): the chat service drops
+            // the repeat.
+            let webhook_id = typing_webhook_id(typing, TypingEvent::Stopped, shown, now);
+            Some(match self.chat.deliver(&stopped, &webhook_id, RetryPolicy::EPHEMERAL).await {
                 Ok(_) => SendOutcome::Delivered,
                 Err(ChatError::Rejected { status, code, .. }) => {
                     tracing::warn!(status, code, "the chat service refused typing.stopped before the message");
@@ -393,8 +398,8 @@ fn manager_id_of(key: &LeaseKey) -> &str {
     key.manager_id().unwrap_or(&key.holder)
 }
 
-/// The `webhook-id` of the typing.stopped that goes before a message: derived from the
-/// message's, so it stays the same across retries and the chat service can drop duplicates.
+/// The `webhook-id` of the typing.stopped queued alone after a message was given up: derived
+/// from the message's, so every relay that gives up queues the same one.
 fn typing_stopped_id(message_webhook_id: &str) -> String {
     format!("{message_webhook_id}_typing_stopped")
 }

@@ -38,7 +38,7 @@ pub mod read_receipts;
 
 use std::time::Duration;
 
-use crate::ports::store::StoreError;
+use crate::ports::store::{DedupeKeys, KeyClaim, StoreError};
 use crate::ports::timers::{DueWork, TimerError, Timers};
 use crate::random::random_bytes;
 use crate::rules::rejection::Rejection;
@@ -77,3 +77,34 @@ pub(crate) async fn requeue(
     timers.schedule(again(next), now_ms + requeue_delay_ms(retry, next, retry_after, random)).await?;
     Ok(true)
 }
+
+/// Queues `work` again at `retry_at` because its lane is busy, unless a copy of the same work
+/// (`identity`) already waits for that lane. A queue message delivered twice, or delivered again
+/// after a worker was cut off once it had queued its copy, would otherwise start a second chain
+/// of copies, each looking at the lane every 250 ms for as long as a dead sender holds it, and
+/// the chains multiply. The claim lapses just before the copy it stands for runs, so that copy
+/// claims again if it finds the lane still busy.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn wait_for_lane(
+    waits: &dyn DedupeKeys,
+    timers: &dyn Timers,
+    scope_id: &str,
+    lane: &str,
+    identity: &str,
+    work: DueWork,
+    now_ms: i64,
+    retry_at_ms: i64,
+) -> Result<(), FlowError> {
+    let hold_ms = (retry_at_ms - now_ms - LANE_WAIT_MARGIN_MS).max(1);
+    let key = format!("lane-wait#{lane}#{identity}");
+    match waits.claim(scope_id, &key, now_ms, hold_ms).await? {
+        KeyClaim::Claimed { .. } => Ok(timers.schedule(work, retry_at_ms).await?),
+        KeyClaim::Held | KeyClaim::Done => {
+            tracing::debug!(work = work.kind(), "a copy of this work already waits for its lane; dropped");
+            Ok(())
+        }
+    }
+}
+
+/// How much before its copy runs a lane wait lapses (timers fire a little early or late).
+const LANE_WAIT_MARGIN_MS: i64 = 50;
