@@ -46,15 +46,8 @@ impl ClientMessages {
             .insert_incoming(scope_id, &message.msgid, &message.conversation_id, message.timestamp_ms)
             .await?;
         if !first {
-            // A record whose import has not ended: the delivery that wrote it may have been cut
-            // off before it queued the import (a sender's retry of a delivery applied whole is
-            // answered as a duplicate by its webhook-id and never comes here), so it is queued
-            // again. Two imports queued end once; both may reach amojo only if they run at once.
-            if self.records.incoming_state(scope_id, &message.msgid).await? != Some(IncomingState::Pending) {
-                tracing::info!(msgid = %message.msgid.escape_debug(), "client message already recorded; duplicate ignored");
-                return Ok(());
-            }
-            tracing::info!(msgid = %message.msgid.escape_debug(), "client message recorded, its import not ended; queued again");
+            tracing::info!(msgid = %message.msgid.escape_debug(), "client message already recorded; duplicate ignored");
+            return Ok(());
         }
         let queued = async {
             if let Some(ref_id) = message.conversation_ref_id.as_deref() {
