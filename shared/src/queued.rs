@@ -3,6 +3,9 @@
 //! receives from SQS, in the runtime's own event types there), with per-record failures. One
 //! span per piece of work names its kind and ids.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tracing::Instrument;
 
@@ -14,7 +17,8 @@ use crate::flows::delivery_status::StatusReports;
 use crate::flows::manager_messages::{ManagerMessages, MessageRelay, Relay};
 use crate::flows::manager_presence::ManagerPresenceExpiry;
 use crate::flows::manager_typing::ManagerTypingExpiry;
-use crate::ports::timers::{DueWork, DueWorkRunner};
+use crate::ports::timers::{DueWork, DueWorkRunner, Timers};
+use crate::time::Clock;
 
 /// The queued half of every flow.
 #[derive(Clone)]
@@ -28,6 +32,9 @@ pub struct Dispatcher {
     pub relay: MessageRelay,
     pub reports: StatusReports,
     pub into_kommo: ClientContentToKommo,
+    /// Where work out of time goes back ([`Self::run_batch_within`]).
+    pub hand_back: Arc<dyn Timers>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Dispatcher {
@@ -79,6 +86,16 @@ impl Dispatcher {
     /// retrying it forever; a transient failure is reported and retried. Everything else
     /// succeeds.
     pub async fn run_batch(&self, records: Vec<QueuedRecord>) -> Vec<String> {
+        self.run_batch_within(records, None).await
+    }
+
+    /// [`Self::run_batch`] within `budget`, the time the invocation has left before Lambda
+    /// would end it. Work still running when the budget runs out is handed back: a copy of it
+    /// is queued to run at once and its record reported done. Killed at its timeout instead,
+    /// the whole batch would come back only after the queue's visibility timeout (minutes: an
+    /// owed `typing.stopped` that late). The copy left half-way is what a kill leaves, and the
+    /// work's claims and lanes make its second run safe.
+    pub async fn run_batch_within(&self, records: Vec<QueuedRecord>, budget: Option<Duration>) -> Vec<String> {
         let runs = records.into_iter().map(|record| async move {
             let work: DueWork = match serde_json::from_str(&record.body) {
                 Ok(work) => work,
@@ -88,7 +105,17 @@ impl Dispatcher {
                 }
             };
             let kind = work.kind();
-            match self.run(work).await {
+            let run = match budget {
+                None => self.run(work).await,
+                Some(budget) => match tokio::time::timeout(budget, self.run(work.clone())).await {
+                    Ok(run) => run,
+                    Err(_) => {
+                        tracing::warn!(work = kind, "out of time; handed back to the queue");
+                        self.hand_back.schedule(work, self.clock.now_ms()).await.map_err(FlowError::from)
+                    }
+                },
+            };
+            match run {
                 Ok(()) => None,
                 Err(error) => {
                     tracing::warn!(message_id = %record.message_id.escape_debug(), work = kind, %error, "due work failed; redelivered later");

@@ -222,6 +222,28 @@ async fn typing_expiry_reports_an_unreadable_record_and_runs_the_rest() {
     assert!(matches!(&delivered[..], [BridgeEvent::MessageRead { msgid, .. }] if msgid == "chat-1"), "{delivered:?}");
 }
 
+/// A batch about to outlive its invocation: the work still running is handed back to the queue
+/// (a copy due at once) and its record reported done, rather than dying with the invocation and
+/// coming back only after the queue's visibility timeout.
+#[tokio::test]
+async fn typing_expiry_hands_back_work_still_running_when_its_time_runs_out() {
+    use shared::queued::QueuedRecord;
+    let sim = Sim::new();
+    let read = DueWork::deliver(BridgeEvent::MessageRead {
+        scope_id: SCOPE.into(),
+        conversation_id: "conv-1".into(),
+        msgid: "chat-1".into(),
+        read_at: T0 / 1000,
+    });
+    let records = vec![QueuedRecord { message_id: "slow-1".into(), body: serde_json::to_string(&read).unwrap() }];
+    let _chat_never_answers = sim.chat.hold_next();
+    let budget = Some(std::time::Duration::from_millis(50));
+    let failed = sim.bridge.dispatcher().unwrap().run_batch_within(records, budget).await;
+    assert!(failed.is_empty(), "handed back, not failed: {failed:?}");
+    assert_eq!(sim.timers.pending(), [(T0, read)], "a copy due at once");
+    assert!(sim.chat.events().is_empty());
+}
+
 /// Kommo says `expired_at` 5 s ahead; one years ahead (or at i64's end) must neither overflow nor
 /// leave the indicator on: the lease is capped at 30 s and the stop follows.
 #[tokio::test]

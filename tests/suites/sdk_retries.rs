@@ -199,7 +199,7 @@ async fn message_records_and_read_marks() {
 #[tokio::test]
 async fn send_turns() {
     let Setup { proxy, store, direct, scope, now } = setup().await;
-    let Turn::Yours { token, sent_mark: None } =
+    let Turn::Yours { token, sent_mark: None, .. } =
         proxy.held(store.take_turn(&scope, "lane", now, 30_000)).await.unwrap()
     else {
         panic!("the turn is this call's");

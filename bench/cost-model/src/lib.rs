@@ -129,7 +129,7 @@ pub const EVENT_COUNTS: &[(EventKind, &str, Counts)] = &[
     (
         EventKind::ClientMessage,
         "client message.created (imported into Kommo)",
-        Counts { reads: 2, writes: 7, queued: 2, amojo: 2, chat: 1, log_bytes: 2233 },
+        Counts { reads: 2, writes: 8, queued: 2, amojo: 2, chat: 1, log_bytes: 2233 },
     ),
     (
         EventKind::MessageStatus,
@@ -174,7 +174,7 @@ pub const EVENT_COUNTS: &[(EventKind, &str, Counts)] = &[
     (
         EventKind::UiLeft,
         "Kommo UI left (a conversation closed)",
-        Counts { reads: 2, writes: 2, queued: 1, amojo: 0, chat: 0, log_bytes: 240 },
+        Counts { reads: 4, writes: 2, queued: 1, amojo: 0, chat: 0, log_bytes: 240 },
     ),
     (
         EventKind::UiRead,

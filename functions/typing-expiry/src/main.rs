@@ -5,6 +5,7 @@
 //! SQS event types, and the shared dispatcher.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
@@ -30,13 +31,26 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 message_id: message.message_id.unwrap_or_default(),
                 body: message.body.unwrap_or_default(),
             });
-            let failed = dispatcher.run_batch(records.collect()).await;
+            // What is left of the invocation's time, less a margin to hand unfinished work back.
+            let left_ms = event.context.deadline.saturating_sub(now_ms()).saturating_sub(HAND_BACK_MARGIN_MS);
+            let budget = Duration::from_millis(left_ms.max(MIN_BUDGET_MS));
+            let failed = dispatcher.run_batch_within(records.collect(), Some(budget)).await;
             let mut response = SqsBatchResponse::default();
             response.batch_item_failures = failed.into_iter().map(failure).collect();
             Ok::<SqsBatchResponse, Diagnostic>(response)
         }
     }))
     .await
+}
+
+/// Time kept, before the invocation's deadline, to queue copies of unfinished work (one
+/// SendMessage each, a store stall allowing).
+const HAND_BACK_MARGIN_MS: u64 = 5_000;
+/// A batch handed over with less time than the margin still gets this long.
+const MIN_BUDGET_MS: u64 = 1_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 
 /// A function error as Lambda reports it: `errorType` is its kind, not a Rust type's name.

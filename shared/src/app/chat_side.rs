@@ -255,8 +255,8 @@ impl ReplayMemo<'_> {
                 Ok(Delivery::First)
             }
             KeyClaim::Done => Ok(Delivery::Duplicate),
-            KeyClaim::Held if hold == Hold::Remembered => Ok(Delivery::Duplicate),
-            KeyClaim::Held => Err(ApiError::new(
+            KeyClaim::Held { .. } if hold == Hold::Remembered => Ok(Delivery::Duplicate),
+            KeyClaim::Held { .. } => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "delivery_in_progress",
                 "this webhook-id is being applied by an earlier delivery; retry later",

@@ -157,7 +157,7 @@ impl Bridge {
         let chat = chat.map(|http| chat_service_chain(http, observed.clone(), names.clone()));
         let retry = config.retry;
         let privacy = config.privacy;
-        let register = StatusRegister { records: store.clone(), timers: timers.clone() };
+        let register = StatusRegister { records: store.clone(), lanes: store.clone(), timers: timers.clone() };
         let client_typing =
             ClientTyping { leases: store.clone(), timers: timers.clone(), kommo: kommo.clone(), clock: clock.clone() };
         let client_presence = ClientPresence {
@@ -297,6 +297,7 @@ impl Bridge {
                 accept: manager_messages,
                 relay: MessageRelay {
                     records: store.clone(),
+                    waits: store.clone(),
                     leases: store.clone(),
                     lanes: store.clone(),
                     timers: timers.clone(),
@@ -317,13 +318,16 @@ impl Bridge {
                 },
                 into_kommo: ClientContentToKommo {
                     records: store.clone(),
+                    claims: store.clone(),
                     conversations: store,
-                    timers,
+                    timers: timers.clone(),
                     kommo,
-                    clock,
+                    clock: clock.clone(),
                     retry,
                     metrics: observed,
                 },
+                hand_back: timers,
+                clock,
                 delivery,
             }
         });

@@ -8,14 +8,16 @@
 use std::sync::Arc;
 
 use super::kommo_names::{kommo_conversation, kommo_message, link_answer};
-use super::{FlowError, requeue};
+use super::{FlowError, requeue, wait_for_hold};
 use crate::models::chat::{BridgeEvent, ChatUser, ClientMessage, ImportFailure, ImportFailureCode, MessageRef};
 use crate::models::kommo::{
     CreateChatRequest, ImportMessageRequest, ImportPayload, KommoMessageRef, Participant, Profile, ReplyTo, Source,
 };
 use crate::ports::kommo::{KommoApi, KommoError};
 use crate::ports::metrics::{Metric, Metrics, Peer};
-use crate::ports::store::{ConversationFacts, Conversations, IncomingState, LeaseKey, MessageRecords, TypingLeases};
+use crate::ports::store::{
+    ConversationFacts, Conversations, DedupeKeys, IncomingState, KeyClaim, LeaseKey, MessageRecords, TypingLeases,
+};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::names::client_display_name;
 use crate::rules::retry::RetryPolicy;
@@ -46,8 +48,7 @@ impl ClientMessages {
             .insert_incoming(scope_id, &message.msgid, &message.conversation_id, message.timestamp_ms)
             .await?;
         if !first {
-            tracing::info!(msgid = %message.msgid.escape_debug(), "client message already recorded; duplicate ignored");
-            return Ok(());
+            return self.recorded_before(message, now).await;
         }
         let queued = async {
             if let Some(ref_id) = message.conversation_ref_id.as_deref() {
@@ -76,6 +77,36 @@ impl ClientMessages {
         }
         Ok(())
     }
+
+    /// A message recorded already: a duplicate, or the retry of a delivery cut off after it
+    /// recorded the message and before it queued the import (the sender was answered an error,
+    /// or nothing). While the message is not in Kommo its import is queued again: the import's
+    /// claim ([`ClientContentToKommo::import`]) makes every copy of it one import.
+    async fn recorded_before(&self, message: &ClientMessage, now: i64) -> Result<(), FlowError> {
+        let msgid = message.msgid.escape_debug();
+        if self.records.incoming_state(&message.scope_id, &message.msgid).await? != Some(IncomingState::Pending) {
+            tracing::info!(msgid = %msgid, "client message already recorded; duplicate ignored");
+            return Ok(());
+        }
+        tracing::info!(msgid = %msgid, "client message recorded, not yet in Kommo; its import queued again");
+        let import =
+            DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0, received_at_ms: now };
+        self.timers.schedule(import, now).await?;
+        Ok(())
+    }
+}
+
+/// How long an import holds its claim: longer than the chat's creation and the import together
+/// take at amojo (each at most 3 attempts of 5 s), so a copy of it never runs beside it; a
+/// worker cut off mid-import delays the message this much.
+const IMPORT_HOLD_MS: i64 = 40_000;
+
+/// How one run of an import ended.
+enum ImportRun {
+    /// In Kommo, or dead-lettered: told to the chat service.
+    Ended,
+    /// Queued to run again later.
+    Later,
 }
 
 /// The queued half of what a client sends: their messages imported into Kommo (here), with what
@@ -84,6 +115,8 @@ impl ClientMessages {
 #[derive(Clone)]
 pub struct ClientContentToKommo {
     pub records: Arc<dyn MessageRecords>,
+    /// Each import's claim: one run of it at a time, however often it was queued.
+    pub claims: Arc<dyn DedupeKeys>,
     pub conversations: Arc<dyn Conversations>,
     pub timers: Arc<dyn Timers>,
     pub kommo: Arc<dyn KommoApi>,
@@ -96,14 +129,50 @@ impl ClientContentToKommo {
     /// Imports a client's message into Kommo, the chat created first if needed. Its end is told
     /// to the chat service: `message.delivered`, or `message.failed` when Kommo refuses it or
     /// the attempts run out (the record then stays, dead-lettered).
+    ///
+    /// Every copy of the work (a queue message delivered twice, the import queued again by the
+    /// sender's retry) claims the import first: a copy that finds it held looks again when the
+    /// hold ends, so two copies never import at once, and the message is imported twice only
+    /// when a worker is cut off between amojo's answer and the record.
     pub async fn import(&self, message: &ClientMessage, attempt: u32, received_at_ms: i64) -> Result<(), FlowError> {
+        let scope_id = message.scope_id.as_str();
+        let now = self.clock.now_ms();
+        let key = format!("import#{}", message.msgid);
+        let token = match self.claims.claim(scope_id, &key, now, IMPORT_HOLD_MS).await? {
+            KeyClaim::Claimed { token } => token,
+            KeyClaim::Done => return Ok(()),
+            KeyClaim::Held { until_ms } => {
+                let again =
+                    DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt, received_at_ms };
+                let (claims, timers) = (self.claims.as_ref(), self.timers.as_ref());
+                return wait_for_hold(claims, timers, scope_id, &key, &message.msgid, again, now, until_ms.max(now))
+                    .await;
+            }
+        };
+        let run = self.import_claimed(message, attempt, received_at_ms).await;
+        // Ended: the claim lapses by itself (a later copy finds the record ended: one read).
+        // Otherwise the next copy need not wait out the hold.
+        if !matches!(run, Ok(ImportRun::Ended))
+            && let Err(error) = self.claims.release(scope_id, &key, &token).await
+        {
+            tracing::warn!(%error, "an import's claim not released; the next copy waits for its hold");
+        }
+        run.map(drop)
+    }
+
+    async fn import_claimed(
+        &self,
+        message: &ClientMessage,
+        attempt: u32,
+        received_at_ms: i64,
+    ) -> Result<ImportRun, FlowError> {
         let again =
             |attempt| DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt, received_at_ms };
         let scope_id = message.scope_id.as_str();
         if let Some(IncomingState::Imported { .. } | IncomingState::Failed) =
             self.records.incoming_state(scope_id, &message.msgid).await?
         {
-            return Ok(()); // ended by an earlier delivery of this work
+            return Ok(ImportRun::Ended); // ended by an earlier delivery of this work
         }
         let reply_to = match &message.reply_to {
             None => None,
@@ -113,7 +182,7 @@ impl ClientContentToKommo {
                 Replied::NotInKommoYet => {
                     let now = self.clock.now_ms();
                     requeue(self.timers.as_ref(), &self.retry, attempt, None, now, again).await?;
-                    return Ok(());
+                    return Ok(ImportRun::Later);
                 }
             },
         };
@@ -163,7 +232,7 @@ impl ClientContentToKommo {
                     let ms = self.clock.now_ms() - received_at_ms;
                     self.metrics.record(Metric::RelayLatency { peer: Peer::Amojo, ms });
                 }
-                self.imported(message, answer.kommo_msgid()).await
+                self.imported(message, answer.kommo_msgid()).await.map(|()| ImportRun::Ended)
             }
             Err(error) => self.unsuccessful(message, error, attempt, again).await,
         }
@@ -213,7 +282,7 @@ impl ClientContentToKommo {
         error: KommoError,
         attempt: u32,
         again: impl Fn(u32) -> DueWork,
-    ) -> Result<(), FlowError> {
+    ) -> Result<ImportRun, FlowError> {
         let now = self.clock.now_ms();
         let retry_after = match &error {
             KommoError::Unavailable { retry_after, .. } => Some(*retry_after),
@@ -226,7 +295,7 @@ impl ClientContentToKommo {
             && requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, now, again).await?
         {
             tracing::warn!(msgid = %message.msgid.escape_debug(), %error, "import failed; queued again");
-            return Ok(());
+            return Ok(ImportRun::Later);
         }
         tracing::error!(msgid = %message.msgid.escape_debug(), %error, "client message not imported; dead-lettered");
         self.metrics.record(Metric::DeadLetter { what: "import_client_message" });
@@ -242,7 +311,7 @@ impl ClientContentToKommo {
         };
         self.tell(message, failed).await?;
         self.records.finish_incoming(&message.scope_id, &message.msgid, &IncomingState::Failed).await?;
-        Ok(())
+        Ok(ImportRun::Ended)
     }
 
     /// Queues the one outcome event of a client message, under an id derived from the message.

@@ -28,6 +28,8 @@ pub const READ_UP_TO_LIMIT: usize = 50;
 #[derive(Clone)]
 pub struct StatusRegister {
     pub records: Arc<dyn MessageRecords>,
+    /// The status lanes: whether a status applied already reached Kommo.
+    pub lanes: Arc<dyn SendTurns>,
     pub timers: Arc<dyn Timers>,
 }
 
@@ -39,15 +41,24 @@ impl StatusRegister {
         status: &DeliveryStatus,
         now: i64,
     ) -> Result<(), FlowError> {
-        match self.records.advance_status(scope_id, kommo_msgid, status, now).await? {
-            StatusChange::Advanced { .. } => {
-                let request = DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: status.clone() };
-                let report = DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt: 0 };
-                self.timers.schedule(report, now).await?;
+        let queue_report = match self.records.advance_status(scope_id, kommo_msgid, status, now).await? {
+            StatusChange::Advanced { .. } => true,
+            // This very status, applied already: by a duplicate, or by a delivery cut off after
+            // its write and before it queued the report. Not yet in Kommo (one read of the
+            // lane), the report is queued again; the lane sends it at most once.
+            StatusChange::Unchanged { current_rank } if current_rank == Some(status.rank()) => {
+                let view = self.lanes.peek_turn(scope_id, &status_lane(kommo_msgid), now).await?;
+                report_decision(view.sent_mark, status) == Report::Send
             }
             StatusChange::Unchanged { current_rank } => {
                 tracing::info!(kommo_msgid, rank = status.rank(), current_rank, "status ignored: not forward");
+                false
             }
+        };
+        if queue_report {
+            let request = DeliveryStatusRequest { msgid: kommo_msgid.to_owned(), status: status.clone() };
+            let report = DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt: 0 };
+            self.timers.schedule(report, now).await?;
         }
         Ok(())
     }
@@ -111,7 +122,7 @@ impl DeliveryStatuses {
 #[derive(Clone)]
 pub struct StatusReports {
     pub lanes: Arc<dyn SendTurns>,
-    /// Copies of a report waiting for its lane, one at a time ([`super::wait_for_lane`]).
+    /// Copies of a report waiting for its lane, one at a time ([`super::wait_for_hold`]).
     pub waits: Arc<dyn DedupeKeys>,
     pub timers: Arc<dyn Timers>,
     pub kommo: Arc<dyn KommoApi>,
@@ -134,9 +145,9 @@ impl StatusReports {
                 let again = DueWork::ReportDeliveryStatus { scope_id: scope_id.to_owned(), request, attempt };
                 let (waits, timers) = (self.waits.as_ref(), self.timers.as_ref());
                 let at = busy_retry_at(now, until_ms);
-                return super::wait_for_lane(waits, timers, scope_id, &lane, &identity, again, now, at).await;
+                return super::wait_for_hold(waits, timers, scope_id, &lane, &identity, again, now, at).await;
             }
-            Turn::Yours { token, sent_mark } => match report_decision(sent_mark, &request.status) {
+            Turn::Yours { token, sent_mark, .. } => match report_decision(sent_mark, &request.status) {
                 Report::Send => token,
                 Report::Overtaken => {
                     tracing::info!(kommo_msgid = %request.msgid.escape_debug(), "delivery status overtaken by a later one; not sent");

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::FlowError;
-use super::chat_delivery::{typing_stopped, typing_webhook_id};
+use super::chat_delivery::{resend_unconfirmed_start, send_once, typing_stopped, typing_webhook_id};
 use super::delivery_status::StatusRegister;
+use super::{FlowError, wait_for_hold};
 use crate::models::chat::{BridgeEvent, ManagerRef, MessageSource, Receiver};
 use crate::models::kommo::ManagerMessage;
 use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
@@ -18,8 +18,8 @@ use crate::ports::chat::{ChatError, ChatService};
 use crate::ports::kommo::KommoApi;
 use crate::ports::metrics::{Metric, Metrics, Peer};
 use crate::ports::store::{
-    ConversationFacts, Conversations, Direction, LeaseKey, MessageRecord, MessageRecords, RelayClaim, RelayOutcome,
-    RelayState, SendTurns, Turn, TypingLeases,
+    ConversationFacts, Conversations, DedupeKeys, Direction, LeaseKey, MessageRecord, MessageRecords, RelayClaim,
+    RelayOutcome, RelayState, SendTurns, Turn, TypingLeases,
 };
 use crate::ports::timers::{DueWork, TimerError, Timers};
 use crate::random::{new_webhook_id, random_bytes};
@@ -33,8 +33,11 @@ use crate::rules::typing::{
 };
 use crate::time::Clock;
 
-/// A relay worker holds a message this long; a crashed worker's claim lapses after it.
-const RELAY_HOLD_MS: i64 = 60_000;
+/// A relay worker holds a message this long; a worker killed holding it delays the message by
+/// this much. Longer than a relay takes but in its slowest case (every call to the chat service
+/// timing out): a copy that then takes the relay over posts the message again under its one
+/// `webhook-id`, which the chat service drops.
+const RELAY_HOLD_MS: i64 = 20_000;
 /// One attempt per run: the retries of queued work are new queue messages with backoff.
 const ONE_ATTEMPT: RetryPolicy = RetryPolicy { max_attempts: 1, ..RetryPolicy::EPHEMERAL };
 /// How long a webhook that could not record its message waits for the queue to take it, and
@@ -204,6 +207,8 @@ impl Relay<'_> {
 #[derive(Clone)]
 pub struct MessageRelay {
     pub records: Arc<dyn MessageRecords>,
+    /// Copies of a relay waiting for its hold to end, one at a time ([`wait_for_hold`]).
+    pub waits: Arc<dyn DedupeKeys>,
     pub leases: Arc<dyn TypingLeases>,
     pub lanes: Arc<dyn SendTurns>,
     pub timers: Arc<dyn Timers>,
@@ -223,10 +228,12 @@ impl MessageRelay {
             RelayClaim::Done => return Ok(()), // sent or failed by another delivery of this work
             RelayClaim::HeldUntil(until_ms) => {
                 // Another delivery holds it, or an earlier claim of this one landed after its
-                // call had given up: look again when the hold ends, or the message could be
-                // left unrelayed for good.
-                self.timers.schedule(relay.into_work(), until_ms.max(now)).await?;
-                return Ok(());
+                // call had given up: look again when the hold ends (one copy waiting at a time),
+                // or the message could be left unrelayed for good.
+                let (waits, timers) = (self.waits.as_ref(), self.timers.as_ref());
+                let (key, identity) = (format!("relay#{kommo_msgid}"), relay.webhook_id.clone());
+                let again = relay.into_work();
+                return wait_for_hold(waits, timers, scope_id, &key, &identity, again, now, until_ms.max(now)).await;
             }
         }
         let typing = sender_lease(&relay.event);
@@ -280,8 +287,8 @@ impl MessageRelay {
     }
 
     /// The `typing.stopped` that goes before a manager's message, in the manager's typing lane:
-    /// sent only if the chat service shows them typing (whichever lease it was; a start whose
-    /// delivery timed out counts as shown).
+    /// sent only if the chat service may show them typing (whichever lease it was; a start not
+    /// confirmed delivered counts as shown, and goes again first).
     async fn stop_typing_before(&self, typing: &LeaseKey, now: i64) -> Result<Before, FlowError> {
         let lane = typing.lane();
         // Most messages come with no typing shown and none on its way: one read, no turn.
@@ -289,30 +296,31 @@ impl MessageRelay {
         if !lane_may_show_typing(view.held_until_ms.is_some(), TypingShown::from_mark(view.sent_mark)) {
             return Ok(Before::Clear { stopped: false });
         }
-        let (token, shown) = match self.lanes.take_turn(&typing.scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
-            Turn::Busy { until_ms } => return Ok(Before::LaneBusy { until_ms }),
-            Turn::Yours { token, sent_mark } => (token, TypingShown::from_mark(sent_mark)),
-        };
-        let mut unavailable = None;
-        let outcome = if shown.on() {
+        let (token, shown, unconfirmed) =
+            match self.lanes.take_turn(&typing.scope_id, &lane, now, SEND_TURN_HOLD_MS).await? {
+                Turn::Busy { until_ms } => return Ok(Before::LaneBusy { until_ms }),
+                Turn::Yours { token, sent_mark, unconfirmed } => {
+                    (token, TypingShown::from_mark(sent_mark), unconfirmed)
+                }
+            };
+        let stop = async {
+            let chat = self.chat.as_ref();
+            if unconfirmed {
+                resend_unconfirmed_start(chat, typing, shown, now).await?;
+            }
             let stopped = typing_stopped(&typing.scope_id, &typing.conversation_id, manager_id_of(typing));
             // The id of this lane's stop, whoever sends it (this relay or the lease's expiry
             // check, one of them cut off before it recorded the stop): the chat service drops
             // the repeat.
-            let webhook_id = typing_webhook_id(typing, TypingEvent::Stopped, shown, now);
-            Some(match self.chat.deliver(&stopped, &webhook_id, RetryPolicy::EPHEMERAL).await {
-                Ok(_) => SendOutcome::Delivered,
-                Err(ChatError::Rejected { status, code, .. }) => {
-                    tracing::warn!(status, code, "the chat service refused typing.stopped before the message");
-                    SendOutcome::Refused
-                }
-                Err(ChatError::Unavailable { reason, .. }) => {
-                    unavailable = Some(reason);
-                    SendOutcome::Uncertain
-                }
-            })
-        } else {
-            None
+            send_once(chat, &stopped, &typing_webhook_id(typing, TypingEvent::Stopped, shown, now)).await
+        };
+        let mut unavailable = None;
+        let outcome = match shown.on() {
+            false => None,
+            true => Some(stop.await.unwrap_or_else(|reason| {
+                unavailable = Some(reason);
+                SendOutcome::Uncertain
+            })),
         };
         let (before, shown_after) = stop_before_message(shown, outcome);
         self.lanes.end_turn(&typing.scope_id, &lane, &token, shown_after.map(TypingShown::mark)).await?;

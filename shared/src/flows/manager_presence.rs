@@ -100,7 +100,11 @@ impl ManagerPresenceExpiry {
                 self.timers.schedule(window_check_work(scope_id, conversation_id, manager_id), until).await?;
             }
             WindowCheck::Offline => {
-                if self.windows.mark_pushed(scope_id, &subject, manager_id, false).await? {
+                // Marked already: by a `left`, by a copy of this check, or by this very check
+                // cut off before its push went out. The lane tells whether the chat service was
+                // told (one read); the push's lane decides again and sends at most once.
+                let marked_now = self.windows.mark_pushed(scope_id, &subject, manager_id, false).await?;
+                if marked_now || self.delivery.presence_push_owed(scope_id, conversation_id, manager_id, now).await? {
                     let offline = presence_changed(scope_id, conversation_id, manager_id, false);
                     self.delivery.deliver(offline, new_webhook_id(), 0).await?;
                 }

@@ -78,33 +78,33 @@ pub(crate) async fn requeue(
     Ok(true)
 }
 
-/// Queues `work` again at `retry_at` because its lane is busy, unless a copy of the same work
-/// (`identity`) already waits for that lane. A queue message delivered twice, or delivered again
-/// after a worker was cut off once it had queued its copy, would otherwise start a second chain
-/// of copies, each looking at the lane every 250 ms for as long as a dead sender holds it, and
-/// the chains multiply. The claim lapses just before the copy it stands for runs, so that copy
-/// claims again if it finds the lane still busy.
+/// Queues `work` again at `retry_at` because what it needs is held (its send lane is busy, or
+/// another copy holds its claim), unless a copy of the same work (`identity`) already waits for
+/// that hold. A queue message delivered twice, or delivered again after a worker was cut off once
+/// it had queued its copy, would otherwise start a second chain of copies, each looking again
+/// for as long as a dead worker holds it, and the chains multiply. The wait lapses just before
+/// the copy it stands for runs, so that copy waits again if it finds the hold still on.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn wait_for_lane(
+pub(crate) async fn wait_for_hold(
     waits: &dyn DedupeKeys,
     timers: &dyn Timers,
     scope_id: &str,
-    lane: &str,
+    held: &str,
     identity: &str,
     work: DueWork,
     now_ms: i64,
     retry_at_ms: i64,
 ) -> Result<(), FlowError> {
     let hold_ms = (retry_at_ms - now_ms - LANE_WAIT_MARGIN_MS).max(1);
-    let key = format!("lane-wait#{lane}#{identity}");
+    let key = format!("lane-wait#{held}#{identity}");
     match waits.claim(scope_id, &key, now_ms, hold_ms).await? {
         KeyClaim::Claimed { .. } => Ok(timers.schedule(work, retry_at_ms).await?),
-        KeyClaim::Held | KeyClaim::Done => {
-            tracing::debug!(work = work.kind(), "a copy of this work already waits for its lane; dropped");
+        KeyClaim::Held { .. } | KeyClaim::Done => {
+            tracing::debug!(work = work.kind(), "a copy of this work already waits; dropped");
             Ok(())
         }
     }
 }
 
-/// How much before its copy runs a lane wait lapses (timers fire a little early or late).
+/// How much before its copy runs a wait lapses (timers fire a little early or late).
 const LANE_WAIT_MARGIN_MS: i64 = 50;

@@ -12,6 +12,10 @@ pub const SEND_TURN_HOLD_MS: i64 = 30_000;
 /// How soon work that found its lane busy looks again: a send usually takes milliseconds. (SQS
 /// delays are whole seconds, so in AWS this is one second.)
 pub const BUSY_LANE_RETRY_MS: i64 = 250;
+/// A lane held longer than this is held by a slow send or by a worker that died holding it:
+/// work waiting for it looks again every [`SLOW_LANE_RETRY_MS`], not every 250 ms.
+pub const SLOW_HOLDER_MS: i64 = 2_000;
+pub const SLOW_LANE_RETRY_MS: i64 = 2_000;
 
 /// The lane of a manager message's status in Kommo.
 pub fn status_lane(kommo_msgid: &str) -> String {
@@ -34,11 +38,16 @@ pub struct LaneView {
     /// Until when another sender holds it, if one does now.
     pub held_until_ms: Option<i64>,
     pub sent_mark: Option<i64>,
+    /// The mark was raised before its send and not confirmed since.
+    pub unconfirmed: bool,
 }
 
-/// When work that found its lane held until `held_until_ms` runs again.
+/// When work that found its lane held until `held_until_ms` (a turn of [`SEND_TURN_HOLD_MS`])
+/// runs again.
 pub fn busy_retry_at(now_ms: i64, held_until_ms: i64) -> i64 {
-    held_until_ms.clamp(now_ms, now_ms + BUSY_LANE_RETRY_MS)
+    let held_for_ms = now_ms - (held_until_ms - SEND_TURN_HOLD_MS);
+    let step = if held_for_ms > SLOW_HOLDER_MS { SLOW_LANE_RETRY_MS } else { BUSY_LANE_RETRY_MS };
+    held_until_ms.clamp(now_ms, now_ms + step)
 }
 
 #[cfg(test)]
@@ -48,7 +57,14 @@ mod tests {
     #[test]
     fn busy_work_looks_again_soon_but_never_before_now() {
         let now = 10_000;
-        for (held_until, again) in [(9_000, now), (now, now), (now + 100, now + 100), (now + 30_000, now + 250)] {
+        let cases = [
+            (9_000, now),
+            (now, now),
+            (now + 100, now + 100),
+            (now + 30_000, now + 250),   // just taken: a send takes milliseconds
+            (now + 27_000, now + 2_000), // held 3 s: a slow send or a dead holder
+        ];
+        for (held_until, again) in cases {
             assert_eq!(busy_retry_at(now, held_until), again, "held until {held_until}");
         }
     }

@@ -107,16 +107,16 @@ pub fn typing_send_due(event: TypingEvent, lease_live: bool, shown: TypingShown,
     starts == lease_live && !already
 }
 
-/// What the lane records after a send that [`typing_send_due`] allowed, by how it ended;
-/// `None` leaves the mark as it was. A start that may have landed counts as shown, so a stop
-/// is owed.
+/// What the lane records, as confirmed, after a send that [`typing_send_due`] allowed, by how it
+/// ended; `None` leaves the lane as it was. A start is recorded as shown, unconfirmed, before it
+/// is sent (a start that may land owes a stop, even if its worker is cut off after sending):
+/// delivered, that mark is confirmed; otherwise it stays unconfirmed, and the stop that ends it
+/// sends it again first.
 pub fn typing_shown_after(event: TypingEvent, shown: TypingShown, outcome: SendOutcome) -> Option<TypingShown> {
-    let starts = event == TypingEvent::Started;
-    let changed = (starts != shown.on()).then(|| shown.next());
-    match outcome {
-        SendOutcome::Delivered => changed,
-        SendOutcome::Uncertain if starts => changed,
-        SendOutcome::Uncertain | SendOutcome::Refused => None,
+    match (event, outcome) {
+        (TypingEvent::Started, SendOutcome::Delivered) => Some(if shown.on() { shown } else { shown.next() }),
+        (TypingEvent::Stopped, SendOutcome::Delivered) if shown.on() => Some(shown.next()),
+        _ => None,
     }
 }
 
@@ -197,9 +197,9 @@ mod tests {
         // (event, shown before, outcome) -> shown after (None: mark unchanged)
         let cases = [
             (Started, OFF, Delivered, Some(ON)),
-            (Started, OFF, Uncertain, Some(ON)), // may have landed: a stop is owed
+            (Started, OFF, Uncertain, None), // recorded shown before the send: stays unconfirmed
             (Started, OFF, Refused, None),
-            (Started, ON, Delivered, None), // a retry of one already counted
+            (Started, ON, Delivered, Some(ON)), // a retry confirms the start recorded before it
             (Started, ON, Uncertain, None),
             (Stopped, ON, Delivered, Some(TypingShown(4))),
             (Stopped, ON, Uncertain, None), // retried; the indicator stays counted on

@@ -487,7 +487,10 @@ pub async fn a_dedupe_key_is_held_by_one_attempt_then_remembered_as_done(store: 
         other => panic!("claimed expected, found {other:?}"),
     };
     let first = claimed(store.claim(&scope, "webhook:abc", now, 15_000).await.unwrap());
-    assert_eq!(store.claim(&scope, "webhook:abc", now + 14_999, 15_000).await.unwrap(), KeyClaim::Held);
+    assert_eq!(
+        store.claim(&scope, "webhook:abc", now + 14_999, 15_000).await.unwrap(),
+        KeyClaim::Held { until_ms: now + 15_000 }
+    );
     claimed(store.claim(&scope, "webhook:abd", now + 1, 15_000).await.unwrap());
     store.finish(&scope, "webhook:abc", &first, now + 300_000).await.unwrap();
     assert_eq!(store.claim(&scope, "webhook:abc", now + 1_000, 15_000).await.unwrap(), KeyClaim::Done);
@@ -507,7 +510,10 @@ pub async fn a_dedupe_key_is_held_by_one_attempt_then_remembered_as_done(store: 
     assert_ne!(stopped, next);
     store.release(&scope, "webhook:k", &stopped).await.unwrap();
     store.finish(&scope, "webhook:k", &stopped, now + 300_000).await.unwrap();
-    assert_eq!(store.claim(&scope, "webhook:k", now + 16_000, 15_000).await.unwrap(), KeyClaim::Held);
+    assert_eq!(
+        store.claim(&scope, "webhook:k", now + 16_000, 15_000).await.unwrap(),
+        KeyClaim::Held { until_ms: now + 30_000 }
+    );
     store.release(&scope, "webhook:k", &next).await.unwrap();
     claimed(store.claim(&scope, "webhook:k", now + 16_001, 15_000).await.unwrap());
     store.release(&scope, "never-claimed", "no-token").await.unwrap();
@@ -516,7 +522,7 @@ pub async fn a_dedupe_key_is_held_by_one_attempt_then_remembered_as_done(store: 
 pub async fn a_lane_has_one_sender_at_a_time_and_its_mark_only_rises(store: &dyn Store) {
     let scope = fresh_scope();
     let now = base_ms();
-    let Turn::Yours { token: first, sent_mark: None } =
+    let Turn::Yours { token: first, sent_mark: None, .. } =
         store.take_turn(&scope, "status#m1", now, 30_000).await.unwrap()
     else {
         panic!("a fresh lane is free and has no mark");
@@ -526,27 +532,27 @@ pub async fn a_lane_has_one_sender_at_a_time_and_its_mark_only_rises(store: &dyn
         Turn::Busy { until_ms: now + 30_000 }
     );
     let view = store.peek_turn(&scope, "status#m1", now + 10).await.unwrap();
-    assert_eq!(view, LaneView { held_until_ms: Some(now + 30_000), sent_mark: None });
+    assert_eq!(view, LaneView { held_until_ms: Some(now + 30_000), sent_mark: None, unconfirmed: false });
     assert_eq!(store.peek_turn(&scope, "status#m9", now).await.unwrap(), LaneView::default(), "never used");
     assert!(
         matches!(store.take_turn(&scope, "status#m2", now, 30_000).await.unwrap(), Turn::Yours { .. }),
         "lanes are apart"
     );
     store.end_turn(&scope, "status#m1", &first, Some(2)).await.unwrap();
-    let Turn::Yours { token: second, sent_mark: Some(2) } =
+    let Turn::Yours { token: second, sent_mark: Some(2), .. } =
         store.take_turn(&scope, "status#m1", now + 20, 30_000).await.unwrap()
     else {
         panic!("given back with its mark");
     };
     store.end_turn(&scope, "status#m1", &second, None).await.unwrap();
     let view = store.peek_turn(&scope, "status#m1", now + 25).await.unwrap();
-    assert_eq!(view, LaneView { held_until_ms: None, sent_mark: Some(2) }, "free, with its mark");
+    assert_eq!(view, LaneView { held_until_ms: None, sent_mark: Some(2), unconfirmed: false }, "free, with its mark");
     // A holder that outlived its hold: the lane was taken over; its late end neither frees the
     // new holder's turn nor lowers the mark, but a higher mark still counts.
     let Turn::Yours { token: slow, .. } = store.take_turn(&scope, "status#m1", now + 30, 1000).await.unwrap() else {
         panic!("free again");
     };
-    let Turn::Yours { token: next, sent_mark: Some(2) } =
+    let Turn::Yours { token: next, sent_mark: Some(2), .. } =
         store.take_turn(&scope, "status#m1", now + 1030, 30_000).await.unwrap()
     else {
         panic!("a lapsed hold is taken over");
@@ -555,17 +561,28 @@ pub async fn a_lane_has_one_sender_at_a_time_and_its_mark_only_rises(store: &dyn
     assert!(matches!(store.take_turn(&scope, "status#m1", now + 1040, 30_000).await.unwrap(), Turn::Busy { .. }));
     store.end_turn(&scope, "status#m1", &slow, Some(3)).await.unwrap();
     store.end_turn(&scope, "status#m1", &next, None).await.unwrap();
-    let Turn::Yours { sent_mark, .. } = store.take_turn(&scope, "status#m1", now + 1050, 30_000).await.unwrap() else {
-        panic!("given back");
+    let Turn::Yours { token: holder, sent_mark, unconfirmed: false } =
+        store.take_turn(&scope, "status#m1", now + 1050, 30_000).await.unwrap()
+    else {
+        panic!("given back, its mark confirmed");
     };
     assert_eq!(sent_mark, Some(3));
-    // What a send may tell, recorded before it while the turn is held: it only rises, and the
-    // holder's turn stays its own.
+    // What a send may tell, recorded before it while the turn is held: it only rises, it is
+    // unconfirmed until a turn ends with it, and the holder's turn stays its own.
     store.raise_mark(&scope, "status#m1", 5).await.unwrap();
     store.raise_mark(&scope, "status#m1", 4).await.unwrap();
     assert!(matches!(store.take_turn(&scope, "status#m1", now + 1060, 30_000).await.unwrap(), Turn::Busy { .. }));
     let view = store.peek_turn(&scope, "status#m1", now + 1060).await.unwrap();
-    assert_eq!(view.sent_mark, Some(5));
+    assert_eq!((view.sent_mark, view.unconfirmed), (Some(5), true));
+    store.end_turn(&scope, "status#m1", &holder, None).await.unwrap();
+    let Turn::Yours { token: holder, sent_mark: Some(5), unconfirmed: true } =
+        store.take_turn(&scope, "status#m1", now + 1070, 30_000).await.unwrap()
+    else {
+        panic!("a turn ended without a mark leaves the raised one unconfirmed");
+    };
+    store.end_turn(&scope, "status#m1", &holder, Some(5)).await.unwrap();
+    let view = store.peek_turn(&scope, "status#m1", now + 1080).await.unwrap();
+    assert_eq!(view, LaneView { held_until_ms: None, sent_mark: Some(5), unconfirmed: false }, "confirmed");
 }
 
 pub async fn scopes_never_see_each_other(store: &dyn Store) {

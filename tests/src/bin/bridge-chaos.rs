@@ -39,7 +39,7 @@
 //!
 //! What it checks. After the conversations it waits for the run to settle (queue empty,
 //! nothing in flight or delayed, every sender done, both peers quiet for 5 s; at most
-//! `--settle-seconds`, default 100), then reconciles the fakes' records and its own log of
+//! `--settle-seconds`, default 180), then reconciles the fakes' records and its own log of
 //! what it sent and was answered, and prints one line per promise with its violations:
 //! every manager message relayed to the chat service or reported failed to Kommo, whatever its
 //! webhook was answered; every client message, status, reaction and edit the chat service's
@@ -109,11 +109,28 @@ const ACTIVE: Duration = Duration::from_secs(55);
 /// Both peers without a new call this long, with nothing queued or in flight: settled.
 const QUIET: Duration = Duration::from_secs(5);
 
+/// How long a run may take beyond playing and settling (starting the topology, reading the
+/// records) before the watchdog ends it.
+const WATCHDOG_MARGIN: Duration = Duration::from_secs(120);
+
+/// Ends the run, its processes first, if it has not ended by `bound`: a run that hangs must fail
+/// loudly in CI, never hold it until its own limit.
+fn watchdog(bound: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(bound);
+        eprintln!("bridge-chaos: the run did not end within {} s; its processes are killed", bound.as_secs());
+        let me = std::process::id().to_string();
+        let _ = std::process::Command::new("pkill").args(["-KILL", "-P", &me]).status();
+        std::process::exit(2);
+    });
+}
+
 fn main() -> ExitCode {
     let args = Args::parse(std::env::args().skip(1));
     let Ok(args) = args.inspect_err(|problem| eprintln!("bridge-chaos: {problem}\n\n{USAGE}")) else {
         return ExitCode::from(2);
     };
+    watchdog(ACTIVE + args.settle + WATCHDOG_MARGIN);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let result = runtime.block_on(run(args));
     lambda::shutting_down();
@@ -377,7 +394,11 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let log = std::mem::take(&mut *ctx.log.lock().expect("not poisoned"));
     let runs = source.stats.runs.lock().expect("not poisoned").clone();
-    let findings = reconcile::reconcile(&chat_records, &amojo_records, &log, settled, &runs, sim::now_ms());
+    let cut_off: Vec<(i64, i64)> = [&webhook, &callback, &expiry]
+        .iter()
+        .flat_map(|f| f.stats.cut_off.lock().expect("not poisoned").clone())
+        .collect();
+    let findings = reconcile::reconcile(&chat_records, &amojo_records, &log, settled, &runs, &cut_off, sim::now_ms());
 
     // The report.
     println!();
@@ -473,6 +494,12 @@ async fn run(args: Args) -> Result<bool, String> {
         "figures": findings.figures.iter().map(|(name, value)| json!({"figure": name.trim(), "value": value})).collect::<Vec<_>>(),
         "settled": settled, "settle_s": settle_time.as_secs_f64(), "run_s": started.elapsed().as_secs_f64(),
     });
+    // What the fakes recorded, for tracing an example back.
+    for (name, records) in [("chat-service-calls.json", &chat_records), ("amojo-calls.json", &amojo_records)] {
+        let path = out.join(name);
+        std::fs::write(&path, serde_json::to_string(records).expect("JSON serialises"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     let report_path = out.join("report.json");
     let pretty = serde_json::to_string_pretty(&report).expect("JSON serialises");
     std::fs::write(&report_path, pretty + "\n").map_err(|e| format!("cannot write {}: {e}", report_path.display()))?;

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{DynamoStore, TTL_ATTRIBUTE, conditional, n, s, text, unavailable};
+use super::{DynamoStore, TTL_ATTRIBUTE, conditional, n, num, s, text, unavailable};
 use crate::ports::store::{DedupeKeys, KeyClaim, StoreError, ttl_seconds};
 
 fn dedupe_pk(scope_id: &str, key: &str) -> String {
@@ -42,13 +42,13 @@ impl DedupeKeys for DynamoStore {
             Ok(_) => Ok(KeyClaim::Claimed { token }),
             Err(SdkError::ServiceError(e)) => match e.err() {
                 PutItemError::ConditionalCheckFailedException(failed) => {
-                    let Some(item) = failed.item() else { return Ok(KeyClaim::Held) };
+                    let Some(item) = failed.item() else { return Ok(KeyClaim::Held { until_ms: until }) };
                     if text(item, "claim_token").as_deref() == Some(token.as_str()) {
                         Ok(KeyClaim::Claimed { token })
                     } else if item.get("done").and_then(|v| v.as_bool().ok()) == Some(&true) {
                         Ok(KeyClaim::Done)
                     } else {
-                        Ok(KeyClaim::Held)
+                        Ok(KeyClaim::Held { until_ms: num(item, "until_ms").unwrap_or(until) })
                     }
                 }
                 _ => Err(unavailable(SdkError::ServiceError(e))),

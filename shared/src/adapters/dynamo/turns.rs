@@ -1,8 +1,10 @@
 //! [`SendTurns`] on the table: one item per lane, its holder and its sent mark.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{DynamoStore, conditional, item_on_condition_failure, n, num, s, text, unavailable};
 use crate::ports::store::{LaneView, SendTurns, StoreError, Turn, ttl_seconds};
@@ -35,14 +37,14 @@ impl SendTurns for DynamoStore {
             .await;
         match result {
             Ok(output) => {
-                let sent_mark = output.attributes.as_ref().and_then(|item| num(item, "sent_mark"));
-                Ok(Turn::Yours { token, sent_mark })
+                let (sent_mark, unconfirmed) = marks(output.attributes.as_ref());
+                Ok(Turn::Yours { token, sent_mark, unconfirmed })
             }
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
                 let held = item_on_condition_failure(e.err());
                 if held.and_then(|item| text(item, "holder")).as_deref() == Some(token.as_str()) {
-                    let sent_mark = held.and_then(|item| num(item, "sent_mark"));
-                    return Ok(Turn::Yours { token, sent_mark });
+                    let (sent_mark, unconfirmed) = marks(held);
+                    return Ok(Turn::Yours { token, sent_mark, unconfirmed });
                 }
                 Ok(Turn::Busy { until_ms: held.and_then(|item| num(item, "hold_until_ms")).unwrap_or(until_ms) })
             }
@@ -55,7 +57,8 @@ impl SendTurns for DynamoStore {
             return Ok(LaneView::default());
         };
         let held_until_ms = num(&item, "hold_until_ms").filter(|until_ms| *until_ms > now_ms);
-        Ok(LaneView { held_until_ms, sent_mark: num(&item, "sent_mark") })
+        let (sent_mark, unconfirmed) = marks(Some(&item));
+        Ok(LaneView { held_until_ms, sent_mark, unconfirmed })
     }
 
     async fn end_turn(
@@ -73,7 +76,7 @@ impl SendTurns for DynamoStore {
             // While the turn is held no one else writes the mark, and a sender only sends what
             // is above it: no max() needed.
             Some(mark) => release
-                .update_expression("SET sent_mark = :mark REMOVE holder, hold_until_ms")
+                .update_expression("SET sent_mark = :mark REMOVE holder, hold_until_ms, unconfirmed_mark")
                 .expression_attribute_values(":mark", n(mark)),
             None => release.update_expression("REMOVE holder, hold_until_ms"),
         };
@@ -83,7 +86,18 @@ impl SendTurns for DynamoStore {
         // The hold ran out before the send ended (or an SDK retry of this very write): the lane
         // is someone else's or free; the mark still only rises.
         match sent_mark {
-            Some(mark) => self.raise_mark(scope_id, lane, mark).await,
+            Some(mark) => {
+                let raise = self
+                    .update(turn_pk(scope_id, lane), "turn")
+                    .update_expression("SET sent_mark = :mark REMOVE unconfirmed_mark")
+                    .condition_expression(
+                        "attribute_exists(pk) AND (attribute_not_exists(sent_mark) OR sent_mark <= :mark)",
+                    )
+                    .expression_attribute_values(":mark", n(mark))
+                    .send()
+                    .await;
+                conditional(raise).map(drop)
+            }
             None => Ok(()),
         }
     }
@@ -91,11 +105,18 @@ impl SendTurns for DynamoStore {
     async fn raise_mark(&self, scope_id: &str, lane: &str, mark: i64) -> Result<(), StoreError> {
         let raise = self
             .update(turn_pk(scope_id, lane), "turn")
-            .update_expression("SET sent_mark = :mark")
+            .update_expression("SET sent_mark = :mark, unconfirmed_mark = :mark")
             .condition_expression("attribute_exists(pk) AND (attribute_not_exists(sent_mark) OR sent_mark < :mark)")
             .expression_attribute_values(":mark", n(mark))
             .send()
             .await;
         conditional(raise).map(drop)
     }
+}
+
+/// A lane's sent mark, and whether it was raised before its send and not confirmed since.
+fn marks(item: Option<&HashMap<String, AttributeValue>>) -> (Option<i64>, bool) {
+    let sent_mark = item.and_then(|item| num(item, "sent_mark"));
+    let unconfirmed = sent_mark.is_some() && item.and_then(|item| num(item, "unconfirmed_mark")) == sent_mark;
+    (sent_mark, unconfirmed)
 }

@@ -13,7 +13,7 @@ impl DedupeKeys for MemoryStore {
         let slot = (scope_id.to_owned(), key.to_owned());
         match state.dedupe.get(&slot) {
             Some(entry) if entry.until_ms > now_ms && entry.done => return Ok(KeyClaim::Done),
-            Some(entry) if entry.until_ms > now_ms => return Ok(KeyClaim::Held),
+            Some(entry) if entry.until_ms > now_ms => return Ok(KeyClaim::Held { until_ms: entry.until_ms }),
             _ => {}
         }
         let token = hex::encode(crate::random::random_bytes::<8>());

@@ -62,6 +62,8 @@ struct LaneState {
     /// (token, until_ms) of the sender holding the lane.
     holder: Option<(String, i64)>,
     sent_mark: Option<i64>,
+    /// The mark was raised before its send and the send not confirmed since.
+    unconfirmed: bool,
 }
 
 #[derive(Debug, Clone, Default)]

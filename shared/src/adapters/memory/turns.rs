@@ -16,7 +16,7 @@ impl SendTurns for MemoryStore {
         }
         let token = hex::encode(crate::random::random_bytes::<8>());
         lane.holder = Some((token.clone(), now_ms + hold_ms));
-        Ok(Turn::Yours { token, sent_mark: lane.sent_mark })
+        Ok(Turn::Yours { token, sent_mark: lane.sent_mark, unconfirmed: lane.unconfirmed })
     }
 
     async fn peek_turn(&self, scope_id: &str, lane: &str, now_ms: i64) -> Result<LaneView, StoreError> {
@@ -26,7 +26,7 @@ impl SendTurns for MemoryStore {
             return Ok(LaneView::default());
         };
         let held_until_ms = lane.holder.as_ref().map(|(_, until_ms)| *until_ms).filter(|until_ms| *until_ms > now_ms);
-        Ok(LaneView { held_until_ms, sent_mark: lane.sent_mark })
+        Ok(LaneView { held_until_ms, sent_mark: lane.sent_mark, unconfirmed: lane.unconfirmed })
     }
 
     async fn end_turn(
@@ -44,8 +44,9 @@ impl SendTurns for MemoryStore {
         if lane.holder.as_ref().is_some_and(|(holder, _)| holder == token) {
             lane.holder = None;
         }
-        if sent_mark > lane.sent_mark {
+        if sent_mark >= lane.sent_mark && sent_mark.is_some() {
             lane.sent_mark = sent_mark;
+            lane.unconfirmed = false;
         }
         Ok(())
     }
@@ -56,6 +57,7 @@ impl SendTurns for MemoryStore {
             && Some(mark) > lane.sent_mark
         {
             lane.sent_mark = Some(mark);
+            lane.unconfirmed = true;
         }
         Ok(())
     }

@@ -13,8 +13,8 @@ pub enum KeyClaim {
     Claimed { token: String },
     /// An earlier attempt did the work: nothing is to be done again.
     Done,
-    /// Another attempt holds the key and may still be doing the work.
-    Held,
+    /// Another attempt holds the key, until `until_ms`, and may still be doing the work.
+    Held { until_ms: i64 },
 }
 
 /// Keys of deliveries, each held while one attempt does its work and then remembered as done

@@ -8,8 +8,10 @@ pub use crate::rules::lanes::LaneView;
 /// A turn on a lane, from [`SendTurns::take_turn`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
-    /// This caller may send; `sent_mark` is the highest mark recorded on the lane so far.
-    Yours { token: String, sent_mark: Option<i64> },
+    /// This caller may send; `sent_mark` is the highest mark recorded on the lane so far, and
+    /// `unconfirmed` says it was raised before its send ([`SendTurns::raise_mark`]) and no send
+    /// has confirmed it since.
+    Yours { token: String, sent_mark: Option<i64>, unconfirmed: bool },
     /// Another sender holds the lane until `until_ms`.
     Busy { until_ms: i64 },
 }
@@ -26,12 +28,13 @@ pub trait SendTurns: Send + Sync {
     /// Reads the lane without taking it (one read): lets a caller with nothing to send, and
     /// no one sending, skip the two writes of a turn.
     async fn peek_turn(&self, scope_id: &str, lane: &str, now_ms: i64) -> Result<LaneView, StoreError>;
-    /// Gives the lane back, recording `sent_mark` when given (marks only rise: a lower or equal
-    /// one is not written).
+    /// Gives the lane back, recording `sent_mark` when given, as confirmed (marks only rise: a
+    /// lower one is not written).
     async fn end_turn(&self, scope_id: &str, lane: &str, token: &str, sent_mark: Option<i64>)
     -> Result<(), StoreError>;
-    /// Raises the lane's mark to `mark`, kept or not by the holder (marks only rise): what a
-    /// send may have told the peer, recorded before the send, so a sender cut off between the
-    /// send and [`Self::end_turn`] leaves the lane saying what the peer may be showing.
+    /// Raises the lane's mark to `mark`, unconfirmed, kept or not by the holder (marks only
+    /// rise): what a send may tell the peer, recorded before the send, so a sender cut off
+    /// between the send and [`Self::end_turn`] leaves the lane saying what the peer may be
+    /// showing, and that it may not have been told.
     async fn raise_mark(&self, scope_id: &str, lane: &str, mark: i64) -> Result<(), StoreError>;
 }

@@ -17,7 +17,7 @@ usage: bridge-chaos [options]
   --duplicate-sqs P       share of timer messages delivered twice (default 0.03)
   --peer-faults F         windows of 2-4 s in which a peer answers 5xx, 429 or slowly (default 4)
   --visibility-timeout S  the timer queue's visibility timeout (default: the template's)
-  --settle-seconds T      bound on the wait for the run to settle (default 100)
+  --settle-seconds T      bound on the wait for the run to settle (default 180)
   --seed X                the seed of the scenario and the faults (default: from the clock; printed)
   --out DIR               logs and report (default target/chaos/seed-<X>)
   --functions DIR         where the three function binaries are (default: beside this one)
@@ -59,7 +59,7 @@ impl Args {
             duplicate_sqs: 0.03,
             peer_faults: 4,
             visibility_timeout_s: None,
-            settle: Duration::from_secs(100),
+            settle: Duration::from_secs(180),
             seed: None,
             out: None,
             functions: None,

@@ -77,6 +77,9 @@ pub struct FunctionStats {
     pub store_calls: AtomicU64,
     /// Invocations handed to an environment: their request ids.
     handed_out: AtomicU64,
+    /// When each invocation killed or timed out was handed out and when it died (ms): a call
+    /// to a peer made in one may have gone out without its record.
+    pub cut_off: std::sync::Mutex<Vec<(i64, i64)>>,
     /// Invocations queued or in flight.
     active: AtomicI64,
 }
@@ -289,7 +292,8 @@ async fn environment(
             },
             calls: 0,
         };
-        let deadline_ms = now_ms() + spec.timeout.as_millis() as i64;
+        let handed_at_ms = now_ms();
+        let deadline_ms = handed_at_ms + spec.timeout.as_millis() as i64;
         let event = Response::new(200, invocation.event.clone())
             .with_header("content-type", "application/json")
             .with_header("lambda-runtime-aws-request-id", request_id.clone())
@@ -348,6 +352,9 @@ async fn environment(
         if ends {
             // Dead before anyone hears of it: a retry never meets the old process.
             process.kill();
+        }
+        if matches!(outcome, Outcome::Killed(_) | Outcome::TimedOut) {
+            stats.cut_off.lock().expect("not poisoned").push((handed_at_ms, now_ms()));
         }
         match &outcome {
             Outcome::Response(_) => stats.responses.fetch_add(1, Ordering::Relaxed),
