@@ -70,9 +70,11 @@ impl Dispatcher {
                 DueWork::ImportClientMessage { message, attempt, received_at_ms } => {
                     self.into_kommo.import(&message, attempt, received_at_ms).await
                 }
-                DueWork::EditClientMessage { edit, attempt } => self.into_kommo.edit(&edit, attempt).await,
-                DueWork::SendClientReaction { reaction, added, attempt } => {
-                    self.into_kommo.react(&reaction, added, attempt).await
+                DueWork::EditClientMessage { edit, attempt, waits } => {
+                    self.into_kommo.edit(&edit, attempt, waits).await
+                }
+                DueWork::SendClientReaction { reaction, added, attempt, waits } => {
+                    self.into_kommo.react(&reaction, added, attempt, waits).await
                 }
             }
         }
@@ -176,7 +178,7 @@ fn work_span(work: &DueWork) -> tracing::Span {
             Some(message.msgid.as_str()),
             Some(*attempt),
         ),
-        DueWork::EditClientMessage { edit, attempt } => {
+        DueWork::EditClientMessage { edit, attempt, .. } => {
             (edit.scope_id.as_str(), Some(edit.conversation_id.as_str()), Some(edit.msgid.as_str()), Some(*attempt))
         }
         DueWork::SendClientReaction { reaction, attempt, .. } => {

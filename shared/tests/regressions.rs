@@ -233,3 +233,23 @@ async fn a_status_applied_by_a_delivery_cut_off_before_its_report_is_reported_on
     let told: Vec<i8> = kommo_statuses(&sim).into_iter().map(|(_, status, _)| status).collect();
     assert_eq!(told, [2], "read reported, once");
 }
+
+#[tokio::test]
+async fn a_reaction_waits_out_an_import_slower_than_its_attempts() {
+    // Found by bridge-chaos: two kills held a client message's import for over a minute; the
+    // reaction to it spent its attempts waiting and was dropped, though the message then
+    // reached Kommo. Waiting for an import under way no longer spends attempts.
+    use shared::ports::store::{IncomingState, MessageRecords};
+    let sim = Sim::new();
+    assert!(sim.store.insert_incoming(SCOPE, "chat-1", "conv-1", T0).await.unwrap(), "recorded, its import slow");
+    let reaction = serde_json::json!({"type": "reaction.added", "scope_id": SCOPE, "conversation_id": "conv-1",
+        "user_id": "client-1", "msgid": "chat-1", "emoji": "👍"});
+    assert_eq!(sim.chat_event(&reaction.to_string()).await.status(), 200);
+    let reacted = |sim: &Sim| sim.kommo.calls().into_iter().filter(|c| matches!(c.call, KommoCall::React(_))).count();
+    sim.advance_to(T0 + 300_000).await;
+    assert_eq!(reacted(&sim), 0, "Kommo cannot take a reaction to a message it does not have");
+    let imported = IncomingState::Imported { kommo_msgid: Some("kommo-1".into()) };
+    sim.store.finish_incoming(SCOPE, "chat-1", &imported).await.unwrap();
+    sim.advance_to(T0 + 320_000).await;
+    assert_eq!(reacted(&sim), 1, "the reaction follows its message");
+}

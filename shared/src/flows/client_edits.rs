@@ -25,7 +25,7 @@ pub struct ClientEdits {
 impl ClientEdits {
     pub async fn on_edit(&self, edit: &ClientEdit) -> Result<(), FlowError> {
         check_client_edit(edit)?;
-        let work = DueWork::EditClientMessage { edit: Box::new(edit.clone()), attempt: 0 };
+        let work = DueWork::EditClientMessage { edit: Box::new(edit.clone()), attempt: 0, waits: 0 };
         self.timers.schedule(work, self.clock.now_ms()).await?;
         Ok(())
     }
@@ -34,7 +34,7 @@ impl ClientEdits {
 impl ClientContentToKommo {
     /// A client's edit: changed in Kommo once the message is in, with backoff while amojo is
     /// unavailable.
-    pub async fn edit(&self, edit: &ClientEdit, attempt: u32) -> Result<(), FlowError> {
+    pub async fn edit(&self, edit: &ClientEdit, attempt: u32, waits: u32) -> Result<(), FlowError> {
         let scope_id = edit.scope_id.as_str();
         let retry_after = match self.records.incoming_state(scope_id, &edit.msgid).await? {
             Some(IncomingState::Imported { .. }) => {
@@ -60,7 +60,10 @@ impl ClientContentToKommo {
                 }
             }
             // Kommo cannot change what it does not have yet: the edit waits for the import.
-            Some(IncomingState::Pending) => None,
+            Some(IncomingState::Pending) => {
+                let again = DueWork::EditClientMessage { edit: Box::new(edit.clone()), attempt, waits: waits + 1 };
+                return self.wait_for_import(waits, again).await;
+            }
             Some(IncomingState::Failed) => {
                 tracing::warn!(msgid = %edit.msgid.escape_debug(), "edit of a message Kommo never took; dropped");
                 return Ok(());
@@ -70,7 +73,7 @@ impl ClientContentToKommo {
                 return Ok(());
             }
         };
-        let again = |attempt| DueWork::EditClientMessage { edit: Box::new(edit.clone()), attempt };
+        let again = |attempt| DueWork::EditClientMessage { edit: Box::new(edit.clone()), attempt, waits };
         let now = self.clock.now_ms();
         if !requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, now, again).await? {
             tracing::error!(msgid = %edit.msgid.escape_debug(), "edit not applied in Kommo; attempts spent");

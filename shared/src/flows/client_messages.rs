@@ -323,6 +323,27 @@ impl ClientContentToKommo {
     }
 }
 
+/// How often an edit or a reaction looks again for the import of its message, and how many
+/// times: 15 minutes in all, longer than an import takes at its slowest (its own retries, a
+/// killed worker's claim, a killed batch back after the queue's visibility timeout), so they
+/// wait the import out instead of giving up on a message that is still coming.
+const IMPORT_WAIT_STEP_MS: i64 = 5_000;
+const IMPORT_WAITS: u32 = 180;
+
+impl ClientContentToKommo {
+    /// Work about a client's message that Kommo does not have yet (`waits`: how often it looked
+    /// already): queued to look again, without spending an attempt, while the import may still
+    /// come.
+    pub(super) async fn wait_for_import(&self, waits: u32, again: DueWork) -> Result<(), FlowError> {
+        if waits >= IMPORT_WAITS {
+            tracing::error!(work = again.kind(), "the message never reached Kommo; given up");
+            return Ok(());
+        }
+        self.timers.schedule(again, self.clock.now_ms() + IMPORT_WAIT_STEP_MS).await?;
+        Ok(())
+    }
+}
+
 /// What a reply quotes, for Kommo.
 enum Replied {
     To(KommoMessageRef),

@@ -88,7 +88,7 @@ pub struct ClientReactions {
 impl ClientReactions {
     pub async fn on_reaction(&self, reaction: &ClientReaction, added: bool) -> Result<(), FlowError> {
         check_client_reaction(reaction, added)?;
-        let work = DueWork::SendClientReaction { reaction: Box::new(reaction.clone()), added, attempt: 0 };
+        let work = DueWork::SendClientReaction { reaction: Box::new(reaction.clone()), added, attempt: 0, waits: 0 };
         self.timers.schedule(work, self.clock.now_ms()).await?;
         Ok(())
     }
@@ -97,7 +97,13 @@ impl ClientReactions {
 impl ClientContentToKommo {
     /// A client's reaction (`added`) or its withdrawal, put into Kommo: on their own message only
     /// once that is in Kommo; with backoff while amojo is unavailable.
-    pub async fn react(&self, reaction: &ClientReaction, added: bool, attempt: u32) -> Result<(), FlowError> {
+    pub async fn react(
+        &self,
+        reaction: &ClientReaction,
+        added: bool,
+        attempt: u32,
+        waits: u32,
+    ) -> Result<(), FlowError> {
         let scope_id = reaction.scope_id.as_str();
         let retry_after = match self.kommo_message_reacted_to(reaction).await? {
             Reacted::To(message) => {
@@ -123,13 +129,22 @@ impl ClientContentToKommo {
                     }
                 }
             }
-            Reacted::NotInKommoYet => None,
+            Reacted::NotInKommoYet => {
+                let again = DueWork::SendClientReaction {
+                    reaction: Box::new(reaction.clone()),
+                    added,
+                    attempt,
+                    waits: waits + 1,
+                };
+                return self.wait_for_import(waits, again).await;
+            }
             Reacted::NeverInKommo => {
                 tracing::warn!("reaction to a message Kommo never took; dropped");
                 return Ok(());
             }
         };
-        let again = |attempt| DueWork::SendClientReaction { reaction: Box::new(reaction.clone()), added, attempt };
+        let again =
+            |attempt| DueWork::SendClientReaction { reaction: Box::new(reaction.clone()), added, attempt, waits };
         let now = self.clock.now_ms();
         if !requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, now, again).await? {
             tracing::error!("client reaction not sent to Kommo; attempts spent");

@@ -59,10 +59,22 @@ pub enum DueWork {
         #[serde(default)]
         received_at_ms: i64,
     },
-    /// Change a client's message in Kommo, once it is imported.
-    EditClientMessage { edit: Box<ClientEdit>, attempt: u32 },
-    /// Put a client's reaction into Kommo (`added`), or take it back.
-    SendClientReaction { reaction: Box<ClientReaction>, added: bool, attempt: u32 },
+    /// Change a client's message in Kommo, once it is imported; `waits` counts the looks at an
+    /// import still under way (not attempts).
+    EditClientMessage {
+        edit: Box<ClientEdit>,
+        attempt: u32,
+        #[serde(default)]
+        waits: u32,
+    },
+    /// Put a client's reaction into Kommo (`added`), or take it back; `waits` as for an edit.
+    SendClientReaction {
+        reaction: Box<ClientReaction>,
+        added: bool,
+        attempt: u32,
+        #[serde(default)]
+        waits: u32,
+    },
 }
 
 impl DueWork {

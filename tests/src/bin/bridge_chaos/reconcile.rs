@@ -167,6 +167,14 @@ fn cut_off_after(at_ms: f64, cut_off: &[(i64, i64)]) -> bool {
     cut_off.iter().any(|(handed, died)| (*handed as f64) <= at_ms && at_ms <= (died + ON_THE_WIRE_MS) as f64)
 }
 
+/// The repeats among the arrivals of one call made more than once, and how many of them a kill
+/// explains (each repeat needs an earlier arrival made by an invocation then cut off).
+fn repeats(arrivals: &[f64], cut_off: &[(i64, i64)]) -> (u64, u64) {
+    let repeats = arrivals.len().saturating_sub(1);
+    let explained = arrivals[..repeats].iter().filter(|at| cut_off_after(**at, cut_off)).count();
+    (repeats as u64, explained as u64)
+}
+
 /// How long after a process died a request it had sent may still reach a fake.
 const ON_THE_WIRE_MS: i64 = 100;
 
@@ -386,11 +394,9 @@ pub fn reconcile(
     for (msgid, codes) in &amojo.statuses {
         let mut unexplained = Vec::new();
         for code in codes.iter().copied().collect::<HashSet<_>>() {
-            let arrivals = &amojo.status_arrivals[&(msgid.clone(), code)];
-            let repeats = arrivals.len() as u64 - 1;
-            let explained = arrivals[..arrivals.len() - 1].iter().filter(|at| cut_off_after(**at, cut_off)).count();
-            statuses_after_kill += repeats.min(explained as u64);
-            if repeats > explained as u64 {
+            let (repeated, explained) = repeats(&amojo.status_arrivals[&(msgid.clone(), code)], cut_off);
+            statuses_after_kill += repeated.min(explained);
+            if repeated > explained {
                 unexplained.push(code);
             }
         }
@@ -416,14 +422,13 @@ pub fn reconcile(
 
     let mut imported_once = Check::new("client message imported once, but after a kill between call and record");
     for (msgid, arrivals) in &amojo.imports {
-        let repeats = arrivals.len() - 1;
-        let explained = arrivals[..repeats].iter().filter(|at| cut_off_after(**at, cut_off)).count();
-        imports_after_kill += repeats.min(explained) as u64;
-        if repeats > explained {
+        let (repeated, explained) = repeats(arrivals, cut_off);
+        imports_after_kill += repeated.min(explained);
+        if repeated > explained {
             imported_once.fail(format!(
                 "{msgid}: imported {} times, no kill explains {}",
                 arrivals.len(),
-                repeats - explained
+                repeated - explained
             ));
         } else {
             imported_once.pass();
