@@ -253,3 +253,22 @@ async fn a_reaction_waits_out_an_import_slower_than_its_attempts() {
     sim.advance_to(T0 + 320_000).await;
     assert_eq!(reacted(&sim), 1, "the reaction follows its message");
 }
+
+#[tokio::test]
+async fn a_copy_cut_off_between_claiming_its_wait_and_queuing_itself_is_not_lost() {
+    // Found by bridge-chaos: a relay found its message held by a killed worker, claimed the wait
+    // for it and was killed before it queued its copy; the queue's redelivery found the wait
+    // claimed, took it for a copy already queued and dropped itself: the message was never
+    // relayed. A wait is done only once its copy is queued; one merely claimed is queued again.
+    use shared::ports::store::MessageRecords;
+    let sim = Sim::new();
+    assert_eq!(sim.kommo_webhook(&manager_message("conv-1", "manager-1", "kommo-1")).await.status(), 200);
+    let [relay] = <[_; 1]>::try_from(sim.timers.take_due(T0)).unwrap();
+    // The worker that took it first was killed holding it.
+    sim.store.claim_relay(SCOPE, "kommo-1", T0, 20_000).await.unwrap();
+    sim.queue.refuse_next.store(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(sim.run_due(relay.clone()).await.is_err(), "its copy not queued: cut off");
+    sim.run_due(relay).await.unwrap(); // the queue hands the same work again
+    sim.advance_to(T0 + 60_000).await;
+    assert_eq!(sim.chat_events(), ["message"]);
+}

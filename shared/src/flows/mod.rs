@@ -79,11 +79,15 @@ pub(crate) async fn requeue(
 }
 
 /// Queues `work` again at `retry_at` because what it needs is held (its send lane is busy, or
-/// another copy holds its claim), unless a copy of the same work (`identity`) already waits for
-/// that hold. A queue message delivered twice, or delivered again after a worker was cut off once
-/// it had queued its copy, would otherwise start a second chain of copies, each looking again
-/// for as long as a dead worker holds it, and the chains multiply. The wait lapses just before
-/// the copy it stands for runs, so that copy waits again if it finds the hold still on.
+/// another copy holds its claim), unless a copy of the same work (`identity`) is known to be
+/// queued for that hold already. A queue message delivered twice, or delivered again after a
+/// worker was cut off once it had queued its copy, would otherwise start a second chain of
+/// copies, each looking again for as long as a dead worker holds it, and the chains multiply.
+///
+/// The wait is claimed, the copy queued, and only then the wait marked done (until just before
+/// the copy runs, so that copy can wait again): a worker cut off between the claim and the
+/// queuing leaves the wait claimed, not done, and whoever finds it so queues a copy anyway. An
+/// extra copy now and then is the price of never losing the work.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn wait_for_hold(
     waits: &dyn DedupeKeys,
@@ -95,16 +99,23 @@ pub(crate) async fn wait_for_hold(
     now_ms: i64,
     retry_at_ms: i64,
 ) -> Result<(), FlowError> {
-    let hold_ms = (retry_at_ms - now_ms - LANE_WAIT_MARGIN_MS).max(1);
     let key = format!("lane-wait#{held}#{identity}");
-    match waits.claim(scope_id, &key, now_ms, hold_ms).await? {
-        KeyClaim::Claimed { .. } => Ok(timers.schedule(work, retry_at_ms).await?),
-        KeyClaim::Held { .. } | KeyClaim::Done => {
-            tracing::debug!(work = work.kind(), "a copy of this work already waits; dropped");
-            Ok(())
+    let queued_until_ms = (retry_at_ms - LANE_WAIT_MARGIN_MS).max(now_ms + 1);
+    match waits.claim(scope_id, &key, now_ms, WAIT_CLAIM_HOLD_MS).await? {
+        KeyClaim::Claimed { token } => {
+            timers.schedule(work, retry_at_ms).await?;
+            waits.finish(scope_id, &key, &token, queued_until_ms).await?;
+        }
+        KeyClaim::Done => tracing::debug!(work = work.kind(), "a copy of this work already waits; dropped"),
+        KeyClaim::Held { .. } => {
+            tracing::debug!(work = work.kind(), "a copy of this work may not have been queued; queued");
+            timers.schedule(work, retry_at_ms).await?;
         }
     }
+    Ok(())
 }
 
+/// How long a wait is claimed before its copy is queued: longer than queuing takes.
+const WAIT_CLAIM_HOLD_MS: i64 = 5_000;
 /// How much before its copy runs a wait lapses (timers fire a little early or late).
 const LANE_WAIT_MARGIN_MS: i64 = 50;
