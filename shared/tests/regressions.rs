@@ -19,6 +19,7 @@ async fn a_typing_started_held_back_by_a_failure_is_not_sent_after_the_lease_end
     // The start that failed may not have landed: it goes again before the stop that ends it
     // (under its own id, so a chat service that had it drops it), never a stop alone.
     assert_eq!(sim.chat_events(), ["started", "stopped", "message"], "the chat service's last word is not a start");
+    assert_eq!(sim.chat_events_once(), sim.chat_events(), "each under an id of its own: none dropped as a repeat");
 }
 
 #[tokio::test]

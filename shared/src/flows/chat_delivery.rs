@@ -69,7 +69,7 @@ impl ChatDelivery {
             }
             Turn::Yours { token, sent_mark, unconfirmed } => (token, (TypingShown::from_mark(sent_mark), unconfirmed)),
         };
-        let sent = self.send_manager_typing(&key, typing, event, webhook_id, attempt, now, lane_now).await;
+        let sent = self.send_manager_typing(&key, typing, event, attempt, now, lane_now).await;
         let mark = sent.as_ref().ok().copied().flatten().map(TypingShown::mark);
         self.lanes.end_turn(&key.scope_id, &lane, &token, mark).await?;
         sent.map(drop)
@@ -105,12 +105,10 @@ impl ChatDelivery {
             if let BridgeEvent::PresenceChanged { online, .. } = &mut event {
                 *online = wanted.unwrap_or_default();
             }
-            // Every send of one push carries one id, however often it is made again (a worker
-            // cut off before it recorded the send): the chat service drops the repeats.
-            let webhook_id = match attempt {
-                0 => lane_webhook_id(&scope_id, &lane, mark_after, now),
-                _ => webhook_id,
-            };
+            // Every send of one push carries one id, however often it is made again (a retry, a
+            // worker cut off before it recorded the send): the chat service drops the repeats.
+            // A retry that finds the lane moved on makes a new decision, under a new id.
+            let webhook_id = lane_webhook_id(&scope_id, &lane, mark_after, now);
             let outcome = self.send(event, webhook_id, attempt, now).await?;
             Ok::<_, FlowError>((outcome == SendOutcome::Delivered).then_some(mark_after))
         };
@@ -160,7 +158,6 @@ impl ChatDelivery {
         key: &LeaseKey,
         typing: TypingEvent,
         event: BridgeEvent,
-        webhook_id: String,
         attempt: u32,
         now: i64,
         (shown, unconfirmed): (TypingShown, bool),
@@ -177,8 +174,10 @@ impl ChatDelivery {
             self.lanes.raise_mark(&key.scope_id, &key.lane(), shown.next().mark()).await?;
         }
         // Every send of one decision carries one id, however often it is made again (a retry, or
-        // a worker cut off before it recorded the send): the chat service drops the repeats.
-        let webhook_id = if attempt == 0 { typing_webhook_id(key, typing, shown, now) } else { webhook_id };
+        // a worker cut off before it recorded the send): the chat service drops the repeats. A
+        // retry that finds the lane moved on (a stop sent meanwhile) is a new decision, under a
+        // new id: under its old one, the chat service would drop a start it has to show.
+        let webhook_id = typing_webhook_id(key, typing, shown, now);
         if typing == TypingEvent::Stopped
             && unconfirmed
             && let Err(reason) = resend_unconfirmed_start(self.chat.as_ref(), key, shown, now).await

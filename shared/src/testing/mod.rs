@@ -259,12 +259,18 @@ impl KommoApi for RecordingKommo {
     }
 }
 
-/// The chat service in memory: records each delivered event, or fails as told.
-pub struct RecordingChat(Recorder<BridgeEvent, ChatError>);
+/// The chat service in memory: records each delivered event and its `webhook-id`, or fails as
+/// told.
+pub struct RecordingChat(Recorder<BridgeEvent, ChatError>, Mutex<Vec<String>>);
 
 impl RecordingChat {
     pub fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
-        Self(Recorder::new(clock))
+        Self(Recorder::new(clock), Mutex::new(Vec::new()))
+    }
+
+    /// The `webhook-id` of each event of [`Self::events`], in the same order.
+    pub fn webhook_ids(&self) -> Vec<String> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The next event lands only when the returned gate is notified.
@@ -287,14 +293,16 @@ impl ChatService for RecordingChat {
     async fn deliver(
         &self,
         event: &BridgeEvent,
-        _webhook_id: &str,
+        webhook_id: &str,
         _policy: RetryPolicy,
     ) -> Result<ChatAnswer, ChatError> {
         self.0.pass().await;
         if let Some(error) = self.0.next_failure() {
             return Err(error);
         }
+        let mut ids = self.1.lock().unwrap_or_else(|p| p.into_inner());
         self.0.record(event.scope_id(), event.clone());
+        ids.push(webhook_id.to_owned());
         // Like a chat service that keeps its own ids: `chat-<Kommo msgid>` for a message.
         let msgid = match event {
             BridgeEvent::MessageCreated { reference, .. } => Some(format!("chat-{reference}")),

@@ -235,6 +235,18 @@ impl<S: Store + 'static> Sim<S> {
     }
 
     /// What the chat service accepted, in order: "started", "stopped", "message", "other".
+    /// [`Self::chat_events`] as a chat service that drops a repeated `webhook-id` takes them.
+    pub fn chat_events_once(&self) -> Vec<&'static str> {
+        let mut seen = std::collections::HashSet::new();
+        let ids = self.chat.webhook_ids();
+        self.chat_events()
+            .into_iter()
+            .zip(ids)
+            .filter(|(_, id)| seen.insert(id.clone()))
+            .map(|(kind, _)| kind)
+            .collect()
+    }
+
     pub fn chat_events(&self) -> Vec<&'static str> {
         let kinds = self.chat.events().into_iter().map(|recorded| match recorded.call {
             BridgeEvent::TypingStarted { .. } => "started",
