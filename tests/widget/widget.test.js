@@ -315,10 +315,11 @@ async function scenarios(browser, env, bridge, pages) {
   const clockRun = runDefaultsOnFakeClock(browser, env);
 
   await check(`the mark goes when the client's window (PRESENCE_WINDOW_S=${WINDOW_S}) lapses, showing "last seen"`, async () => {
-    await h.page.locator('.kfc-presence--offline').waitFor({ state: 'visible', timeout: (WINDOW_S + 4) * 1000 });
+    await h.page.locator('.kfc-presence--offline').waitFor({ state: 'visible', timeout: (WINDOW_S + 6) * 1000 });
     const goneAfter = Date.now() - onlineAt;
-    // Offline at the first presence GET after the window: WINDOW_S to WINDOW_S + presenceMs, plus slack.
-    assert(goneAfter >= (WINDOW_S - 0.5) * 1000 && goneAfter <= WINDOW_S * 1000 + FAST.presenceMs + 2000, `offline ${goneAfter} ms after presence.online`);
+    // Offline at the first presence GET after the window: WINDOW_S to WINDOW_S + presenceMs, plus
+    // slack for a loaded 2-core machine (CI builds the arm64 binaries beside this test).
+    assert(goneAfter >= (WINDOW_S - 0.5) * 1000 && goneAfter <= WINDOW_S * 1000 + FAST.presenceMs + 4000, `offline ${goneAfter} ms after presence.online`);
     assert(await h.page.locator('.kfc-presence--online').count() === 0, 'an online mark is still shown');
     const label = await h.page.locator('.kfc-presence--offline').textContent();
     assert(/^last seen (just now|\d+ min ago)$/.test(label), `the offline mark reads "${label}"`);
