@@ -12,13 +12,23 @@ use tracing::Instrument;
 use crate::flows::FlowError;
 use crate::flows::chat_delivery::ChatDelivery;
 use crate::flows::client_messages::ClientContentToKommo;
+use crate::flows::client_profiles::ClientProfiles;
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::StatusReports;
+use crate::flows::installs::Installs;
 use crate::flows::manager_messages::{ManagerMessages, MessageRelay, Relay};
 use crate::flows::manager_presence::ManagerPresenceExpiry;
 use crate::flows::manager_typing::ManagerTypingExpiry;
+use crate::flows::managers::ManagerDirectoryRefresh;
 use crate::ports::timers::{DueWork, DueWorkRunner, Timers};
 use crate::time::Clock;
+
+/// The installs' queued work, as the dispatcher runs it (where installs are configured).
+#[derive(Clone)]
+pub struct InstallWork {
+    pub installs: Installs,
+    pub managers: Arc<ManagerDirectoryRefresh>,
+}
 
 /// The queued half of every flow.
 #[derive(Clone)]
@@ -32,6 +42,11 @@ pub struct Dispatcher {
     pub relay: MessageRelay,
     pub reports: StatusReports,
     pub into_kommo: ClientContentToKommo,
+    /// Client profiles into Kommo's contacts, where Kommo's REST API is configured.
+    pub profiles: Option<ClientProfiles>,
+    /// Installs' work (a connect not finished in time, the token sweep, the managers' read, a
+    /// disable's confirmation), where installs are configured.
+    pub installs: Option<InstallWork>,
     /// Where work out of time goes back ([`Self::run_batch_within`]).
     pub hand_back: Arc<dyn Timers>,
     pub clock: Arc<dyn Clock>,
@@ -76,10 +91,45 @@ impl Dispatcher {
                 DueWork::SendClientReaction { reaction, added, attempt, waits } => {
                     self.into_kommo.react(&reaction, added, attempt, waits).await
                 }
+                DueWork::UpdateClientProfile { profile, attempt, received_at_ms } => match &self.profiles {
+                    Some(profiles) => profiles.update(&profile, attempt, received_at_ms).await,
+                    None => {
+                        // Accepted where installs are configured, run where they are not: the
+                        // deployment's queued work lacks KOMMO_CLIENT_ID and the token key.
+                        tracing::error!(
+                            "a client profile update, but Kommo's REST API is not configured here; dropped"
+                        );
+                        Ok(())
+                    }
+                },
+                DueWork::FinishInstall { .. }
+                | DueWork::SweepAccountTokens
+                | DueWork::RefreshManagers { .. }
+                | DueWork::ConfirmDisable { .. } => self.run_install_work(work).await,
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// Installs' queued work; without installs configured here it cannot be done, and is
+    /// dropped (logged): it would fail the same way every time.
+    async fn run_install_work(&self, work: DueWork) -> Result<(), FlowError> {
+        let Some(install) = &self.installs else {
+            tracing::error!(work = work.kind(), "installs' work, but installs are not configured here; dropped");
+            return Ok(());
+        };
+        match work {
+            DueWork::FinishInstall { host, account_id, sealed_tokens, attempt } => {
+                install.installs.finish(&host, account_id, sealed_tokens.as_deref(), attempt).await
+            }
+            DueWork::SweepAccountTokens => install.installs.sweep().await,
+            DueWork::RefreshManagers { scope_id, attempt } => install.managers.run_queued(&scope_id, attempt).await,
+            DueWork::ConfirmDisable { account_id, attempt } => {
+                install.installs.confirm_disable(account_id, attempt).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Runs a batch concurrently and returns the message ids of the records to deliver again. A
@@ -184,6 +234,14 @@ fn work_span(work: &DueWork) -> tracing::Span {
         DueWork::SendClientReaction { reaction, attempt, .. } => {
             (reaction.scope_id.as_str(), Some(reaction.conversation_id.as_str()), reaction.message.id(), Some(*attempt))
         }
+        DueWork::UpdateClientProfile { profile, attempt, .. } => {
+            (profile.scope_id.as_str(), Some(profile.conversation_id.as_str()), None, Some(*attempt))
+        }
+        DueWork::RefreshManagers { scope_id, attempt } => (scope_id.as_str(), None, None, Some(*attempt)),
+        DueWork::FinishInstall { attempt, .. } | DueWork::ConfirmDisable { attempt, .. } => {
+            ("", None, None, Some(*attempt))
+        }
+        DueWork::SweepAccountTokens => ("", None, None, None),
     };
     span.record("scope_id", crate::rules::id_checks::for_log(scope_id));
     if let Some(conversation_id) = conversation_id {

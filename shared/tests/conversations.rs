@@ -369,3 +369,97 @@ async fn read_up_to_reaches_the_opening_of_a_chat_the_manager_started_under_eith
     reported.sort();
     assert_eq!(reported, [("kommo-1".to_owned(), 2), ("kommo-2".to_owned(), 2)]);
 }
+
+#[tokio::test]
+async fn a_reply_quoting_what_kommo_does_not_have_goes_unquoted_and_never_fails_the_message() {
+    let sim = Sim::new();
+    sim.chat_event(&client_message_with("conv-1", "chat-1", json!({}))).await;
+    sim.advance_to(T0 + 1000).await;
+    // A msgid the bridge never saw in this scope (another account's, or made up).
+    sim.chat_event(&client_message_with("conv-1", "chat-2", json!({"reply_to": {"msgid": "never-seen"}}))).await;
+    sim.advance_to(T0 + 2000).await;
+    // Kommo's id of a message Kommo refuses to quote (another account's): tried quoted, then
+    // sent unquoted at once.
+    let refused = KommoError::Rejected {
+        status: 400,
+        error_type: "BAD_REQUEST".into(),
+        description: "unknown reply_to message".into(),
+    };
+    sim.kommo.fail_next([refused]);
+    sim.chat_event(&client_message_with("conv-1", "chat-3", json!({"reply_to": {"reference": "kommo-elsewhere"}})))
+        .await;
+    sim.advance_to(T0 + 3000).await;
+    let landed: Vec<_> =
+        imports(&sim).into_iter().map(|p| (p.msgid, serde_json::to_value(p.reply_to).unwrap())).collect();
+    assert_eq!(
+        landed,
+        [
+            ("chat-1".to_owned(), Value::Null),
+            ("chat-2".to_owned(), Value::Null),
+            ("chat-3".to_owned(), json!({"message": {"id": "kommo-elsewhere"}})),
+            ("chat-3".to_owned(), Value::Null),
+        ]
+    );
+    let delivered = told(&sim).into_iter().filter(|e| matches!(e, BridgeEvent::MessageDelivered { .. })).count();
+    assert_eq!(delivered, 3, "every message delivered, none failed: {:?}", told(&sim));
+}
+
+#[tokio::test]
+async fn kommo_gets_what_it_requires_filled_in_and_a_caption_edit_without_its_media() {
+    let sim = Sim::new();
+    let contact = json!({"message": {"type": "contact", "contact": {"phone": "+1 555 0100"}}});
+    let file = json!({"message": {"type": "file", "media": "https://cdn.example/f/Price%20list.pdf", "file_size": 12}});
+    let nameless_phone = json!({"message": {"type": "contact", "contact": {"name": "Ann"}}});
+    assert_eq!(sim.chat_event(&client_message_with("conv-1", "chat-1", contact)).await.status(), 200);
+    assert_eq!(sim.chat_event(&client_message_with("conv-1", "chat-2", file)).await.status(), 200);
+    let refused = sim.chat_event(&client_message_with("conv-1", "chat-3", nameless_phone)).await;
+    assert_eq!(refused.status(), 400, "a contact's phone cannot be made up");
+    assert!(Sim::json(&refused)["error"]["message"].as_str().unwrap().contains("message.contact.phone"));
+    sim.advance_to(T0 + 1000).await;
+    let sent: Vec<_> = imports(&sim).into_iter().map(|p| serde_json::to_value(p.message).unwrap()).collect();
+    assert_eq!(sent[0]["contact"], json!({"phone": "+1 555 0100", "name": "+1 555 0100"}));
+    assert_eq!((sent[1]["file_name"].as_str(), sent[1]["file_size"].as_u64()), (Some("Price list.pdf"), Some(12)));
+    assert_eq!(sent.len(), 2);
+    let caption = json!({"type": "message.edited", "scope_id": SCOPE, "conversation_id": "conv-1", "msgid": "chat-2",
+                         "message": {"type": "file", "text": "the May prices"}});
+    assert_eq!(sim.chat_event(&caption.to_string()).await.status(), 200);
+    sim.advance_to(T0 + 2000).await;
+    let edited: Vec<_> = sim
+        .kommo
+        .calls()
+        .into_iter()
+        .filter_map(|c| if let KommoCall::Edit(request) = c.call { Some(request.payload.message) } else { None })
+        .collect();
+    let [edited] = &edited[..] else { panic!("{edited:?}") };
+    assert_eq!((edited.media.as_deref(), edited.text.as_deref()), (None, Some("the May prices")));
+}
+
+#[tokio::test]
+async fn client_typing_reaches_kommo_only_in_a_chat_kommo_has_under_the_id_it_has() {
+    let typing_calls = |sim: &Sim| -> Vec<String> {
+        let calls = sim.kommo.calls().into_iter();
+        calls.filter_map(|c| if let KommoCall::Typing(r) = c.call { Some(r.conversation_id) } else { None }).collect()
+    };
+    let sim = Sim::new();
+    // Before the conversation's first message Kommo has no chat for it: no call.
+    sim.chat_event(&client_typing("typing.started", "conv-new", None)).await;
+    sim.advance_to(T0 + 1000).await;
+    assert_eq!(typing_calls(&sim), Vec::<String>::new());
+    // A chat a manager started, not answered yet: Kommo knows it by its own id only.
+    sim.kommo_webhook(&write_first_message("kommo-chat-7", "kommo-1")).await;
+    sim.advance_to(T0 + 2000).await;
+    let typing_in = |conversation: &str| {
+        json!({"type": "typing.started", "scope_id": SCOPE, "conversation_id": conversation, "user_id": "client-7"})
+            .to_string()
+    };
+    sim.chat_event(&typing_in("kommo-chat-7")).await;
+    sim.advance_to(T0 + 3000).await;
+    assert_eq!(typing_calls(&sim), Vec::<String>::new());
+    // Answered under the chat service's own id: typing in either goes under that id.
+    sim.chat_event(&client_message_with("conv-eve", "chat-1", json!({"conversation_ref_id": "kommo-chat-7"}))).await;
+    sim.advance_to(T0 + 10_000).await;
+    sim.chat_event(&typing_in("kommo-chat-7")).await;
+    sim.advance_to(T0 + 11_000).await;
+    let calls = typing_calls(&sim);
+    assert!(!calls.is_empty() && calls.iter().all(|id| id == "conv-eve"), "{calls:?}");
+}

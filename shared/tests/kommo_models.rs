@@ -37,6 +37,14 @@ fn the_product_pages_typing_call_round_trips() {
 }
 
 #[test]
+fn a_real_accounts_manager_message_webhook_round_trips_blank_fields_and_all() {
+    let webhook: KommoWebhook = round_trip("manager_message_webhook_real");
+    let WebhookKind::ManagerMessage(message) = webhook.kind() else { panic!("not a message") };
+    assert_eq!((message.sender.name.as_deref(), message.message.file_size), (Some(""), Some(0)));
+    assert!(message.message.extra["markup"].is_null());
+}
+
+#[test]
 fn an_outgoing_manager_message_webhook_round_trips() {
     let webhook: KommoWebhook = round_trip("manager_message_webhook");
     let WebhookKind::ManagerMessage(message) = webhook.kind() else { panic!("not a message") };

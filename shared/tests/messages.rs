@@ -44,6 +44,21 @@ async fn a_manager_message_is_relayed_once_however_often_kommo_sends_it() {
 }
 
 #[tokio::test]
+async fn a_real_accounts_webhook_with_blank_names_reaches_the_chat_service_with_none() {
+    // Real webhooks write what they have no value for as "" (`sender.name`, the receiver's
+    // contact fields) and carry `markup: null` and `file_size: 0` on a text.
+    let sim = Sim::new();
+    manager_writes(&sim, "kommo-1").await;
+    sim.advance_to(T0 + 60_000).await;
+    let [event] = &sim.chat.events()[..] else { panic!("{:?}", sim.chat.events()) };
+    let BridgeEvent::MessageCreated { sender, receiver, message, .. } = &event.call else { panic!() };
+    assert_eq!(sender.name, None, "never an empty manager name");
+    assert_eq!((&receiver.name, &receiver.phone, &receiver.email, &receiver.avatar), (&None, &None, &None, &None));
+    let relayed = serde_json::to_value(message).unwrap();
+    assert_eq!((relayed["text"].as_str(), relayed["markup"].is_null()), (Some("hello"), true), "relayed as it came");
+}
+
+#[tokio::test]
 async fn the_webhook_is_acknowledged_before_any_delivery_is_tried() {
     let sim = Sim::new();
     sim.chat.fail_next(std::iter::repeat_with(down).take(100));
@@ -187,7 +202,8 @@ async fn a_client_message_creates_the_chat_once_and_is_imported_once() {
             _ => "other",
         })
         .collect();
-    assert_eq!(calls, vec!["typing", "create_chat", "import", "import"], "no typing call after the message");
+    // No typing call: Kommo has no chat before the first message, and its typing ends with it.
+    assert_eq!(calls, vec!["create_chat", "import", "import"]);
     let imported = sim.kommo.calls().into_iter().find_map(|c| match c.call {
         KommoCall::Import(request) => Some(request),
         _ => None,
@@ -336,4 +352,62 @@ async fn a_source_travels_with_messages_both_ways() {
         .collect();
     let expected = Some("+1 555 0100".to_owned());
     assert_eq!(sources, [("chat", expected.clone()), ("import", expected)]);
+}
+
+/// `count` numbers written `1e15` (5 bytes each as sent, 19 as serde_json queues them).
+fn numbers_as_sent(count: usize) -> String {
+    vec!["1e15"; count].join(",")
+}
+
+#[tokio::test]
+async fn a_client_message_whose_numbers_would_not_fit_the_queue_is_refused_and_changes_nothing() {
+    use shared::testing::CountItems;
+    // GIVEN a client's message of 80 KB whose extra field would queue at over 300 KB.
+    let sim = Sim::new();
+    let body = client_message("conv-1", "m-big")
+        .replace(r#""text":"hi""#, &format!(r#""text":"hi","metrics":[{}]"#, numbers_as_sent(16_000)));
+    // WHEN the chat service sends it THEN it is refused with 413, naming why.
+    let response = sim.chat_event(&body).await;
+    assert_eq!(response.status(), 413);
+    let error = Sim::json(&response);
+    assert_eq!(error["error"]["code"], "too_large_to_queue", "{error}");
+    // AND nothing is stored (not even its webhook-id) nor queued, nothing sent anywhere.
+    assert_eq!(sim.store.count_items().await, 0);
+    assert!(sim.timers.pending().is_empty(), "{:?}", sim.timers.pending());
+    sim.advance_to(T0 + 60_000).await;
+    assert!(sim.kommo.calls().is_empty() && sim.chat.events().is_empty());
+    // An edit of the same size is refused the same way.
+    let edit = format!(
+        r#"{{"type":"message.edited","scope_id":"{SCOPE}","conversation_id":"conv-1","msgid":"m-1","message":{{"type":"text","text":"hi","metrics":[{}]}}}}"#,
+        numbers_as_sent(16_000)
+    );
+    assert_eq!(sim.chat_event(&edit).await.status(), 413);
+    assert_eq!(sim.store.count_items().await, 0);
+    assert!(sim.timers.pending().is_empty());
+}
+
+#[tokio::test]
+async fn a_manager_message_whose_numbers_would_not_fit_the_queue_is_refused_and_reported_failed_at_once() {
+    use shared::testing::CountItems;
+    // GIVEN a manager's message of 200 KB whose extra field would queue at over 750 KB.
+    let sim = Sim::new();
+    let body = manager_message("conv-1", "manager-1", "kommo-big")
+        .replace(r#""text":"hello""#, &format!(r#""text":"hello","metrics":[{}]"#, numbers_as_sent(40_000)));
+    // WHEN Kommo sends it THEN the webhook is refused with 413...
+    let response = sim.kommo_webhook(&body).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(Sim::json(&response)["error"]["code"], "too_large_to_queue");
+    // ...Kommo is told at once that it failed (it never sends a webhook again), with a text
+    // the manager reads, and nothing is stored nor queued.
+    assert_eq!(kommo_statuses(&sim), [("kommo-big".to_owned(), -1, Some(905))]);
+    let told = sim.kommo.calls().into_iter().find_map(|recorded| match recorded.call {
+        KommoCall::DeliveryStatus(request) => Some(serde_json::to_value(&request).unwrap()),
+        _ => None,
+    });
+    let told = told.unwrap();
+    assert!(told["error"].as_str().unwrap_or_default().contains("too large"), "{told}");
+    assert_eq!(sim.store.count_items().await, 0);
+    assert!(sim.timers.pending().is_empty());
+    sim.advance_to(T0 + 60_000).await;
+    assert!(sim.chat.events().is_empty(), "nothing relayed");
 }

@@ -31,6 +31,7 @@ fn chat_events(sim: &Sim) -> Vec<(i64, &'static str)> {
 #[tokio::test]
 async fn a_client_typing_for_a_minute_on_every_keystroke_reaches_kommo_12_to_20_times_and_never_after_stopping() {
     let sim = Sim::new();
+    sim.kommo_has_chat("conv-1").await;
     let stop_at = T0 + 60_000;
     let mut t = T0;
     while t < stop_at {
@@ -57,6 +58,7 @@ async fn a_client_typing_for_a_minute_on_every_keystroke_reaches_kommo_12_to_20_
 #[tokio::test]
 async fn one_typing_started_keeps_kommos_indicator_up_for_its_ttl_by_itself() {
     let sim = Sim::new();
+    sim.kommo_has_chat("conv-1").await;
     sim.chat_event(&client_typing("typing.started", "conv-1", Some(12_000))).await;
     sim.advance_to(T0 + 60_000).await;
     assert_eq!(typing_calls(&sim), vec![T0, T0 + 4000, T0 + 8000], "refreshed every 4 s while the 12 s lease lived");
@@ -67,6 +69,7 @@ async fn one_typing_started_keeps_kommos_indicator_up_for_its_ttl_by_itself() {
 #[tokio::test]
 async fn a_typing_ttl_is_capped_at_30_seconds_and_zero_is_refused() {
     let sim = Sim::new();
+    sim.kommo_has_chat("conv-1").await;
     assert_eq!(sim.chat_event(&client_typing("typing.started", "conv-1", Some(600_000))).await.status(), 200);
     sim.advance_to(T0 + 120_000).await;
     // A 10-minute ttl holds for 30 s: one call every 4 s while it lives, none at 32 s.
@@ -79,21 +82,24 @@ async fn a_typing_ttl_is_capped_at_30_seconds_and_zero_is_refused() {
 #[tokio::test]
 async fn the_client_typing_hot_path_is_one_write_and_no_read() {
     let sim = Sim::new();
+    sim.kommo_has_chat("conv-1").await;
     for i in 0..3 {
         let before = shared::ports::store::Store::op_counts(&*sim.store);
         sim.chat_event(&client_typing("typing.started", "conv-1", None)).await;
         let after = shared::ports::store::Store::op_counts(&*sim.store);
         // One conditional write extends the lease; the signal that starts it also remembers its
-        // webhook-id (shared::rules::replay). The instance reads the scope's state once a minute
-        // (app/scopes.rs), not per event.
+        // webhook-id (shared::rules::replay) and reads the conversation, to call Kommo only for
+        // a chat it has. The instance reads the scope's state once a minute (app/scopes.rs), not
+        // per event.
         let starts = u64::from(i == 0);
-        assert_eq!((after.writes - before.writes, after.reads - before.reads), (1 + starts, starts));
+        assert_eq!((after.writes - before.writes, after.reads - before.reads), (1 + starts, 2 * starts));
     }
 }
 
 #[tokio::test]
 async fn an_amojo_failure_on_typing_is_dropped_without_failing_the_event() {
     let sim = Sim::new();
+    sim.kommo_has_chat("conv-1").await;
     sim.kommo.fail_next([shared::ports::kommo::KommoError::Unavailable {
         attempts: 2,
         status: Some(500),

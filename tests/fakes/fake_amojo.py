@@ -35,7 +35,6 @@ API_PREFIX = "/v2/origin/custom/"
 MAX_DATE_SKEW = timedelta(minutes=15)
 DELIVERY_STATUSES = {1, 2, -1}  # delivered, read, error
 DELIVERY_ERROR_CODES = range(901, 906)
-OTHER_ERROR_CODE = 905  # "other error": must come with an error text
 
 INVALID_SIGNATURE_BODY = (
     b'{"status":0,"error_code":403,"error_type":"ORIGIN_INVALID_SIGNATURE",'
@@ -71,6 +70,7 @@ class NotFound(Exception):
 
 
 MEDIA_TYPES = {"picture", "video", "file", "voice", "audio", "sticker"}
+NAMED_MEDIA_TYPES = {"picture", "video", "file"}
 
 
 def _check_content(message: dict, prefix: str) -> None:
@@ -87,9 +87,20 @@ def _check_content(message: dict, prefix: str) -> None:
             if type(value) not in (int, float):
                 raise BadRequest(f"{prefix}location.{key} must be a number")
     elif kind == "contact":
+        # Kommo's Russian reference requires both.
         contact = _get(message, "contact", dict, prefix)
-        if not any(isinstance(contact.get(k), str) and contact[k] for k in ("name", "phone")):
-            raise BadRequest(f"{prefix}contact needs a name or a phone")
+        _get(contact, "name", str, f"{prefix}contact.")
+        _get(contact, "phone", str, f"{prefix}contact.")
+
+
+def _check_file(message: dict, prefix: str) -> None:
+    """A file, picture or video carries its file_name and file_size (Kommo's Russian
+    reference); other types need neither."""
+    if message.get("type") in NAMED_MEDIA_TYPES:
+        _get(message, "file_name", str, prefix)
+        size = message.get("file_size")
+        if type(size) is not int or size < 0:
+            raise BadRequest(f"{prefix}file_size must be an integer of at least 0")
 
 
 def _check_source(obj: dict, prefix: str) -> None:
@@ -291,6 +302,7 @@ class Amojo(FakeService):
         _check_source(payload, "payload.")
         message = _get(payload, "message", dict, "payload.")
         _check_content(message, "payload.message.")
+        _check_file(message, "payload.message.")
         if "reply_to" in payload:
             self._check_reply_to(payload, scope)
 
@@ -332,13 +344,21 @@ class Amojo(FakeService):
         _get(payload, "msec_timestamp", int, "payload.")
         ref_id = _get(payload, "msgid", str, "payload.")
         conversation_id = _get(payload, "conversation_id", str, "payload.")
-        _check_content(_get(payload, "message", dict, "payload."), "payload.message.")
+        message = _get(payload, "message", dict, "payload.")
         known = self._messages.get(scope, {}).get(ref_id)
         if known is None:
             raise NotFound("payload.msgid names no message imported here")
         if self._chats.get(scope, {}).get(conversation_id) != known["chat_id"]:
             raise BadRequest("the message is not in this conversation")
+        # Media, file_name and file_size may be left out when the file is unchanged: an edit of
+        # the caption of a file of the same type.
+        same_type = message.get("type") == known["type"]
+        caption_only = "media" not in message and same_type and known["type"] in NAMED_MEDIA_TYPES
+        if not caption_only:
+            _check_content(message, "payload.message.")
+            _check_file(message, "payload.message.")
         known["edits"] += 1
+        known["type"] = message.get("type")
         return json_reply(200, {"new_message": _new_message_answer(known, ref_id)})
 
     def _check_reply_to(self, payload: dict, scope: str) -> None:
@@ -349,11 +369,19 @@ class Amojo(FakeService):
         key, value = _one_message_key(message, "payload.reply_to.message.")
         if key == "msgid" and value not in self._messages.get(scope, {}):
             raise BadRequest("unknown reply_to message")
+        # Kommo's id of a message of another account's chats is not one this account has.
+        elsewhere = (known["kommo_msgid"] for other, messages in self._messages.items() if other != scope
+                     for known in messages.values())
+        if key == "id" and value in elsewhere:
+            raise BadRequest("unknown reply_to message")
 
     def _typing(self, body: dict, scope: str) -> Reply:
-        _get(body, "conversation_id", str, "")
+        conversation_id = _get(body, "conversation_id", str, "")
         sender = _get(body, "sender", dict, "")
         _get(sender, "id", str, "sender.")
+        # Kommo shows typing only in a chat it has, named by the integration's id bound to it.
+        if conversation_id not in self._chats.get(scope, {}):
+            raise NotFound("no chat has this conversation_id")
         return Reply(204)
 
     def _react(self, body: dict, scope: str) -> Reply:
@@ -409,8 +437,9 @@ class Amojo(FakeService):
                 raise BadRequest("error_code must be an integer in 901..905")
         if error is not None and not isinstance(error, str):
             raise BadRequest("error must be a string")
-        if error_code == OTHER_ERROR_CODE and not error:
-            raise BadRequest("error_code 905 requires a non-empty error text")
+        # Kommo's Russian status table requires the text with every -1, 901-904 included.
+        if status == -1 and not (isinstance(error, str) and error.strip()):
+            raise BadRequest("delivery_status -1 requires a non-empty error text")
         return json_reply(200, {})
 
     # Helpers; the caller holds the lock.

@@ -30,13 +30,17 @@ Routes (every answer is JSON unless said otherwise):
         "Cannot decrypt the refresh token"            a refresh token never issued
         "Token has expired"                           a refresh token expired by admin (Kommo's
                                                       live 3 months)
-        "Token has been revoked"                      an old refresh token (they ROTATE: each
-                                                      refresh answers a new pair and retires the
-                                                      old refresh token) or the integration was
-                                                      uninstalled
+        "Token has been revoked"                      a refresh token whose successor was used, or
+                                                      the integration uninstalled. Refresh tokens
+                                                      ROTATE as Kommo documents them: each refresh
+                                                      answers a new pair, and "the old refresh token
+                                                      will still be functional until you use the
+                                                      new one": using a refresh token retires the
+                                                      one it was refreshed from
       A refused request changes nothing (a code refused for its redirect_uri still works once).
-      A refresh also revokes the access token of the pair it retires, as league/oauth2-server
-      (whose hints Kommo's are) does; setting `revoke_access_on_refresh` turns that off.
+      A refresh also revokes the access token of the pair it was made from, as
+      league/oauth2-server (whose hints Kommo's are) does; setting `revoke_access_on_refresh`
+      turns that off.
   GET /api/v4/account[?with=amojo_id]   Authorization: Bearer <access token>
       200 {"id": int, "name", "subdomain", "current_user_id", "country", "currency", ...,
       "amojo_id" (only when `with` lists amojo_id, as Kommo), "_links": {"self": {"href"}}}
@@ -46,10 +50,15 @@ Routes (every answer is JSON unless said otherwise):
       "is_free", "is_active"}, "amojo_id" (only with `with=amojo_id`), "_links"}]}}.
       `page` (default 1) and `limit` (default 50, at most 250) are honoured; a page past the last
       answers 204 with no body (as Kommo's lists do); a page or limit that is not an integer in
-      range answers 400 {"title": "Bad Request", "status": 400, "detail"}.
+      range answers 400 {"title": "Bad Request", "status": 400, "detail"}. The users list is
+      for administrators only (Kommo's users-list page): tokens a user who is not an
+      administrator authorised (a code issued with that `user_id`) answer 403 {"title":
+      "Forbidden", "status": 403, "detail"}.
   Either REST route without a live token for the account: 401 {"title": "Unauthorized",
   "type", "status": 401, "detail"} (missing, malformed, unknown, expired or revoked token, or
   another account's host named). Any other path: 404 {"title": "Not Found", "status": 404, ...}.
+  The CRM routes (contacts, their chat links, the integration's sources) and their admin routes
+  are in fake_kommo_crm.py, under the same authentication.
 
 Accounts, and which one a request is for: codes and tokens belong to the account they were
 issued for, so the token endpoint finds the account from the code or refresh token in the body
@@ -79,9 +88,11 @@ Admin routes, beyond common.py's:
                           {"id", "name", "subdomain", "host", "amojo_id", "users": [{"id",
                           "name", "email", "amojo_id", "is_admin"}]}; 409 if it exists
   GET  /__admin/accounts?subdomain=S   the same answer for an existing account (404 if none)
-  POST /__admin/codes     {"subdomain", "client_id", "redirect_uri"}: an authorization code for
-                          that account, as Kommo gives one when an admin installs the integration;
-                          answers {"code", "referer": "{subdomain}.kommo.com"} (the account host)
+  POST /__admin/codes     {"subdomain", "client_id", "redirect_uri", "user_id"?}: an
+                          authorization code for that account, as Kommo gives one when a user
+                          installs the integration (`user_id`: one of the account's users, by
+                          default its administrator, the first); answers {"code", "referer":
+                          "{subdomain}.kommo.com"} (the account host)
   POST /__admin/expire    exactly one of {"access_token"} | {"refresh_token"} | {"code"}:
                           expires it now; {} (404 if never issued)
   POST /__admin/revoke    {"subdomain"}: the integration uninstalled: every token and unexchanged
@@ -122,6 +133,7 @@ from urllib.parse import parse_qs, urlencode
 from urllib.request import urlopen
 
 from common import AdminRoute, BadAdminRequest, FakeService, Reply, Request, admin_error, admin_json, json_reply, run
+from fake_kommo_crm import Crm
 
 TOKEN_PATH = "/oauth2/access_token"
 ACCOUNT_PATH = "/api/v4/account"
@@ -246,6 +258,7 @@ class Code:
     client_id: str
     redirect_uri: str
     expires_at: float
+    user_id: int  # who authorised it
     used: bool = False
     revoked: bool = False
 
@@ -259,8 +272,10 @@ class TokenPair:
     refresh_token: str
     access_expires_at: float
     refresh_expires_at: float
+    user_id: int  # who authorised the install the pair descends from
+    refreshed_from: TokenPair | None = None  # retired once this pair's refresh token is used
     access_revoked: bool = False
-    refresh_revoked: bool = False  # rotated or uninstalled
+    refresh_revoked: bool = False  # its successor used, or uninstalled
 
     def access_live(self, now: float) -> bool:
         return not self.access_revoked and now < self.access_expires_at
@@ -284,6 +299,8 @@ class KommoApi(FakeService):
         self._defaults = dict(DEFAULT_SETTINGS)
         self._next_account_id = 31_000_001
         self._next_user_id = 11_000_001
+        # Contacts, chat links and sources (fake_kommo_crm.py), under the same lock.
+        self.crm = Crm(self._lock, self._accounts)
 
     # The FakeService hooks.
 
@@ -363,7 +380,14 @@ class KommoApi(FakeService):
                 account = self._accounts[pair.account]
                 if req.path == ACCOUNT_PATH:
                     return self._account_answer(req, account)
+                authoriser = next((user for user in account.users if user["id"] == pair.user_id), None)
+                if authoriser is None or not authoriser["is_admin"]:
+                    return http_problem(403, "Forbidden", "The users list is available to administrators only")
                 return self._users_answer(req, account)
+        if self.crm.handles(req):
+            with self._lock:
+                pair = self._by_access[bearer(req) or ""]  # verified
+                return self.crm.answer(req, self._accounts[pair.account], pair.client_id)
         return http_problem(404, "Not Found", f"no route {req.method} {req.path}")
 
     def annotate(self, record: dict, req: Request, reply: Reply) -> None:
@@ -405,7 +429,7 @@ class KommoApi(FakeService):
         if code.used or code.revoked:
             return oauth_problem(HINT_CODE_REVOKED)
         code.used = True
-        return self._issue(account, code.client_id, code.redirect_uri)
+        return self._issue(account, code.client_id, code.redirect_uri, code.user_id, None)
 
     def _refresh(self, req: Request, params: dict[str, str]) -> Reply:
         missing = self._missing(params, "client_id", "redirect_uri", "refresh_token")
@@ -425,10 +449,14 @@ class KommoApi(FakeService):
             return oauth_problem(HINT_REFRESH_EXPIRED)
         if old.refresh_revoked:
             return oauth_problem(HINT_REFRESH_REVOKED)
-        old.refresh_revoked = True
+        # "The old refresh token will still be functional until you use the new one": using
+        # this one retires the one it replaced, not itself.
+        if old.refreshed_from is not None:
+            old.refreshed_from.refresh_revoked = True
+            old.refreshed_from = None
         if self._setting(account.subdomain, "revoke_access_on_refresh"):
             old.access_revoked = True
-        return self._issue(account, old.client_id, old.redirect_uri)
+        return self._issue(account, old.client_id, old.redirect_uri, old.user_id, old)
 
     @staticmethod
     def _missing(params: dict[str, str], *names: str) -> Reply | None:
@@ -437,7 +465,9 @@ class KommoApi(FakeService):
                 return oauth_problem(f"Check the `{name}` parameter")
         return None
 
-    def _issue(self, account: Account, client_id: str, redirect_uri: str) -> Reply:
+    def _issue(
+        self, account: Account, client_id: str, redirect_uri: str, user_id: int, refreshed_from: TokenPair | None
+    ) -> Reply:
         now = time.time()
         expires_in = self._setting(account.subdomain, "expires_in")
         pair = TokenPair(
@@ -448,6 +478,8 @@ class KommoApi(FakeService):
             refresh_token="def50200" + secrets.token_hex(96),
             access_expires_at=now + expires_in,
             refresh_expires_at=now + REFRESH_TTL,
+            user_id=user_id,
+            refreshed_from=refreshed_from,
         )
         self._by_access[pair.access_token] = pair
         self._by_refresh[pair.refresh_token] = pair
@@ -573,6 +605,7 @@ class KommoApi(FakeService):
             ("POST", "/__admin/settings"): self._admin_set_settings,
             ("GET", "/__admin/settings"): self._admin_get_settings,
         }
+        routes.update(self.crm.admin_routes())
         return routes
 
     @staticmethod
@@ -661,16 +694,23 @@ class KommoApi(FakeService):
 
     def _admin_code(self, req: Request) -> Reply:
         body = admin_json(req)
-        self._only(body, {"subdomain", "client_id", "redirect_uri"})
+        self._only(body, {"subdomain", "client_id", "redirect_uri", "user_id"})
         subdomain = self._string(body, "subdomain")
         client_id = self._string(body, "client_id")
         redirect_uri = self._string(body, "redirect_uri")
+        user_id = body.get("user_id")
+        if user_id is not None and type(user_id) is not int:
+            raise BadAdminRequest("user_id must be an integer")
         with self._lock:
             account = self._account_named(subdomain)
             if not isinstance(account, Account):
                 return account
+            if user_id is None:
+                user_id = account.users[0]["id"]
+            elif all(user["id"] != user_id for user in account.users):
+                raise BadAdminRequest(f"user_id {user_id} is not a user of {subdomain}")
             code = "def50200" + secrets.token_hex(160)
-            self._codes[code] = Code(subdomain, client_id, redirect_uri, time.time() + CODE_TTL)
+            self._codes[code] = Code(subdomain, client_id, redirect_uri, time.time() + CODE_TTL, user_id)
             return json_reply(200, {"code": code, "referer": account.host})
 
     def _admin_expire(self, req: Request) -> Reply:

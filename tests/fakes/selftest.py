@@ -318,7 +318,7 @@ class AmojoTest(unittest.TestCase):
         status_path = f"{base}/{msgid}/delivery_status"
         for ok in (
             {"msgid": msgid, "delivery_status": 1},
-            {"msgid": msgid, "delivery_status": -1, "error_code": 901},
+            {"msgid": msgid, "delivery_status": -1, "error_code": 901, "error": "Deleted"},
             {"msgid": msgid, "delivery_status": -1, "error_code": 905, "error": "boom"},
         ):
             self.assertEqual(self.send("POST", status_path, ok, conn), (200, {}))
@@ -329,6 +329,8 @@ class AmojoTest(unittest.TestCase):
             {"msgid": msgid, "delivery_status": 2, "error_code": 901},
             {"msgid": msgid, "delivery_status": -1, "error_code": 906},
             {"msgid": msgid, "delivery_status": -1, "error_code": 905},
+            {"msgid": msgid, "delivery_status": -1, "error_code": 901},
+            {"msgid": msgid, "delivery_status": -1, "error_code": 903, "error": " "},
         ):
             status, body = self.send("POST", status_path, bad, conn)
             self.assertEqual((status, body["error_type"]), (400, "BAD_REQUEST"), bad)
@@ -449,11 +451,11 @@ class AmojoTest(unittest.TestCase):
         scope = "content_acc"
         for n, good in enumerate((
             {"type": "text", "text": "hi"},
-            *({"type": kind, "media": "https://example.com/f"} for kind in
-              ("picture", "video", "file", "voice", "audio", "sticker")),
+            *({"type": kind, "media": "https://example.com/f", "file_name": "f", "file_size": 0} for kind in
+              ("picture", "video", "file")),
+            *({"type": kind, "media": "https://example.com/f"} for kind in ("voice", "audio", "sticker")),
             {"type": "location", "location": {"lat": 1.5, "lon": -2}},
-            {"type": "contact", "contact": {"name": "Ann"}},
-            {"type": "contact", "contact": {"phone": "+10000000000"}},
+            {"type": "contact", "contact": {"name": "Ann", "phone": "+10000000000"}},
             {"type": "something_new"},
         )):
             self.assertEqual(self.import_(scope, f"ok{n}", "conv", message=good)[0], 200, good)
@@ -463,13 +465,17 @@ class AmojoTest(unittest.TestCase):
             {"type": "location"}, {"type": "location", "location": {"lat": 1}},
             {"type": "location", "location": {"lat": "1", "lon": 2}}, {"type": "location", "location": {"lat": True, "lon": 2}},
             {"type": "contact"}, {"type": "contact", "contact": {"name": ""}}, {"type": "contact", "contact": {}},
+            {"type": "contact", "contact": {"name": "Ann"}}, {"type": "contact", "contact": {"phone": "+1"}},
+            {"type": "file", "media": "https://example.com/f", "file_size": 1},
+            {"type": "picture", "media": "https://example.com/f", "file_name": "f"},
+            {"type": "video", "media": "https://example.com/f", "file_name": "f", "file_size": -1},
         ):
             status, body = self.import_(scope, "bad", "conv", message=bad)
             self.assertEqual((status, body["error_type"]), (400, "BAD_REQUEST"), bad)
         state = self.state(scope)
         self.assertNotIn("bad", state["messages"])
         self.assertEqual(state["messages"]["ok8"]["type"], "contact")
-        self.assertEqual(state["messages"]["ok10"]["type"], "something_new", "unknown types are taken")
+        self.assertEqual(state["messages"]["ok9"]["type"], "something_new", "unknown types are taken")
 
     def test_reply_to_names_one_message(self) -> None:
         scope = "reply_acc"
@@ -481,6 +487,10 @@ class AmojoTest(unittest.TestCase):
             self.assertEqual(self.import_(scope, "m2", "conv", reply_to=bad)[0], 400, bad)
         self.assertEqual(self.import_(scope, "m2", "conv", reply_to={"message": {"msgid": "m1"}})[0], 200)
         self.assertEqual(self.import_(scope, "m3", "conv", reply_to={"message": {"id": "kommo-9"}})[0], 200)
+        # Kommo's id of a message in another account's chat is not this account's to quote.
+        elsewhere = self.import_("reply_other_acc", "o1", "conv")[1]["new_message"]["msgid"]
+        status, body = self.import_(scope, "m4", "conv", reply_to={"message": {"id": elsewhere}})
+        self.assertEqual((status, body["error_description"]), (400, "unknown reply_to message"))
         self.assertEqual(self.state(scope)["chats"][self.import_(scope, "m1", "conv")[1]["new_message"]
                                                     ["conversation_id"]]["messages"], ["m1", "m2", "m3"])
 
@@ -503,6 +513,25 @@ class AmojoTest(unittest.TestCase):
         state = self.state(scope)
         self.assertEqual((state["messages"]["m1"]["edits"], state["messages"]["m2"]["edits"]), (2, 0))
         self.assertEqual(state["chats"][chat]["messages"], ["m1", "m2"], "an edit adds no message")
+
+    def test_an_edit_of_a_files_caption_needs_no_media(self) -> None:
+        scope = "caption_acc"
+        picture = {"type": "picture", "media": "https://example.com/p.png", "file_name": "p.png", "file_size": 3}
+        self.assertEqual(self.import_(scope, "m1", "conv", message=picture)[0], 200)
+        self.assertEqual(self.edit(scope, "m1", "conv", message={"type": "picture", "text": "new caption"})[0], 200)
+        # New media is a new file: named and sized; another type is not a caption edit.
+        for bad in ({"type": "picture", "media": "https://example.com/q.png"}, {"type": "video", "text": "x"}):
+            self.assertEqual(self.edit(scope, "m1", "conv", message=bad)[0], 400, bad)
+        self.assertEqual(self.edit(scope, "m1", "conv", message={**picture, "media": "https://example.com/q.png"})[0], 200)
+        self.assertEqual(self.state(scope)["messages"]["m1"]["edits"], 2)
+
+    def test_typing_is_shown_only_in_a_chat_kommo_has(self) -> None:
+        scope = "typing_acc"
+        typing = f"/v2/origin/custom/{scope}/typing"
+        status, body = self.send("POST", typing, {"conversation_id": "conv", "sender": {"id": "u1"}})
+        self.assertEqual((status, body["error_type"]), (404, "NOT_FOUND"))
+        self.assertEqual(self.import_(scope, "m1", "conv")[0], 200)
+        self.assertEqual(self.send("POST", typing, {"conversation_id": "conv", "sender": {"id": "u1"}}), (204, None))
 
     def test_reactions_are_checked_and_recorded(self) -> None:
         scope = "react_acc"
@@ -819,9 +848,13 @@ class KommoTest(unittest.TestCase):
         self.assertEqual((second["token_type"], second["expires_in"]), ("Bearer", 86400))
         self.assertNotEqual(second["refresh_token"], first["refresh_token"])
         self.assertNotEqual(second["access_token"], first["access_token"])
-        self.assert_refused(self.refresh(first["refresh_token"]), "Token has been revoked")
         self.assert_unauthorized(self.api("/api/v4/account", first["access_token"]))
         self.assertEqual(self.api("/api/v4/account", second["access_token"])[0], 200)
+        # "The old refresh token will still be functional until you use the new one": a refresh
+        # whose answer was lost can be made again, and its twin's answer works too.
+        status, twin = self.refresh(first["refresh_token"])
+        self.assertEqual(status, 200, twin)
+        self.assertNotEqual(twin["refresh_token"], second["refresh_token"])
 
         for changes, hint in (
             ({"redirect_uri": "https://bridge.example.com/other"}, "Redirect URI is not associated with client"),
@@ -836,14 +869,38 @@ class KommoTest(unittest.TestCase):
 
         status, third = self.refresh(second["refresh_token"])
         self.assertEqual(status, 200, third)
-        [current] = self.fake.admin("GET", f"tokens?subdomain={sub}")[1]["tokens"]
+        # The new one used: the old one is retired.
+        self.assert_refused(self.refresh(first["refresh_token"]), "Token has been revoked")
+        live = self.fake.admin("GET", f"tokens?subdomain={sub}")[1]["tokens"]
+        self.assertEqual([pair["refresh_token"] for pair in live],
+                         [second["refresh_token"], twin["refresh_token"], third["refresh_token"]],
+                         "the used one's successor, the unused twin, the newest")
+        current = live[-1]
         self.assertAlmostEqual(current.pop("expires_at"), time.time() + 86400, delta=5)
         self.assertEqual(current, {"access_token": third["access_token"], "refresh_token": third["refresh_token"],
-                                   "client_id": KOMMO_CLIENT, "access_live": True}, "only the current pair")
+                                   "client_id": KOMMO_CLIENT, "access_live": True})
+        self.assertEqual(self.refresh(third["refresh_token"])[0], 200)
+        self.assert_refused(self.refresh(second["refresh_token"]), "Token has been revoked")
 
-        self.assertEqual(self.fake.admin("POST", "expire", {"refresh_token": third["refresh_token"]}), (200, {}))
-        self.assert_refused(self.refresh(third["refresh_token"]), "Token has expired")
-        self.assertEqual(self.fake.admin("GET", f"tokens?subdomain={sub}")[1]["tokens"], [])
+        self.assertEqual(self.fake.admin("POST", "expire", {"refresh_token": twin["refresh_token"]}), (200, {}))
+        self.assert_refused(self.refresh(twin["refresh_token"]), "Token has expired")
+
+    def test_the_users_list_is_for_administrators_only(self) -> None:
+        account = self.account()
+        sub, manager = account["subdomain"], account["users"][1]
+        status, issued = self.fake.admin("POST", "codes", {"subdomain": sub, "client_id": KOMMO_CLIENT,
+                                                           "redirect_uri": KOMMO_REDIRECT, "user_id": manager["id"]})
+        self.assertEqual(status, 200, issued)
+        status, tokens = self.exchange(issued["code"])
+        self.assertEqual(status, 200, tokens)
+        status, body = self.api("/api/v4/users?with=amojo_id", tokens["access_token"])
+        self.assertEqual((status, body["status"], body["title"]), (403, 403, "Forbidden"))
+        self.assertEqual(self.api("/api/v4/account?with=amojo_id", tokens["access_token"])[0], 200)
+        status, refreshed = self.refresh(tokens["refresh_token"])
+        self.assertEqual(self.api("/api/v4/users", refreshed["access_token"])[0], 403, "refreshed: the same user")
+        for bad in ({"user_id": "1"}, {"user_id": 1}):
+            params = {"subdomain": sub, "client_id": KOMMO_CLIENT, "redirect_uri": KOMMO_REDIRECT, **bad}
+            self.assertEqual(self.fake.admin("POST", "codes", params)[0], 400, bad)
 
     def test_old_access_token_can_outlive_a_refresh_when_set(self) -> None:
         account = self.account()
@@ -873,7 +930,8 @@ class KommoTest(unittest.TestCase):
                 self.assert_unauthorized(self.api("/api/v4/account", None, header))
 
         waiting_code = self.code(sub)
-        self.assertEqual(self.fake.admin("POST", "revoke", {"subdomain": sub}), (200, {"revoked": 1}))
+        # Two live: the fresh pair, and the first, whose refresh token works until fresh's is used.
+        self.assertEqual(self.fake.admin("POST", "revoke", {"subdomain": sub}), (200, {"revoked": 2}))
         self.assert_unauthorized(self.api("/api/v4/account", fresh["access_token"]))
         self.assertIn("revoked", self.fake.calls(sub)[-1]["error"])
         self.assert_refused(self.refresh(fresh["refresh_token"]), "Token has been revoked")
@@ -1074,6 +1132,110 @@ class KommoTest(unittest.TestCase):
         finally:
             server.shutdown()
             server.server_close()
+
+
+class KommoCrmTest(unittest.TestCase):
+    """fake_kommo_crm.py through fake_kommo.py: contacts, chat links, sources."""
+
+    fake: Fake
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.fake = Fake("fake_kommo.py", KOMMO_SECRET)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        assert cls.fake.stop() == 0, "SIGTERM should exit cleanly"
+
+    account = KommoTest.account
+    code = KommoTest.code
+    token = KommoTest.token
+    exchange = KommoTest.exchange
+    installed = KommoTest.installed
+
+    def call(self, method: str, path: str, token: str | None, body: Any = None) -> tuple[int, Any]:
+        sent = {"Content-Type": "application/json"}
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        raw = b"" if body is None else json.dumps(body).encode()
+        status, _, data = self.fake.request(method, path, raw, sent)
+        return status, json.loads(data) if data else None
+
+    def test_a_chats_contact_is_found_read_and_patched_as_kommo_does(self) -> None:
+        account, tokens = self.installed()
+        token, sub = tokens["access_token"], account["subdomain"]
+        status, contact = self.fake.admin("POST", "contacts", {"subdomain": sub, "name": "Client u-1",
+                                                               "phone": "+100", "chat_id": "chat-1"})
+        self.assertEqual(status, 200, contact)
+        self.assertEqual(self.call("GET", "/api/v4/contacts/chats?chat_id=chat-2", token)[0], 204)
+        status, links = self.call("GET", "/api/v4/contacts/chats?chat_id=chat-1", token)
+        self.assertEqual((status, links["_embedded"]["chats"][0]["contact_id"]), (200, contact["id"]))
+        for query in ("", "?chat_id=chat-1&contact_id=1", "?contact_id=x"):
+            self.assertEqual(self.call("GET", f"/api/v4/contacts/chats{query}", token)[0], 400, query)
+        self.assertEqual(self.call("GET", "/api/v4/contacts/chats?chat_id=chat-1", None)[0], 401)
+        path = f"/api/v4/contacts/{contact['id']}"
+        status, read = self.call("GET", path, token)
+        self.assertEqual((status, read["name"]), (200, "Client u-1"))
+        self.assertEqual(read["custom_fields_values"][0]["values"][0]["value"], "+100")
+        self.assertEqual(self.call("GET", "/api/v4/contacts/999", token)[0], 204)
+        change = {"name": "Adam", "custom_fields_values": [
+            {"field_code": "PHONE", "values": [{"value": "+200", "enum_code": "MOB"}, {"value": "+100"}]},
+            {"field_code": "EMAIL", "values": [{"value": "a@example.com", "enum_code": "PRIV"}]}]}
+        status, patched = self.call("PATCH", path, token, change)
+        self.assertEqual((status, patched["name"]), (200, "Adam"), patched)
+        after = self.fake.admin("GET", f"contacts?subdomain={sub}&id={contact['id']}")[1]
+        phones = [v["value"] for v in after["custom_fields_values"][0]["values"]]
+        self.assertEqual((after["name"], phones, after["patches"]), ("Adam", ["+200", "+100"], 1))
+        refused = [
+            {"name": ""},
+            {"nickname": "x"},
+            {"custom_fields_values": [{"field_code": "AVATAR", "values": [{"value": "x"}]}]},
+            {"custom_fields_values": [{"field_code": "PHONE", "values": [{"value": "+1", "enum_code": "PRIV"}]}]},
+            {"custom_fields_values": [{"field_code": "EMAIL", "values": [{"value": ""}]}]},
+            [],
+        ]
+        for body in refused:
+            status, answer = self.call("PATCH", path, token, body)
+            self.assertEqual(status, 400, body)
+            self.assertIn("validation-errors", answer)
+        self.assertEqual(self.fake.admin("GET", f"contacts?subdomain={sub}&id={contact['id']}")[1]["patches"], 1,
+                         "a refused change changes nothing")
+        self.assertEqual(self.call("PATCH", "/api/v4/contacts/999", token, {"name": "X"})[0], 404)
+        other, other_tokens = self.installed()
+        self.assertEqual(self.call("GET", path, other_tokens["access_token"])[0], 204, "another account's contact")
+
+    def test_sources_are_the_integrations_own_and_unique(self) -> None:
+        account, tokens = self.installed()
+        token, sub = tokens["access_token"], account["subdomain"]
+        self.assertEqual(self.call("GET", "/api/v4/sources", token)[0], 204)
+        status, created = self.call("POST", "/api/v4/sources", token, [{"name": "Line 1", "external_id": "line-1"}])
+        self.assertEqual(status, 200, created)
+        source = created["_embedded"]["sources"][0]
+        self.assertEqual((source["external_id"], source["name"], source["request_id"]), ("line-1", "Line 1", "0"))
+        status, listed = self.call("GET", "/api/v4/sources", token)
+        self.assertEqual([s["id"] for s in listed["_embedded"]["sources"]], [source["id"]])
+        refused = [
+            [{"name": "Again", "external_id": "line-1"}],
+            [{"name": "A", "external_id": "x"}, {"name": "B", "external_id": "x"}],
+            [{"name": "", "external_id": "y"}],
+            [{"name": "Z", "external_id": "z", "origin_code": "12345"}],
+            {"name": "Z", "external_id": "z"},
+            [],
+        ]
+        for body in refused:
+            status, answer = self.call("POST", "/api/v4/sources", token, body)
+            self.assertEqual(status, 400, body)
+            self.assertIn("validation-errors", answer)
+        # Another integration in the same account sees none of them and may reuse the external id.
+        status, issued = self.fake.admin("POST", "codes", {"subdomain": sub, "client_id": "other-integration",
+                                                           "redirect_uri": KOMMO_REDIRECT})
+        status, other = self.token(grant_type="authorization_code", code=issued["code"], client_id="other-integration")
+        self.assertEqual(status, 200, other)
+        self.assertEqual(self.call("GET", "/api/v4/sources", other["access_token"])[0], 204)
+        status, _ = self.call("POST", "/api/v4/sources", other["access_token"], [{"name": "L", "external_id": "line-1"}])
+        self.assertEqual(status, 200)
+        everything = self.fake.admin("GET", f"sources?subdomain={sub}")[1]["sources"]
+        self.assertEqual(sorted(s["client_id"] for s in everything), sorted([KOMMO_CLIENT, "other-integration"]))
 
 
 if __name__ == "__main__":

@@ -176,10 +176,15 @@ async fn typing_gets_one_quick_retry_at_most() {
 async fn a_slow_amojo_times_out_and_is_retried() {
     let amojo = Fake::amojo();
     let scope = unique("chan_");
-    amojo.script(&scope, json!([{"delay_ms": 3000}])).await;
     let client = client_with(&amojo, "chan", &amojo.secret);
+    // Kommo shows typing only in a chat it has.
+    let mut user = Participant::with_id("client-1");
+    user.name = Some("Adam".into());
+    let chat = CreateChatRequest { conversation_id: "conv-1".into(), source: None, user };
+    client.create_chat(&scope, &chat).await.unwrap();
+    amojo.script(&scope, json!([{"delay_ms": 3000}])).await;
     client.typing(&scope, &typing("conv-1")).await.unwrap();
-    assert_eq!(amojo.calls(&scope).await.len(), 2);
+    assert_eq!(amojo.calls(&scope).await.len(), 3);
 }
 
 #[tokio::test]

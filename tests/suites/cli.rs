@@ -253,6 +253,8 @@ async fn accounts_lists_the_registry_with_states_and_expiry_never_a_token() {
             access_expires_at_ms: 1_700_086_400_000,
             token_version: 1,
             installed_at_ms: 1_700_000_000_000,
+            tokens_renewed_at_ms: 1_700_000_000_000,
+            users_refused: account_id == 31_002,
         };
         store.put_account(&record).await.unwrap();
     }
@@ -265,6 +267,7 @@ async fn accounts_lists_the_registry_with_states_and_expiry_never_a_token() {
     assert!(run.stdout.contains("31002") && run.stdout.contains("needs_reinstall"));
     assert!(run.stdout.contains("Wed, 15 Nov 2023 22:13:20 +0000"), "{}", run.stdout);
     assert!(run.stdout.contains("2 account(s)"));
+    assert_eq!(run.stdout.matches("refuses this account's users list").count(), 1, "{}", run.stdout);
     assert!(!run.stdout.contains("SEALED") && !run.stderr.contains("SEALED"), "never a token");
     let unconfigured = cli(&["accounts"], &[], b"");
     assert_eq!((unconfigured.code, unconfigured.stderr.contains("TABLE_NAME")), (2, true));

@@ -189,3 +189,117 @@ async fn a_message_kommo_refuses_is_told_failed_once_and_one_it_takes_delivered_
 async fn a_message_kommo_refuses_is_told_failed_once_and_one_it_takes_delivered_once_on_dynamodb() {
     a_message_kommo_refuses_is_told_failed_once_and_one_it_takes_delivered_once(true).await;
 }
+
+/// What real accounts send and require, through the fakes that enforce Kommo's Russian
+/// reference: blank names in a manager's webhook, a contact's name and a file's name filled in,
+/// a caption edited alone, a text with every failed status, typing only in a chat Kommo has,
+/// and replies whose quote Kommo will not take going out unquoted.
+async fn what_real_accounts_send_and_require_goes_through(on_dynamodb: bool) {
+    let e2e = start(on_dynamodb, "real-accounts-");
+    let scope = e2e.scope.clone();
+    let calls_to = |calls: &[Value], suffix: &str| {
+        calls.iter().filter(|c| c["path"].as_str().unwrap().ends_with(suffix)).cloned().collect::<Vec<_>>()
+    };
+
+    // Typing before Kommo has a chat for the conversation: no call (Kommo would answer 404).
+    let typing =
+        json!({"type": "typing.started", "scope_id": scope, "conversation_id": "conv-r", "user_id": "user-conv-r"});
+    e2e.chat_event_ok(typing.to_string()).await;
+    let contact = json!({"message": {"type": "contact", "contact": {"phone": "+15550100"}}});
+    e2e.chat_event_ok(client_message(&scope, "conv-r", "chat-contact", contact)).await;
+    let file = json!({"message": {"type": "file", "media": "https://cdn.example/f/Price%20list.pdf", "file_size": 12}});
+    e2e.chat_event_ok(client_message(&scope, "conv-r", "chat-file", file)).await;
+    let imported = |calls: &[Value], msgid: &str| {
+        calls.iter().any(|c| c["reply_status"] == 200 && c["body"]["payload"]["msgid"] == msgid)
+    };
+    let calls = e2e
+        .wait_for(&e2e.amojo, Duration::from_secs(10), |c| imported(c, "chat-contact") && imported(c, "chat-file"))
+        .await;
+    assert!(calls_to(&calls, "/typing").is_empty(), "typing before the chat existed: {calls:#?}");
+    let state = fake_state(&e2e).await;
+    assert_eq!(state["messages"]["chat-file"]["type"], "file");
+
+    // Now the chat is Kommo's: the client's typing is shown.
+    let typing =
+        json!({"type": "typing.started", "scope_id": scope, "conversation_id": "conv-r", "user_id": "user-conv-r"});
+    e2e.chat_event_ok(typing.to_string()).await;
+    let calls = e2e.wait_for(&e2e.amojo, Duration::from_secs(5), |c| !calls_to(c, "/typing").is_empty()).await;
+    assert_eq!(calls_to(&calls, "/typing")[0]["reply_status"], 204);
+
+    // A caption-only edit, and replies Kommo cannot quote.
+    let caption = json!({"type": "message.edited", "scope_id": scope, "conversation_id": "conv-r", "msgid": "chat-file",
+                         "message": {"type": "file", "text": "the May prices"}});
+    e2e.chat_event_ok(caption.to_string()).await;
+    e2e.wait_for(&e2e.amojo, Duration::from_secs(5), |c| {
+        c.iter().any(|c| c["body"]["event_type"] == "edit_message" && c["reply_status"] == 200)
+    })
+    .await;
+    let unknown = json!({"reply_to": {"msgid": "never-seen"}});
+    e2e.chat_event_ok(client_message(&scope, "conv-r", "chat-reply-unknown", unknown)).await;
+    e2e.wait_for(&e2e.amojo, Duration::from_secs(5), |c| imported(c, "chat-reply-unknown")).await;
+    let refusal = json!({"status": 400, "body": {"error_code": 400, "error_type": "BAD_REQUEST",
+                                                 "error_description": "unknown reply_to message"}});
+    e2e.amojo.script(&scope, json!([refusal])).await;
+    let foreign = json!({"reply_to": {"reference": "kommo-of-another-account"}});
+    e2e.chat_event_ok(client_message(&scope, "conv-r", "chat-reply-foreign", foreign)).await;
+    let calls = e2e.wait_for(&e2e.amojo, Duration::from_secs(5), |c| imported(c, "chat-reply-foreign")).await;
+    let replies: Vec<_> = calls
+        .iter()
+        .filter(|c| c["body"]["payload"]["msgid"].as_str().is_some_and(|m| m.starts_with("chat-reply")))
+        .map(|c| {
+            (c["body"]["payload"]["msgid"].clone(), c["body"]["payload"]["reply_to"].clone(), c["reply_status"].clone())
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            (json!("chat-reply-unknown"), Value::Null, json!(200)),
+            (json!("chat-reply-foreign"), json!({"message": {"id": "kommo-of-another-account"}}), json!(400)),
+            (json!("chat-reply-foreign"), Value::Null, json!(200)),
+        ]
+    );
+
+    // A real account's manager webhook: blank name and contact fields, markup null.
+    let webhook = json!({"account_id": "acc-1", "time": 1_700_000_000, "message": {
+        "receiver": {"id": "kommo-client-r", "client_id": "user-conv-r", "name": "", "phone": "", "email": ""},
+        "sender": {"id": "manager-r", "name": ""}, "conversation": {"id": "kommo-chat-r", "client_id": "conv-r"},
+        "timestamp": 1_700_000_000, "msec_timestamp": 1_700_000_000_000i64,
+        "message": {"id": "kommo-r1", "type": "text", "text": "Hello", "markup": null, "template": null,
+                    "media": "", "thumbnail": "", "file_name": "", "file_size": 0}}});
+    e2e.kommo_webhook_ok(webhook.to_string()).await;
+    let calls = e2e.wait_for(&e2e.chat, Duration::from_secs(5), |c| !accepted(c, "message.created").is_empty()).await;
+    let created = &accepted(&calls, "message.created")[0]["body"];
+    assert_eq!(created["sender"], json!({"id": "manager-r"}), "never an empty name");
+    assert!(created["receiver"].get("name").is_none() && created["receiver"].get("phone").is_none());
+    // The chat service reports 901: Kommo takes a -1 only with its text.
+    let failed = json!({"type": "message.status", "scope_id": scope, "reference": "kommo-r1", "status": "failed",
+                        "error_code": 901});
+    e2e.chat_event_ok(failed.to_string()).await;
+    let calls = e2e.wait_for(&e2e.amojo, Duration::from_secs(5), |c| !calls_to(c, "/delivery_status").is_empty()).await;
+    let status = &calls_to(&calls, "/delivery_status")[0];
+    assert_eq!((status["reply_status"].clone(), status["body"]["error_code"].clone()), (json!(200), json!(901)));
+    assert!(status["body"]["error"].as_str().is_some_and(|text| !text.is_empty()));
+
+    // The Kommo UI names a conversation the bridge never saw (from before the install): it goes
+    // to the chat service under the caller's own scope.
+    let viewing = e2e
+        .ui(reqwest::Method::POST, "/kommo/ui/conversations/conv-before-install/presence", 42, r#"{"state":"viewing"}"#)
+        .await;
+    assert_eq!(viewing.status(), 200);
+    let calls = e2e.wait_for(&e2e.chat, Duration::from_secs(5), |c| !accepted(c, "presence.changed").is_empty()).await;
+    let pushed = &accepted(&calls, "presence.changed")[0]["body"];
+    assert_eq!(
+        (pushed["scope_id"].as_str(), pushed["conversation_id"].as_str()),
+        (Some(scope.as_str()), Some("conv-before-install"))
+    );
+}
+
+#[tokio::test]
+async fn what_real_accounts_send_and_require_goes_through_in_memory() {
+    what_real_accounts_send_and_require_goes_through(false).await;
+}
+
+#[tokio::test]
+async fn what_real_accounts_send_and_require_goes_through_on_dynamodb() {
+    what_real_accounts_send_and_require_goes_through(true).await;
+}

@@ -16,10 +16,16 @@ struct Installing {
     kommo: Fake,
     client_id: String,
     http: reqwest::Client,
+    /// The dev server's table, on DynamoDB.
+    table: Option<String>,
 }
 
 impl Installing {
     fn start(on_dynamodb: bool) -> Self {
+        Self::start_with(on_dynamodb, &[])
+    }
+
+    fn start_with(on_dynamodb: bool, extra: &[(&str, String)]) -> Self {
         let kommo = Fake::kommo();
         let client_id = unique("client-");
         let mut env: Vec<(&str, String)> = vec![
@@ -34,9 +40,11 @@ impl Installing {
             env.push(("DYNAMODB_ENDPOINT", support::required_env("TEST_DYNAMODB_ENDPOINT")));
             env.push(("TABLE_NAME", unique("installs-")));
         }
+        env.extend(extra.iter().cloned());
+        let table = env.iter().find(|(name, _)| *name == "TABLE_NAME").map(|(_, table)| table.clone());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let e2e = E2e::between(Fake::amojo(), Fake::chat_service(), &env);
-        Self { e2e, kommo, client_id, http: reqwest::Client::new() }
+        Self { e2e, kommo, client_id, http: reqwest::Client::new(), table }
     }
 
     /// An account in the fake Kommo and a code issued for it: (account, code, referer).
@@ -48,14 +56,45 @@ impl Installing {
     }
 
     async fn code_for(&self, subdomain: &str) -> String {
-        let issued = self
-            .kommo
-            .admin_post(
-                "codes",
-                json!({"subdomain": subdomain, "client_id": self.client_id, "redirect_uri": REDIRECT_URI}),
-            )
-            .await;
+        self.code_by(subdomain, None).await
+    }
+
+    /// A code as Kommo issues it when `user_id` (default: the account's administrator) installs.
+    async fn code_by(&self, subdomain: &str, user_id: Option<u64>) -> String {
+        let mut request = json!({"subdomain": subdomain, "client_id": self.client_id, "redirect_uri": REDIRECT_URI});
+        if let Some(user_id) = user_id {
+            request["user_id"] = json!(user_id);
+        }
+        let issued = self.kommo.admin_post("codes", request).await;
         issued["code"].as_str().unwrap().to_owned()
+    }
+
+    /// The account's registry item, on the DynamoDB-compatible server.
+    async fn stored_account(&self, account_id: u64) -> Option<shared::ports::store::AccountRecord> {
+        use shared::ports::store::AccountRegistry;
+        let table = self.table.as_ref().expect("on DynamoDB");
+        let client = shared::adapters::dynamo::client_from_env(Some(&support::required_env("TEST_DYNAMODB_ENDPOINT")));
+        shared::adapters::dynamo::DynamoStore::new(client, table.clone()).get_account(account_id).await.unwrap()
+    }
+
+    /// Waits until Kommo's users list was asked for `subdomain` and answered `status` (the
+    /// managers' read runs as queued work after an install).
+    async fn users_read(&self, subdomain: &str, status: u16) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let calls = self.kommo.calls(subdomain).await;
+            let answered = calls.iter().any(|call| {
+                call["path"].as_str().is_some_and(|path| path.starts_with("/api/v4/users"))
+                    && call["reply_status"] == status
+            });
+            if answered {
+                // The directory is written just after the answer.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no users read answered {status}: {calls:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     async fn callback(&self, query: &str) -> (u16, String) {
@@ -147,6 +186,17 @@ async fn a_redirect_kommo_would_not_make_is_refused_and_sends_nothing() {
         (format!("code={code}&referer={subdomain}.kommo.com%2Fx"), 400),
         (format!("code={code}"), 400),
         (format!("code=not-a-code&referer={referer}"), 403),
+        // Another platform's account, and the platform's own service hosts: no code nor secret
+        // goes there.
+        (format!("code={code}&referer={subdomain}.amocrm.ru"), 400),
+        (format!("code={code}&referer={subdomain}.amocrm.com"), 400),
+        (format!("code={code}&referer=www.kommo.com"), 400),
+        (format!("code={code}&referer=api.kommo.com"), 400),
+        (format!("code={code}&referer=amojo.kommo.com"), 400),
+        // Another integration's redirect, and a state this integration never made.
+        (format!("code={code}&referer={referer}&client_id=another-integration"), 400),
+        (format!("code={code}&referer={referer}&state=button.00"), 400),
+        (format!("code={code}&referer={referer}&state=forged"), 400),
     ] {
         let (status, page) = t.callback(&query).await;
         assert_eq!(status, expected, "{query}: {page}");
@@ -257,6 +307,7 @@ async fn a_manager_is_named_the_same_in_typing_messages_and_presence(on_dynamodb
     let t = Installing::start(on_dynamodb);
     let (account, code, referer) = t.account_with_code().await;
     assert_eq!(t.callback(&format!("code={code}&referer={referer}")).await.0, 200);
+    t.users_read(account["subdomain"].as_str().unwrap(), 200).await;
     let amojo_account = account["amojo_id"].as_str().unwrap();
     let scope = format!("{}_{amojo_account}", t.e2e.scope.trim_end_matches("_acc-1"));
     let manager = &account["users"][1];
@@ -270,7 +321,7 @@ async fn a_manager_is_named_the_same_in_typing_messages_and_presence(on_dynamodb
     // Shown before the message ends it (a start the message overtook is never sent).
     named_in(&t, &scope, &["typing.started"]).await;
     let message = json!({"account_id": amojo_account, "time": now, "message": {
-        "receiver": {"id": "kommo-client-1", "client_id": "client-1"}, "sender": {"id": amojo_id},
+        "receiver": {"id": "kommo-client-1", "client_id": "client-1"}, "sender": {"id": amojo_id, "name": ""},
         "conversation": {"id": "kommo-chat-1", "client_id": conversation}, "timestamp": now,
         "message": {"id": unique("kommo-msg-"), "type": "text", "text": "hello"}}});
     assert_eq!(t.e2e.kommo_webhook_to(&scope, message.to_string()).await.status(), 200);
@@ -332,4 +383,173 @@ async fn a_manager_is_named_the_same_in_typing_messages_and_presence_in_memory()
 #[tokio::test]
 async fn a_manager_is_named_the_same_in_typing_messages_and_presence_on_dynamodb() {
     a_manager_is_named_the_same_in_typing_messages_and_presence(true).await;
+}
+
+/// A declined install has its own page and calls nothing; a state the integration's button
+/// carries (signed with the integration's secret) and the integration's own client_id are
+/// accepted.
+#[tokio::test]
+async fn a_declined_install_says_so_and_a_signed_state_is_accepted() {
+    let t = Installing::start(false);
+    let (account, code, referer) = t.account_with_code().await;
+    let subdomain = account["subdomain"].as_str().unwrap();
+    let (status, page) = t.callback(&format!("error=access_denied&referer={referer}&state=x")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("declined") && !page.contains("not a Kommo installation"), "{page}");
+    assert!(t.kommo.calls(subdomain).await.is_empty(), "nothing sent to Kommo");
+    let state = shared::rules::install::sign_install_state(&t.kommo.secret, "site-button");
+    let query = format!("code={code}&referer={referer}&state={state}&client_id={}", t.client_id);
+    let (status, page) = t.callback(&query).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("connected to"), "{page}");
+}
+
+/// Kommo calls the Redirect URI once and ignores the answer: a channel that cannot be connected
+/// once the code is spent keeps the account `connecting`, and queued work connects it.
+async fn a_connect_that_fails_after_the_code_is_spent_is_finished_by_queued_work(on_dynamodb: bool) {
+    let t = Installing::start(on_dynamodb);
+    let (account, code, referer) = t.account_with_code().await;
+    let (account_id, amojo_id) = (account["id"].as_u64().unwrap(), account["amojo_id"].as_str().unwrap());
+    let channel = t.e2e.scope.trim_end_matches("_acc-1").to_owned();
+    let outage = json!({"scope": channel, "seconds": 2, "match": "/connect", "reply": {"status": 503}});
+    t.e2e.amojo.admin_post("fault", outage).await;
+    let started = std::time::Instant::now();
+    let (status, page) = t.callback(&format!("code={code}&referer={referer}")).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered within Kommo's wait");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("being connected"), "{page}");
+    if on_dynamodb {
+        let stored = t.stored_account(account_id).await.expect("kept with its tokens");
+        assert_eq!(stored.state.as_str(), "connecting");
+        assert!(stored.sealed_tokens.is_some());
+    }
+    // amojo back: the queued connect succeeds, with no new code.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let calls = t.e2e.amojo.calls(&channel).await;
+        let connected = calls.iter().any(|c| c["body"]["account_id"] == amojo_id && c["reply_status"] == 200);
+        if connected {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never connected: {calls:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    if on_dynamodb {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while t.stored_account(account_id).await.unwrap().state.as_str() != "connected" {
+            assert!(std::time::Instant::now() < deadline, "not marked connected");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let exchanges = t.kommo.calls(account["subdomain"].as_str().unwrap()).await;
+    let exchanges = exchanges.iter().filter(|c| c["grant_type"] == "authorization_code").count();
+    assert_eq!(exchanges, 1, "the code was spent once");
+    assert_eq!(t.ui_presence(account_id, &referer).await, 200);
+}
+
+#[tokio::test]
+async fn a_connect_that_fails_after_the_code_is_spent_is_finished_by_queued_work_in_memory() {
+    a_connect_that_fails_after_the_code_is_spent_is_finished_by_queued_work(false).await;
+}
+
+#[tokio::test]
+async fn a_connect_that_fails_after_the_code_is_spent_is_finished_by_queued_work_on_dynamodb() {
+    a_connect_that_fails_after_the_code_is_spent_is_finished_by_queued_work(true).await;
+}
+
+/// An account a user who is not an administrator authorised: Kommo refuses its users list
+/// (403), so managers are named as the webhooks name them (a non-empty `sender.name`, else no
+/// name), and the account says so.
+async fn a_non_administrators_install_names_managers_from_the_webhooks(on_dynamodb: bool) {
+    let t = Installing::start(on_dynamodb);
+    let subdomain = unique("shop-");
+    let account = t.kommo.admin_post("accounts", json!({"subdomain": subdomain})).await;
+    let manager = &account["users"][1];
+    let code = t.code_by(&subdomain, manager["id"].as_u64()).await;
+    let (status, page) = t.callback(&format!("code={code}&referer={subdomain}.kommo.com")).await;
+    assert_eq!(status, 200, "{page}");
+    t.users_read(&subdomain, 403).await;
+    let amojo_account = account["amojo_id"].as_str().unwrap();
+    let scope = format!("{}_{amojo_account}", t.e2e.scope.trim_end_matches("_acc-1"));
+    let conversation = unique("conv-");
+    let now = shared::time::Clock::now_s(&shared::time::SystemClock);
+    for (name, text) in [("", "first"), ("Mia", "second")] {
+        let message = json!({"account_id": amojo_account, "time": now, "message": {
+            "receiver": {"id": "kommo-client-1", "client_id": "client-1"},
+            "sender": {"id": manager["amojo_id"], "name": name},
+            "conversation": {"id": "kommo-chat-1", "client_id": conversation}, "timestamp": now,
+            "message": {"id": unique("kommo-msg-"), "type": "text", "text": text, "markup": null, "file_size": 0}}});
+        assert_eq!(t.e2e.kommo_webhook_to(&scope, message.to_string()).await.status(), 200);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let senders = loop {
+        let calls = t.e2e.chat.calls(&scope).await;
+        let senders: Vec<Value> = calls
+            .iter()
+            .filter(|c| c["body"]["type"] == "message.created" && c["reply_status"] == 200)
+            .map(|c| c["body"]["sender"].clone())
+            .collect();
+        if senders.len() == 2 || std::time::Instant::now() > deadline {
+            break senders;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(senders.len(), 2, "{senders:?}");
+    assert!(senders.iter().all(|s| s["id"] == manager["amojo_id"]), "{senders:?}");
+    assert!(senders.iter().any(|s| s.get("name").is_none()), "an empty name is never sent: {senders:?}");
+    assert!(senders.iter().any(|s| s["name"] == "Mia"), "{senders:?}");
+    assert!(senders.iter().all(|s| s.get("name") != Some(&json!(""))), "{senders:?}");
+    if on_dynamodb {
+        let stored = t.stored_account(account["id"].as_u64().unwrap()).await.unwrap();
+        assert!(stored.users_refused, "said in bridge-cli accounts");
+        assert_eq!(stored.state.as_str(), "connected");
+    }
+}
+
+#[tokio::test]
+async fn a_non_administrators_install_names_managers_from_the_webhooks_in_memory() {
+    a_non_administrators_install_names_managers_from_the_webhooks(false).await;
+}
+
+#[tokio::test]
+async fn a_non_administrators_install_names_managers_from_the_webhooks_on_dynamodb() {
+    a_non_administrators_install_names_managers_from_the_webhooks(true).await;
+}
+
+/// A disable hook whose account's tokens still work (one user's access revoked, say) keeps the
+/// account served; an account also listed in KOMMO_ACCOUNTS, once really disabled, is refused
+/// on the Kommo UI as on every other route.
+async fn a_disable_hook_takes_an_account_dark_only_once_kommo_confirms_it(on_dynamodb: bool) {
+    let kommo = Fake::kommo();
+    let subdomain = unique("shop-");
+    let account = kommo.admin_post("accounts", json!({"subdomain": subdomain})).await;
+    let (account_id, amojo_id) = (account["id"].as_u64().unwrap(), account["amojo_id"].as_str().unwrap());
+    let t = Installing::start_with(on_dynamodb, &[("KOMMO_ACCOUNTS", format!("1:acc-1,{account_id}:{amojo_id}"))]);
+    let referer = format!("{subdomain}.kommo.com");
+    assert_eq!(t.ui_presence(account_id, &referer).await, 200, "served through KOMMO_ACCOUNTS");
+    let code = t.code_for(&subdomain).await;
+    assert_eq!(t.callback(&format!("code={code}&referer={referer}")).await.0, 200);
+    let hook = format!("{}/kommo/oauth/disabled", t.e2e.server.base);
+    let signature = shared::signing::disable_hook::sign(&t.kommo.secret, &t.client_id, &account_id.to_string());
+    let query = format!("account_id={account_id}&client_uuid={}&signature={signature}", t.client_id);
+    // The tokens still work: kept.
+    let answer = t.http.get(format!("{hook}?{query}")).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.json::<Value>().await.unwrap(), json!({"account_id": account_id, "state": "connected"}));
+    assert_eq!(t.ui_presence(account_id, &referer).await, 200, "not taken dark");
+    // Disabled for real (Kommo revokes the tokens, then calls): refused, the UI included.
+    let disabled =
+        t.kommo.admin_post("disable", json!({"subdomain": subdomain, "client_id": t.client_id, "url": hook})).await;
+    assert_eq!(disabled["body"], json!({"account_id": account_id, "state": "disconnected"}), "{disabled}");
+    assert_eq!(t.ui_presence(account_id, &referer).await, 403, "KOMMO_ACCOUNTS does not bring it back");
+}
+
+#[tokio::test]
+async fn a_disable_hook_takes_an_account_dark_only_once_kommo_confirms_it_in_memory() {
+    a_disable_hook_takes_an_account_dark_only_once_kommo_confirms_it(false).await;
+}
+
+#[tokio::test]
+async fn a_disable_hook_takes_an_account_dark_only_once_kommo_confirms_it_on_dynamodb() {
+    a_disable_hook_takes_an_account_dark_only_once_kommo_confirms_it(true).await;
 }

@@ -44,9 +44,16 @@ async fn a_code_becomes_tokens_once_the_account_is_read_and_refresh_tokens_rotat
 
     let refreshed = rest.refresh(&host, &tokens.refresh_token).await.unwrap();
     assert_ne!(refreshed.refresh_token, tokens.refresh_token);
+    // "The old refresh token will still be functional until you use the new one."
+    let again = rest.refresh(&host, &tokens.refresh_token).await.unwrap();
+    assert!(rest.account(&host, &again.access_token).await.is_ok());
+    let newest = rest.refresh(&host, &refreshed.refresh_token).await.unwrap();
     let stale = rest.refresh(&host, &tokens.refresh_token).await;
-    assert!(matches!(stale, Err(KommoRestError::Refused { .. })), "the old refresh token is retired: {stale:?}");
-    assert!(rest.account(&host, &refreshed.access_token).await.is_ok());
+    assert!(
+        matches!(stale, Err(KommoRestError::Refused { status: 400, .. })),
+        "retired once the new one is used: {stale:?}"
+    );
+    assert!(rest.account(&host, &newest.access_token).await.is_ok());
 }
 
 #[tokio::test]
@@ -112,4 +119,44 @@ async fn every_user_of_the_account_is_read_with_their_chat_api_id_across_pages()
     let got: Vec<(u64, String)> = read.iter().map(|u| (u.id, u.amojo_id.clone().unwrap())).collect();
     assert_eq!(got, expected);
     assert!(matches!(rest.users(host, "not-a-token").await, Err(KommoRestError::Refused { status: 401, .. })));
+}
+
+/// Kommo answers 429 past about 7 requests a second: a short `Retry-After` is waited out once
+/// (the call was turned away unread, so repeating it spends nothing), a longer one goes back
+/// to the caller with the wait it asked for.
+#[tokio::test]
+async fn a_429_is_waited_out_when_short_and_handed_back_with_its_wait_when_long() {
+    let kommo = Fake::kommo();
+    let client_id = unique("client");
+    let rest = client(&kommo, &client_id, &kommo.secret);
+    let (host, code, account) = installing(&kommo, &client_id).await;
+    let subdomain = account["subdomain"].as_str().unwrap().to_owned();
+    let tokens = rest.exchange_code(&host, &code).await.unwrap();
+    let limited = |seconds: &str| {
+        json!({"status": 429, "headers": {"Retry-After": seconds},
+                                         "body": {"title": "Too Many Requests", "status": 429}})
+    };
+    kommo
+        .admin_post("script", json!({"scope": subdomain, "match": "/api/v4/account", "responses": [limited("1")]}))
+        .await;
+    let started = std::time::Instant::now();
+    let read = rest.account(&host, &tokens.access_token).await;
+    assert!(read.is_ok(), "{read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "the second waited out");
+    kommo
+        .admin_post("script", json!({"scope": subdomain, "match": "/api/v4/account", "responses": [limited("30")]}))
+        .await;
+    let started = std::time::Instant::now();
+    let outcome = rest.account(&host, &tokens.access_token).await;
+    assert_eq!(outcome.unwrap_err(), KommoRestError::RateLimited { retry_after_ms: Some(30_000) });
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "not slept inline");
+    // Twice limited in a row: waited out once, then handed back.
+    kommo
+        .admin_post(
+            "script",
+            json!({"scope": subdomain, "match": "/api/v4/account", "responses": [limited("1"), limited("1")]}),
+        )
+        .await;
+    let outcome = rest.account(&host, &tokens.access_token).await;
+    assert_eq!(outcome.unwrap_err(), KommoRestError::RateLimited { retry_after_ms: Some(1000) });
 }

@@ -77,7 +77,11 @@ async fn a_chat_service_that_always_fails_gets_903_reported_to_kommo_once() {
     tokio::time::sleep(Duration::from_millis(500)).await; // room for a wrong second report
     let calls = e2e.amojo.calls(&e2e.scope).await;
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0]["body"], json!({"msgid": "kommo-1", "delivery_status": -1, "error_code": 903}));
+    assert_eq!(
+        calls[0]["body"],
+        json!({"msgid": "kommo-1", "delivery_status": -1, "error_code": 903,
+               "error": "The message could not be delivered because of an internal error"})
+    );
     assert_eq!(e2e.chat.calls(&e2e.scope).await.len(), 4, "RETRY_MAX_ATTEMPTS attempts");
 }
 

@@ -390,3 +390,113 @@ async fn the_largest_accepted_request_queues_as_one_sqs_message() {
     kinds.sort();
     assert_eq!(kinds, ["import_client_message", "relay_manager_message"]);
 }
+
+/// Numbers in free-form fields are queued as serde_json writes them (`1e15` as
+/// `1000000000000000.0`): requests around the queue's limit, each well under the body limit, go
+/// through the bridge onto the SQS-compatible server (a queue of SQS's classic 262,144 bytes).
+/// Each is accepted (200) or refused before acceptance (413), never failed by the queue (500);
+/// every one accepted is on the queue, within the limit; every one refused left nothing there.
+/// Text with the two characters SQS refuses in a body (U+FFFE, U+FFFF) is queued escaped and
+/// read back unchanged.
+#[tokio::test]
+async fn what_is_accepted_fits_the_queue_whatever_its_numbers() {
+    use bytes::Bytes;
+    use shared::adapters::sqs::SQS_MAX_MESSAGE_BYTES;
+    use shared::app::routes::EntryPoint;
+    let client = receiving_client();
+    let queue = client
+        .create_queue()
+        .queue_name(support::unique("bridge-timers-"))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize, SQS_MAX_MESSAGE_BYTES.to_string())
+        .send()
+        .await
+        .expect("moto creates the queue")
+        .queue_url
+        .unwrap();
+    let sender = sqs_client_from_env(Some(&support::required_env("TEST_SQS_ENDPOINT")));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (config, _) = Config::from_env_local(&|_| None, "http://127.0.0.1:9").unwrap();
+    let scope = format!("{}_{}", config.channel_id, config.accounts[0].1);
+    let account = config.accounts[0].1.clone();
+    let bridge = Bridge::new(
+        config,
+        Ports {
+            clock: clock.clone(),
+            store: Arc::new(MemoryStore::new()),
+            kommo: Arc::new(RecordingKommo::new(clock.clone())),
+            chat: Some(Arc::new(RecordingChat::new(clock.clone()))),
+            timers: Arc::new(SqsTimers::new(sender, &queue, clock.clone())),
+            installs: None,
+            metric_lines: Arc::new(shared::app::metrics::Stdout),
+        },
+    );
+    let numbers = |count: usize| vec!["1e15"; count].join(",");
+    let chat_secret = bridge.config.chat_service_secret.clone().unwrap();
+    let chat_event = |id: &str, body: String| {
+        let now = SystemClock.now_s();
+        http::Request::post("/chat/events")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", chat_secret.sign(id, now, body.as_bytes()))
+            .body(Bytes::from(body))
+            .unwrap()
+    };
+    let kommo_webhook = |body: String| {
+        let signature = shared::signing::kommo_webhook::sign(bridge.config.channel_secret.expose(), body.as_bytes());
+        http::Request::post(format!("/kommo/webhook/{scope}"))
+            .header("x-signature", signature)
+            .body(Bytes::from(body))
+            .unwrap()
+    };
+
+    // 19 bytes a number queued: the limit falls within these counts for both kinds of request.
+    let (mut accepted, mut refused) = (0, 0);
+    for count in (13_640..13_780).step_by(7) {
+        let chat = format!(
+            r#"{{"type":"message.created","scope_id":"{scope}","conversation_id":"conv-n","msgid":"m-{count}","user":{{"id":"client-1","name":"Adam"}},"message":{{"type":"text","text":"hi","metrics":[{}]}},"timestamp_ms":1}}"#,
+            numbers(count)
+        );
+        let manager = format!(
+            r#"{{"account_id":"{account}","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"manager-1","name":"Ann"}},"conversation":{{"id":"kommo-n","client_id":"conv-n"}},"timestamp":1,"message":{{"id":"kommo-{count}","type":"text","text":"hi","metrics":[{}]}}}}}}"#,
+            numbers(count)
+        );
+        assert!(chat.len() < 80_000 && manager.len() < 80_000);
+        let requests = [
+            (EntryPoint::ChatCallback, chat_event(&format!("msg_{count}"), chat)),
+            (EntryPoint::KommoWebhook, kommo_webhook(manager)),
+        ];
+        for (entry, request) in requests {
+            let answer = bridge.handle(entry, request).await;
+            match answer.status().as_u16() {
+                200 => accepted += 1,
+                413 => refused += 1,
+                other => panic!("{other}: {}", String::from_utf8_lossy(answer.body())),
+            }
+        }
+    }
+    assert!(accepted >= 4 && refused >= 4, "the limit falls inside: {accepted} accepted, {refused} refused");
+    // The two characters SQS refuses, in a message's text.
+    let odd = format!(
+        r#"{{"type":"message.created","scope_id":"{scope}","conversation_id":"conv-odd","msgid":"m-odd","user":{{"id":"client-1","name":"Adam"}},"message":{{"type":"text","text":"a\ufffeb\uffffc"}},"timestamp_ms":1}}"#
+    );
+    assert_eq!(bridge.handle(EntryPoint::ChatCallback, chat_event("msg_odd", odd)).await.status(), 200);
+    accepted += 1;
+
+    // Every work an accepted request queued (one each) is on the queue, within the limit.
+    let mut queued = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while queued.len() < accepted && Instant::now() < deadline {
+        for message in receive(&client, &queue, 1).await {
+            let body = message.body().unwrap_or_default().to_owned();
+            assert!(body.len() <= SQS_MAX_MESSAGE_BYTES, "{} bytes", body.len());
+            queued.push(serde_json::from_str::<DueWork>(&body).expect("queued work"));
+        }
+    }
+    assert_eq!(queued.len(), accepted, "one queued work per accepted request, none for a refused one");
+    assert!(receive(&client, &queue, 1).await.is_empty(), "nothing more");
+    let odd_text = queued.iter().find_map(|work| match work {
+        DueWork::ImportClientMessage { message, .. } if message.msgid == "m-odd" => message.message.text.clone(),
+        _ => None,
+    });
+    assert_eq!(odd_text.as_deref(), Some("a\u{fffe}b\u{ffff}c"));
+}

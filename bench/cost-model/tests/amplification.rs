@@ -22,6 +22,8 @@ enum Step {
     Chat(String),
     Ui(&'static str, &'static str, &'static str),
     Wait(i64),
+    /// Kommo has the conversation's chat (made by an earlier message): client typing goes only there.
+    KommoHasChat,
 }
 
 /// What the functions log, captured as Lambda's JSON log format writes it, at INFO.
@@ -67,6 +69,10 @@ async fn run(steps: &[Step]) -> Counts {
                 sim.advance_to(at).await;
                 continue;
             }
+            Step::KommoHasChat => {
+                sim.kommo_has_chat("conv-1").await;
+                continue;
+            }
         };
         assert_eq!(status, 200, "every step is accepted");
     }
@@ -105,10 +111,11 @@ fn scenario(kind: EventKind) -> (Vec<Step>, Step) {
             (vec![Step::Kommo(typing_at(5)), Step::Wait(4000)], Step::Kommo(typing_at(9)))
         }
         EventKind::ManagerMessage => (vec![], Step::Kommo(manager_msg())),
-        EventKind::ClientTypingStart => (vec![], Step::Chat(client_typing_started())),
-        EventKind::ClientTypingWithinLease => {
-            (vec![Step::Chat(client_typing_started()), Step::Wait(1000)], Step::Chat(client_typing_started()))
-        }
+        EventKind::ClientTypingStart => (vec![Step::KommoHasChat], Step::Chat(client_typing_started())),
+        EventKind::ClientTypingWithinLease => (
+            vec![Step::KommoHasChat, Step::Chat(client_typing_started()), Step::Wait(1000)],
+            Step::Chat(client_typing_started()),
+        ),
         EventKind::ClientMessage => (vec![], Step::Chat(client_message("conv-1", "chat-1"))),
         EventKind::MessageStatus => {
             (vec![Step::Kommo(manager_msg()), Step::Wait(1000)], Step::Chat(status_event("kommo-1", "delivered", "")))
@@ -130,12 +137,13 @@ fn scenario(kind: EventKind) -> (Vec<Step>, Step) {
         ),
         // The lease (6 s) would lapse before the chain's next look at 8 s: extended now, it
         // brings one more call to Kommo.
-        EventKind::ClientTypingKeptUp => {
-            (vec![Step::Chat(client_typing_started()), Step::Wait(5500)], Step::Chat(client_typing_started()))
-        }
+        EventKind::ClientTypingKeptUp => (
+            vec![Step::KommoHasChat, Step::Chat(client_typing_started()), Step::Wait(5500)],
+            Step::Chat(client_typing_started()),
+        ),
         // After the lease's last call to Kommo: the stop spares nothing.
         EventKind::ClientTypingStopped => (
-            vec![Step::Chat(client_typing_started()), Step::Wait(5500)],
+            vec![Step::KommoHasChat, Step::Chat(client_typing_started()), Step::Wait(5500)],
             Step::Chat(client_typing("typing.stopped", "conv-1", None)),
         ),
         EventKind::ClientPresenceOffline => {

@@ -95,22 +95,31 @@ struct Demo {
 }
 
 impl Demo {
+    async fn client_writes(&self, msgid: &str, text: &str) -> Result<(), String> {
+        self.chat_event(json!({"type": "message.created", "scope_id": SCOPE, "conversation_id": CONVERSATION,
+                               "msgid": msgid, "user": {"id": CLIENT, "name": "Ana"},
+                               "message": {"type": "text", "text": text},
+                               "timestamp_ms": SystemClock.now_ms()}))
+            .await
+    }
+
     async fn play(&self) -> Result<(), String> {
         let step = |text: &str| self.timeline.step(text);
 
+        step("the client writes: message.created from the chat service (Kommo's chat is made)");
+        self.client_writes("chat-msg-1", "Hi! Is my order on its way?").await?;
+        self.wait_for("the import into Kommo", Duration::from_secs(3), |e| count(e, Who::Kommo, "new_message") > 0)
+            .await;
+        // Kommo shows typing only in a chat it has: after the first message.
         step("the client types: the chat service sends typing.started 4 times, 1.1 s apart (Kommo: one call per 4 s)");
         for _ in 0..4 {
             let typing = json!({"type": "typing.started", "scope_id": SCOPE, "conversation_id": CONVERSATION, "user_id": CLIENT});
             self.chat_event(typing).await?;
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
-        step("the client writes: message.created from the chat service (it ends the client's typing)");
-        self.chat_event(json!({"type": "message.created", "scope_id": SCOPE, "conversation_id": CONVERSATION,
-                               "msgid": "chat-msg-1", "user": {"id": CLIENT, "name": "Ana"},
-                               "message": {"type": "text", "text": "Hi! Is my order on its way?"},
-                               "timestamp_ms": SystemClock.now_ms()}))
-            .await?;
-        self.wait_for("the import into Kommo", Duration::from_secs(3), |e| count(e, Who::Kommo, "new_message") > 0)
+        step("the client writes again: message.created (it ends the client's typing)");
+        self.client_writes("chat-msg-2", "It was due yesterday.").await?;
+        self.wait_for("the import into Kommo", Duration::from_secs(3), |e| count(e, Who::Kommo, "new_message") > 1)
             .await;
 
         step("the manager types: Kommo's typing webhook (expired_at now+2 s), then no more, so the lease lapses");

@@ -7,6 +7,7 @@ mod args;
 mod cost;
 mod demo;
 mod recorder;
+mod sources;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -15,7 +16,6 @@ use std::time::Duration;
 
 use args::Options;
 use shared::adapters::amojo::AmojoClient;
-use shared::app::config::DEFAULT_AMOJO_URL;
 use shared::models::kommo::{ConnectRequest, DisconnectRequest};
 use shared::ports::kommo::KommoApi;
 use shared::rules::retry::RetryPolicy;
@@ -37,14 +37,29 @@ Usage:
       the registry (its tokens deleted), so the bridge refuses its scope.
   bridge-cli accounts
       Lists the accounts installed through Kommo's OAuth (the registry in the table): numeric
-      id, host, scope, state (connected, needs_reinstall, disconnected) and when the access
-      token expires. Never a token.
+      id, host, scope, state (connecting: the channel is being connected by queued work;
+      connected, needs_reinstall, disconnected), when the access token expires and the refresh
+      token was last renewed, and a note when Kommo refuses the account's users list (it was
+      authorised by a user who is not an administrator: managers are named from the webhooks).
+      Never a token.
+  bridge-cli sources list --kommo-account-id <numeric id>
+      Lists the integration's sources in an account installed through Kommo's OAuth, as Kommo
+      has them, and which the bridge remembers (a message naming a source the account lacks
+      creates it on first use).
+  bridge-cli sources create --kommo-account-id <numeric id> --external-id <id> [--name <name>]
+      Creates the source in Kommo (or finds it there) and remembers it, named for managers.
+      Both need TABLE_NAME, KOMMO_CLIENT_ID, KOMMO_REDIRECT_URI, KOMMO_INTEGRATION_SECRET and
+      KOMMO_TOKEN_KEY (and KOMMO_API_URL in place of the account's host, for tests).
   bridge-cli sign kommo --body <file|->
       Prints the X-Signature Kommo would put on the body (KOMMO_CHANNEL_SECRET).
   bridge-cli sign chat --body <file|->
       Prints the three Standard Webhooks headers the chat service would send (CHAT_SERVICE_SECRET).
   bridge-cli sign token --account-id <numeric id> --user-id <numeric id>
       Prints a Kommo UI one-time token, valid 10 minutes (KOMMO_INTEGRATION_SECRET).
+  bridge-cli sign state --nonce <nonce>
+      Prints a `state` for the integration's install button (KOMMO_INTEGRATION_SECRET): the
+      Redirect URI refuses a state it did not sign, and accepts none (docs/installs.md). The
+      nonce is 1 to 64 of A-Z a-z 0-9 - _.
   bridge-cli send kommo --url <bridge base URL> --scope <scope_id> --body <file|->
       Posts the body, signed as Kommo would, to <url>/kommo/webhook/<scope_id>; prints the answer.
   bridge-cli send chat --url <bridge base URL> --body <file|->
@@ -73,9 +88,10 @@ Usage:
 Environment (the same names as the functions):
   KOMMO_CHANNEL_ID          connect, disconnect
   KOMMO_CHANNEL_SECRET      connect, disconnect, sign kommo, send kommo
-  KOMMO_AMOJO_URL           amojo's origin for connect and disconnect (default https://amojo.kommo.com)
+  KOMMO_AMOJO_URL           amojo's origin for connect and disconnect (default: KOMMO_PLATFORM's)
+  KOMMO_PLATFORM            kommo (default: https://amojo.kommo.com) or amocrm (https://amojo.amocrm.ru)
   CHAT_SERVICE_SECRET       sign chat, send chat (whsec_...)
-  KOMMO_INTEGRATION_SECRET  sign token
+  KOMMO_INTEGRATION_SECRET  sign token, sign state
   KOMMO_ACCOUNTS            read by connect, to print the whole new value
   TABLE_NAME                accounts, connect --kommo-account-id and disconnect (the deployment's table)
   DYNAMODB_ENDPOINT         with TABLE_NAME: a DynamoDB endpoint instead of AWS's (a local server)
@@ -141,14 +157,19 @@ async fn run(argv: &[String]) -> Result<(), Failure> {
             args::parse(rest, &[])?;
             accounts().await
         }
-        "sign" => match args::target(rest, &["kommo", "chat", "token"])? {
+        "sign" => match args::target(rest, &["kommo", "chat", "token", "state"])? {
             ("kommo", rest) => sign_kommo(&args::parse(rest, &["body"])?),
             ("chat", rest) => sign_chat(&args::parse(rest, &["body"])?),
+            ("state", rest) => sign_state(&args::parse(rest, &["nonce"])?),
             (_, rest) => sign_token(&args::parse(rest, &["account-id", "user-id"])?),
         },
         "send" => match args::target(rest, &["kommo", "chat"])? {
             ("kommo", rest) => send_kommo(&args::parse(rest, &["url", "scope", "body"])?).await,
             (_, rest) => send_chat(&args::parse(rest, &["url", "body"])?).await,
+        },
+        "sources" => match args::target(rest, &["list", "create"])? {
+            ("list", rest) => sources::list(&args::parse(rest, &["kommo-account-id"])?).await,
+            (_, rest) => sources::create(&args::parse(rest, &["kommo-account-id", "external-id", "name"])?).await,
         },
         "demo" => {
             args::parse(rest, &[])?;
@@ -209,6 +230,8 @@ async fn register(account_id: u64, amojo_id: &str, scope_id: &str, table: &str) 
         access_expires_at_ms: previous.as_ref().map_or(0, |p| p.access_expires_at_ms),
         token_version: previous.as_ref().map_or(1, |p| p.token_version + 1),
         installed_at_ms: SystemClock.now_ms(),
+        tokens_renewed_at_ms: previous.as_ref().map_or(0, |p| p.tokens_renewed_at_ms),
+        users_refused: previous.as_ref().is_some_and(|p| p.users_refused),
     };
     store.put_account(&record).await.map_err(failed)
 }
@@ -248,12 +271,30 @@ async fn accounts() -> Result<(), Failure> {
     use shared::ports::store::AccountRegistry;
     let store = registry(&required_env("TABLE_NAME")?);
     let accounts = store.list_accounts().await.map_err(|e| Failure::Failed(format!("the registry: {e}")))?;
-    println!("{:<12} {:<32} {:<16} {:<31} scope_id", "account", "host", "state", "access token expires");
+    println!(
+        "{:<12} {:<32} {:<16} {:<31} {:<31} scope_id",
+        "account", "host", "state", "access token expires", "refresh token renewed"
+    );
     for account in &accounts {
+        let has_tokens = account.sealed_tokens.is_some();
         let expires = shared::time::rfc2822(account.access_expires_at_ms.div_euclid(1000));
-        let expires = if account.sealed_tokens.is_some() { expires } else { "(no tokens)".into() };
+        let expires = if has_tokens { expires } else { "(no tokens)".into() };
+        let renewed = match account.tokens_renewed_at_ms {
+            0 => "(not known)".to_owned(),
+            ms if has_tokens => shared::time::rfc2822(ms.div_euclid(1000)),
+            _ => "(no tokens)".to_owned(),
+        };
         let state = account.state.as_str();
-        println!("{:<12} {:<32} {:<16} {:<31} {}", account.account_id, account.host, state, expires, account.scope_id);
+        println!(
+            "{:<12} {:<32} {:<16} {:<31} {:<31} {}",
+            account.account_id, account.host, state, expires, renewed, account.scope_id
+        );
+        if account.users_refused {
+            println!(
+                "{:<12} note: Kommo refuses this account's users list (authorised by a user who is not an administrator); managers are named from the webhooks. Reinstall as an administrator to name them from the directory.",
+                ""
+            );
+        }
     }
     println!("{} account(s)", accounts.len());
     Ok(())
@@ -262,8 +303,13 @@ async fn accounts() -> Result<(), Failure> {
 fn amojo_client() -> Result<(AmojoClient, String), Failure> {
     let channel_id = required_env("KOMMO_CHANNEL_ID")?;
     let secret = required_env("KOMMO_CHANNEL_SECRET")?;
-    let amojo_url =
-        env("KOMMO_AMOJO_URL").map_or_else(|| DEFAULT_AMOJO_URL.to_owned(), |u| u.trim_end_matches('/').to_owned());
+    let platform = match env("KOMMO_PLATFORM") {
+        None => shared::rules::install::Platform::default(),
+        Some(text) => shared::rules::install::Platform::parse(&text)
+            .ok_or_else(|| Failure::Config(format!("KOMMO_PLATFORM must be kommo or amocrm, not {text:?}")))?,
+    };
+    let amojo_url = env("KOMMO_AMOJO_URL")
+        .map_or_else(|| platform.amojo_origin().to_owned(), |u| u.trim_end_matches('/').to_owned());
     let is_url = amojo_url.starts_with("http://") || amojo_url.starts_with("https://");
     if !is_url || !shared::app::config::is_origin(&amojo_url) {
         // amojo signs the path it is sent: a path here would make every signature wrong.
@@ -298,6 +344,16 @@ fn sign_chat(options: &Options) -> Result<(), Failure> {
     for (name, value) in chat_headers(&chat_secret()?, &body) {
         println!("{name}: {value}");
     }
+    Ok(())
+}
+
+fn sign_state(options: &Options) -> Result<(), Failure> {
+    let nonce = options.required("nonce")?;
+    let state = shared::rules::install::sign_install_state(&required_env("KOMMO_INTEGRATION_SECRET")?, nonce);
+    // Checked as the Redirect URI checks it: a nonce it would refuse is refused here.
+    shared::rules::install::check_install_state(&required_env("KOMMO_INTEGRATION_SECRET")?, Some(&state))
+        .map_err(|_| Failure::Usage("--nonce must be 1 to 64 of A-Z a-z 0-9 - _".into()))?;
+    println!("state={state}");
     Ok(())
 }
 

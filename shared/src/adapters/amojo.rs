@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::outbound::{Attempt, retry_after, transport_retry, with_retries};
+use super::outbound::{Attempt, peer_text, retry_after, transport_retry, with_retries};
 use crate::models::kommo::{
     ConnectRequest, ConnectResponse, CreateChatRequest, CreateChatResponse, DeliveryStatusRequest, DisconnectRequest,
     EditMessageRequest, ImportMessageRequest, ImportMessageResponse, ReactRequest, TypingRequest,
@@ -92,7 +92,7 @@ impl AmojoClient {
                 let status = response.status().as_u16();
                 if response.status().is_success() {
                     return Attempt::Final(
-                        response.bytes().await.map_err(|e| KommoError::InvalidResponse(e.to_string())),
+                        response.bytes().await.map_err(|e| KommoError::InvalidResponse(peer_text(&e.to_string()))),
                     );
                 }
                 let hint = retry_after(response.headers());
@@ -124,7 +124,7 @@ impl AmojoClient {
         body: &impl Serialize,
     ) -> Result<T, KommoError> {
         let bytes = self.call(method, segments, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
-        serde_json::from_slice(&bytes).map_err(|e| KommoError::InvalidResponse(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| KommoError::InvalidResponse(peer_text(&e.to_string())))
     }
 
     /// A call whose 2xx answer is read for ids the bridge can do without: an answer that is
@@ -135,7 +135,8 @@ impl AmojoClient {
         body: &impl Serialize,
     ) -> Result<T, KommoError> {
         let bytes = self.call(reqwest::Method::POST, segments, body, self.retry, AMOJO_REQUEST_TIMEOUT).await?;
-        Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+        Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error: serde_json::Error| {
+            let error = peer_text(&error.to_string());
             tracing::warn!(%error, "amojo's 2xx answer is not the JSON expected; read as naming no ids");
             T::default()
         }))
@@ -187,7 +188,8 @@ impl KommoApi for AmojoClient {
     }
 }
 
-/// amojo's error body: `{"error_code": 403, "error_type": "...", "error_description": "..."}`.
+/// amojo's error body: `{"error_code": 403, "error_type": "...", "error_description": "..."}`,
+/// its texts kept as [`peer_text`] keeps them: they reach logs and the chat service.
 fn rejected(status: u16, body: &[u8]) -> KommoError {
     #[derive(serde::Deserialize, Default)]
     struct AmojoErrorBody {
@@ -197,7 +199,11 @@ fn rejected(status: u16, body: &[u8]) -> KommoError {
         error_description: String,
     }
     let parsed: AmojoErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    KommoError::Rejected { status, error_type: parsed.error_type, description: parsed.error_description }
+    KommoError::Rejected {
+        status,
+        error_type: peer_text(&parsed.error_type),
+        description: peer_text(&parsed.error_description),
+    }
 }
 
 /// Per-attempt bound for amojo calls.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::outbound::{Attempt, retry_after, transport_retry, with_retries};
+use super::outbound::{Attempt, peer_text, retry_after, transport_retry, with_retries};
 use crate::models::chat::BridgeEvent;
 use crate::ports::chat::{ChatAnswer, ChatError, ChatService};
 use crate::rules::retry::{RetryPolicy, is_retryable_status};
@@ -79,6 +79,8 @@ impl ChatService for HttpChatService {
 }
 
 /// The contract's error body `{"error": {"code", "message"}}`; anything else gives empty strings.
+/// Both kept as [`peer_text`] keeps them; of the message only its first line, which is all Kommo
+/// shows of it (a 905's text).
 fn error_of(body: &[u8]) -> (String, String) {
     #[derive(serde::Deserialize, Default)]
     struct Envelope {
@@ -98,5 +100,6 @@ fn error_of(body: &[u8]) -> (String, String) {
         serde_json::Value::Number(n) => n.to_string(),
         _ => String::new(),
     };
-    (code, envelope.error.message)
+    let first_line = envelope.error.message.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or_default();
+    (peer_text(&code), peer_text(first_line))
 }

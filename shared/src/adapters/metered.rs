@@ -104,7 +104,11 @@ impl MeteredKommoRest {
         let outcome = match &result {
             Ok(_) => CallOutcome::Ok,
             Err(KommoRestError::Refused { .. }) => CallOutcome::Refused,
-            Err(KommoRestError::Unavailable(_) | KommoRestError::InvalidResponse(_)) => CallOutcome::Unavailable,
+            Err(
+                KommoRestError::Unavailable(_)
+                | KommoRestError::InvalidResponse(_)
+                | KommoRestError::RateLimited { .. },
+            ) => CallOutcome::Unavailable,
         };
         self.metrics.record(Metric::OutboundCall { peer: Peer::KommoApi, outcome });
         result

@@ -7,7 +7,7 @@
 //! - [`amojo`], [`chat_http`]: the HTTPS clients of Kommo's Chat API and the chat service,
 //!   over [`outbound`]'s one client and retry loop.
 //! - [`kommo_rest`]: Kommo's OAuth and REST API on an account's host; [`sealer`]: AES-256-GCM
-//!   for the OAuth tokens at rest.
+//!   for the OAuth tokens at rest; [`kommo_crm`]: Kommo's CRM REST API (contacts, sources).
 //! - [`metered`]: the outbound ports, each call counted by peer and outcome.
 
 #[cfg(feature = "adapters")]
@@ -19,6 +19,8 @@ pub mod chat_http;
 #[cfg(feature = "adapters")]
 pub mod dynamo;
 pub mod in_process_timers;
+#[cfg(feature = "adapters")]
+pub mod kommo_crm;
 #[cfg(feature = "adapters")]
 pub mod kommo_rest;
 pub mod memory;

@@ -73,6 +73,41 @@ where
     }
 }
 
+/// The most characters of a peer's error text the bridge keeps (after escaping).
+pub const PEER_TEXT_MAX_CHARS: usize = 300;
+
+/// A peer's error text (amojo's `error_description`, Kommo's `detail`, the chat service's
+/// `code`, a parser's complaint about their answer) as the bridge keeps it: control and
+/// line-breaking characters escaped (`\n`, `\u{1b}`, …) so that no text from outside can end a
+/// log line and forge the next, bidirectional overrides escaped so that none can reorder what a
+/// reader sees, and the whole cut to [`PEER_TEXT_MAX_CHARS`] (a `…` marks the cut).
+pub fn peer_text(text: &str) -> String {
+    let mut kept = String::with_capacity(text.len().min(PEER_TEXT_MAX_CHARS));
+    let mut chars = 0;
+    // Where the text is cut if it turns out too long: the last whole piece that leaves room for `…`.
+    let mut cut_at = None;
+    for c in text.chars() {
+        let reorders_or_breaks = matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
+        let piece: String =
+            if reorders_or_breaks || c.is_control() { c.escape_default().collect() } else { c.to_string() };
+        let width = piece.chars().count();
+        if chars + width > PEER_TEXT_MAX_CHARS {
+            kept.truncate(cut_at.unwrap_or(kept.len()));
+            kept.push('…');
+            return kept;
+        }
+        if cut_at.is_none() && chars + width > PEER_TEXT_MAX_CHARS - 1 {
+            cut_at = Some(kept.len());
+        }
+        chars += width;
+        kept.push_str(&piece);
+    }
+    kept
+}
+
 /// Classifies a transport error (no response at all) as retryable.
 pub fn transport_retry<T>(error: &reqwest::Error) -> Attempt<T> {
     let reason = if error.is_timeout() {
@@ -83,4 +118,31 @@ pub fn transport_retry<T>(error: &reqwest::Error) -> Attempt<T> {
         "connection failed"
     };
     Attempt::Retry { status: None, retry_after: None, reason: reason.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_text_keeps_to_one_bounded_line() {
+        // (what the peer said, what the bridge keeps)
+        let cases = [
+            ("Chat not found", "Chat not found".to_owned()),
+            ("bad\nINFO forged line", "bad\\nINFO forged line".to_owned()),
+            ("a\r\nb\tc\u{1b}[31m", "a\\r\\nb\\tc\\u{1b}[31m".to_owned()),
+            ("\u{85}next\u{2028}line\u{202e}gnp.exe", "\\u{85}next\\u{2028}line\\u{202e}gnp.exe".to_owned()),
+            ("", String::new()),
+            ("Ünïcödé stays", "Ünïcödé stays".to_owned()),
+        ];
+        for (said, kept) in cases {
+            assert_eq!(peer_text(said), kept, "{said:?}");
+        }
+        let long = peer_text(&"x".repeat(10_000));
+        assert_eq!(long, format!("{}…", "x".repeat(PEER_TEXT_MAX_CHARS - 1)));
+        // A text of exactly the limit is kept whole; an escape is never cut in half.
+        assert_eq!(peer_text(&"z".repeat(PEER_TEXT_MAX_CHARS)), "z".repeat(PEER_TEXT_MAX_CHARS));
+        let edge = peer_text(&format!("{}\n", "y".repeat(PEER_TEXT_MAX_CHARS - 1)));
+        assert_eq!(edge, format!("{}…", "y".repeat(PEER_TEXT_MAX_CHARS - 1)));
+    }
 }

@@ -5,10 +5,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::ports::timers::{DueWork, TimerError, Timers};
+use crate::ports::timers::{DueWork, QUEUED_WORK_MAX_BYTES, TimerError, Timers, queue_body};
 
 /// SQS's longest per-message delay; work due later fires early and is re-checked.
 pub const SQS_MAX_DELAY_S: i64 = 900;
+
+/// SQS's classic message size, what the template gives the timer queue (AWS allows up to 1 MiB
+/// on a queue made so; the bridge keeps to the classic limit everywhere).
+pub const SQS_MAX_MESSAGE_BYTES: usize = 262_144;
+// The port's promise to the flows is what SQS takes.
+const _: () = assert!(QUEUED_WORK_MAX_BYTES <= SQS_MAX_MESSAGE_BYTES);
 
 /// SQS message timers: one message per piece of work, `DelaySeconds` rounded up so that work
 /// never fires before it is due.
@@ -33,7 +39,16 @@ pub fn sqs_delay_seconds(due_at_ms: i64, now_ms: i64) -> i32 {
 #[async_trait]
 impl Timers for SqsTimers {
     async fn schedule(&self, work: DueWork, due_at_ms: i64) -> Result<(), TimerError> {
-        let body = serde_json::to_string(&work).expect("due work serialises");
+        let body = queue_body(&work);
+        // Checked where the work was accepted (`check_queueable`); this names the failure
+        // plainly, and without a call, should work built later ever outgrow it.
+        if body.len() > SQS_MAX_MESSAGE_BYTES {
+            return Err(TimerError(format!(
+                "{} work of {} bytes is over SQS's {SQS_MAX_MESSAGE_BYTES}",
+                work.kind(),
+                body.len()
+            )));
+        }
         self.client
             .send_message()
             .queue_url(&self.queue_url)

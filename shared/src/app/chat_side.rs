@@ -17,6 +17,7 @@ use crate::flows::FlowError;
 use crate::flows::client_edits::ClientEdits;
 use crate::flows::client_messages::ClientMessages;
 use crate::flows::client_presence::ClientPresence;
+use crate::flows::client_profiles::{ClientProfileUpdates, ProfileAcceptance};
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::DeliveryStatuses;
 use crate::flows::manager_presence::ManagerPresence;
@@ -48,6 +49,8 @@ pub struct ChatSide {
     pub statuses: DeliveryStatuses,
     pub client_presence: ClientPresence,
     pub manager_presence: ManagerPresence,
+    /// `client.updated`, for accounts installed through Kommo's OAuth.
+    pub client_profiles: ClientProfileUpdates,
 }
 
 impl ChatSide {
@@ -116,7 +119,12 @@ impl ChatSide {
         } else {
             tracing::info!("chat event accepted");
         }
-        Ok(json_response(StatusCode::OK, &json!({"accepted": true})))
+        // A profile update is only queued here (it runs against Kommo's REST API later): 202.
+        let status = match event {
+            ChatEvent::ClientUpdated(_) => StatusCode::ACCEPTED,
+            _ => StatusCode::OK,
+        };
+        Ok(json_response(status, &json!({"accepted": true})))
     }
 
     /// `typing.started`, remembered only when it starts a lease ([`ReplayMemory`]): a repeat of
@@ -154,9 +162,29 @@ impl ChatSide {
             ChatEvent::MessageEdited(edit) => self.client_edits.on_edit(edit).await,
             ChatEvent::ReactionAdded(reaction) => self.client_reactions.on_reaction(reaction, true).await,
             ChatEvent::ReactionRemoved(reaction) => self.client_reactions.on_reaction(reaction, false).await,
+            ChatEvent::ClientUpdated(profile) => return self.client_updated(profile).await,
         };
         applied?;
         Ok(Delivery::First)
+    }
+
+    /// `client.updated`: queued for an account with REST tokens; 409 for one without (nothing
+    /// queued, nothing remembered), which the chat service should not send again as it is.
+    async fn client_updated(&self, profile: &crate::models::chat::ClientProfile) -> Result<Delivery, ApiError> {
+        match self.client_profiles.on_update(profile).await? {
+            ProfileAcceptance::Queued => Ok(Delivery::First),
+            ProfileAcceptance::NoRestAccess => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "profiles_need_install",
+                "this account was not installed through Kommo's OAuth, so the bridge cannot change its contacts; \
+                 install the integration from Kommo to send client.updated",
+            )),
+            ProfileAcceptance::NeedsReinstall => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "account_needs_reinstall",
+                "Kommo refused this account's tokens; client.updated is taken again once the integration is installed again",
+            )),
+        }
     }
 
     /// `GET /chat/presence?scope_id=…&conversation_id=…`, signed like the chat service's events

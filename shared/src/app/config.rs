@@ -3,7 +3,8 @@
 //! missing with a local default (generated secrets, the built-in sink) so it runs with none.
 
 use super::http::ApiError;
-use crate::rules::id_checks::check_account_part;
+use crate::rules::id_checks::{MAX_PATH_ID_BYTES, check_account_part, check_path_id};
+use crate::rules::install::Platform;
 use std::time::Duration;
 
 use crate::random::random_bytes;
@@ -12,6 +13,7 @@ use crate::rules::retry::RetryPolicy;
 use crate::signing::Secret;
 use crate::signing::standard_webhooks::WebhookSecret;
 
+/// The amojo origin of the default platform, Kommo (`KOMMO_PLATFORM` chooses another's).
 pub const DEFAULT_AMOJO_URL: &str = "https://amojo.kommo.com";
 pub const DEFAULT_TABLE_NAME: &str = "kommo-bridge";
 pub const DEFAULT_PORT: u16 = 3000;
@@ -20,6 +22,9 @@ pub const DEFAULT_PORT: u16 = 3000;
 pub struct Config {
     pub channel_id: String,
     pub channel_secret: Secret,
+    /// `KOMMO_PLATFORM` (`kommo` or `amocrm`): the one platform this deployment's channel is
+    /// registered with; it chooses amojo's default origin and the account hosts installs accept.
+    pub platform: Platform,
     pub amojo_url: String,
     /// The Kommo UI's one-time tokens (`kommo-webhook` only).
     pub integration_secret: Option<Secret>,
@@ -120,7 +125,11 @@ impl Function {
     pub fn secrets(self) -> &'static [&'static str] {
         match self {
             Self::KommoWebhook => &["KOMMO_CHANNEL_SECRET", "KOMMO_INTEGRATION_SECRET", "KOMMO_TOKEN_KEY"],
-            Self::ChatCallback | Self::TypingExpiry => &["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_SECRET"],
+            Self::ChatCallback => &["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_SECRET"],
+            // The last two only with installs (KOMMO_CLIENT_ID), for their queued work.
+            Self::TypingExpiry => {
+                &["KOMMO_CHANNEL_SECRET", "CHAT_SERVICE_SECRET", "KOMMO_INTEGRATION_SECRET", "KOMMO_TOKEN_KEY"]
+            }
         }
     }
 
@@ -147,10 +156,15 @@ impl Config {
         let required =
             |name: &'static str| non_empty(env, name).ok_or_else(|| ConfigError::new(name, "is required and not set"));
         // Read in the order an operator sets them: the channel first, then each peer.
-        let channel_id = required("KOMMO_CHANNEL_ID")?;
+        let channel_id = channel_id(required("KOMMO_CHANNEL_ID")?)?;
         let channel_secret = Secret::new(required("KOMMO_CHANNEL_SECRET")?);
-        let amojo_url = origin(env, "KOMMO_AMOJO_URL")?.unwrap_or_else(|| DEFAULT_AMOJO_URL.into());
-        let integration_secret = match function.uses("KOMMO_INTEGRATION_SECRET") {
+        let platform = platform(env)?;
+        let amojo_url = origin(env, "KOMMO_AMOJO_URL")?.unwrap_or_else(|| platform.amojo_origin().into());
+        // Queued work reads the integration's secret only to run installs' work (KOMMO_CLIENT_ID).
+        let installs_on = non_empty(env, "KOMMO_CLIENT_ID").is_some();
+        let reads_integration_secret =
+            function.uses("KOMMO_INTEGRATION_SECRET") && (function == Function::KommoWebhook || installs_on);
+        let integration_secret = match reads_integration_secret {
             true => Some(Secret::new(required("KOMMO_INTEGRATION_SECRET")?)),
             false => None,
         };
@@ -168,6 +182,7 @@ impl Config {
         Ok(Self {
             channel_id,
             channel_secret,
+            platform,
             amojo_url,
             integration_secret,
             chat_service_url,
@@ -183,10 +198,12 @@ impl Config {
             presence: presence_settings(env)?,
             privacy: privacy(env)?,
             accounts: accounts(env, None)?,
-            ui_origins: list(env, "KOMMO_UI_ORIGINS").unwrap_or_else(|| split_list(DEFAULT_UI_ORIGINS)),
+            ui_origins: ui_origins(env)?.unwrap_or_else(|| split_list(DEFAULT_UI_ORIGINS)),
+            // Installs' queued work (a connect retried, the token sweep, the managers' read)
+            // runs in typing-expiry.
             installs: match function {
-                Function::KommoWebhook => install_settings(env)?,
-                _ => None,
+                Function::KommoWebhook | Function::TypingExpiry => install_settings(env)?,
+                Function::ChatCallback => None,
             },
             manager_directory: non_empty(env, "KOMMO_CLIENT_ID").is_some(),
         })
@@ -205,11 +222,12 @@ impl Config {
                 make()
             })
         };
-        let channel_id =
-            or_generated("KOMMO_CHANNEL_ID", non_empty(env, "KOMMO_CHANNEL_ID"), &|| "local-channel".into());
+        let given_channel_id = non_empty(env, "KOMMO_CHANNEL_ID").map(channel_id).transpose()?;
+        let channel_id = or_generated("KOMMO_CHANNEL_ID", given_channel_id, &|| "local-channel".into());
         let channel_secret = or_generated("KOMMO_CHANNEL_SECRET", non_empty(env, "KOMMO_CHANNEL_SECRET"), &|| {
             hex::encode(random_bytes::<20>())
         });
+        let platform = platform(env)?;
         let amojo_url =
             or_generated("KOMMO_AMOJO_URL", origin(env, "KOMMO_AMOJO_URL")?, &|| format!("{sink_base}/_sink/amojo"));
         let integration_secret =
@@ -228,6 +246,7 @@ impl Config {
         let config = Self {
             channel_id,
             channel_secret: Secret::new(channel_secret),
+            platform,
             amojo_url,
             integration_secret: Some(Secret::new(integration_secret)),
             chat_service_url: Some(chat_service_url),
@@ -240,7 +259,7 @@ impl Config {
             presence: presence_settings(env)?,
             privacy: privacy(env)?,
             accounts: accounts(env, Some(&mut defaults))?,
-            ui_origins: list(env, "KOMMO_UI_ORIGINS")
+            ui_origins: ui_origins(env)?
                 .unwrap_or_else(|| split_list(&format!("{DEFAULT_UI_ORIGINS},{LOCAL_UI_ORIGINS}"))),
             installs: install_settings(env)?,
             manager_directory: non_empty(env, "KOMMO_CLIENT_ID").is_some(),
@@ -293,12 +312,24 @@ fn install_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Insta
         non_empty(env, name).ok_or_else(|| ConfigError::new(name, "is required with KOMMO_CLIENT_ID"))
     };
     let redirect_uri = required("KOMMO_REDIRECT_URI")?;
-    if !redirect_uri.starts_with("https://") && !redirect_uri.starts_with("http://") {
-        return Err(ConfigError::new("KOMMO_REDIRECT_URI", "must be the http(s) URL registered in Kommo"));
+    // Kommo sends the installing admin there, and the widget's tokens name its origin (`aud`).
+    if !is_url(&redirect_uri) {
+        return Err(ConfigError::new(
+            "KOMMO_REDIRECT_URI",
+            "must be the http(s) URL registered in Kommo, with a host, and no spaces",
+        ));
     }
     let token_key = required("KOMMO_TOKEN_KEY")?;
     if token_key.len() != 64 || !token_key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ConfigError::new("KOMMO_TOKEN_KEY", "must be 64 hex digits (a 256-bit key)"));
+    }
+    // A placeholder (all zeros, `ff…`), not a key: the tokens it sealed would be anyone's.
+    let key_bytes = hex::decode(&token_key).expect("checked as hex above");
+    if key_bytes.iter().all(|&byte| byte == key_bytes[0]) {
+        return Err(ConfigError::new(
+            "KOMMO_TOKEN_KEY",
+            "is one byte repeated, a placeholder rather than a key: generate one (openssl rand -hex 32)",
+        ));
     }
     Ok(Some(InstallSettings {
         client_id,
@@ -307,6 +338,67 @@ fn install_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Insta
         api_url: origin(env, "KOMMO_API_URL")?,
         channel_title: non_empty(env, "KOMMO_CHANNEL_TITLE").unwrap_or_else(|| "Chat".into()),
     }))
+}
+
+/// `KOMMO_CHANNEL_ID`: it goes into amojo's paths (`/v2/origin/custom/{channel_id}/connect`,
+/// and in every scope id), so it is checked as a Kommo id that goes into a path is.
+fn channel_id(text: String) -> Result<String, ConfigError> {
+    match check_path_id("KOMMO_CHANNEL_ID", &text) {
+        Ok(()) => Ok(text),
+        Err(_) => Err(ConfigError::new(
+            "KOMMO_CHANNEL_ID",
+            format!("must be the channel's id from Kommo: 1 to {MAX_PATH_ID_BYTES} of A-Z a-z 0-9 - . _ ~"),
+        )),
+    }
+}
+
+/// `KOMMO_UI_ORIGINS`: each an origin, where `*` may stand for the first label of a host under
+/// a domain of at least two labels (`https://*.kommo.com`) or for the port
+/// (`http://localhost:*`): a wider wildcard (`*`, `https://*`, `https://*.com`) would let any
+/// site call the widget's routes with a browser's credentials.
+fn ui_origins(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(origins) = list(env, "KOMMO_UI_ORIGINS") else { return Ok(None) };
+    for pattern in &origins {
+        if let Err(problem) = check_origin_pattern(pattern) {
+            return Err(ConfigError::new("KOMMO_UI_ORIGINS", format!("{pattern:?} {problem}")));
+        }
+    }
+    Ok(Some(origins))
+}
+
+fn check_origin_pattern(pattern: &str) -> Result<(), &'static str> {
+    const NOT_AN_ORIGIN: &str = "is not an origin (http:// or https://, a host, an optional port, nothing more)";
+    let Some((scheme, authority)) = pattern.split_once("://") else { return Err(NOT_AN_ORIGIN) };
+    if !matches!(scheme, "http" | "https") {
+        return Err(NOT_AN_ORIGIN);
+    }
+    let concrete = match pattern.matches('*').count() {
+        0 => pattern.to_owned(),
+        1 => {
+            if let Some(domain) = authority.strip_prefix("*.") {
+                let host = domain.split(':').next().unwrap_or_default();
+                if !host.contains('.') {
+                    return Err("has a wildcard wider than one label: `*.` must be followed by two labels or more");
+                }
+                format!("{scheme}://x.{domain}")
+            } else if let Some(host) = authority.strip_suffix(":*") {
+                format!("{scheme}://{host}:1")
+            } else {
+                return Err("has a wildcard that is neither the host's first label (`*.example.com`) nor the port");
+            }
+        }
+        _ => return Err("has more than one wildcard"),
+    };
+    if is_origin(&concrete) { Ok(()) } else { Err(NOT_AN_ORIGIN) }
+}
+
+/// `KOMMO_PLATFORM`: `kommo` (the default) or `amocrm`.
+fn platform(env: &dyn Fn(&str) -> Option<String>) -> Result<Platform, ConfigError> {
+    match non_empty(env, "KOMMO_PLATFORM") {
+        None => Ok(Platform::default()),
+        Some(text) => Platform::parse(&text)
+            .ok_or_else(|| ConfigError::new("KOMMO_PLATFORM", format!("must be kommo or amocrm, not {text:?}"))),
+    }
 }
 
 fn non_empty(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
@@ -465,7 +557,7 @@ fn accounts(
             None => Vec::new(),
         });
     };
-    entries
+    let accounts = entries
         .iter()
         .map(|entry| match entry.split_once(':').map(|(numeric, amojo)| (numeric.trim(), amojo.trim())) {
             // The numeric id the Kommo UI's tokens carry; the amojo id that ends scope ids.
@@ -477,7 +569,17 @@ fn accounts(
                 "must list numeric_account_id:amojo_account_id pairs, comma-separated (the amojo id of A-Z a-z 0-9 -)",
             )),
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    // One scope per account, one account per scope: a repeat would make either map ambiguous.
+    for (at, (numeric, amojo)) in accounts.iter().enumerate() {
+        for (other_numeric, other_amojo) in &accounts[..at] {
+            if numeric == other_numeric || amojo == other_amojo {
+                let repeated = if numeric == other_numeric { numeric } else { amojo };
+                return Err(ConfigError::new("KOMMO_ACCOUNTS", format!("lists the account {repeated} twice")));
+            }
+        }
+    }
+    Ok(accounts)
 }
 
 #[cfg(test)]
@@ -646,6 +748,113 @@ mod tests {
         }
         let strict = Config::from_env_strict(&env_of(FULL), Function::KommoWebhook).unwrap();
         assert!(!strict.ui_origin_allowed("http://localhost:8080"), "deployed: Kommo's domains only by default");
+    }
+
+    #[test]
+    fn the_platform_chooses_amojos_default_origin() {
+        // (KOMMO_PLATFORM, KOMMO_AMOJO_URL, the origin used; None: refused naming the platform)
+        let cases = [
+            (None, None, Some(("https://amojo.kommo.com", Platform::Kommo))),
+            (Some("kommo"), None, Some(("https://amojo.kommo.com", Platform::Kommo))),
+            (Some("amocrm"), None, Some(("https://amojo.amocrm.ru", Platform::AmoCrm))),
+            (Some("AmoCRM"), Some("https://amojo.amocrm.com"), Some(("https://amojo.amocrm.com", Platform::AmoCrm))),
+            (Some("bitrix"), None, None),
+        ];
+        for (platform, amojo, expected) in cases {
+            let mut env: Vec<_> = FULL.to_vec();
+            env.extend(platform.map(|p| ("KOMMO_PLATFORM", p)));
+            env.extend(amojo.map(|url| ("KOMMO_AMOJO_URL", url)));
+            let config = Config::from_env_strict(&env_of(&env), Function::ChatCallback);
+            match expected {
+                Some((url, platform)) => {
+                    let config = config.unwrap();
+                    assert_eq!((config.amojo_url.as_str(), config.platform), (url, platform));
+                }
+                None => assert_eq!(config.unwrap_err().variable, "KOMMO_PLATFORM"),
+            }
+        }
+    }
+
+    #[test]
+    fn queued_work_reads_the_install_secrets_only_with_installs() {
+        const KEY: &str = "5f0e1d2c3b4a59687766554433221100ffeeddccbbaa99887766554433221100";
+        let config = Config::from_env_strict(&env_of(FULL), Function::TypingExpiry).unwrap();
+        assert!(config.installs.is_none() && config.integration_secret.is_none());
+        let mut env: Vec<_> = FULL.to_vec();
+        env.extend([
+            ("KOMMO_CLIENT_ID", "client-1"),
+            ("KOMMO_REDIRECT_URI", "https://bridge.example/oauth"),
+            ("KOMMO_TOKEN_KEY", KEY),
+        ]);
+        let config = Config::from_env_strict(&env_of(&env), Function::TypingExpiry).unwrap();
+        assert!(config.installs.is_some() && config.integration_secret.is_some());
+        let without_key: Vec<_> = env.iter().copied().filter(|(name, _)| *name != "KOMMO_TOKEN_KEY").collect();
+        assert_eq!(
+            Config::from_env_strict(&env_of(&without_key), Function::TypingExpiry).unwrap_err().variable,
+            "KOMMO_TOKEN_KEY"
+        );
+        let chat = Config::from_env_strict(&env_of(&env), Function::ChatCallback).unwrap();
+        assert!(chat.installs.is_none() && chat.integration_secret.is_none());
+    }
+
+    #[test]
+    fn identities_origins_and_keys_are_checked_at_start_and_refused_by_name() {
+        const KEY: &str = "5f0e1d2c3b4a59687766554433221100ffeeddccbbaa99887766554433221100";
+        let installs = [
+            ("KOMMO_CLIENT_ID", "client-1"),
+            ("KOMMO_REDIRECT_URI", "https://bridge.example/oauth"),
+            ("KOMMO_TOKEN_KEY", KEY),
+        ];
+        // (variable, value; None: accepted, else refused naming the variable, for this reason)
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("KOMMO_CHANNEL_ID", "f90ba33d-c9d9-4036-86f4-d5c1c8a0d7d1", None),
+            ("KOMMO_CHANNEL_ID", "chan/../x", Some("A-Z a-z 0-9")),
+            ("KOMMO_CHANNEL_ID", "chan#1", Some("A-Z a-z 0-9")),
+            ("KOMMO_CHANNEL_ID", "chan 1", Some("A-Z a-z 0-9")),
+            ("KOMMO_CHANNEL_ID", "..", Some("A-Z a-z 0-9")),
+            ("KOMMO_CHANNEL_ID", &"c".repeat(129), Some("1 to 128")),
+            ("KOMMO_REDIRECT_URI", "https://bridge.example/kommo/oauth/callback", None),
+            ("KOMMO_REDIRECT_URI", "http://127.0.0.1:3000/kommo/oauth/callback", None),
+            ("KOMMO_REDIRECT_URI", "https:///kommo/oauth/callback", Some("with a host")),
+            ("KOMMO_REDIRECT_URI", "https://", Some("with a host")),
+            ("KOMMO_REDIRECT_URI", "https://bridge example/oauth", Some("with a host")),
+            ("KOMMO_REDIRECT_URI", "bridge.example/oauth", Some("with a host")),
+            ("KOMMO_UI_ORIGINS", "https://*.kommo.com, https://acme.amocrm.ru", None),
+            ("KOMMO_UI_ORIGINS", "http://localhost:*", None),
+            ("KOMMO_UI_ORIGINS", "*", Some("not an origin")),
+            ("KOMMO_UI_ORIGINS", "https://*", Some("wildcard")),
+            ("KOMMO_UI_ORIGINS", "https://*.com", Some("wider than one label")),
+            ("KOMMO_UI_ORIGINS", "https://*.kommo.com,https://*.com", Some("wider than one label")),
+            ("KOMMO_UI_ORIGINS", "https://acme*.kommo.com", Some("wildcard")),
+            ("KOMMO_UI_ORIGINS", "https://*.*.kommo.com", Some("more than one wildcard")),
+            ("KOMMO_UI_ORIGINS", "https://*:*", Some("more than one wildcard")),
+            ("KOMMO_UI_ORIGINS", "https://acme.kommo.com/path", Some("not an origin")),
+            ("KOMMO_UI_ORIGINS", "ftp://*.kommo.com", Some("not an origin")),
+            ("KOMMO_ACCOUNTS", "31000001:af99,31000002:bc11", None),
+            ("KOMMO_ACCOUNTS", "31000001:af99,31000001:bc11", Some("31000001 twice")),
+            ("KOMMO_ACCOUNTS", "31000001:af99, 31000002:af99", Some("af99 twice")),
+            ("KOMMO_TOKEN_KEY", &"0".repeat(64), Some("one byte repeated")),
+            ("KOMMO_TOKEN_KEY", &"ab".repeat(32), Some("one byte repeated")),
+            ("KOMMO_TOKEN_KEY", &"aB".repeat(32), Some("one byte repeated")),
+            ("KOMMO_TOKEN_KEY", &"abcd".repeat(16), None),
+        ];
+        for (variable, value, refused) in cases {
+            let mut env: Vec<_> = FULL.iter().chain(&installs).copied().filter(|(k, _)| k != variable).collect();
+            env.push((variable, value));
+            // Deployed, and the dev server given the same value: both refuse it.
+            let strict = Config::from_env_strict(&env_of(&env), Function::KommoWebhook).map(drop);
+            let local = Config::from_env_local(&env_of(&env), "http://127.0.0.1:3000").map(drop);
+            for outcome in [strict, local] {
+                match refused {
+                    None => assert_eq!(outcome, Ok(()), "{variable}={value}"),
+                    Some(reason) => {
+                        let error = outcome.expect_err(&format!("{variable}={value} is refused"));
+                        assert_eq!(error.variable, *variable, "{value}");
+                        assert!(error.problem.contains(reason), "{variable}={value}: {}", error.problem);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

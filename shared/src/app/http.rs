@@ -13,9 +13,12 @@ pub type HttpRequest = http::Request<Bytes>;
 pub type HttpResponse = http::Response<Bytes>;
 
 /// Bodies larger than this are refused with 413 before anything reads them. 248 KiB, so that
-/// the largest request accepted, queued with its envelope (one copy of its content and a few
-/// ids, under 2 KiB), always fits one SQS message of the classic 256 KiB
-/// (`the_largest_accepted_request_queues_as_one_sqs_message`).
+/// the largest request of text accepted, queued with its envelope (one copy of its content and
+/// a few ids, under 2 KiB), fits one SQS message of the classic 256 KiB
+/// (`the_largest_accepted_request_queues_as_one_sqs_message`). Numbers in the fields kept as
+/// sent can queue larger than they came (`1e15` as `1000000000000000.0`): what a request queues
+/// is measured before it is accepted ([`crate::ports::timers::check_queueable`], a 413
+/// `too_large_to_queue` when it would not fit).
 pub const MAX_BODY_BYTES: usize = 248 * 1024;
 
 /// An expected failure, answered with `{"error": {"code": ..., "message": ...}}`.
@@ -89,6 +92,9 @@ impl From<FlowError> for ApiError {
     fn from(error: FlowError) -> Self {
         match error {
             FlowError::Rejected(Rejection::Invalid(message)) => Self::bad_request("invalid_body", message),
+            FlowError::Rejected(rejection @ Rejection::TooLargeToQueue { .. }) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large_to_queue", rejection.to_string())
+            }
             FlowError::Rejected(Rejection::UnknownMessage) => {
                 Self::not_found("unknown_message", Rejection::UnknownMessage.to_string())
             }

@@ -21,7 +21,7 @@ use super::routes::RouteId;
 use super::scopes::ScopeGate;
 use crate::flows::FlowError;
 use crate::flows::client_presence::ClientPresence;
-use crate::flows::installs::{InstallError, Installs};
+use crate::flows::installs::{InstallError, Installed, Installs};
 use crate::flows::manager_messages::ManagerMessages;
 use crate::flows::manager_presence::ManagerPresence;
 use crate::flows::manager_typing::ManagerTyping;
@@ -31,6 +31,7 @@ use crate::flows::read_receipts::ReadReceipts;
 use crate::models::kommo::{KommoWebhook, WebhookKind};
 use crate::ports::store::{AccountRegistry, AccountState, Conversations};
 use crate::rules::id_checks::{check_id, for_log};
+use crate::rules::install::{check_install_state, check_redirect_client};
 use crate::rules::validation::check_webhook_ids;
 use crate::signing::{Secret, disable_hook, kommo_webhook, one_time_token};
 use crate::time::Clock;
@@ -114,6 +115,12 @@ impl KommoSide {
                 span.record("conversation_id", for_log(message.conversation.integration_id()));
                 if let Some(msgid) = message.message.id.as_deref() {
                     span.record("msgid", for_log(msgid));
+                }
+                // Measured before anything is read or written for it: a message too large to
+                // queue is refused (413), and Kommo told at once (905), since it never sends the
+                // webhook again.
+                if let Err(too_large) = self.manager_messages.queueable(scope_id, message) {
+                    return Err(self.manager_messages.refuse_too_large(scope_id, message, too_large).await.into());
                 }
                 // Recorded within a budget, else queued whole (or reported failed): Kommo never
                 // sends this webhook again, so a store that stalls must not lose it.
@@ -206,6 +213,8 @@ impl KommoSide {
                 )
             })?,
         };
+        // An account in KOMMO_ACCOUNTS that was installed, then disabled, is refused too.
+        self.scopes.check(&scope_id).await?;
         let known = self
             .conversations
             .find_conversation(&scope_id, conversation)
@@ -306,24 +315,49 @@ impl KommoSide {
         Ok(Some(account.scope_id))
     }
 
-    /// `GET /kommo/oauth/callback?code=…&referer=…`: the integration's Redirect URI. Kommo sends
-    /// the installing admin here (or, for a widget, calls it itself): the account is installed
-    /// and its channel connected, and a small page says so, or what went wrong. Nothing is
-    /// stored unless everything went through, so installing again is the retry.
+    /// `GET /kommo/oauth/callback?code=…&referer=…[&state=…][&client_id=…]`: the integration's
+    /// Redirect URI. Kommo sends the installing admin here (or, for a widget, calls it itself,
+    /// once, waiting about 3 s): the account is installed and its channel connected, or, once
+    /// the code is spent, kept `connecting` and connected by queued work; a small page says
+    /// which, or what went wrong. Before any call: a declined install (`error=access_denied`)
+    /// has its own page, a `client_id` that is not `KOMMO_CLIENT_ID` and a `state` that is not
+    /// this integration's (`crate::rules::install::check_install_state`) are refused.
     pub async fn oauth_callback(&self, request: &HttpRequest, kind: &mut EventKind) -> HttpResponse {
         let span = tracing::Span::current();
         kind.name_as("oauth_callback");
-        let Some(installs) = &self.installs else {
+        let (Some(installs), Some(settings)) = (&self.installs, &self.config.installs) else {
             return ApiError::not_found("installs_not_configured", "installs through Kommo are not configured here")
                 .into_response();
         };
         let query = request.uri().query().unwrap_or_default();
-        let param = |name: &str| super::http::query_param(query, name).unwrap_or_default();
-        match installs.install(&param("code"), &param("referer")).await {
-            Ok(account) => {
+        let given = |name: &str| super::http::query_param(query, name);
+        let param = |name: &str| given(name).unwrap_or_default();
+        if let Some(error) = given("error").filter(|error| !error.is_empty()) {
+            let declined = error == "access_denied";
+            tracing::info!(declined, "the installation was not authorised in Kommo");
+            let message = match declined {
+                true => "Access was declined in Kommo, so nothing was installed. To connect the chat channel, install the integration again and allow access.".to_owned(),
+                false => "Kommo did not authorise the installation, so nothing was installed. Install the integration again from Kommo.".to_owned(),
+            };
+            return install_page(StatusCode::OK, "Not installed", &message);
+        }
+        let checked = check_redirect_client(&settings.client_id, given("client_id").as_deref())
+            .and_then(|()| check_install_state(self.integration_secret.expose(), given("state").as_deref()));
+        let outcome = match checked {
+            Ok(()) => installs.install(&param("code"), &param("referer")).await,
+            Err(rejection) => Err(InstallError::Rejected(rejection)),
+        };
+        match outcome {
+            Ok(Installed::Connected(account)) => {
                 span.record("scope_id", for_log(account.scope_id.as_str()));
                 self.scopes.remember(&account.scope_id, false);
                 let message = format!("The chat channel is connected to {}. You can close this page.", account.host);
+                install_page(StatusCode::OK, "Installed", &message)
+            }
+            Ok(Installed::Connecting { host }) => {
+                let message = format!(
+                    "The integration is installed in {host}; its chat channel is being connected and will be within minutes. You can close this page."
+                );
                 install_page(StatusCode::OK, "Installed", &message)
             }
             Err(InstallError::Rejected(rejection)) => install_page(
@@ -337,7 +371,7 @@ impl KommoSide {
                 &format!("Kommo refused the installation ({reason}). Install the integration again from Kommo."),
             ),
             Err(InstallError::Unavailable(reason)) => {
-                tracing::error!(%reason, "install not completed");
+                tracing::error!(reason = %reason.escape_debug(), "install not completed");
                 install_page(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Not installed yet",
@@ -350,10 +384,12 @@ impl KommoSide {
 
 impl KommoSide {
     /// `GET /kommo/oauth/disabled?account_id=…&client_uuid=…&signature=…`: Kommo's disable hook,
-    /// called when an account disables the integration (which also disconnects the channel).
-    /// Verified as Kommo signs it (a forged call is 401 and changes nothing); then the account
-    /// is marked disconnected, its tokens deleted and the channel disconnected, and its scope's
-    /// webhooks and events are refused until it is installed again.
+    /// called when access to the integration is revoked (which also disconnects the channel).
+    /// Verified as Kommo signs it (a forged call is 401 and changes nothing). Kommo's documents
+    /// do not say whether one user's revoked access fires it too, so the account is disconnected
+    /// (tokens deleted, channel disconnected, its scope refused on every route until it is
+    /// installed again) only once Kommo confirms its tokens stopped working; until then it stays
+    /// as it was and the answer says so (`Installs::disable`).
     pub async fn oauth_disabled(&self, request: &HttpRequest, kind: &mut EventKind) -> Result<HttpResponse, ApiError> {
         let span = tracing::Span::current();
         kind.name_as("oauth_disabled");
@@ -386,7 +422,7 @@ impl KommoSide {
             return Err(ApiError::not_found("unknown_account", "this Kommo account is not installed here"));
         };
         span.record("scope_id", for_log(account.scope_id.as_str()));
-        self.scopes.remember(&account.scope_id, true);
+        self.scopes.remember(&account.scope_id, account.state == AccountState::Disconnected);
         Ok(json_response(StatusCode::OK, &json!({"account_id": account_id, "state": account.state.as_str()})))
     }
 }

@@ -11,6 +11,7 @@
 //! | `StatusesReported` | Count | `Status` | status Kommo took (`delivered`, `read`, `901`…`905`) |
 //! | `DeadLetters` | Count | `Function` | queued work given up (`Work` as a property) |
 //! | `OutboundCalls` | Count | `Peer`, `Outcome` | call to the chat service, amojo or Kommo's API (ok, refused, unavailable) |
+//! | `InstallsConnecting` | Count | (none) | install whose channel was not connected in time, or a queued connect that failed again |
 //!
 //! `ServerErrors` matters because, driven through the Lambda Runtime API, a bridge that cannot
 //! reach its table answers HTTP 500 as a normal response, which Lambda's own `Errors` metric
@@ -131,6 +132,8 @@ pub fn observation(metric: &Metric, timestamp_ms: i64) -> String {
             &[("OutboundCalls", "Count", json!(1))],
             &[("Peer", json!(peer.name())), ("Outcome", json!(outcome.name()))],
         ),
+        // At install (kommo-webhook) or in queued work (typing-expiry): one series for both.
+        Metric::InstallConnecting => emf_line(timestamp_ms, &[], &[("InstallsConnecting", "Count", json!(1))], &[]),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::flows::chat_delivery::ChatDelivery;
 use crate::flows::client_edits::ClientEdits;
 use crate::flows::client_messages::{ClientContentToKommo, ClientMessages};
 use crate::flows::client_presence::ClientPresence;
+use crate::flows::client_profiles::{ClientProfileUpdates, ClientProfiles, CrmAccess};
 use crate::flows::client_typing::ClientTyping;
 use crate::flows::delivery_status::{DeliveryStatuses, StatusRegister, StatusReports};
 use crate::flows::installs::{AccountTokens, Installs};
@@ -33,13 +34,15 @@ use crate::flows::manager_typing::{ManagerTyping, ManagerTypingExpiry};
 use crate::flows::managers::{ManagerDirectoryRefresh, ManagerNames, NamedManagers};
 use crate::flows::reactions::{ClientReactions, ManagerReactions};
 use crate::flows::read_receipts::ReadReceipts;
+use crate::flows::sources::SourceRegistry;
 use crate::ports::accounts::{KommoRest, TokenSealer};
 use crate::ports::chat::ChatService;
+use crate::ports::crm::KommoCrm;
 use crate::ports::kommo::KommoApi;
 use crate::ports::metrics::Metrics;
 use crate::ports::store::Store;
 use crate::ports::timers::Timers;
-use crate::queued::Dispatcher;
+use crate::queued::{Dispatcher, InstallWork};
 use crate::time::Clock;
 
 /// The ports a bridge is built on: one adapter each, before any chain wraps it.
@@ -64,6 +67,8 @@ pub struct InstallPorts {
     pub rest: Arc<dyn KommoRest>,
     /// Seals the tokens for the store.
     pub sealer: Arc<dyn TokenSealer>,
+    /// Kommo's CRM REST API: client profiles into contacts, the integration's sources.
+    pub crm: Arc<dyn KommoCrm>,
 }
 
 /// The chat service as the flows see it: every event names its manager as the directory
@@ -121,6 +126,7 @@ pub fn http_ports(config: &Config, clock: Arc<dyn Clock>, store: Arc<dyn Store>,
     };
     let installs = match (&config.installs, &config.integration_secret) {
         (Some(settings), Some(client_secret)) => Some(InstallPorts {
+            crm: Arc::new(crate::adapters::kommo_crm::KommoCrmClient::new(http.clone(), settings.api_url.as_deref())),
             rest: Arc::new(KommoRestClient::new(
                 http,
                 &settings.client_id,
@@ -158,8 +164,13 @@ impl Bridge {
         let retry = config.retry;
         let privacy = config.privacy;
         let register = StatusRegister { records: store.clone(), lanes: store.clone(), timers: timers.clone() };
-        let client_typing =
-            ClientTyping { leases: store.clone(), timers: timers.clone(), kommo: kommo.clone(), clock: clock.clone() };
+        let client_typing = ClientTyping {
+            leases: store.clone(),
+            conversations: store.clone(),
+            timers: timers.clone(),
+            kommo: kommo.clone(),
+            clock: clock.clone(),
+        };
         let client_presence = ClientPresence {
             windows: store.clone(),
             conversations: store.clone(),
@@ -185,7 +196,18 @@ impl Bridge {
         let scopes = Arc::new(ScopeGate::new(store.clone(), clock.clone()));
         // Installs need the integration's secret (Kommo's client secret) and their settings.
         let installs = installs.filter(|_| config.installs.is_some() && config.integration_secret.is_some());
-        let install_flows = installs.map(|InstallPorts { rest, sealer }| {
+        // The CRM of installed accounts: for client profiles and sources, in queued work.
+        let crm_access = installs.as_ref().map(|ports| CrmAccess {
+            accounts: store.clone(),
+            tokens: AccountTokens {
+                rest: kommo_rest_chain(ports.rest.clone(), observed.clone()),
+                accounts: store.clone(),
+                sealer: ports.sealer.clone(),
+                clock: clock.clone(),
+            },
+            crm: ports.crm.clone(),
+        });
+        let install_flows = installs.map(|InstallPorts { rest, sealer, .. }| {
             let rest = kommo_rest_chain(rest, observed.clone());
             let tokens = AccountTokens {
                 rest: rest.clone(),
@@ -196,8 +218,9 @@ impl Bridge {
             let managers = Arc::new(ManagerDirectoryRefresh::new(
                 store.clone(),
                 store.clone(),
-                tokens,
+                tokens.clone(),
                 rest.clone(),
+                timers.clone(),
                 clock.clone(),
             ));
             let channel_title =
@@ -206,13 +229,20 @@ impl Bridge {
                 rest,
                 kommo: kommo.clone(),
                 accounts: store.clone(),
-                directory: store.clone(),
+                tokens,
                 sealer,
+                timers: timers.clone(),
+                metrics: observed.clone(),
                 clock: clock.clone(),
                 channel_title,
+                channel_id: config.channel_id.clone(),
+                platform: config.platform,
             };
             (installs, managers)
         });
+        let install_work = install_flows
+            .as_ref()
+            .map(|(installs, managers)| InstallWork { installs: installs.clone(), managers: managers.clone() });
         let (installs, managers) = install_flows.unzip();
         let kommo_side = config.integration_secret.clone().map(|integration_secret| KommoSide {
             config: config.clone(),
@@ -266,8 +296,23 @@ impl Bridge {
             },
             client_presence,
             manager_presence,
+            client_profiles: ClientProfileUpdates {
+                accounts: store.clone(),
+                timers: timers.clone(),
+                clock: clock.clone(),
+            },
         });
         let queued = chat.map(|chat| {
+            let sources =
+                crm_access.clone().map(|access| SourceRegistry { access, known: store.clone(), clock: clock.clone() });
+            let profiles = crm_access.map(|access| ClientProfiles {
+                access,
+                conversations: store.clone(),
+                timers: timers.clone(),
+                clock: clock.clone(),
+                retry,
+                metrics: observed.clone(),
+            });
             let delivery = ChatDelivery {
                 windows: store.clone(),
                 leases: store.clone(),
@@ -325,7 +370,10 @@ impl Bridge {
                     clock: clock.clone(),
                     retry,
                     metrics: observed,
+                    sources,
                 },
+                profiles,
+                installs: install_work,
                 hand_back: timers,
                 clock,
                 delivery,

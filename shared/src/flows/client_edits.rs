@@ -11,7 +11,9 @@ use crate::models::chat::ClientEdit;
 use crate::models::kommo::{EditMessageRequest, EditPayload};
 use crate::ports::kommo::KommoError;
 use crate::ports::store::IncomingState;
-use crate::ports::timers::{DueWork, Timers};
+use crate::ports::timers::{DueWork, Timers, check_queueable};
+use crate::rules::kommo_content::for_kommo;
+use crate::rules::rejection::Rejection;
 use crate::rules::validation::check_client_edit;
 use crate::time::Clock;
 
@@ -26,6 +28,7 @@ impl ClientEdits {
     pub async fn on_edit(&self, edit: &ClientEdit) -> Result<(), FlowError> {
         check_client_edit(edit)?;
         let work = DueWork::EditClientMessage { edit: Box::new(edit.clone()), attempt: 0, waits: 0 };
+        check_queueable(&work).map_err(Rejection::from)?;
         self.timers.schedule(work, self.clock.now_ms()).await?;
         Ok(())
     }
@@ -45,7 +48,7 @@ impl ClientContentToKommo {
                     msec_timestamp: edited_at_ms,
                     msgid: edit.msgid.clone(),
                     conversation_id: target.conversation_id,
-                    message: edit.message.clone(),
+                    message: for_kommo(&edit.message),
                 });
                 match self.kommo.edit_message(scope_id, &request).await {
                     Ok(()) => {

@@ -18,8 +18,10 @@ use crate::ports::metrics::{Metric, Metrics, Peer};
 use crate::ports::store::{
     ConversationFacts, Conversations, DedupeKeys, IncomingState, KeyClaim, LeaseKey, MessageRecords, TypingLeases,
 };
-use crate::ports::timers::{DueWork, Timers};
+use crate::ports::timers::{DueWork, Timers, check_queueable};
+use crate::rules::kommo_content::for_kommo;
 use crate::rules::names::client_display_name;
+use crate::rules::rejection::Rejection;
 use crate::rules::retry::RetryPolicy;
 use crate::rules::validation::check_client_message;
 use crate::signing::standard_webhooks::derived_webhook_id;
@@ -43,6 +45,11 @@ impl ClientMessages {
         check_client_message(message)?;
         let scope_id = message.scope_id.as_str();
         let now = self.clock.now_ms();
+        // Measured before the first write: a message that cannot be queued is refused (413)
+        // with nothing recorded.
+        let import =
+            DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0, received_at_ms: now };
+        check_queueable(&import).map_err(Rejection::from)?;
         let first = self
             .records
             .insert_incoming(scope_id, &message.msgid, &message.conversation_id, message.timestamp_ms)
@@ -59,8 +66,6 @@ impl ClientMessages {
             }
             let typing = LeaseKey::client(scope_id, &message.conversation_id, &message.user.id);
             self.leases.end(&typing, now).await?;
-            let import =
-                DueWork::ImportClientMessage { message: Box::new(message.clone()), attempt: 0, received_at_ms: now };
             self.timers.schedule(import, now).await?;
             Ok::<_, FlowError>(())
         };
@@ -123,6 +128,8 @@ pub struct ClientContentToKommo {
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
     pub metrics: Arc<dyn Metrics>,
+    /// Makes sure of a message's source in the account first (where Kommo's REST API is).
+    pub sources: Option<super::sources::SourceRegistry>,
 }
 
 impl ClientContentToKommo {
@@ -186,6 +193,16 @@ impl ClientContentToKommo {
                 }
             },
         };
+        // The source a message names must be one of the account's, which only the integration
+        // creates: before the chat or the message names it. Once the attempts are spent the
+        // message goes anyway.
+        if let (Some(sources), Some(source)) = (&self.sources, &message.source)
+            && let super::sources::SourceReadiness::Wait { retry_after } =
+                sources.ready_for_import(scope_id, &source.external_id).await?
+            && requeue(self.timers.as_ref(), &self.retry, attempt, retry_after, self.clock.now_ms(), again).await?
+        {
+            return Ok(ImportRun::Later);
+        }
         let conversations = self.conversations.as_ref();
         let target = match message.conversation_ref_id.as_deref() {
             Some(ref_id) => {
@@ -222,11 +239,20 @@ impl ClientContentToKommo {
             sender,
             receiver: None,
             source: kommo_source(message),
-            message: message.message.clone(),
+            message: for_kommo(&message.message),
             reply_to,
             silent: false,
         };
-        match self.kommo.import_message(scope_id, &ImportMessageRequest::new_message(payload)).await {
+        let mut imported =
+            self.kommo.import_message(scope_id, &ImportMessageRequest::new_message(payload.clone())).await;
+        if let (Err(KommoError::Rejected { .. }), Some(_)) = (&imported, &payload.reply_to) {
+            // Kommo refuses a reply to a message it does not have (one from another account, or
+            // a reference the chat service made up): the message itself still goes, unquoted.
+            tracing::warn!(msgid = %message.msgid.escape_debug(), "Kommo refused the quote; the reply goes unquoted");
+            let unquoted = ImportPayload { reply_to: None, ..payload };
+            imported = self.kommo.import_message(scope_id, &ImportMessageRequest::new_message(unquoted)).await;
+        }
+        match imported {
             Ok(answer) => {
                 if received_at_ms > 0 {
                     let ms = self.clock.now_ms() - received_at_ms;
@@ -241,20 +267,25 @@ impl ClientContentToKommo {
     /// The message a reply quotes, as amojo takes it. A client's own message is quoted once it
     /// is in Kommo (which refuses a reply to a message it does not have): the reply waits for
     /// it while attempts remain, and goes unquoted rather than not at all if it never gets in.
+    /// A msgid the bridge knows nothing of (in this scope: every lookup is the scope's) names
+    /// no message Kommo has, so that reply goes unquoted too.
     async fn replied_to(&self, scope_id: &str, reply_to: &MessageRef, attempt: u32) -> Result<Replied, FlowError> {
-        if let Some(msgid) = &reply_to.msgid {
-            match self.records.incoming_state(scope_id, msgid).await? {
-                Some(IncomingState::Pending) if attempt + 1 < self.retry.max_attempts => {
-                    return Ok(Replied::NotInKommoYet);
-                }
-                Some(IncomingState::Pending | IncomingState::Failed) => {
-                    tracing::warn!(msgid, "the quoted message is not in Kommo; the reply goes unquoted");
-                    return Ok(Replied::Unquoted);
-                }
-                Some(IncomingState::Imported { .. }) | None => {}
+        let named = kommo_message(self.records.as_ref(), scope_id, reply_to).await?;
+        let Some(msgid) = &reply_to.msgid else { return Ok(Replied::To(named)) };
+        match self.records.incoming_state(scope_id, msgid).await? {
+            Some(IncomingState::Pending) if attempt + 1 < self.retry.max_attempts => Ok(Replied::NotInKommoYet),
+            Some(IncomingState::Pending | IncomingState::Failed) => {
+                tracing::warn!(msgid = %msgid.escape_debug(), "the quoted message is not in Kommo; the reply goes unquoted");
+                Ok(Replied::Unquoted)
+            }
+            Some(IncomingState::Imported { .. }) => Ok(Replied::To(named)),
+            // A manager's message the chat service names by its own id is known by Kommo's.
+            None if named.id.is_some() => Ok(Replied::To(named)),
+            None => {
+                tracing::warn!(msgid = %msgid.escape_debug(), "the quoted message is unknown here; the reply goes unquoted");
+                Ok(Replied::Unquoted)
             }
         }
-        Ok(Replied::To(kommo_message(self.records.as_ref(), scope_id, reply_to).await?))
     }
 
     /// The message is in Kommo: `message.delivered`, then the record.

@@ -3,15 +3,18 @@
 //! (Kommo shows it for 5 s) and starts a refresh chain: a timer every 4 s that, while the lease
 //! lives, claims and makes the next call. However often the client signals, Kommo gets one call
 //! per 4 s, and `typing.stopped` (or a client message, or the lease running out) ends it: no
-//! call after.
+//! call after. Kommo shows typing only in a chat it has (it answers 404 for any other), so a
+//! conversation whose chat Kommo does not have yet gets no call, and one the chat service
+//! answered under its own id gets it under the id Kommo has bound.
 
 use std::sync::Arc;
 
 use super::FlowError;
+use super::kommo_names::kommo_typing_conversation;
 use crate::models::chat::ClientTypingSignal;
 use crate::models::kommo::{SenderRef, TypingRequest};
 use crate::ports::kommo::KommoApi;
-use crate::ports::store::{ClientSignal, LeaseKey, TypingLeases};
+use crate::ports::store::{ClientSignal, Conversations, LeaseKey, TypingLeases};
 use crate::ports::timers::{DueWork, Timers};
 use crate::rules::typing::{KOMMO_TYPING_INTERVAL_MS, RefreshStep, client_typing_ttl_ms, refresh_step};
 use crate::time::Clock;
@@ -20,6 +23,8 @@ use crate::time::Clock;
 #[derive(Clone)]
 pub struct ClientTyping {
     pub leases: Arc<dyn TypingLeases>,
+    /// Which conversations Kommo has, and under which id.
+    pub conversations: Arc<dyn Conversations>,
     pub timers: Arc<dyn Timers>,
     pub kommo: Arc<dyn KommoApi>,
     pub clock: Arc<dyn Clock>,
@@ -84,13 +89,21 @@ impl ClientTyping {
         Ok(())
     }
 
-    /// One amojo typing call; a failure is logged and dropped (after the client's one quick
-    /// retry): typing is ephemeral and must never hold up other work.
+    /// One amojo typing call, for a conversation Kommo has; a failure is logged and dropped
+    /// (after the client's one quick retry): typing is ephemeral and must never hold up other
+    /// work.
     async fn show(&self, key: &LeaseKey, user_id: &str) {
-        let request = TypingRequest {
-            conversation_id: key.conversation_id.clone(),
-            sender: SenderRef { id: user_id.to_owned() },
+        let conversations = self.conversations.as_ref();
+        let conversation_id = match kommo_typing_conversation(conversations, &key.scope_id, &key.conversation_id).await
+        {
+            Ok(Some(conversation_id)) => conversation_id,
+            Ok(None) => return, // no chat in Kommo yet: its first message makes one
+            Err(error) => {
+                tracing::warn!(%error, "client typing not shown in Kommo; dropped");
+                return;
+            }
         };
+        let request = TypingRequest { conversation_id, sender: SenderRef { id: user_id.to_owned() } };
         if let Err(error) = self.kommo.typing(&key.scope_id, &request).await {
             tracing::warn!(%error, "client typing not shown in Kommo; dropped");
         }

@@ -46,6 +46,19 @@ pub async fn kommo_conversation(
     })
 }
 
+/// The id under which Kommo shows the client typing in the conversation the chat service
+/// names, or none while Kommo has no chat bound to an id of the integration's: one the bridge
+/// has not made yet, or one a manager started that the chat service has not answered (Kommo
+/// knows that chat by its own id only). A chat answered under another id leads to that id.
+pub async fn kommo_typing_conversation(
+    conversations: &dyn Conversations,
+    scope_id: &str,
+    conversation_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let known = conversations.find_conversation(scope_id, conversation_id).await?;
+    Ok(known.filter(|known| known.kommo_chat_id.is_some() && !known.started_in_kommo()).map(|k| k.conversation_id))
+}
+
 /// The chat service answers a chat a manager started under its own `conversation_id`, naming
 /// the bridge's id for it in `ref_id`: from now on both lead to one conversation. Idempotent:
 /// called when the message arrives and again when it is imported.

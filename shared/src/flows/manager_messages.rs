@@ -13,7 +13,7 @@ use super::delivery_status::StatusRegister;
 use super::{FlowError, wait_for_hold};
 use crate::models::chat::{BridgeEvent, ManagerRef, MessageSource, Receiver};
 use crate::models::kommo::ManagerMessage;
-use crate::models::status::{DeliveryStatus, DeliveryStatusRequest};
+use crate::models::status::{DeliveryError, DeliveryStatus, DeliveryStatusRequest, ErrorText};
 use crate::ports::chat::{ChatError, ChatService};
 use crate::ports::kommo::KommoApi;
 use crate::ports::metrics::{Metric, Metrics, Peer};
@@ -21,7 +21,7 @@ use crate::ports::store::{
     ConversationFacts, Conversations, DedupeKeys, Direction, LeaseKey, MessageRecord, MessageRecords, RelayClaim,
     RelayOutcome, RelayState, SendTurns, Turn, TypingLeases,
 };
-use crate::ports::timers::{DueWork, TimerError, Timers};
+use crate::ports::timers::{DueWork, TimerError, Timers, TooLargeToQueue, check_queueable};
 use crate::random::{new_webhook_id, random_bytes};
 use crate::rules::lanes::{SEND_TURN_HOLD_MS, busy_retry_at};
 use crate::rules::rejection::Rejection;
@@ -78,7 +78,11 @@ impl ManagerMessages {
             .ok_or_else(|| Rejection::invalid("message.message.id is required"))?;
         let now = self.clock.now_ms();
         let conversation_id = message.conversation.integration_id();
-        let created_at_ms = message.msec_timestamp.unwrap_or(message.timestamp.saturating_mul(1000));
+        let created_at_ms = created_at_ms(message);
+        // Built and measured before the first write: a message that cannot be queued is refused
+        // with nothing recorded (the webhook tells Kommo, see `Self::refuse_too_large`).
+        let relay = relay_of(scope_id, kommo_msgid, message, received_at_ms);
+        check_queueable(&relay).map_err(Rejection::from)?;
         let record = MessageRecord {
             scope_id: scope_id.to_owned(),
             kommo_msgid: kommo_msgid.to_owned(),
@@ -112,35 +116,55 @@ impl ManagerMessages {
             answered_as: None,
         };
         self.conversations.remember_conversation(scope_id, conversation_id, &facts).await?;
-        let manager = ManagerRef::by_amojo_id(&message.sender.id, message.sender.name.clone());
         // Their typing is over, at once; the relay tells the chat service, just before the message.
-        self.leases.end(&LeaseKey::manager(scope_id, conversation_id, &manager.id), now).await?;
-        let event = BridgeEvent::MessageCreated {
-            scope_id: scope_id.to_owned(),
-            conversation_id: conversation_id.to_owned(),
-            reference: kommo_msgid.to_owned(),
-            client_id: message.receiver.integration_id().to_owned(),
-            sender: manager,
-            message: Box::new(message.message.clone()),
-            timestamp_ms: created_at_ms,
-            source: message
-                .source
-                .as_ref()
-                .and_then(|source| source.external_id.clone())
-                .map(|external_id| MessageSource { external_id }),
-            receiver: Box::new(receiver_of(message)),
-        };
-        let relay = DueWork::RelayManagerMessage {
-            scope_id: scope_id.to_owned(),
-            kommo_msgid: kommo_msgid.to_owned(),
-            event: Box::new(event),
-            webhook_id: new_webhook_id(),
-            attempt: 0,
-            received_at_ms,
-        };
+        self.leases.end(&LeaseKey::manager(scope_id, conversation_id, &message.sender.id), now).await?;
         self.timers.schedule(relay, now).await?;
         tracing::info!(kommo_msgid, "manager message accepted");
         Ok(())
+    }
+
+    /// Whether the webhook's message can be queued in each form the webhook may queue it: its
+    /// relay ([`Self::accept`]) and the message whole ([`Self::accept_later`]). Checked before
+    /// anything is written or read for it.
+    pub fn queueable(&self, scope_id: &str, message: &ManagerMessage) -> Result<(), TooLargeToQueue> {
+        let kommo_msgid = message.message.id.as_deref().unwrap_or_default();
+        check_queueable(&relay_of(scope_id, kommo_msgid, message, self.clock.now_ms()))?;
+        check_queueable(&accept_later_work(scope_id, message, self.clock.now_ms()))
+    }
+
+    /// A manager's message too large to queue, refused: nothing is recorded, and since Kommo
+    /// never sends the webhook again (whatever the answer), Kommo is told at once that it failed,
+    /// with a reason the manager reads (905 with its text), within the same budget as a 903.
+    /// The refusal is what the webhook answers (413).
+    pub async fn refuse_too_large(
+        &self,
+        scope_id: &str,
+        message: &ManagerMessage,
+        too_large: TooLargeToQueue,
+    ) -> Rejection {
+        let kommo_msgid = message.message.id.as_deref().unwrap_or_default();
+        tracing::warn!(
+            kommo_msgid,
+            bytes = too_large.bytes,
+            limit = too_large.limit,
+            "manager message too large to queue; refused"
+        );
+        if kommo_msgid.is_empty() {
+            return too_large.into(); // nothing to report on: the message is refused as it is
+        }
+        let text = ErrorText::new(TOO_LARGE_TEXT).expect("the text is not blank");
+        let request = DeliveryStatusRequest {
+            msgid: kommo_msgid.to_owned(),
+            status: DeliveryStatus::Failed(DeliveryError::Other(text)),
+        };
+        match tokio::time::timeout(FAULT_REPORT_BUDGET, self.kommo.delivery_status(scope_id, &request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(kommo_msgid, %error, "the refusal of a message too large could not be reported")
+            }
+            Err(_) => tracing::error!(kommo_msgid, "the refusal of a message too large was not reported in time"),
+        }
+        too_large.into()
     }
 
     /// A manager's message whose webhook could not record it in time (the store stalled or
@@ -151,11 +175,7 @@ impl ManagerMessages {
     pub async fn accept_later(&self, scope_id: &str, message: &ManagerMessage) -> Result<(), FlowError> {
         let kommo_msgid = message.message.id.as_deref().unwrap_or_default();
         let now = self.clock.now_ms();
-        let work = DueWork::AcceptManagerMessage {
-            scope_id: scope_id.to_owned(),
-            message: Box::new(message.clone()),
-            received_at_ms: now,
-        };
+        let work = accept_later_work(scope_id, message, now);
         let queued = match tokio::time::timeout(QUEUE_BUDGET, self.timers.schedule(work, now)).await {
             Ok(queued) => queued,
             Err(_) => Err(TimerError(format!("the queue did not answer within {} ms", QUEUE_BUDGET.as_millis()))),
@@ -378,17 +398,60 @@ enum Before {
     Unavailable(String),
 }
 
+/// What a manager sees in Kommo beside a message too large to relay.
+const TOO_LARGE_TEXT: &str = "Not delivered: the message is too large for this chat channel. Send it in shorter parts.";
+
+/// A manager's message queued whole by [`ManagerMessages::accept_later`].
+fn accept_later_work(scope_id: &str, message: &ManagerMessage, received_at_ms: i64) -> DueWork {
+    DueWork::AcceptManagerMessage { scope_id: scope_id.to_owned(), message: Box::new(message.clone()), received_at_ms }
+}
+
+/// The relay of a manager's message as [`ManagerMessages::accept`] queues it: its
+/// `message.created` for the chat service, first attempt, under a fresh `webhook-id`.
+fn relay_of(scope_id: &str, kommo_msgid: &str, message: &ManagerMessage, received_at_ms: i64) -> DueWork {
+    let event = BridgeEvent::MessageCreated {
+        scope_id: scope_id.to_owned(),
+        conversation_id: message.conversation.integration_id().to_owned(),
+        reference: kommo_msgid.to_owned(),
+        client_id: message.receiver.integration_id().to_owned(),
+        sender: ManagerRef::by_amojo_id(&message.sender.id, message.sender.name.clone()),
+        message: Box::new(message.message.clone()),
+        timestamp_ms: created_at_ms(message),
+        source: message
+            .source
+            .as_ref()
+            .and_then(|source| source.external_id.clone())
+            .map(|external_id| MessageSource { external_id }),
+        receiver: Box::new(receiver_of(message)),
+    };
+    DueWork::RelayManagerMessage {
+        scope_id: scope_id.to_owned(),
+        kommo_msgid: kommo_msgid.to_owned(),
+        event: Box::new(event),
+        webhook_id: new_webhook_id(),
+        attempt: 0,
+        received_at_ms,
+    }
+}
+
+/// When the manager wrote: `msec_timestamp`, else `timestamp` in milliseconds.
+fn created_at_ms(message: &ManagerMessage) -> i64 {
+    message.msec_timestamp.unwrap_or(message.timestamp.saturating_mul(1000))
+}
+
 /// Whom a manager's message is for, as Kommo's webhook names them (contact details at the top
-/// level or in `profile`).
+/// level or in `profile`). Real webhooks write a field they have no value for as `""`: that
+/// is no value.
 fn receiver_of(message: &ManagerMessage) -> Receiver {
     let receiver = &message.receiver;
     let profile = receiver.profile.as_ref();
+    let given = |value: Option<&String>| value.filter(|value| !value.trim().is_empty()).cloned();
     Receiver {
         id: receiver.id.clone(),
-        name: receiver.name.clone(),
-        phone: receiver.phone.clone().or_else(|| profile.and_then(|p| p.phone.clone())),
-        email: receiver.email.clone().or_else(|| profile.and_then(|p| p.email.clone())),
-        avatar: receiver.avatar.clone(),
+        name: given(receiver.name.as_ref()),
+        phone: given(receiver.phone.as_ref()).or_else(|| given(profile.and_then(|p| p.phone.as_ref()))),
+        email: given(receiver.email.as_ref()).or_else(|| given(profile.and_then(|p| p.email.as_ref()))),
+        avatar: given(receiver.avatar.as_ref()),
     }
 }
 

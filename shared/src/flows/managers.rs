@@ -3,9 +3,13 @@
 //! (presence). The chat service gets one shape everywhere, `{id, kommo_user_id?, name?}`, with
 //! `id` the amojo id, from a directory of the account's users kept in the table.
 //!
-//! - [`ManagerDirectoryRefresh`] (where Kommo's calls arrive, with the account's OAuth tokens)
-//!   reads `GET /api/v4/users?with=amojo_id` when a manager is named that the directory does
-//!   not know, at most once a minute per account, and at install.
+//! - [`ManagerDirectoryRefresh`] (where Kommo's calls arrive) queues a read of
+//!   `GET /api/v4/users?with=amojo_id` ([`DueWork::RefreshManagers`]) when a manager is named
+//!   that the directory does not know, at most once a minute per account, and at install; the
+//!   read itself runs as queued work, never in a webhook's answer path. Kommo lists users to
+//!   administrators only: when it answers 403 (an account authorised by a user who is not an
+//!   administrator), the last directory is kept, managers are named as the webhooks name them
+//!   (a non-empty `sender.name`), and the account says so once (log, `bridge-cli accounts`).
 //! - [`ManagerNames`] (wherever events are sent, and the chat service's presence pull) fills
 //!   each event's manager from the directory: [`NamedManagers`] wraps the chat-service port, so
 //!   every event on every path is named the same way.
@@ -22,11 +26,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::FlowError;
 use super::installs::{AccountTokens, TokenError};
 use crate::models::chat::{BridgeEvent, ManagerRef};
 use crate::ports::accounts::{KommoRest, KommoRestError};
 use crate::ports::chat::{ChatAnswer, ChatError, ChatService};
 use crate::ports::store::{AccountRegistry, ManagerDirectory, ManagerList};
+use crate::ports::timers::{DueWork, Timers};
 use crate::rules::retry::RetryPolicy;
 use crate::time::Clock;
 
@@ -36,14 +42,18 @@ pub const USERS_REFRESH_INTERVAL_MS: i64 = 60_000;
 /// again once this much younger.
 const DIRECTORY_TTL_MS: i64 = 60_000;
 const DIRECTORY_RECHECK_MS: i64 = 5_000;
-/// A refresh never holds a Kommo webhook past this (Kommo waits 5 s for its answer).
-const REFRESH_TIME_LIMIT: Duration = Duration::from_secs(2);
+/// A read of the users Kommo rate-limited is tried again this many times.
+const USERS_READ_RETRY: RetryPolicy =
+    RetryPolicy { max_attempts: 4, base_delay: Duration::from_secs(2), max_delay: Duration::from_secs(60) };
 /// Past this many scopes a cache starts again empty: it never grows without bound.
 const MAX_CACHED_SCOPES: usize = 10_000;
 
 /// Who the manager is, given `directory`: the amojo id as `id`, with the Kommo user id and the
-/// name; unchanged when the directory does not know them.
+/// name; as the source named them when the directory does not know them. A name is the one
+/// the source gave unless empty (real webhooks carry `sender.name: ""`), else the directory's,
+/// else none: the chat service never gets an empty name.
 pub fn identify(directory: &ManagerList, manager: &ManagerRef) -> ManagerRef {
+    let given_name = manager.name.clone().filter(|name| !name.trim().is_empty());
     let known = match manager.kommo_user_id {
         Some(user_id) => directory.managers.iter().find(|known| known.kommo_user_id == user_id),
         None => directory.managers.iter().find(|known| known.amojo_id == manager.id),
@@ -52,9 +62,9 @@ pub fn identify(directory: &ManagerList, manager: &ManagerRef) -> ManagerRef {
         Some(known) => ManagerRef {
             id: known.amojo_id.clone(),
             kommo_user_id: Some(known.kommo_user_id),
-            name: manager.name.clone().or_else(|| known.name.clone()),
+            name: given_name.or_else(|| known.name.clone().filter(|name| !name.trim().is_empty())),
         },
-        None => manager.clone(),
+        None => ManagerRef { name: given_name, ..manager.clone() },
     }
 }
 
@@ -132,7 +142,8 @@ impl ManagerNames {
             }
             _ => self.read(scope_id, now).await,
         };
-        directory.map_or_else(|| manager.clone(), |directory| identify(&directory, manager))
+        let empty = ManagerList { fetched_at_ms: 0, managers: Vec::new() };
+        identify(directory.as_deref().unwrap_or(&empty), manager)
     }
 
     async fn read(&self, scope_id: &str, now: i64) -> Option<Arc<ManagerList>> {
@@ -190,18 +201,29 @@ pub enum NamedBy<'a> {
     KommoUser(u64),
 }
 
-/// Keeps the directory of an installed account's managers current: read from Kommo at install
-/// and when a manager is named that it does not know, at most once a minute per account.
+/// Keeps the directory of an installed account's managers current: read from Kommo after
+/// install and when a manager is named that it does not know, at most once a minute per
+/// account, always as queued work.
 pub struct ManagerDirectoryRefresh {
     pub directory: Arc<dyn ManagerDirectory>,
     pub accounts: Arc<dyn AccountRegistry>,
     pub tokens: AccountTokens,
     pub rest: Arc<dyn KommoRest>,
+    pub timers: Arc<dyn Timers>,
     pub clock: Arc<dyn Clock>,
     /// What this instance last read or wrote per scope (None: no directory there).
     cache: ScopeCache<Option<Arc<ManagerList>>>,
-    /// When this instance last tried Kommo for a scope (a failure waits its minute too).
+    /// When this instance last queued a read for a scope (a failure waits its minute too).
     attempts: ScopeCache<()>,
+}
+
+/// How a read of Kommo's users ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsersRead {
+    /// The directory replaced by Kommo's list.
+    Read(ManagerList),
+    /// Kommo lists users to administrators only and refused (403): the last directory kept.
+    Refused,
 }
 
 impl ManagerDirectoryRefresh {
@@ -210,14 +232,16 @@ impl ManagerDirectoryRefresh {
         accounts: Arc<dyn AccountRegistry>,
         tokens: AccountTokens,
         rest: Arc<dyn KommoRest>,
+        timers: Arc<dyn Timers>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { directory, accounts, tokens, rest, clock, cache: ScopeCache::new(), attempts: ScopeCache::new() }
+        Self { directory, accounts, tokens, rest, timers, clock, cache: ScopeCache::new(), attempts: ScopeCache::new() }
     }
 
-    /// A manager was named in `scope_id`: when the directory does not know them, Kommo's users
-    /// are read again (at most once a minute per account, within [`REFRESH_TIME_LIMIT`]).
-    /// Never fails the caller: what could not be learnt now is learnt on a later miss.
+    /// A manager was named in `scope_id`: when the directory does not know them, a read of
+    /// Kommo's users is queued (at most once a minute per account). Reads the directory at most
+    /// (cached), never Kommo, and never fails the caller: what could not be learnt now is
+    /// learnt on a later miss.
     pub async fn on_named(&self, scope_id: &str, named: NamedBy<'_>) {
         let now = self.clock.now_ms();
         let directory = match self.cache.get(scope_id) {
@@ -235,20 +259,45 @@ impl ManagerDirectoryRefresh {
             return;
         }
         self.attempts.put(scope_id, (), now);
-        match tokio::time::timeout(REFRESH_TIME_LIMIT, self.refresh(scope_id)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(reason)) => tracing::info!(%reason, "the managers could not be read from Kommo"),
-            Err(_) => tracing::warn!("reading the managers from Kommo took too long; a later miss reads again"),
+        let work = DueWork::RefreshManagers { scope_id: scope_id.to_owned(), attempt: 0 };
+        if let Err(error) = self.timers.schedule(work, now).await {
+            tracing::warn!(%error, "the managers' read could not be queued; a later miss queues it");
         }
     }
 
-    /// Reads the account's users from Kommo and stores them as the scope's directory.
-    pub async fn refresh(&self, scope_id: &str) -> Result<ManagerList, String> {
-        let account = self.accounts.account_of_scope(scope_id).await.map_err(|e| e.to_string())?;
-        let account_id = account.ok_or("the scope's account is not installed through Kommo's OAuth")?.account_id;
-        let record = self.accounts.get_account(account_id).await.map_err(|e| e.to_string())?;
+    /// Queued work ([`DueWork::RefreshManagers`]): Kommo's users read into the scope's
+    /// directory. A rate-limited read is queued again after Kommo's `Retry-After`; another
+    /// failure is logged and left to a later miss.
+    pub async fn run_queued(&self, scope_id: &str, attempt: u32) -> Result<(), FlowError> {
+        match self.refresh(scope_id).await {
+            Ok(_) => Ok(()),
+            Err(RefreshError::RateLimited(retry_after)) => {
+                let again = |attempt| DueWork::RefreshManagers { scope_id: scope_id.to_owned(), attempt };
+                let now = self.clock.now_ms();
+                if !super::requeue(&*self.timers, &USERS_READ_RETRY, attempt, retry_after, now, again).await? {
+                    tracing::info!("Kommo kept limiting the users' read; a later miss reads again");
+                }
+                Ok(())
+            }
+            Err(RefreshError::Other(reason)) => {
+                tracing::info!(%reason, "the managers could not be read from Kommo");
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads the account's users from Kommo and stores them as the scope's directory; a 403
+    /// (not an administrator's tokens) keeps the directory and marks the account, said once.
+    pub async fn refresh(&self, scope_id: &str) -> Result<UsersRead, RefreshError> {
+        let other = |e: &dyn std::fmt::Display| RefreshError::Other(e.to_string());
+        let account = self.accounts.account_of_scope(scope_id).await.map_err(|e| other(&e))?;
+        let account_id = account
+            .ok_or_else(|| RefreshError::Other("the scope's account is not installed through Kommo's OAuth".into()))?
+            .account_id;
+        let record = self.accounts.get_account(account_id).await.map_err(|e| other(&e))?;
         let host = record.map(|record| record.host).filter(|host| !host.is_empty());
-        let host = host.ok_or("the account has no Kommo host (connected by hand)")?;
+        let host =
+            host.ok_or_else(|| RefreshError::Other("the account has no Kommo host (connected by hand)".into()))?;
         let token = self.tokens.access_token(account_id, None).await.map_err(token_error)?;
         let users = match self.rest.users(&host, &token).await {
             Err(KommoRestError::Refused { status: 401, .. }) => {
@@ -256,18 +305,60 @@ impl ManagerDirectoryRefresh {
                 self.rest.users(&host, &renewed).await
             }
             other => other,
+        };
+        let now = self.clock.now_ms();
+        let users = match users {
+            Ok(users) => users,
+            Err(KommoRestError::Refused { status: 403, .. }) => {
+                // Kept as it was, read again no sooner than a minute from now.
+                let kept = self.directory.managers_of(scope_id).await.map_err(|e| other(&e))?;
+                let kept =
+                    ManagerList { fetched_at_ms: now, managers: kept.map(|list| list.managers).unwrap_or_default() };
+                self.directory.put_managers(scope_id, &kept).await.map_err(|e| other(&e))?;
+                self.cache.put(scope_id, Some(Arc::new(kept)), now);
+                if self.accounts.note_users_refused(account_id, true).await.map_err(|e| other(&e))? {
+                    tracing::warn!(
+                        account_id,
+                        "Kommo lists users to administrators only and refused this account's (authorised by a user who is not an administrator): managers are named as the webhooks name them"
+                    );
+                }
+                return Ok(UsersRead::Refused);
+            }
+            Err(KommoRestError::RateLimited { retry_after_ms }) => {
+                return Err(RefreshError::RateLimited(retry_after_ms.map(Duration::from_millis)));
+            }
+            Err(error) => return Err(other(&error)),
+        };
+        let list = ManagerList::from_users(&users, now);
+        self.directory.put_managers(scope_id, &list).await.map_err(|e| other(&e))?;
+        self.cache.put(scope_id, Some(Arc::new(list.clone())), now);
+        if self.accounts.note_users_refused(account_id, false).await.map_err(|e| other(&e))? {
+            tracing::info!(account_id, "Kommo lists this account's users again");
         }
-        .map_err(|e| e.to_string())?;
-        let list = ManagerList::from_users(&users, self.clock.now_ms());
-        self.directory.put_managers(scope_id, &list).await.map_err(|e| e.to_string())?;
-        self.cache.put(scope_id, Some(Arc::new(list.clone())), self.clock.now_ms());
         tracing::info!(managers = list.managers.len(), "the managers' ids read from Kommo");
-        Ok(list)
+        Ok(UsersRead::Read(list))
     }
 }
 
-fn token_error(error: TokenError) -> String {
-    error.to_string()
+/// Why Kommo's users were not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshError {
+    /// Kommo answered 429 (with its `Retry-After`).
+    RateLimited(Option<Duration>),
+    Other(String),
+}
+
+impl std::fmt::Display for RefreshError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RateLimited(after) => write!(f, "Kommo limited the rate of calls (retry after {after:?})"),
+            Self::Other(reason) => f.write_str(reason),
+        }
+    }
+}
+
+fn token_error(error: TokenError) -> RefreshError {
+    RefreshError::Other(error.to_string())
 }
 
 #[cfg(test)]
@@ -302,6 +393,22 @@ mod tests {
         // The name Kommo's webhook gave wins over the directory's.
         let named = ManagerRef { id: "amojo-anna".into(), kommo_user_id: None, name: Some("Anna K.".into()) };
         assert_eq!(identify(&directory(), &named).name.as_deref(), Some("Anna K."));
+    }
+
+    #[test]
+    fn an_empty_name_from_a_webhook_is_never_sent_the_directorys_is_or_none() {
+        // Real manager-message webhooks carry `sender.name: ""`.
+        let known = ManagerRef { id: "amojo-anna".into(), kommo_user_id: None, name: Some(String::new()) };
+        assert_eq!(identify(&directory(), &known).name.as_deref(), Some("Anna"));
+        let blank = ManagerRef { name: Some("  ".into()), ..known.clone() };
+        assert_eq!(identify(&directory(), &blank).name.as_deref(), Some("Anna"));
+        let unknown = ManagerRef { id: "amojo-bob".into(), kommo_user_id: None, name: Some(String::new()) };
+        assert_eq!(identify(&directory(), &unknown).name, None);
+        let nameless = ManagerList {
+            fetched_at_ms: 0,
+            managers: vec![KnownManager { amojo_id: "amojo-bob".into(), kommo_user_id: 8, name: Some(String::new()) }],
+        };
+        assert_eq!(identify(&nameless, &unknown).name, None);
     }
 
     #[test]

@@ -16,15 +16,18 @@
 //! | [`client_presence`] | the chat service's `presence.*`, the widget's read | |
 //! | [`manager_presence`] | the widget's `viewing` / `left`, the chat service's pull | the window's check |
 //! | [`read_receipts`] | the widget's conversation opened | |
+//! | [`client_profiles`] | the chat service's `client.updated` | the Kommo contact changed |
 //! | [`chat_delivery`] | | every event to the chat service, a manager's typing in its lane |
 //!
 //! [`kommo_names`] turns the chat service's names for conversations and messages into amojo's.
 //! [`installs`] installs the integration in a Kommo account (OAuth, the channel connected).
+//! [`sources`] makes sure of a message's source in the account before its import.
 
 pub mod chat_delivery;
 pub mod client_edits;
 pub mod client_messages;
 pub mod client_presence;
+pub mod client_profiles;
 pub mod client_typing;
 pub mod delivery_status;
 pub mod installs;
@@ -35,6 +38,7 @@ pub mod manager_typing;
 pub mod managers;
 pub mod reactions;
 pub mod read_receipts;
+pub mod sources;
 
 use std::time::Duration;
 

@@ -33,6 +33,8 @@ pub enum ChatEvent {
     ReactionAdded(ClientReaction),
     #[serde(rename = "reaction.removed")]
     ReactionRemoved(ClientReaction),
+    #[serde(rename = "client.updated")]
+    ClientUpdated(Box<ClientProfile>),
 }
 
 impl ChatEvent {
@@ -44,6 +46,7 @@ impl ChatEvent {
             Self::PresenceOnline(e) | Self::PresenceHeartbeat(e) | Self::PresenceOffline(e) => &e.scope_id,
             Self::MessageEdited(e) => &e.scope_id,
             Self::ReactionAdded(e) | Self::ReactionRemoved(e) => &e.scope_id,
+            Self::ClientUpdated(e) => &e.scope_id,
         }
     }
 
@@ -72,6 +75,7 @@ impl ChatEvent {
             Self::MessageEdited(_) => "message.edited",
             Self::ReactionAdded(_) => "reaction.added",
             Self::ReactionRemoved(_) => "reaction.removed",
+            Self::ClientUpdated(_) => "client.updated",
         }
     }
 
@@ -85,6 +89,7 @@ impl ChatEvent {
             }
             Self::MessageEdited(e) => Some(&e.conversation_id),
             Self::ReactionAdded(e) | Self::ReactionRemoved(e) => Some(&e.conversation_id),
+            Self::ClientUpdated(e) => Some(&e.conversation_id),
         }
     }
 
@@ -115,6 +120,16 @@ pub struct ChatUser {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_link: Option<String>,
+}
+
+/// `client.updated` from the chat service: what it knows of the client now (name, avatar,
+/// phone, email), for the Kommo contact linked to the conversation's chat. A field left out is
+/// not changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientProfile {
+    pub scope_id: String,
+    pub conversation_id: String,
+    pub user: ChatUser,
 }
 
 /// `message.created` from the chat service: a client wrote.
@@ -346,8 +361,10 @@ pub struct ManagerRef {
 
 impl ManagerRef {
     /// A manager as Kommo's chat webhooks name them: by their amojo id.
+    /// A manager as a Kommo webhook names them. Real webhooks carry `sender.name: ""`: a blank
+    /// name is none, so the directory's name takes its place and none is ever sent empty.
     pub fn by_amojo_id(id: impl Into<String>, name: Option<String>) -> Self {
-        Self { id: id.into(), kommo_user_id: None, name }
+        Self { id: id.into(), kommo_user_id: None, name: name.filter(|name| !name.trim().is_empty()) }
     }
 }
 

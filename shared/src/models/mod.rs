@@ -1,7 +1,8 @@
 //! Typed wire models: what Kommo sends and accepts ([`kommo`]) and the chat-service
-//! contract ([`chat`]), and Kommo's OAuth and REST API for installs ([`oauth`]).
+//! contract ([`chat`]), Kommo's OAuth and REST API for installs ([`oauth`]) and its CRM's contacts ([`crm`]).
 
 pub mod chat;
+pub mod crm;
 pub mod kommo;
 pub mod oauth;
 pub mod status;

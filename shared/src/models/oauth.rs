@@ -21,8 +21,8 @@ pub struct TokenRequest {
     pub redirect_uri: String,
 }
 
-/// The token endpoint's answer. Kommo rotates refresh tokens: each refresh answers a new one
-/// and the old one stops working.
+/// The token endpoint's answer. Kommo rotates refresh tokens: each refresh answers a new one,
+/// and "the old refresh token will still be functional until you use the new one".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tokens {
     pub access_token: String,

@@ -89,10 +89,16 @@ impl DeliveryError {
         })
     }
 
-    pub fn text(&self) -> Option<&str> {
+    /// The `error` text Kommo shows the manager. Kommo's Russian reference requires one with
+    /// every -1 (the English page allows it): 905 carries the chat service's, 901–904 say
+    /// what their code means.
+    pub fn text(&self) -> &str {
         match self {
-            Self::Other(text) => Some(text.as_str()),
-            _ => None,
+            Self::Deleted => "The client deleted the message or the conversation",
+            Self::IntegrationDisabled => "The integration is disabled in the messenger",
+            Self::Internal => "The message could not be delivered because of an internal error",
+            Self::ConversationNotCreated => "The conversation could not be created in the messenger",
+            Self::Other(text) => text.as_str(),
         }
     }
 }
@@ -180,7 +186,7 @@ struct DeliveryStatusWire<'a> {
 impl Serialize for DeliveryStatusRequest {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let (error_code, error) = match &self.status {
-            DeliveryStatus::Failed(e) => (Some(i64::from(e.code())), e.text().map(Into::into)),
+            DeliveryStatus::Failed(e) => (Some(i64::from(e.code())), Some(e.text().into())),
             _ => (None, None),
         };
         DeliveryStatusWire {
@@ -227,14 +233,33 @@ mod tests {
         assert_eq!(wire(&read), json!({"msgid": "m1", "delivery_status": 2}));
         let failed =
             DeliveryStatusRequest { msgid: "m1".into(), status: DeliveryStatus::Failed(DeliveryError::Internal) };
-        assert_eq!(wire(&failed), json!({"msgid": "m1", "delivery_status": -1, "error_code": 903}));
+        assert_eq!(
+            wire(&failed),
+            json!({"msgid": "m1", "delivery_status": -1, "error_code": 903,
+                   "error": "The message could not be delivered because of an internal error"})
+        );
+    }
+
+    #[test]
+    fn every_failure_carries_a_short_error_text_and_old_queued_ones_still_read() {
+        for code in 901..=905 {
+            let error = DeliveryError::from_code(code, Some("Blocked")).unwrap();
+            let request = DeliveryStatusRequest { msgid: "m1".into(), status: DeliveryStatus::Failed(error) };
+            let text = wire(&request)["error"].as_str().unwrap().to_owned();
+            assert!(!text.trim().is_empty() && text.chars().count() <= ERROR_TEXT_MAX_CHARS, "{code}: {text:?}");
+        }
+        // Queued before every failure had its text: read, and written with it.
+        let old: DeliveryStatusRequest =
+            serde_json::from_value(json!({"msgid": "m1", "delivery_status": -1, "error_code": 901})).unwrap();
+        assert_eq!(old.status, DeliveryStatus::Failed(DeliveryError::Deleted));
+        assert!(wire(&old)["error"].is_string());
     }
 
     #[test]
     fn a_905_always_carries_its_text_cut_to_one_line_of_255_characters() {
         let long = format!("{}\n   at stack frame", "x".repeat(300));
         let error = DeliveryError::from_code(905, Some(&long)).unwrap();
-        assert_eq!(error.text().unwrap().chars().count(), 255);
+        assert_eq!(error.text().chars().count(), 255);
         assert_eq!(DeliveryError::from_code(905, None), Err(StatusError::MissingErrorText));
         assert_eq!(DeliveryError::from_code(905, Some("  \n ")), Err(StatusError::BlankErrorText));
         assert_eq!(DeliveryError::from_code(900, None), Err(StatusError::UnknownErrorCode));

@@ -17,6 +17,10 @@ pub enum KommoRestError {
     /// Kommo could not be reached, or kept failing.
     #[error("Kommo is unavailable: {0}")]
     Unavailable(String),
+    /// Kommo answered 429 (about 7 requests a second per account): `retry_after_ms` is what its
+    /// `Retry-After` asked for, the least wait before the next try.
+    #[error("Kommo limited the rate of calls (retry after {retry_after_ms:?} ms)")]
+    RateLimited { retry_after_ms: Option<u64> },
     /// A 2xx the bridge could not read.
     #[error("Kommo answered with an unreadable body: {0}")]
     InvalidResponse(String),
@@ -28,7 +32,8 @@ pub enum KommoRestError {
 pub trait KommoRest: Send + Sync {
     /// Exchanges an installation's authorization code for the account's tokens.
     async fn exchange_code(&self, host: &str, code: &str) -> Result<Tokens, KommoRestError>;
-    /// New tokens for a refresh token (which Kommo then retires).
+    /// New tokens for a refresh token. Kommo retires the old refresh token once the new one is
+    /// used, not before: a refresh whose answer was lost can be made again.
     async fn refresh(&self, host: &str, refresh_token: &str) -> Result<Tokens, KommoRestError>;
     /// The account the access token belongs to, with its Chat API id.
     async fn account(&self, host: &str, access_token: &str) -> Result<KommoAccount, KommoRestError>;

@@ -55,6 +55,9 @@ pub enum Metric {
     DeadLetter { what: &'static str },
     /// One call out, and how it ended.
     OutboundCall { peer: Peer, outcome: CallOutcome },
+    /// An installation's channel not connected in time (at install, or a queued retry that
+    /// failed): the account waits `connecting`, its tokens kept.
+    InstallConnecting,
 }
 
 pub trait Metrics: Send + Sync {

@@ -4,9 +4,11 @@
 
 pub mod id_checks;
 pub mod install;
+pub mod kommo_content;
 pub mod lanes;
 pub mod names;
 pub mod presence;
+pub mod profiles;
 pub mod rejection;
 pub mod replay;
 pub mod retry;

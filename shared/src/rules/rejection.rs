@@ -10,6 +10,12 @@ pub enum Rejection {
     /// A status names a chat-service msgid the bridge never relayed.
     #[error("no message with that msgid was relayed")]
     UnknownMessage,
+    /// The work the event would queue is larger than the queue takes (a 413).
+    #[error(
+        "the request is too large to queue: it would take {bytes} bytes queued, more than the {limit} allowed \
+         (numbers are queued written out in full: 1e15 as 1000000000000000.0)"
+    )]
+    TooLargeToQueue { bytes: usize, limit: usize },
 }
 
 impl Rejection {

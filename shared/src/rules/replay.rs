@@ -7,7 +7,7 @@
 //!
 //! | event | remembered | what a replay can do, at most |
 //! |---|---|---|
-//! | `message.*`, `reaction.*` | always, held while it is applied, then done | nothing (200 duplicate) |
+//! | `message.*`, `reaction.*`, `client.updated` | always, held while it is applied, then done | nothing (200 duplicate) |
 //! | `typing.started` starting a lease | when it starts the lease, done at once | nothing (200 duplicate; the lease it opened is ended again) |
 //! | `typing.started` within a live lease | no | lengthen the live lease by its `ttl_ms` (≤ 30 s), as the client's own next signal does |
 //! | `typing.stopped` | no | hide the client's typing in Kommo until their next `typing.started` (a few seconds) |
@@ -36,7 +36,8 @@ pub fn replay_memory(event: &ChatEvent) -> ReplayMemory {
         | ChatEvent::MessageStatus(_)
         | ChatEvent::MessageEdited(_)
         | ChatEvent::ReactionAdded(_)
-        | ChatEvent::ReactionRemoved(_) => ReplayMemory::Always,
+        | ChatEvent::ReactionRemoved(_)
+        | ChatEvent::ClientUpdated(_) => ReplayMemory::Always,
         ChatEvent::TypingStarted(_) => ReplayMemory::WhenItStartsALease,
         ChatEvent::TypingStopped(_)
         | ChatEvent::PresenceOnline(_)

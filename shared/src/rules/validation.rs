@@ -34,6 +34,7 @@ pub fn check_chat_event(event: &ChatEvent) -> Result<(), Rejection> {
         ChatEvent::MessageEdited(edit) => check_client_edit(edit),
         ChatEvent::ReactionAdded(reaction) => check_client_reaction(reaction, true),
         ChatEvent::ReactionRemoved(reaction) => check_client_reaction(reaction, false),
+        ChatEvent::ClientUpdated(profile) => super::profiles::check_client_profile(profile),
     }
 }
 
@@ -58,11 +59,15 @@ pub fn check_client_message(message: &ClientMessage) -> Result<(), Rejection> {
     check_message_content(&message.message)
 }
 
-/// A `message.edited` names the message and says what it reads now, as a new message would.
+/// A `message.edited` names the message and says what it reads now, as a new message would,
+/// except that a file, picture or video whose media is unchanged comes without it (an edit of
+/// the caption only), as Kommo's `edit_message` takes it.
 pub fn check_client_edit(edit: &ClientEdit) -> Result<(), Rejection> {
     check_id("conversation_id", &edit.conversation_id)?;
     check_id("msgid", &edit.msgid)?;
-    check_message_content(&edit.message)
+    let caption_only = matches!(edit.message.kind, MessageKind::Picture | MessageKind::Video | MessageKind::File)
+        && edit.message.media.is_none();
+    if caption_only { Ok(()) } else { check_message_content(&edit.message) }
 }
 
 /// A reaction names its conversation, client and message, and an emoji when one is added.
@@ -123,10 +128,12 @@ pub fn check_message_content(message: &MessageContent) -> Result<(), Rejection> 
                     .and_then(serde_json::Value::as_str)
                     .is_some_and(|v| !v.trim().is_empty())
             };
-            if named("name") || named("phone") {
+            // Kommo requires both; a missing name is filled from the phone
+            // (`super::kommo_content`), a phone cannot be made up.
+            if named("phone") {
                 Ok(())
             } else {
-                Err(Rejection::invalid("a contact message needs message.contact.name or .phone"))
+                Err(Rejection::invalid("a contact message needs message.contact.phone (the name may be left out)"))
             }
         }
         MessageKind::Other(_) => Err(Rejection::invalid(format!("message.type {kind:?} is not one Kommo takes"))),
@@ -286,7 +293,9 @@ mod tests {
             (json!({"type": "location", "location": {"lat": "52.5", "lon": 13.4}}), false),
             (json!({"type": "location"}), false),
             (json!({"type": "contact", "contact": {"phone": "+1 555 0100"}}), true),
-            (json!({"type": "contact", "contact": {"name": "Ann"}}), true),
+            (json!({"type": "contact", "contact": {"name": "Ann", "phone": "+1 555 0100"}}), true),
+            (json!({"type": "contact", "contact": {"name": "Ann"}}), false),
+            (json!({"type": "contact", "contact": {"name": "Ann", "phone": " "}}), false),
             (json!({"type": "contact", "contact": {"name": ""}}), false),
             (json!({"type": "hologram", "text": "hi"}), false),
         ];
@@ -294,6 +303,20 @@ mod tests {
             let message: MessageContent = serde_json::from_value(content.clone()).unwrap();
             assert_eq!(check_message_content(&message).is_ok(), valid, "{content}");
         }
+    }
+
+    #[test]
+    fn an_edit_may_leave_its_media_out_when_only_the_caption_changes() {
+        let edit = |message: serde_json::Value| {
+            let body = json!({"scope_id": "chan_acc", "conversation_id": "c-1", "msgid": "m-1", "message": message});
+            check_client_edit(&serde_json::from_value(body).unwrap()).is_ok()
+        };
+        assert!(edit(json!({"type": "picture", "text": "new caption"})));
+        assert!(edit(json!({"type": "file"})));
+        assert!(edit(json!({"type": "video", "media": "https://example.com/v2.mp4", "file_size": 9})));
+        assert!(!edit(json!({"type": "video", "media": "https://example.com/v2.mp4"})), "new media needs its size");
+        assert!(!edit(json!({"type": "voice", "text": "x"})), "a voice message is its media");
+        assert!(!edit(json!({"type": "text"})));
     }
 
     #[test]

@@ -30,7 +30,9 @@ macro_rules! store_conformance_tests {
             conversations_are_found_by_either_id_and_read_marks_only_move_forward,
             a_chat_a_manager_started_leads_to_the_id_it_was_answered_under,
             an_account_is_registered_and_its_tokens_replaced_only_over_what_was_read,
+            an_install_moves_from_connecting_only_where_it_stands_and_says_a_refused_users_list_once,
             a_scopes_manager_directory_is_replaced_whole,
+            a_scopes_sources_are_remembered_by_external_id,
             the_newest_client_message_of_a_conversation_is_found,
             a_presence_push_is_due_only_when_what_was_told_changes,
             a_dedupe_key_is_held_by_one_attempt_then_remembered_as_done,
@@ -408,6 +410,8 @@ pub async fn an_account_is_registered_and_its_tokens_replaced_only_over_what_was
         access_expires_at_ms: 1000,
         token_version: 1,
         installed_at_ms: 5,
+        tokens_renewed_at_ms: 5,
+        users_refused: false,
     };
     store.put_account(&installed).await.unwrap();
     assert_eq!(store.get_account(account_id).await.unwrap(), Some(installed.clone()));
@@ -415,23 +419,69 @@ pub async fn an_account_is_registered_and_its_tokens_replaced_only_over_what_was
     assert_eq!(store.account_of_scope(&scope).await.unwrap(), Some(connected));
     assert_eq!(store.account_of_scope(&fresh_scope()).await.unwrap(), None);
     // Two refreshes read version 1; only the first write lands, the second must read again.
-    assert!(store.replace_tokens(account_id, 1, "sealed-2", 2000).await.unwrap());
-    assert!(!store.replace_tokens(account_id, 1, "sealed-3", 3000).await.unwrap());
+    assert!(store.replace_tokens(account_id, 1, "sealed-2", 2000, 1500).await.unwrap());
+    assert!(!store.replace_tokens(account_id, 1, "sealed-3", 3000, 2500).await.unwrap());
     let refreshed = store.get_account(account_id).await.unwrap().unwrap();
     assert_eq!((refreshed.sealed_tokens.as_deref(), refreshed.token_version), (Some("sealed-2"), 2));
-    assert_eq!(refreshed.access_expires_at_ms, 2000);
+    assert_eq!((refreshed.access_expires_at_ms, refreshed.tokens_renewed_at_ms), (2000, 1500));
     assert!(store.list_accounts().await.unwrap().iter().any(|a| a.account_id == account_id));
     // Disabled: the tokens go, and no refresh can bring them back.
     store.set_account_state(account_id, AccountState::Disconnected).await.unwrap();
     let disconnected = store.get_account(account_id).await.unwrap().unwrap();
     assert_eq!((disconnected.state, disconnected.sealed_tokens), (AccountState::Disconnected, None));
-    assert!(!store.replace_tokens(account_id, disconnected.token_version, "sealed-4", 4000).await.unwrap());
+    assert!(!store.replace_tokens(account_id, disconnected.token_version, "sealed-4", 4000, 3500).await.unwrap());
     // The scope follows (events read it there), and a new install brings both back.
     let scope_state = |state| Some(ScopeAccount { account_id, state });
     assert_eq!(store.account_of_scope(&scope).await.unwrap(), scope_state(AccountState::Disconnected));
     store.put_account(&AccountRecord { token_version: 5, ..installed.clone() }).await.unwrap();
     assert_eq!(store.account_of_scope(&scope).await.unwrap(), scope_state(AccountState::Connected));
     store.set_account_state(account_id + 1, AccountState::NeedsReinstall).await.unwrap(); // unknown: nothing
+    assert_eq!(store.get_account(account_id + 1).await.unwrap(), None);
+}
+
+pub async fn an_install_moves_from_connecting_only_where_it_stands_and_says_a_refused_users_list_once(
+    store: &dyn Store,
+) {
+    let scope = fresh_scope();
+    let account_id = u64::from_le_bytes(crate::random::random_bytes::<8>()) >> 12;
+    let connecting = AccountRecord {
+        account_id,
+        host: "acme.kommo.com".into(),
+        amojo_id: "amojo-1".into(),
+        scope_id: scope.clone(),
+        state: AccountState::Connecting,
+        sealed_tokens: Some("sealed-1".into()),
+        access_expires_at_ms: 1000,
+        token_version: 1,
+        installed_at_ms: 5,
+        tokens_renewed_at_ms: 5,
+        users_refused: false,
+    };
+    store.put_account(&connecting).await.unwrap();
+    assert_eq!(store.get_account(account_id).await.unwrap(), Some(connecting.clone()));
+    let scope_state = |state| Some(ScopeAccount { account_id, state });
+    assert_eq!(store.account_of_scope(&scope).await.unwrap(), scope_state(AccountState::Connecting));
+    // Only from where it stands: a second connect, or one after a disable, moves nothing.
+    assert!(store.transition_account(account_id, AccountState::Connecting, AccountState::Connected).await.unwrap());
+    assert!(!store.transition_account(account_id, AccountState::Connecting, AccountState::Connected).await.unwrap());
+    assert_eq!(store.account_of_scope(&scope).await.unwrap(), scope_state(AccountState::Connected));
+    assert!(store.transition_account(account_id, AccountState::Connected, AccountState::Disconnected).await.unwrap());
+    let disconnected = store.get_account(account_id).await.unwrap().unwrap();
+    assert_eq!((disconnected.state, disconnected.sealed_tokens), (AccountState::Disconnected, None));
+    assert_eq!(disconnected.token_version, 2);
+    assert_eq!(store.account_of_scope(&scope).await.unwrap(), scope_state(AccountState::Disconnected));
+    assert!(!store.transition_account(account_id, AccountState::Connecting, AccountState::Connected).await.unwrap());
+    assert!(
+        !store.transition_account(account_id + 1, AccountState::Connecting, AccountState::Connected).await.unwrap()
+    );
+    assert_eq!(store.get_account(account_id + 1).await.unwrap(), None, "unknown: nothing made");
+    // The users list refused: changed once, then again only when it changes back.
+    assert!(store.note_users_refused(account_id, true).await.unwrap());
+    assert!(!store.note_users_refused(account_id, true).await.unwrap());
+    assert!(store.get_account(account_id).await.unwrap().unwrap().users_refused);
+    assert!(store.note_users_refused(account_id, false).await.unwrap());
+    assert!(!store.note_users_refused(account_id, false).await.unwrap());
+    assert!(!store.note_users_refused(account_id + 1, true).await.unwrap(), "unknown: nothing");
     assert_eq!(store.get_account(account_id + 1).await.unwrap(), None);
 }
 
@@ -447,6 +497,27 @@ pub async fn a_scopes_manager_directory_is_replaced_whole(store: &dyn Store) {
     let second = ManagerList { fetched_at_ms: 2000, managers: vec![anna] };
     store.put_managers(&scope, &second).await.unwrap();
     assert_eq!(store.managers_of(&scope).await.unwrap(), Some(second));
+}
+
+pub async fn a_scopes_sources_are_remembered_by_external_id(store: &dyn Store) {
+    let (scope, other) = (fresh_scope(), fresh_scope());
+    let now = base_ms();
+    let source = |external_id: &str, kommo_source_id: u64| KnownSource {
+        external_id: external_id.into(),
+        kommo_source_id,
+        name: format!("Line {external_id}"),
+        remembered_at_ms: now,
+    };
+    assert_eq!(store.source_of(&scope, "line-b").await.unwrap(), None);
+    assert_eq!(store.sources_of(&scope).await.unwrap(), vec![]);
+    store.remember_source(&scope, &source("line-b", 20)).await.unwrap();
+    store.remember_source(&scope, &source("line-a", 10)).await.unwrap();
+    assert_eq!(store.source_of(&scope, "line-b").await.unwrap(), Some(source("line-b", 20)));
+    // The same external id again replaces it (Kommo gave it a new id: created again).
+    store.remember_source(&scope, &source("line-b", 21)).await.unwrap();
+    assert_eq!(store.sources_of(&scope).await.unwrap(), vec![source("line-a", 10), source("line-b", 21)]);
+    assert_eq!(store.source_of(&other, "line-b").await.unwrap(), None, "another scope's");
+    assert_eq!(store.sources_of(&other).await.unwrap(), vec![]);
 }
 
 pub async fn the_newest_client_message_of_a_conversation_is_found(store: &dyn Store) {

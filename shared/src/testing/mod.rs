@@ -9,6 +9,9 @@ pub mod bad_input;
 pub mod conformance;
 pub mod sim;
 
+/// The embedded store, for the unit tests of flows (which name no adapter themselves).
+pub use crate::adapters::memory::MemoryStore;
+
 /// Metric lines, kept for a test to read.
 #[derive(Default)]
 pub struct RecordingMetrics(Mutex<Vec<String>>);
@@ -319,9 +322,15 @@ impl ChatService for RecordingChat {
 pub struct RecordingKommoRest {
     calls: Mutex<Vec<String>>,
     failures: Mutex<VecDeque<KommoRestError>>,
+    /// Failures for the next call of one kind (its record starts with the prefix).
+    failures_of_kind: Mutex<Vec<(String, KommoRestError)>>,
     issued: std::sync::atomic::AtomicU64,
-    /// Refresh tokens not yet spent: Kommo rotates them, so each works once.
+    /// Refresh tokens that still work: Kommo rotates them, and "the old refresh token will still
+    /// be functional until you use the new one".
     live_refresh_tokens: Mutex<std::collections::HashSet<String>>,
+    /// Each refresh token issued by a refresh → the one it was refreshed from, retired when it
+    /// is used.
+    refreshed_from: Mutex<std::collections::HashMap<String, String>>,
     held_refresh: Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>,
 }
 
@@ -354,8 +363,19 @@ impl RecordingKommoRest {
         "amojo-account-42".into()
     }
 
+    /// The next call whose record starts with `prefix` (`"account "`, `"users "`, `"refresh "`)
+    /// fails with `error`.
+    pub fn fail_next_call(&self, prefix: &str, error: KommoRestError) {
+        self.failures_of_kind.lock().unwrap_or_else(|p| p.into_inner()).push((prefix.to_owned(), error));
+    }
+
     fn record(&self, call: String) -> Result<(), KommoRestError> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call.clone());
+        let mut of_kind = self.failures_of_kind.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = of_kind.iter().position(|(prefix, _)| call.starts_with(prefix.as_str())) {
+            return Err(of_kind.remove(at).1);
+        }
+        drop(of_kind);
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).pop_front().map_or(Ok(()), Err)
     }
 
@@ -384,10 +404,21 @@ impl KommoRest for RecordingKommoRest {
         if let Some(gate) = gate {
             gate.notified().await;
         }
-        if !self.live_refresh_tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(refresh_token) {
-            return Err(KommoRestError::Refused { status: 400, detail: "Token has been revoked".into() });
+        {
+            let mut live = self.live_refresh_tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if !live.contains(refresh_token) {
+                return Err(KommoRestError::Refused { status: 400, detail: "Token has been revoked".into() });
+            }
+            // Using a token retires the one it replaced.
+            let parents = self.refreshed_from.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(parent) = parents.get(refresh_token) {
+                live.remove(parent);
+            }
         }
-        Ok(self.issue())
+        let issued = self.issue();
+        let mut parents = self.refreshed_from.lock().unwrap_or_else(|p| p.into_inner());
+        parents.insert(issued.refresh_token.clone(), refresh_token.to_owned());
+        Ok(issued)
     }
 
     async fn account(

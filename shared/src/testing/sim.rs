@@ -134,6 +134,15 @@ impl<S: Store + 'static> Sim<S> {
         }
     }
 
+    /// Kommo has a chat for `conversation` (as its first client message would have made): the
+    /// client's typing is shown there.
+    pub async fn kommo_has_chat(&self, conversation: &str) {
+        let kommo_chat_id = format!("kommo-{conversation}");
+        let facts =
+            crate::ports::store::ConversationFacts { kommo_chat_id: Some(&kommo_chat_id), ..Default::default() };
+        self.store.remember_conversation(SCOPE, conversation, &facts).await.expect("the simulation's store works");
+    }
+
     pub fn due_runs(&self) -> u64 {
         self.due_runs.load(Ordering::Relaxed)
     }
@@ -302,10 +311,11 @@ pub fn manager_typing(conversation: &str, manager: &str, expired_at_s: i64) -> S
     )
 }
 
-/// Kommo's outgoing-message webhook: `manager` writes to client-1.
+/// Kommo's outgoing-message webhook: `manager` writes to client-1, as real accounts send it
+/// (`sender.name` and the media fields empty, `markup` null, `file_size` 0 on a text).
 pub fn manager_message(conversation: &str, manager: &str, msgid: &str) -> String {
     format!(
-        r#"{{"account_id":"acc-1","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1"}},"sender":{{"id":"{manager}"}},"conversation":{{"id":"kommo-{conversation}","client_id":"{conversation}"}},"timestamp":1,"message":{{"id":"{msgid}","type":"text","text":"hello"}}}}}}"#
+        r#"{{"account_id":"acc-1","time":1,"message":{{"receiver":{{"id":"r","client_id":"client-1","name":"","phone":"","email":""}},"sender":{{"id":"{manager}","name":""}},"conversation":{{"id":"kommo-{conversation}","client_id":"{conversation}"}},"timestamp":1,"message":{{"id":"{msgid}","type":"text","text":"hello","markup":null,"media":"","thumbnail":"","file_name":"","file_size":0,"template":null}}}}}}"#
     )
 }
 

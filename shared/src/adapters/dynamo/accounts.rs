@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{DynamoStore, Item, conditional, n, num, s, text, unavailable};
 use crate::ports::store::{AccountRecord, AccountRegistry, AccountState, ScopeAccount, StoreError};
@@ -24,7 +24,9 @@ impl AccountRegistry for DynamoStore {
             .item("state", s(record.state.as_str()))
             .item("access_expires_at_ms", n(record.access_expires_at_ms))
             .item("token_version", n(record.token_version as i64))
-            .item("installed_at_ms", n(record.installed_at_ms));
+            .item("installed_at_ms", n(record.installed_at_ms))
+            .item("tokens_renewed_at_ms", n(record.tokens_renewed_at_ms))
+            .item("users_refused", AttributeValue::Bool(record.users_refused));
         if let Some(sealed) = &record.sealed_tokens {
             put = put.item("sealed_tokens", s(sealed));
         }
@@ -63,13 +65,18 @@ impl AccountRegistry for DynamoStore {
         expected_version: u64,
         sealed_tokens: &str,
         access_expires_at_ms: i64,
+        renewed_at_ms: i64,
     ) -> Result<bool, StoreError> {
         // A retried write that had landed fails its own condition and reads as lost: the caller
         // reads the account again and finds its own tokens, so nothing is lost either way.
         let result = self
             .update(format!("account#{account_id}"), "account")
             .condition_expression("token_version = :expected AND attribute_exists(sealed_tokens)")
-            .update_expression("SET sealed_tokens = :sealed, access_expires_at_ms = :expires, token_version = :next")
+            .update_expression(
+                "SET sealed_tokens = :sealed, access_expires_at_ms = :expires, token_version = :next, \
+                 tokens_renewed_at_ms = :renewed",
+            )
+            .expression_attribute_values(":renewed", n(renewed_at_ms))
             .expression_attribute_values(":expected", n(expected_version as i64))
             .expression_attribute_values(":next", n(expected_version as i64 + 1))
             .expression_attribute_values(":sealed", s(sealed_tokens))
@@ -97,16 +104,53 @@ impl AccountRegistry for DynamoStore {
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => return Ok(()), // not registered
             Err(error) => return Err(unavailable(error)),
         };
-        // Events read the state from the scope's item (one read each): it follows the account's.
-        let Some(scope_id) = account.as_ref().and_then(|item| text(item, "scope_id")) else { return Ok(()) };
-        self.update(format!("{scope_id}#account"), "account")
-            .update_expression("SET #state = :state")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":state", s(state.as_str()))
+        self.scope_follows(account.as_ref(), state).await
+    }
+
+    async fn transition_account(
+        &self,
+        account_id: u64,
+        from: AccountState,
+        to: AccountState,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .update(format!("account#{account_id}"), "account")
+            .condition_expression("#state = :from")
+            .expression_attribute_values(":from", s(from.as_str()))
+            .expression_attribute_values(":state", s(to.as_str()));
+        let update = match to {
+            AccountState::Disconnected => update
+                .update_expression("SET #state = :state ADD token_version :one REMOVE sealed_tokens")
+                .expression_attribute_values(":one", n(1)),
+            _ => update.update_expression("SET #state = :state"),
+        };
+        let update = update.expression_attribute_names("#state", "state").return_values(ReturnValue::AllNew);
+        // A retried write that had landed fails its own condition and reads as not moved: the
+        // caller reads the account again and finds it moved.
+        let account = match update.send().await {
+            Ok(output) => output.attributes,
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => return Ok(false),
+            Err(error) => return Err(unavailable(error)),
+        };
+        self.scope_follows(account.as_ref(), to).await?;
+        Ok(true)
+    }
+
+    async fn note_users_refused(&self, account_id: u64, refused: bool) -> Result<bool, StoreError> {
+        // A missing attribute reads as false (an account stored before it existed).
+        let changes = match refused {
+            true => "attribute_exists(pk) AND (attribute_not_exists(users_refused) OR users_refused = :was)",
+            false => "users_refused = :was",
+        };
+        let result = self
+            .update(format!("account#{account_id}"), "account")
+            .condition_expression(changes)
+            .update_expression("SET users_refused = :refused")
+            .expression_attribute_values(":refused", AttributeValue::Bool(refused))
+            .expression_attribute_values(":was", AttributeValue::Bool(!refused))
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        conditional(result)
     }
 
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
@@ -139,6 +183,21 @@ impl AccountRegistry for DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Events read the state from the scope's item (one read each): it follows the account's.
+    async fn scope_follows(&self, account: Option<&Item>, state: AccountState) -> Result<(), StoreError> {
+        let Some(scope_id) = account.and_then(|item| text(item, "scope_id")) else { return Ok(()) };
+        self.update(format!("{scope_id}#account"), "account")
+            .update_expression("SET #state = :state")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":state", s(state.as_str()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
 fn account_record(item: &Item) -> Result<AccountRecord, StoreError> {
     let required = |name: &str| text(item, name).ok_or_else(|| StoreError::Corrupt(format!("account without {name}")));
     let state = required("state")?;
@@ -152,5 +211,7 @@ fn account_record(item: &Item) -> Result<AccountRecord, StoreError> {
         access_expires_at_ms: num(item, "access_expires_at_ms").unwrap_or_default(),
         token_version: num(item, "token_version").unwrap_or_default() as u64,
         installed_at_ms: num(item, "installed_at_ms").unwrap_or_default(),
+        tokens_renewed_at_ms: num(item, "tokens_renewed_at_ms").unwrap_or_default(),
+        users_refused: item.get("users_refused").and_then(|value| value.as_bool().ok()).copied().unwrap_or(false),
     })
 }

@@ -21,6 +21,7 @@
 //! | account | `account#{numeric account id}` | `account` | none | `accounts.rs` |
 //! | its scope | `{scope}#account` | `account` | none | `accounts.rs` |
 //! | its managers | `{scope}#managers` | `managers` (the list as JSON in attribute `managers`) | none | `managers.rs` |
+//! | its sources | `{scope}#sources` | `{external id}` | none | `sources.rs` |
 //!
 //! Every change is one conditional write whose condition carries the rule (lease still live,
 //! status only forward, first claim only), so concurrent invocations cannot break it.
@@ -49,6 +50,7 @@ mod leases;
 mod managers;
 mod messages;
 mod presence;
+mod sources;
 mod turns;
 
 pub use aws_sdk_dynamodb::types::AttributeValue;

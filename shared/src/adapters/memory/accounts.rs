@@ -36,6 +36,7 @@ impl AccountRegistry for MemoryStore {
         expected_version: u64,
         sealed_tokens: &str,
         access_expires_at_ms: i64,
+        renewed_at_ms: i64,
     ) -> Result<bool, StoreError> {
         self.ops.write();
         let mut state = self.state();
@@ -45,6 +46,7 @@ impl AccountRegistry for MemoryStore {
         }
         account.sealed_tokens = Some(sealed_tokens.to_owned());
         account.access_expires_at_ms = access_expires_at_ms;
+        account.tokens_renewed_at_ms = renewed_at_ms;
         account.token_version += 1;
         Ok(true)
     }
@@ -62,6 +64,37 @@ impl AccountRegistry for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn transition_account(
+        &self,
+        account_id: u64,
+        from: AccountState,
+        to: AccountState,
+    ) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let Some(account) = state.accounts.get_mut(&account_id).filter(|account| account.state == from) else {
+            return Ok(false);
+        };
+        self.ops.write();
+        account.state = to;
+        if to == AccountState::Disconnected {
+            account.sealed_tokens = None;
+            account.token_version += 1;
+        }
+        Ok(true)
+    }
+
+    async fn note_users_refused(&self, account_id: u64, refused: bool) -> Result<bool, StoreError> {
+        self.ops.write();
+        let mut state = self.state();
+        let Some(account) = state.accounts.get_mut(&account_id).filter(|account| account.users_refused != refused)
+        else {
+            return Ok(false);
+        };
+        account.users_refused = refused;
+        Ok(true)
     }
 
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {

@@ -20,6 +20,7 @@ mod leases;
 mod managers;
 mod messages;
 mod presence;
+mod sources;
 mod turns;
 
 #[derive(Debug, Default)]
@@ -47,6 +48,8 @@ struct State {
     accounts: HashMap<u64, AccountRecord>,
     accounts_by_scope: HashMap<String, u64>,
     managers: HashMap<String, ManagerList>,
+    /// (scope, external id) → the source.
+    sources: HashMap<(String, String), crate::ports::store::KnownSource>,
 }
 
 /// A dedupe key: held by `token` until `until_ms`, or done and remembered until then.

@@ -7,6 +7,9 @@ use super::StoreError;
 /// Where an account's installation of the integration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountState {
+    /// The code was exchanged (tokens held) but the chat channel is not connected yet: queued
+    /// work connects it, retried until it succeeds.
+    Connecting,
     /// Installed, the channel connected, tokens held.
     Connected,
     /// Kommo refused the refresh token: chats go on, the Kommo REST API waits for an install.
@@ -18,6 +21,7 @@ pub enum AccountState {
 impl AccountState {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Connecting => "connecting",
             Self::Connected => "connected",
             Self::NeedsReinstall => "needs_reinstall",
             Self::Disconnected => "disconnected",
@@ -25,7 +29,9 @@ impl AccountState {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Connected, Self::NeedsReinstall, Self::Disconnected].into_iter().find(|state| state.as_str() == text)
+        [Self::Connecting, Self::Connected, Self::NeedsReinstall, Self::Disconnected]
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 
@@ -48,6 +54,13 @@ pub struct AccountRecord {
     /// so two refreshes at once never lose the newer (rotated) refresh token.
     pub token_version: u64,
     pub installed_at_ms: i64,
+    /// When Kommo last issued the refresh token held (install or refresh): one unused for
+    /// three months lapses, so a daily sweep renews those older than
+    /// `crate::rules::install::RENEW_REFRESH_AFTER_MS`. 0: not known (renewed at the next sweep).
+    pub tokens_renewed_at_ms: i64,
+    /// Kommo answered 403 to the users list (the account was authorised by a user who is not an
+    /// administrator): the last directory is kept and managers are named from the webhooks.
+    pub users_refused: bool,
 }
 
 /// A scope's account in the registry, as events check it.
@@ -65,18 +78,32 @@ pub trait AccountRegistry: Send + Sync {
     async fn get_account(&self, account_id: u64) -> Result<Option<AccountRecord>, StoreError>;
     /// The account a scope belongs to, and where it stands (one read: events check it).
     async fn account_of_scope(&self, scope_id: &str) -> Result<Option<ScopeAccount>, StoreError>;
-    /// Compare-and-set of the tokens: written (and the version bumped) only if the stored
-    /// version is still `expected_version`; true when this call wrote them.
+    /// Compare-and-set of the tokens: written (and the version bumped, `tokens_renewed_at_ms`
+    /// set to `renewed_at_ms`) only if the stored version is still `expected_version`; true
+    /// when this call wrote them.
     async fn replace_tokens(
         &self,
         account_id: u64,
         expected_version: u64,
         sealed_tokens: &str,
         access_expires_at_ms: i64,
+        renewed_at_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Moves the account (and its scope) to `state`; with `Disconnected` its tokens are deleted
     /// too.
     async fn set_account_state(&self, account_id: u64, state: AccountState) -> Result<(), StoreError>;
+    /// Moves the account (and its scope) from `from` to `to` only if it is in `from` now (a
+    /// disable that landed meanwhile is never undone); with `Disconnected` its tokens are
+    /// deleted too. True when this call moved it.
+    async fn transition_account(
+        &self,
+        account_id: u64,
+        from: AccountState,
+        to: AccountState,
+    ) -> Result<bool, StoreError>;
+    /// Records whether Kommo refuses the account's users list; true when this call changed it
+    /// (so it is said once, not on every read).
+    async fn note_users_refused(&self, account_id: u64, refused: bool) -> Result<bool, StoreError>;
     /// Every account, for the operator (never their tokens' plaintext).
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
 }

@@ -11,7 +11,7 @@
 //! One file per capability: [`TypingLeases`] (`leases`), [`PresenceWindows`] (`presence`),
 //! [`MessageRecords`] (`messages`), [`Conversations`] (`conversations`), [`DedupeKeys`]
 //! (`dedupe`), [`SendTurns`] (`turns`), [`AccountRegistry`] (`accounts`), [`ManagerDirectory`]
-//! (`managers`). Every item is re-exported here: `crate::ports::store::X` is the one path.
+//! (`managers`), [`AccountSources`] (`sources`). Every item is re-exported here: `crate::ports::store::X` is the one path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,7 @@ mod leases;
 mod managers;
 mod messages;
 mod presence;
+mod sources;
 mod turns;
 
 pub use accounts::{AccountRecord, AccountRegistry, AccountState, ScopeAccount};
@@ -34,6 +35,7 @@ pub use messages::{
     StatusChange,
 };
 pub use presence::{HeartbeatOutcome, PRESENCE_RETENTION_S, PresenceKey, PresenceView, PresenceWindows};
+pub use sources::{AccountSources, KnownSource};
 pub use turns::{LaneView, SendTurns, Turn};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +56,7 @@ pub trait Store:
     + SendTurns
     + AccountRegistry
     + ManagerDirectory
+    + AccountSources
 {
     /// Reads and writes made so far, for tests and the amplification figures.
     fn op_counts(&self) -> OpCounts;

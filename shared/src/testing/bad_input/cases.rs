@@ -164,7 +164,7 @@ pub fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
         signed(
             "webhook message without receiver",
             &manager_message("conv-1", "m-1", "kommo-1")
-                .replace(r#""receiver":{"id":"r","client_id":"client-1"},"#, ""),
+                .replace(r#""receiver":{"id":"r","client_id":"client-1","name":"","phone":"","email":""},"#, ""),
             400,
         ),
         signed("webhook nested 10,000 deep", &nested(10_000), 400),
@@ -356,6 +356,12 @@ pub fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
             &client_message("c", "m").replace(r#""type":"text","text":"hi""#, r#""type":"contact","contact":{}"#),
             400,
         ),
+        chat(
+            "contact without a phone (Kommo requires one)",
+            &client_message("c", "m")
+                .replace(r#""type":"text","text":"hi""#, r#""type":"contact","contact":{"name":"Ann"}"#),
+            400,
+        ),
         chat("message of unknown type", &client_message("c", "m").replace(r#""type":"text""#, r#""type":"poll""#), 400),
         chat(
             "reply naming both ids",
@@ -402,6 +408,22 @@ pub fn cases<S: Store + 'static>(sim: &Sim<S>) -> Vec<Case> {
             "reaction without user_id",
             &event("reaction.added", r#","conversation_id":"c","msgid":"m","emoji":"x""#),
             400,
+        ),
+        chat(
+            "client.updated saying nothing",
+            &event("client.updated", r#","conversation_id":"c","user":{"id":"u"}"#),
+            400,
+        ),
+        chat(
+            "client.updated with a name over two lines",
+            &event("client.updated", r#","conversation_id":"c","user":{"id":"u","name":"Ann\nINFO forged"}"#),
+            400,
+        ),
+        // The simulated scope is served from KOMMO_ACCOUNTS: no REST tokens.
+        chat(
+            "client.updated for an account without REST tokens",
+            &event("client.updated", r#","conversation_id":"c","user":{"id":"u","name":"Ann"}"#),
+            409,
         ),
         chat("event nested 10,000 deep", &nested(10_000), 400),
         chat(
