@@ -1,4 +1,6 @@
-//! [`AccountRegistry`] on the table: the account's item, and its scope's (what events read).
+//! [`AccountRegistry`] on the table: the account's item, its scope's (what events read), and an
+//! entry in the one partition that lists the accounts (what the daily token sweep and
+//! `bridge-cli accounts` read with a `Query`, so that listing never reads the whole table).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
@@ -42,7 +44,7 @@ impl AccountRegistry for DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
-        Ok(())
+        self.index_account(record.account_id).await
     }
 
     async fn get_account(&self, account_id: u64) -> Result<Option<AccountRecord>, StoreError> {
@@ -154,7 +156,71 @@ impl AccountRegistry for DynamoStore {
     }
 
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
-        let mut accounts = Vec::new();
+        let account_ids = match self.get_item(ACCOUNTS_PK.into(), INDEXED_SK).await? {
+            Some(_) => self.indexed_account_ids().await?,
+            None => self.index_accounts_stored_before_the_index().await?,
+        };
+        let mut accounts = Vec::with_capacity(account_ids.len());
+        for account_id in account_ids {
+            if let Some(account) = self.get_account(account_id).await? {
+                accounts.push(account);
+            }
+        }
+        accounts.sort_by_key(|account| account.account_id);
+        Ok(accounts)
+    }
+}
+
+/// The partition listing every account, one entry each (`sk` `account#{id}`), and the entry
+/// saying every account stored before the list existed is in it.
+const ACCOUNTS_PK: &str = "accounts";
+const INDEXED_SK: &str = "#indexed";
+
+impl DynamoStore {
+    async fn index_account(&self, account_id: u64) -> Result<(), StoreError> {
+        self.ops.write();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(ACCOUNTS_PK))
+            .item("sk", s(format!("account#{account_id}")))
+            .item("account_id", n(account_id as i64))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn indexed_account_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let mut account_ids = Vec::new();
+        let mut start = None;
+        loop {
+            self.ops.read();
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(ACCOUNTS_PK))
+                .expression_attribute_values(":prefix", s("account#"))
+                .set_exclusive_start_key(start)
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            account_ids.extend(page.items().iter().filter_map(|item| num(item, "account_id")).map(|id| id as u64));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(account_ids);
+            }
+        }
+    }
+
+    /// Once per table: accounts stored by a version that kept no list are found with one `Scan`
+    /// and listed, then the list is marked complete. An account stored meanwhile lists itself
+    /// (`put_account`), so none is missed; two of these at once write the same entries.
+    async fn index_accounts_stored_before_the_index(&self) -> Result<Vec<u64>, StoreError> {
+        let mut account_ids = Vec::new();
         let mut start = None;
         loop {
             self.ops.read();
@@ -165,25 +231,32 @@ impl AccountRegistry for DynamoStore {
                 .filter_expression("sk = :sk AND begins_with(pk, :prefix)")
                 .expression_attribute_values(":sk", s("account"))
                 .expression_attribute_values(":prefix", s("account#"))
+                .projection_expression("account_id")
                 .set_exclusive_start_key(start)
-                .consistent_read(true)
                 .send()
                 .await
                 .map_err(unavailable)?;
-            for item in page.items() {
-                accounts.push(account_record(item)?);
-            }
+            account_ids.extend(page.items().iter().filter_map(|item| num(item, "account_id")).map(|id| id as u64));
             start = page.last_evaluated_key;
             if start.is_none() {
                 break;
             }
         }
-        accounts.sort_by_key(|account| account.account_id);
-        Ok(accounts)
+        for account_id in &account_ids {
+            self.index_account(*account_id).await?;
+        }
+        self.ops.write();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(ACCOUNTS_PK))
+            .item("sk", s(INDEXED_SK))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(account_ids)
     }
-}
 
-impl DynamoStore {
     /// Events read the state from the scope's item (one read each): it follows the account's.
     async fn scope_follows(&self, account: Option<&Item>, state: AccountState) -> Result<(), StoreError> {
         let Some(scope_id) = account.and_then(|item| text(item, "scope_id")) else { return Ok(()) };

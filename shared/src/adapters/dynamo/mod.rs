@@ -20,6 +20,7 @@
 //! | send lane | `{scope}#turn#{lane}` | `turn` | hold end + 1 d (`TURN_RETENTION_S`) | `turns.rs` |
 //! | account | `account#{numeric account id}` | `account` | none | `accounts.rs` |
 //! | its scope | `{scope}#account` | `account` | none | `accounts.rs` |
+//! | the accounts' list | `accounts` | `account#{numeric account id}`, and `#indexed` once accounts stored before the list are in it | none | `accounts.rs` |
 //! | its managers | `{scope}#managers` | `managers` (the list as JSON in attribute `managers`) | none | `managers.rs` |
 //! | its sources | `{scope}#sources` | `{external id}` | none | `sources.rs` |
 //!
