@@ -255,3 +255,77 @@ async fn the_sink_routes_exist_only_in_local_mode() {
     let amojo = client.post(format!("{}/_sink/amojo/v2/origin/custom/x/typing", configured.base)).send().await.unwrap();
     assert_eq!(amojo.status().as_u16(), 404);
 }
+
+/// The playground signs as Kommo and as the chat service: only while the sink stands in for
+/// both peers. With either peer real, its page, its stream and its routes are not there.
+#[tokio::test]
+async fn the_playground_exists_only_in_local_mode() {
+    let configured = DevServer::start(&[
+        ("KOMMO_AMOJO_URL", "http://127.0.0.1:9"),
+        ("CHAT_SERVICE_URL", "http://127.0.0.1:9/events"),
+    ]);
+    let real_chat_service = DevServer::start(&[("CHAT_SERVICE_URL", "http://127.0.0.1:9/events")]);
+    let client = reqwest::Client::new();
+    for server in [&configured, &real_chat_service] {
+        for path in ["/", "/_playground/events", "/_playground/app.js", "/_playground/about"] {
+            let response = client.get(format!("{}{path}", server.base)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "GET {path} on {}", server.base);
+        }
+        for action in ["kommo/typing", "kommo/message", "kommo/read", "chat/message", "chat/status", "faults"] {
+            let body = r#"{"conversation_id": "pg-1", "text": "hi", "reference": "m-1", "status": "read", "chat_service_down": true}"#;
+            let (status, answer) = post(format!("{}/_playground/{action}", server.base), &[], body).await;
+            assert_eq!((status, error_code(&answer)), (StatusCode::NOT_FOUND, "no_route"), "{action}");
+        }
+    }
+
+    let local = DevServer::start(&[]);
+    let page = client.get(format!("{}/", local.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.text().await.unwrap().contains("data-testid=\"client-composer\""));
+    let (status, answer) = post(format!("{}/_playground/kommo/typing", local.base), &[], "{}").await;
+    assert_eq!((status, error_code(&answer)), (StatusCode::BAD_REQUEST, "invalid_body"), "bad input is refused");
+}
+
+/// The wire of the playground: what the page plays goes through the bridge, and what the
+/// bridge sends to the stand-ins comes back on the event stream as it happens, checked.
+#[tokio::test]
+async fn the_playground_streams_the_wire() {
+    let local = DevServer::start(&[]);
+    let mut events = reqwest::get(format!("{}/_playground/events", local.base)).await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let first = events.chunk().await.unwrap().expect("the stream opens at once");
+    assert!(String::from_utf8_lossy(&first).starts_with(": open"), "{first:?}");
+
+    let (status, answer) = post(
+        format!("{}/_playground/chat/message", local.base),
+        &[],
+        r#"{"conversation_id": "pg-wire", "text": "Hello from the client"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["answer"], json!({"accepted": true}));
+    let msgid = answer["sent"]["msgid"].as_str().expect("the page learns its message's id").to_owned();
+
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !records.iter().any(|r: &Value| r["body"]["event_type"] == "new_message") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = tokio::time::timeout(left, events.chunk()).await.expect("the import is streamed within 5 s");
+        let chunk = chunk.unwrap().expect("the stream stays open");
+        for line in String::from_utf8_lossy(&chunk).lines() {
+            if let Some(data) = line.strip_prefix("data: ") {
+                records.push(serde_json::from_str(data).expect("each record is JSON"));
+            }
+        }
+    }
+    let played = &records[0];
+    assert_eq!((played["from"].as_str(), played["path"].as_str()), (Some("chat service"), Some("/chat/events")));
+    assert_eq!(played["status"], 200);
+    let imported = records.iter().find(|r| r["body"]["event_type"] == "new_message").unwrap();
+    assert_eq!((imported["from"].as_str(), imported["to"].as_str()), (Some("bridge"), Some("amojo")));
+    assert_eq!(imported["signature_ok"], true, "the bridge signed it as amojo checks");
+    assert_eq!(imported["body"]["payload"]["msgid"], msgid.as_str());
+    assert_eq!(imported["body"]["payload"]["message"]["text"], "Hello from the client");
+}

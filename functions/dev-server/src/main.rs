@@ -3,6 +3,7 @@
 //! With no configuration at all it still runs: it makes development secrets, prints them, and
 //! sends what would go to Kommo and to the chat service to a built-in sink that logs each call.
 
+mod playground;
 mod sink;
 
 use std::convert::Infallible;
@@ -10,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -30,6 +31,9 @@ use tokio::net::TcpListener;
 struct DevServer {
     bridge: Arc<Bridge>,
     sink: sink::Sink,
+    /// The page at `/` and the routes that play the peers: only while the sink stands in for
+    /// both of them.
+    playground: Option<playground::Playground>,
     /// The sink's routes are there only where the sink stands in for a peer (local mode): with
     /// real peers configured they are not routes at all.
     sink_amojo: bool,
@@ -85,6 +89,9 @@ async fn main() {
         }
     };
     let sink = sink::Sink::new(&config);
+    let local_peers =
+        defaults.generated.contains(&"KOMMO_AMOJO_URL") && defaults.generated.contains(&"CHAT_SERVICE_URL");
+    let playground = if local_peers { playground::Playground::new(&config, sink.wire()) } else { None };
     // Timers run in process here; in AWS they are SQS message timers read by typing-expiry.
     let (timers, timer_loop) = InProcessTimers::new();
     let ports = Ports {
@@ -94,9 +101,13 @@ async fn main() {
     let bridge = Arc::new(Bridge::new(config, ports));
     let dispatcher = Arc::new(bridge.dispatcher().expect("the local configuration wires every side").clone());
     tokio::spawn(timer_loop.run(dispatcher, Arc::new(SystemClock)));
+    if playground.is_some() {
+        println!("dev-server: playground (the manager and the client side by side): {base}/");
+    }
     let server = Arc::new(DevServer {
         bridge,
         sink,
+        playground,
         sink_amojo: defaults.generated.contains(&"KOMMO_AMOJO_URL"),
         sink_chat: defaults.generated.contains(&"CHAT_SERVICE_URL"),
         idle_timeout,
@@ -131,7 +142,7 @@ async fn main() {
             let idle_timeout = server.idle_timeout;
             let service = service_fn(move |request| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(request).await.map(Full::new)) }
+                async move { Ok::<_, Infallible>(server.handle(request).await) }
             });
             // The header timeout runs from when the connection starts waiting for a request,
             // so it closes idle keep-alive connections as well as slow senders.
@@ -143,8 +154,24 @@ async fn main() {
     println!("dev-server: stopped");
 }
 
+/// A whole answer, or the playground's stream of events.
+type Answer = hyper::Response<Either<Full<hyper::body::Bytes>, playground::EventStream>>;
+
 impl DevServer {
-    async fn handle(&self, request: hyper::Request<Incoming>) -> HttpResponse {
+    async fn handle(&self, request: hyper::Request<Incoming>) -> Answer {
+        if let Some(playground) = &self.playground
+            && request.method() == http::Method::GET
+            && request.uri().path() == "/_playground/events"
+        {
+            return match playground.events() {
+                Ok(stream) => stream.map(Either::Right),
+                Err(error) => error.into_response().map(|body| Either::Left(Full::new(body))),
+            };
+        }
+        self.answer(request).await.map(|body| Either::Left(Full::new(body)))
+    }
+
+    async fn answer(&self, request: hyper::Request<Incoming>) -> HttpResponse {
         let (parts, body) = request.into_parts();
         let collected = tokio::time::timeout(self.idle_timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await;
         let body = match collected {
@@ -161,6 +188,56 @@ impl DevServer {
             }
         };
         let request = HttpRequest::from_parts(parts, body);
+        if let Some(playground) = &self.playground
+            && let Some(answer) = self.play(playground, &request).await
+        {
+            return answer;
+        }
+        self.route(request).await
+    }
+
+    /// The playground's page and routes; `None` for any other path.
+    async fn play(&self, playground: &playground::Playground, request: &HttpRequest) -> Option<HttpResponse> {
+        let path = request.uri().path();
+        if request.method() == http::Method::GET {
+            if path == "/_playground/about" {
+                return Some(playground.about());
+            }
+            return playground::Playground::static_file(path);
+        }
+        let action = path.strip_prefix(playground::PREFIX)?;
+        if request.method() != http::Method::POST {
+            return None;
+        }
+        if action == "faults" {
+            return Some(match playground::faults(request.body()) {
+                Ok(faults) => {
+                    let (amojo_down, chat_service_down) =
+                        self.sink.set_down(faults.amojo_down, faults.chat_service_down);
+                    let (amojo_slow, chat_service_slow) =
+                        self.sink.set_slow(faults.amojo_slow, faults.chat_service_slow);
+                    json_response(
+                        http::StatusCode::OK,
+                        &serde_json::json!({
+                            "amojo_down": amojo_down, "chat_service_down": chat_service_down,
+                            "amojo_slow": amojo_slow, "chat_service_slow": chat_service_slow,
+                        }),
+                    )
+                }
+                Err(error) => error.into_response(),
+            });
+        }
+        let call = match playground.build(action, request.body()) {
+            Ok(call) => call,
+            Err(error) => return Some(error.into_response()),
+        };
+        // Through the same routing as a request from the network: the bridge checks the
+        // signature the playground made, as it would Kommo's or the chat service's.
+        let answer = self.route(call.request.clone()).await;
+        Some(playground.record(&call, &answer))
+    }
+
+    async fn route(&self, request: HttpRequest) -> HttpResponse {
         let matched = match routes::find(request.method(), request.uri().path()) {
             Ok(matched) => matched,
             Err(error) => return error.into_response(),
@@ -171,9 +248,9 @@ impl DevServer {
             }
             (EntryPoint::DevServer, RouteId::SinkAmojo) if self.sink_amojo => {
                 let path = matched.params[0].to_owned();
-                self.sink.amojo(&request, &path)
+                self.sink.amojo(&request, &path).await
             }
-            (EntryPoint::DevServer, RouteId::SinkChat) if self.sink_chat => self.sink.chat(&request),
+            (EntryPoint::DevServer, RouteId::SinkChat) if self.sink_chat => self.sink.chat(&request).await,
             (EntryPoint::DevServer, _) => {
                 ApiError::not_found("no_route", format!("no route for {}", request.uri().path())).into_response()
             }
